@@ -1,0 +1,64 @@
+"""orchlab: roles, not hard-coded models. A Jupyter-first kit to run, route, compare and pay for LLMs.
+
+Example::
+
+    import orchlab
+    client = orchlab.get_llm_client()   # embedded default: in-process local model, no keys
+    print(client.run("llm.preprocess", [{"role": "user", "content": "What is 2+2?"}]))
+
+Everything below is imported on first use, so ``import orchlab`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "AuthError": "orchlab.errors",
+    "BudgetExceededError": "orchlab.errors",
+    "ConfigError": "orchlab.errors",
+    "ContextWindowError": "orchlab.errors",
+    "LLMResponse": "orchlab.types",
+    "Orchestrator": "orchlab.orchestrator",
+    "OrchlabError": "orchlab.errors",
+    "ProviderError": "orchlab.errors",
+    "RateLimitError": "orchlab.errors",
+    "ResolvedLLMConfig": "orchlab.resolution",
+    "Usage": "orchlab.types",
+    "get_llm_client": "orchlab.orchestrator",
+    "load_config": "orchlab.config.loader",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from orchlab.config.loader import load_config
+    from orchlab.errors import (
+        AuthError,
+        BudgetExceededError,
+        ConfigError,
+        ContextWindowError,
+        OrchlabError,
+        ProviderError,
+        RateLimitError,
+    )
+    from orchlab.orchestrator import Orchestrator, get_llm_client
+    from orchlab.resolution import ResolvedLLMConfig
+    from orchlab.types import LLMResponse, Usage
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'orchlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

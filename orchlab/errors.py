@@ -1,0 +1,259 @@
+"""Every error orchlab raises, in one tree.
+
+::
+
+    OrchlabError
+    ├── ConfigError                      bad YAML, schema, unknown role/provider/type
+    │   ├── ConfigFileError              file missing/unreadable, invalid YAML (file, line, column)
+    │   ├── ConfigValidationError        schema violation (key path + what was expected)
+    │   ├── UnknownRoleError             role not defined (lists close matches)
+    │   ├── UnknownProviderError         provider not defined / unknown adapter type
+    │   └── InvalidRequestError          empty or non-list messages, unknown message role, bad params
+    ├── AuthError                        no key: names the env var and the key file it tried
+    ├── ProviderError                    anything a provider call did wrong (provider, model, status,
+    │   │                                retry_after, retryable)
+    │   ├── AuthenticationError          401 / 403 from the provider
+    │   ├── RateLimitError               429 (retry_after from the response headers)
+    │   ├── ProviderTimeoutError         the request timed out
+    │   ├── ProviderConnectionError      connection refused / DNS / reset
+    │   ├── ProviderUnavailableError     5xx, overloaded (529)
+    │   ├── ProviderResponseError        malformed body, unexpected shape
+    │   ├── ContextLengthExceededError   the provider said the prompt is too long
+    │   └── UnsupportedCapabilityError   the adapter cannot do what was asked (never faked)
+    ├── BudgetExceededError              the worst-case cost would overrun a budget (raised before sending)
+    ├── ContextWindowError               prompt + max output exceed the model's window (before sending)
+    ├── PromptError                      a registered prompt or template could not be loaded/rendered
+    ├── TrackingError                    misuse of the tracking API (bad rating, unknown trace)
+    └── StrategyError                    a strategy could not produce an answer
+        └── AllAttemptsFailedError       also an ExceptionGroup holding every attempt's error
+
+SDK exceptions are translated at the provider boundary with ``raise ... from exc``: the
+original stays on ``__cause__``. Messages never contain an API key.
+
+Example::
+
+    try:
+        client.run("llm.inference", messages)
+    except orchlab.RateLimitError as exc:
+        time.sleep(exc.retry_after or 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class OrchlabWarning(UserWarning):
+    """Warnings orchlab emits itself (tracking degraded, deprecated option, ...)."""
+
+
+class OrchlabError(Exception):
+    """Base of every error orchlab raises."""
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+class ConfigError(OrchlabError):
+    """The configuration cannot be used as written."""
+
+
+class ConfigFileError(ConfigError):
+    """The config file is missing, unreadable, or not valid YAML."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.line = line
+        self.column = column
+
+
+class ConfigValidationError(ConfigError):
+    """The YAML parsed, but does not match the schema. ``problems`` lists (key path, message)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        problems: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.problems = list(problems)
+
+
+class UnknownRoleError(ConfigError):
+    def __init__(self, message: str, *, role: str, suggestions: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.role = role
+        self.suggestions = list(suggestions)
+
+
+class UnknownProviderError(ConfigError):
+    def __init__(self, message: str, *, provider: str) -> None:
+        super().__init__(message)
+        self.provider = provider
+
+
+class InvalidRequestError(ConfigError):
+    """The call's arguments are wrong (messages, params, strategy names)."""
+
+
+# --- auth ----------------------------------------------------------------------------------
+
+
+class AuthError(OrchlabError):
+    """No API key could be found for a provider's auth profile."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        env_var: str | None = None,
+        key_file: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.env_var = env_var
+        self.key_file = key_file
+
+
+# --- provider calls ------------------------------------------------------------------------
+
+
+class ProviderError(OrchlabError):
+    """A provider call failed. ``retryable`` says whether trying again (or elsewhere) makes sense."""
+
+    default_retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        model: str | None = None,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.model = model
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.retryable = self.default_retryable if retryable is None else retryable
+
+    def __str__(self) -> str:
+        where = self.provider if self.model is None else f"{self.provider}:{self.model}"
+        status = "" if self.status_code is None else f" [HTTP {self.status_code}]"
+        return f"{where}{status}: {self.args[0]}"
+
+
+class AuthenticationError(ProviderError):
+    """The provider refused the key (401/403)."""
+
+
+class RateLimitError(ProviderError):
+    default_retryable = True
+
+
+class ProviderTimeoutError(ProviderError):
+    default_retryable = True
+
+
+class ProviderConnectionError(ProviderError):
+    default_retryable = True
+
+
+class ProviderUnavailableError(ProviderError):
+    """5xx or overloaded."""
+
+    default_retryable = True
+
+
+class ProviderResponseError(ProviderError):
+    """The provider answered with something that is not its documented format."""
+
+
+class ContextLengthExceededError(ProviderError):
+    """The provider rejected the prompt as too long for the model."""
+
+
+class UnsupportedCapabilityError(ProviderError):
+    """The adapter does not support the requested capability."""
+
+
+# --- pre-flight checks ---------------------------------------------------------------------
+
+
+class BudgetExceededError(OrchlabError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        scope: str,
+        limit_usd: float,
+        requested_usd: float,
+        spent_usd: float,
+    ) -> None:
+        super().__init__(message)
+        self.scope = scope
+        self.limit_usd = limit_usd
+        self.requested_usd = requested_usd
+        self.spent_usd = spent_usd
+
+
+class ContextWindowError(OrchlabError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        model: str,
+        prompt_tokens: int,
+        max_output_tokens: int,
+        context_window: int,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.model = model
+        self.prompt_tokens = prompt_tokens
+        self.max_output_tokens = max_output_tokens
+        self.context_window = context_window
+
+
+class PromptError(OrchlabError):
+    """A prompt template could not be found, loaded or rendered."""
+
+
+class TrackingError(OrchlabError):
+    """The tracking API was used wrongly (bad rating value, unknown trace id)."""
+
+
+# --- strategies ----------------------------------------------------------------------------
+
+
+class StrategyError(OrchlabError):
+    """A strategy could not produce an answer."""
+
+
+class AllAttemptsFailedError(StrategyError, ExceptionGroup):  # type: ignore[misc]
+    """Every attempt of a strategy failed; ``exceptions`` holds each attempt's error in order."""
+
+    def __new__(cls, message: str, exceptions: Sequence[Exception]) -> AllAttemptsFailedError:
+        return super().__new__(cls, message, list(exceptions))
+
+    def __init__(self, message: str, exceptions: Sequence[Exception]) -> None:
+        super().__init__(message, list(exceptions))
+
+    def derive(self, excs: Sequence[Exception]) -> AllAttemptsFailedError:  # type: ignore[override]
+        return AllAttemptsFailedError(self.message, excs)

@@ -1,0 +1,184 @@
+"""The runtime: `get_llm_client()` and `Orchestrator.run/arun/stream`.
+
+Example::
+
+    import orchlab
+    client = orchlab.get_llm_client()          # the embedded default: local model, no keys
+    r = client.run("llm.preprocess", [{"role": "user", "content": "What is 2+2?"}])
+    print(r.content, r.usage.output_tokens)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from orchlab.config.loader import default_config_path, load_config
+from orchlab.config.schema import OrchestratorConfig
+from orchlab.loop import iterate_async, iterate_sync, run_async, run_sync
+from orchlab.providers.base import Provider
+from orchlab.providers.registry import provider_class
+from orchlab.resolution import ResolvedLLMConfig, Resolver, parse_target
+from orchlab.types import LLMResponse, ModelRequest, StreamChunk, to_messages
+
+ParamsOverride = Mapping[str, Any] | None
+
+
+class Orchestrator:
+    """Runs roles against their bound providers. Build it with `get_llm_client`."""
+
+    def __init__(
+        self,
+        config: OrchestratorConfig,
+        *,
+        config_path: Path | None = None,
+        env: str | None = None,
+    ) -> None:
+        if env is not None and env != config.env:
+            config = config.for_env(env)
+        self.config = config
+        self.config_path = config_path
+        self.resolver = Resolver(config, base_dir=config_path.parent if config_path else None)
+        self._providers: dict[str, Provider] = {}
+        self._bindings: dict[str, tuple[str, str]] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"Orchestrator(project={self.config.project!r}, env={self.config.env!r}, "
+            f"roles={self.roles()!r})"
+        )
+
+    # --- roles and providers -----------------------------------------------------------------
+
+    def roles(self) -> list[str]:
+        return self.resolver.role_names()
+
+    def resolve(self, role: str) -> ResolvedLLMConfig:
+        """The provider, model and params a role runs on now (session rebinds included)."""
+        resolved = self.resolver.resolve(role)
+        bound = self._bindings.get(role)
+        if bound is None:
+            return resolved
+        return self.resolver.resolve_target(bound[0], bound[1], resolved.params, role=role)
+
+    def rebind(self, role: str, target: str) -> ResolvedLLMConfig:
+        """Point ``role`` at ``'provider:model'`` for this session (the YAML is not changed)."""
+        self.resolver.resolve(role)
+        provider, model = parse_target(target)
+        self.resolver.provider_settings(provider)
+        self._bindings[role] = (provider, model)
+        return self.resolve(role)
+
+    def provider(self, name: str) -> Provider:
+        """The adapter instance for a provider entry, built once and reused."""
+        adapter = self._providers.get(name)
+        if adapter is None:
+            settings = self.resolver.provider_settings(name)
+            adapter = provider_class(settings.kind)(settings)
+            self._providers[name] = adapter
+        return adapter
+
+    # --- calls -------------------------------------------------------------------------------
+
+    def run(
+        self, role: str, messages: object, params_override: ParamsOverride = None
+    ) -> LLMResponse:
+        """Answer ``messages`` with the model bound to ``role`` (works inside Jupyter's loop)."""
+        return run_sync(self._run(role, messages, params_override))
+
+    async def arun(
+        self, role: str, messages: object, params_override: ParamsOverride = None
+    ) -> LLMResponse:
+        return await run_async(self._run(role, messages, params_override))
+
+    def stream(
+        self, role: str, messages: object, params_override: ParamsOverride = None
+    ) -> ResponseStream:
+        """Iterate (sync or async) over text deltas; ``.response`` holds the final answer."""
+        resolved = self.resolve(role)
+        request = self._request(resolved, messages, params_override)
+        return ResponseStream(self._stream(resolved, request))
+
+    async def _run(
+        self, role: str, messages: object, params_override: ParamsOverride
+    ) -> LLMResponse:
+        resolved = self.resolve(role)
+        request = self._request(resolved, messages, params_override)
+        return await self._attempt(resolved, request)
+
+    def _request(
+        self, resolved: ResolvedLLMConfig, messages: object, params_override: ParamsOverride
+    ) -> ModelRequest:
+        return ModelRequest(
+            model=resolved.model,
+            messages=tuple(to_messages(messages)),
+            params=resolved.params.merged(params_override),
+        )
+
+    async def _attempt(self, resolved: ResolvedLLMConfig, request: ModelRequest) -> LLMResponse:
+        """One call to one provider: the unit every strategy is built from."""
+        response = await self.provider(resolved.provider).complete(request)
+        response.role = resolved.role
+        return response
+
+    async def _stream(
+        self, resolved: ResolvedLLMConfig, request: ModelRequest
+    ) -> AsyncIterator[StreamChunk]:
+        started = time.perf_counter()
+        async for chunk in self.provider(resolved.provider).stream(request):
+            if chunk.response is not None:
+                chunk.response.role = resolved.role
+                chunk.response.latency_s = time.perf_counter() - started
+            yield chunk
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        providers, self._providers = list(self._providers.values()), {}
+        await asyncio.gather(*(run_async(p.aclose()) for p in providers))
+
+    def close(self) -> None:
+        run_sync(self.aclose())
+
+    def __enter__(self) -> Orchestrator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ResponseStream:
+    """A streamed answer: iterate it (``for`` or ``async for``) for text; then read ``.response``."""
+
+    def __init__(self, chunks: AsyncIterator[StreamChunk]) -> None:
+        self._chunks = chunks
+        self.response: LLMResponse | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        for chunk in iterate_sync(self._chunks):
+            if chunk.response is not None:
+                self.response = chunk.response
+            elif chunk.delta:
+                yield chunk.delta
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        async for chunk in iterate_async(self._chunks):
+            if chunk.response is not None:
+                self.response = chunk.response
+            elif chunk.delta:
+                yield chunk.delta
+
+    def text(self) -> str:
+        """Consume the stream and return the whole answer."""
+        return "".join(self)
+
+
+def get_llm_client(
+    config_path: str | Path | None = None, *, env: str | None = None
+) -> Orchestrator:
+    """An `Orchestrator` for ``config_path`` (no path: the embedded offline default)."""
+    path = Path(config_path).expanduser().resolve() if config_path else default_config_path()
+    return Orchestrator(load_config(path), config_path=path, env=env)

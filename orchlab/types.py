@@ -1,0 +1,211 @@
+"""The values that cross orchlab's layers: messages, params, usage, responses, decision trails.
+
+Plain dataclasses (not pydantic) because one of each is built per call on the hot path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+from orchlab.errors import InvalidRequestError
+
+MessageRole = Literal["system", "user", "assistant"]
+MESSAGE_ROLES: tuple[str, ...] = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: MessageRole
+    content: str
+
+
+def to_messages(messages: object) -> list[Message]:
+    """Validate what a user passed as ``messages`` (a list of dicts or `Message`)."""
+    if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
+        raise InvalidRequestError(
+            f"messages must be a list of {{'role': ..., 'content': ...}} dicts, "
+            f"got {type(messages).__name__}"
+        )
+    out: list[Message] = []
+    for i, m in enumerate(messages):
+        if isinstance(m, Message):
+            out.append(m)
+            continue
+        if not isinstance(m, Mapping):
+            raise InvalidRequestError(
+                f"messages[{i}] must be a dict with 'role' and 'content', got {type(m).__name__}"
+            )
+        role, content = m.get("role"), m.get("content")
+        if role not in MESSAGE_ROLES:
+            raise InvalidRequestError(
+                f"messages[{i}].role is {role!r}; expected one of {', '.join(MESSAGE_ROLES)}"
+            )
+        if not isinstance(content, str):
+            raise InvalidRequestError(
+                f"messages[{i}].content must be a string, got {type(content).__name__}"
+            )
+        extra = set(m) - {"role", "content"}
+        if extra:
+            raise InvalidRequestError(
+                f"messages[{i}] has unknown keys {sorted(extra)}; only 'role' and 'content' are used"
+            )
+        out.append(Message(role, content))
+    if not out:
+        raise InvalidRequestError("messages is empty: pass at least one {'role': 'user', ...}")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    """Generation settings common to providers; ``extra`` passes provider-specific keys through."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] | None = None
+    seed: int | None = None
+    logprobs: bool = False
+    timeout_s: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def merged(self, override: Mapping[str, Any] | GenerationParams | None) -> GenerationParams:
+        """A copy with ``override``'s set values on top (unknown keys go to ``extra``)."""
+        if override is None:
+            return self
+        if isinstance(override, GenerationParams):
+            override = override.as_dict()
+        known = {f.name for f in fields(self)} - {"extra"}
+        changes: dict[str, Any] = {}
+        extra = dict(self.extra)
+        for key, value in override.items():
+            if key == "extra" and isinstance(value, Mapping):
+                extra.update(value)
+            elif key in known:
+                if key == "stop" and value is not None:
+                    value = (value,) if isinstance(value, str) else tuple(value)
+                changes[key] = value
+            else:
+                extra[key] = value
+        return replace(self, **changes, extra=extra)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Only the values that are set (what a trace or a log records)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra":
+                out.update(value)
+            elif value is not None and not (f.name == "logprobs" and value is False):
+                out[f.name] = list(value) if f.name == "stop" else value
+        return out
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+        )
+
+
+AttemptOutcome = Literal["ok", "error", "cancelled", "rejected"]
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One provider call made while answering a request (the winner, a loser, a failure)."""
+
+    provider: str
+    model: str
+    outcome: AttemptOutcome
+    latency_s: float
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float | None = None
+    error: str | None = None
+    confidence: float | None = None
+    stage: str | None = None
+
+
+@dataclass(slots=True)
+class Decision:
+    """What a strategy did: every attempt, the winner, and why."""
+
+    strategy: str
+    task_type: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    winner: str | None = None
+    rationale: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total_cost_usd(self) -> float | None:
+        costs = [a.cost_usd for a in self.attempts if a.outcome != "error" or a.usage.total_tokens]
+        if any(c is None for c in costs):
+            return None
+        return sum(c for c in costs if c is not None)
+
+
+@dataclass(slots=True)
+class LLMResponse:
+    """One answer, whatever produced it.
+
+    ``cost_usd`` is None only when the price is unknown, and ``cost_note`` then says why.
+    ``decision`` is set when a strategy produced the answer; its attempts' costs are in
+    ``cost_usd`` already.
+    """
+
+    content: str
+    provider: str
+    model: str
+    role: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    latency_s: float = 0.0
+    finish_reason: str | None = None
+    raw: Any = field(default=None, repr=False)
+    cost_usd: float | None = None
+    cost_note: str | None = None
+    logprobs: list[float] | None = field(default=None, repr=False)
+    decision: Decision | None = field(default=None, repr=False)
+    trace_id: str | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def target(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+    def __str__(self) -> str:
+        return self.content
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """What an adapter receives: the model id, validated messages and merged params."""
+
+    model: str
+    messages: tuple[Message, ...]
+    params: GenerationParams = field(default_factory=GenerationParams)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """A piece of a streamed answer. The last chunk carries the final response (with usage)."""
+
+    delta: str = ""
+    response: LLMResponse | None = None
