@@ -47,8 +47,7 @@ class Orchestrator:
 
     def __repr__(self) -> str:
         return (
-            f"Orchestrator(project={self.config.project!r}, env={self.config.env!r}, "
-            f"roles={self.roles()!r})"
+            f"Orchestrator(project={self.config.project!r}, env={self.config.env!r}, roles={self.roles()!r})"
         )
 
     # --- roles and providers -----------------------------------------------------------------
@@ -83,28 +82,20 @@ class Orchestrator:
 
     # --- calls -------------------------------------------------------------------------------
 
-    def run(
-        self, role: str, messages: object, params_override: ParamsOverride = None
-    ) -> LLMResponse:
+    def run(self, role: str, messages: object, params_override: ParamsOverride = None) -> LLMResponse:
         """Answer ``messages`` with the model bound to ``role`` (works inside Jupyter's loop)."""
         return run_sync(self._run(role, messages, params_override))
 
-    async def arun(
-        self, role: str, messages: object, params_override: ParamsOverride = None
-    ) -> LLMResponse:
+    async def arun(self, role: str, messages: object, params_override: ParamsOverride = None) -> LLMResponse:
         return await run_async(self._run(role, messages, params_override))
 
-    def stream(
-        self, role: str, messages: object, params_override: ParamsOverride = None
-    ) -> ResponseStream:
+    def stream(self, role: str, messages: object, params_override: ParamsOverride = None) -> ResponseStream:
         """Iterate (sync or async) over text deltas; ``.response`` holds the final answer."""
         resolved = self.resolve(role)
         request = self._request(resolved, messages, params_override)
         return ResponseStream(self._stream(resolved, request))
 
-    async def _run(
-        self, role: str, messages: object, params_override: ParamsOverride
-    ) -> LLMResponse:
+    async def _run(self, role: str, messages: object, params_override: ParamsOverride) -> LLMResponse:
         resolved = self.resolve(role)
         request = self._request(resolved, messages, params_override)
         return await self._attempt(resolved, request)
@@ -124,9 +115,7 @@ class Orchestrator:
         response.role = resolved.role
         return response
 
-    async def _stream(
-        self, resolved: ResolvedLLMConfig, request: ModelRequest
-    ) -> AsyncIterator[StreamChunk]:
+    async def _stream(self, resolved: ResolvedLLMConfig, request: ModelRequest) -> AsyncIterator[StreamChunk]:
         started = time.perf_counter()
         async for chunk in self.provider(resolved.provider).stream(request):
             if chunk.response is not None:
@@ -176,9 +165,7 @@ class ResponseStream:
         return "".join(self)
 
 
-def get_llm_client(
-    config_path: str | Path | None = None, *, env: str | None = None
-) -> Orchestrator:
+def get_llm_client(config_path: str | Path | None = None, *, env: str | None = None) -> Orchestrator:
     """An `Orchestrator` for ``config_path`` (no path: the embedded offline default)."""
     path = Path(config_path).expanduser().resolve() if config_path else default_config_path()
     return Orchestrator(load_config(path), config_path=path, env=env)

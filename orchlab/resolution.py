@@ -65,13 +65,9 @@ class Resolver:
     def role_names(self) -> list[str]:
         return sorted(self.config.roles)
 
-    def resolve(
-        self, role: str, *, project: str | None = None, env: str | None = None
-    ) -> ResolvedLLMConfig:
+    def resolve(self, role: str, *, project: str | None = None, env: str | None = None) -> ResolvedLLMConfig:
         if project is not None and project != self.config.project:
-            raise InvalidRequestError(
-                f"this config is for project {self.config.project!r}, not {project!r}"
-            )
+            raise InvalidRequestError(f"this config is for project {self.config.project!r}, not {project!r}")
         if env is not None and env != self.config.env:
             return Resolver(self.config.for_env(env), base_dir=self.base_dir).resolve(role)
         spec = self.config.roles.get(role)

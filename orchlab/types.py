@@ -26,8 +26,7 @@ def to_messages(messages: object) -> list[Message]:
     """Validate what a user passed as ``messages`` (a list of dicts or `Message`)."""
     if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
         raise InvalidRequestError(
-            f"messages must be a list of {{'role': ..., 'content': ...}} dicts, "
-            f"got {type(messages).__name__}"
+            f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got {type(messages).__name__}"
         )
     out: list[Message] = []
     for i, m in enumerate(messages):
@@ -44,9 +43,7 @@ def to_messages(messages: object) -> list[Message]:
                 f"messages[{i}].role is {role!r}; expected one of {', '.join(MESSAGE_ROLES)}"
             )
         if not isinstance(content, str):
-            raise InvalidRequestError(
-                f"messages[{i}].content must be a string, got {type(content).__name__}"
-            )
+            raise InvalidRequestError(f"messages[{i}].content must be a string, got {type(content).__name__}")
         extra = set(m) - {"role", "content"}
         if extra:
             raise InvalidRequestError(

@@ -88,10 +88,7 @@ def check_references(config: OrchestratorConfig, *, source: str = "<config>") ->
         prefix = "" if overlay is None else f"envs.{env_name}."
         for role_name, role in view.roles.items():
             targets = [(f"{prefix}roles.{role_name}.provider", role.provider)]
-            targets += [
-                (f"{prefix}roles.{role_name}.fallbacks", t.partition(":")[0])
-                for t in role.fallbacks
-            ]
+            targets += [(f"{prefix}roles.{role_name}.fallbacks", t.partition(":")[0]) for t in role.fallbacks]
             for key, provider_name in targets:
                 if provider_name not in view.providers:
                     raise UnknownProviderError(
@@ -137,9 +134,12 @@ def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> str:
                 if key.value == part:
                     child = value if part != loc[-1] else key
                     break
-        elif isinstance(found, yaml.SequenceNode) and isinstance(part, int):
-            if 0 <= part < len(found.value):
-                child = found.value[part]
+        elif (
+            isinstance(found, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(found.value)
+        ):
+            child = found.value[part]
         if child is None:
             break
         found = child

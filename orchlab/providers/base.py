@@ -91,9 +91,7 @@ class Provider(ABC):
         )
 
     async def list_models(self) -> list[DiscoveredModel]:
-        raise UnsupportedCapabilityError(
-            f"{self.kind} adapter cannot list models", provider=self.name
-        )
+        raise UnsupportedCapabilityError(f"{self.kind} adapter cannot list models", provider=self.name)
 
     async def is_available(self) -> bool:
         """True when the provider answers; the default asks it for its models."""

@@ -130,9 +130,7 @@ class LlamaCppProvider(Provider):
     def _loaded(self, request: ModelRequest) -> _Loaded:
         path = self.model_path(request.model)
         if not path.is_file():
-            raise ProviderError(
-                f"GGUF file not found: {path}", provider=self.name, model=request.model
-            )
+            raise ProviderError(f"GGUF file not found: {path}", provider=self.name, model=request.model)
         return _load(path, self.options, logits_all=request.params.logprobs)
 
     def _use_chat(self, loaded: _Loaded) -> bool:
@@ -159,9 +157,7 @@ class LlamaCppProvider(Provider):
     def context_window(self) -> int:
         return self.options.n_ctx
 
-    def _generate(
-        self, request: ModelRequest, cancel: threading.Event, on_text: Any = None
-    ) -> LLMResponse:
+    def _generate(self, request: ModelRequest, cancel: threading.Event, on_text: Any = None) -> LLMResponse:
         """Blocking generation (runs in a worker thread); stops early when ``cancel`` is set."""
         started = time.perf_counter()
         loaded = self._loaded(request)
@@ -203,8 +199,7 @@ class LlamaCppProvider(Provider):
             prompt_len = len(tokens)
             if prompt_len + max_tokens > llama.n_ctx():
                 raise ContextLengthExceededError(
-                    f"{prompt_len} prompt tokens + {max_tokens} max tokens exceed n_ctx="
-                    f"{llama.n_ctx()}",
+                    f"{prompt_len} prompt tokens + {max_tokens} max tokens exceed n_ctx={llama.n_ctx()}",
                     provider=self.name,
                     model=request.model,
                 )
