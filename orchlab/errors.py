@@ -246,7 +246,7 @@ class StrategyError(OrchlabError):
     """A strategy could not produce an answer."""
 
 
-class AllAttemptsFailedError(StrategyError, ExceptionGroup):  # type: ignore[misc]
+class AllAttemptsFailedError(StrategyError, ExceptionGroup):
     """Every attempt of a strategy failed; ``exceptions`` holds each attempt's error in order."""
 
     def __new__(cls, message: str, exceptions: Sequence[Exception]) -> AllAttemptsFailedError:

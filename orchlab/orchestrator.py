@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from orchlab.calls import CallContext, CallRecord, Observers
 from orchlab.config.loader import default_config_path, load_config
 from orchlab.config.schema import OrchestratorConfig
 from orchlab.loop import iterate_async, iterate_sync, run_async, run_sync
 from orchlab.providers.base import Provider
 from orchlab.providers.registry import provider_class
 from orchlab.resolution import ResolvedLLMConfig, Resolver, parse_target
-from orchlab.types import LLMResponse, ModelRequest, StreamChunk, to_messages
+from orchlab.types import Attempt, Decision, LLMResponse, ModelRequest, StreamChunk, to_messages
 
 ParamsOverride = Mapping[str, Any] | None
 
@@ -44,6 +45,7 @@ class Orchestrator:
         self.resolver = Resolver(config, base_dir=config_path.parent if config_path else None)
         self._providers: dict[str, Provider] = {}
         self._bindings: dict[str, tuple[str, str]] = {}
+        self.observers = Observers()
 
     def __repr__(self) -> str:
         return (
@@ -98,7 +100,8 @@ class Orchestrator:
     async def _run(self, role: str, messages: object, params_override: ParamsOverride) -> LLMResponse:
         resolved = self.resolve(role)
         request = self._request(resolved, messages, params_override)
-        return await self._attempt(resolved, request)
+        ctx = CallContext(role=role, strategy="single", messages=request.messages)
+        return await self._finish(ctx, self._attempt(ctx, resolved, request))
 
     def _request(
         self, resolved: ResolvedLLMConfig, messages: object, params_override: ParamsOverride
@@ -109,19 +112,105 @@ class Orchestrator:
             params=resolved.params.merged(params_override),
         )
 
-    async def _attempt(self, resolved: ResolvedLLMConfig, request: ModelRequest) -> LLMResponse:
-        """One call to one provider: the unit every strategy is built from."""
-        response = await self.provider(resolved.provider).complete(request)
+    async def _finish(self, ctx: CallContext, answer: Awaitable[LLMResponse]) -> LLMResponse:
+        """Await the answer; on success attach the trail (`_settle`), on failure report it."""
+        try:
+            response = await answer
+        except BaseException as exc:
+            self._notify(ctx, None, exc)
+            raise
+        return self._settle(ctx, response)
+
+    def _settle(self, ctx: CallContext, response: LLMResponse) -> LLMResponse:
+        """Attach the decision trail (a strategy may have set its own) and tell the observers."""
+        if response.decision is None:
+            winner = ctx.attempts[-1] if ctx.attempts else None
+            response.decision = Decision(
+                strategy=ctx.strategy,
+                task_type=ctx.task_type,
+                attempts=ctx.attempts,
+                winner=f"{winner.provider}:{winner.model}" if winner else None,
+                rationale=f"role {ctx.role!r} is bound to {response.target}",
+            )
+        self._notify(ctx, response, None)
+        return response
+
+    def _notify(self, ctx: CallContext, response: LLMResponse | None, error: BaseException | None) -> None:
+        self.observers.notify(CallRecord(ctx, response, error, time.time()))
+
+    async def _attempt(
+        self,
+        ctx: CallContext,
+        resolved: ResolvedLLMConfig,
+        request: ModelRequest,
+        *,
+        stage: str | None = None,
+    ) -> LLMResponse:
+        """One call to one provider, recorded in ``ctx``: the unit every strategy is built from."""
+        attempt = Attempt(
+            provider=resolved.provider,
+            model=request.model,
+            outcome="error",
+            latency_s=0.0,
+            stage=stage,
+            started_at=time.time(),
+            params=request.params.as_dict(),
+        )
+        ctx.attempts.append(attempt)
+        started = time.perf_counter()
+        try:
+            response = await self.provider(resolved.provider).complete(request)
+        except asyncio.CancelledError:
+            attempt.outcome = "cancelled"
+            raise
+        except Exception as exc:
+            attempt.error, attempt.error_type = str(exc), type(exc).__name__
+            raise
+        finally:
+            attempt.latency_s = time.perf_counter() - started
         response.role = resolved.role
+        attempt.outcome = "ok"
+        attempt.usage = response.usage
+        attempt.cost_usd = response.cost_usd
+        attempt.output = response.content
         return response
 
     async def _stream(self, resolved: ResolvedLLMConfig, request: ModelRequest) -> AsyncIterator[StreamChunk]:
-        started = time.perf_counter()
-        async for chunk in self.provider(resolved.provider).stream(request):
-            if chunk.response is not None:
-                chunk.response.role = resolved.role
-                chunk.response.latency_s = time.perf_counter() - started
-            yield chunk
+        ctx = CallContext(role=resolved.role, strategy="single", messages=request.messages)
+        attempt = Attempt(
+            provider=resolved.provider,
+            model=request.model,
+            outcome="error",
+            latency_s=0.0,
+            started_at=time.time(),
+            params=request.params.as_dict(),
+        )
+        ctx.attempts.append(attempt)
+        parts: list[str] = []
+        final: LLMResponse | None = None
+        try:
+            async for chunk in self.provider(resolved.provider).stream(request):
+                if chunk.response is not None:
+                    final = chunk.response
+                    final.role = resolved.role
+                    final.latency_s = time.perf_counter() - ctx.started_perf
+                    attempt.outcome, attempt.usage = "ok", final.usage
+                    attempt.cost_usd, attempt.output = final.cost_usd, final.content
+                    attempt.latency_s = final.latency_s
+                    self._settle(ctx, final)
+                else:
+                    parts.append(chunk.delta)
+                yield chunk
+        except BaseException as exc:
+            if final is None:
+                attempt.latency_s = time.perf_counter() - ctx.started_perf
+                attempt.output = "".join(parts)
+                if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+                    attempt.outcome = "cancelled"
+                else:
+                    attempt.error, attempt.error_type = str(exc), type(exc).__name__
+                self._notify(ctx, None, exc)
+            raise
 
     # --- lifecycle ---------------------------------------------------------------------------
 

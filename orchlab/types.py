@@ -138,6 +138,11 @@ class Attempt:
     error: str | None = None
     confidence: float | None = None
     stage: str | None = None
+    started_at: float = 0.0
+    """Wall-clock start (``time.time()``), for traces."""
+    output: str | None = field(default=None, repr=False)
+    params: dict[str, Any] = field(default_factory=dict, repr=False)
+    error_type: str | None = None
 
 
 @dataclass(slots=True)

@@ -134,11 +134,7 @@ def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> str:
                 if key.value == part:
                     child = value if part != loc[-1] else key
                     break
-        elif (
-            isinstance(found, yaml.SequenceNode)
-            and isinstance(part, int)
-            and 0 <= part < len(found.value)
-        ):
+        elif isinstance(found, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(found.value):
             child = found.value[part]
         if child is None:
             break

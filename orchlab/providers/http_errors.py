@@ -66,14 +66,19 @@ def error_for_status(
 ) -> ProviderError:
     """The orchlab error for an HTTP status (429 carries ``retry_after`` from the headers)."""
     retry_after = retry_after_seconds(headers)
-    common = {"provider": provider, "model": model, "status_code": status}
+    cls: type[ProviderError] = ProviderError
     if status in (401, 403):
-        hint = " (check the API key for this provider's auth profile)" if status == 401 else ""
-        return AuthenticationError(f"{message}{hint}", **common)
-    if status == 429:
-        return RateLimitError(message, retry_after=retry_after, **common)
-    if status in (400, 413, 422) and looks_like_context_overflow(message):
-        return ContextLengthExceededError(message, **common)
-    if status >= 500:
-        return ProviderUnavailableError(message, retry_after=retry_after, **common)
-    return ProviderError(message, retryable=status in (408, 409), retry_after=retry_after, **common)
+        cls = AuthenticationError
+        if status == 401:
+            message += " (check the API key for this provider's auth profile)"
+    elif status == 429:
+        cls = RateLimitError
+    elif status in (400, 413, 422) and looks_like_context_overflow(message):
+        cls = ContextLengthExceededError
+    elif status >= 500:
+        cls = ProviderUnavailableError
+    retryable = True if status in (408, 409) else None
+    return cls(
+        message, provider=provider, model=model, status_code=status, retry_after=retry_after,
+        retryable=retryable,
+    )
