@@ -62,3 +62,16 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext orchlab``: registers the ``%%llm`` / ``%llm`` magics (see `orchlab.notebook`)."""
+    from orchlab.notebook import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from orchlab.notebook import unload_ipython_extension as unload
+
+    unload(ipython)

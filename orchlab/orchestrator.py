@@ -85,8 +85,20 @@ class Orchestrator:
     # --- calls -------------------------------------------------------------------------------
 
     def run(self, role: str, messages: object, params_override: ParamsOverride = None) -> LLMResponse:
-        """Answer ``messages`` with the model bound to ``role`` (works inside Jupyter's loop)."""
-        return run_sync(self._run(role, messages, params_override))
+        """Answer ``messages`` with the model bound to ``role`` (works inside Jupyter's loop).
+
+        The sync twin of `arun`: the same steps, but the provider call is the adapter's blocking
+        `complete_sync`, so an adapter with a sync SDK (OpenAI) skips the hop to the engine loop.
+        """
+        resolved = self.resolve(role)
+        request = self._request(resolved, messages, params_override)
+        ctx = CallContext(role=role, strategy="single", messages=request.messages)
+        try:
+            response = self._attempt_sync(ctx, resolved, request)
+        except BaseException as exc:
+            self._notify(ctx, None, exc)
+            raise
+        return self._settle(ctx, response)
 
     async def arun(self, role: str, messages: object, params_override: ParamsOverride = None) -> LLMResponse:
         return await run_async(self._run(role, messages, params_override))
@@ -147,16 +159,7 @@ class Orchestrator:
         stage: str | None = None,
     ) -> LLMResponse:
         """One call to one provider, recorded in ``ctx``: the unit every strategy is built from."""
-        attempt = Attempt(
-            provider=resolved.provider,
-            model=request.model,
-            outcome="error",
-            latency_s=0.0,
-            stage=stage,
-            started_at=time.time(),
-            params=request.params.as_dict(),
-        )
-        ctx.attempts.append(attempt)
+        attempt = self._new_attempt(ctx, resolved, request, stage)
         started = time.perf_counter()
         try:
             response = await self.provider(resolved.provider).complete(request)
@@ -168,6 +171,44 @@ class Orchestrator:
             raise
         finally:
             attempt.latency_s = time.perf_counter() - started
+        return self._attempt_ok(attempt, resolved, response)
+
+    def _attempt_sync(
+        self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest
+    ) -> LLMResponse:
+        """`_attempt` for the sync API: the provider's blocking twin, in the caller's thread."""
+        attempt = self._new_attempt(ctx, resolved, request, None)
+        started = time.perf_counter()
+        try:
+            response = self.provider(resolved.provider).complete_sync(request)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            attempt.outcome = "cancelled"
+            raise
+        except Exception as exc:
+            attempt.error, attempt.error_type = str(exc), type(exc).__name__
+            raise
+        finally:
+            attempt.latency_s = time.perf_counter() - started
+        return self._attempt_ok(attempt, resolved, response)
+
+    @staticmethod
+    def _new_attempt(
+        ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest, stage: str | None
+    ) -> Attempt:
+        attempt = Attempt(
+            provider=resolved.provider,
+            model=request.model,
+            outcome="error",
+            latency_s=0.0,
+            stage=stage,
+            started_at=time.time(),
+            params=request.params.as_dict(),
+        )
+        ctx.attempts.append(attempt)
+        return attempt
+
+    @staticmethod
+    def _attempt_ok(attempt: Attempt, resolved: ResolvedLLMConfig, response: LLMResponse) -> LLMResponse:
         response.role = resolved.role
         attempt.outcome = "ok"
         attempt.usage = response.usage

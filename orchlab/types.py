@@ -195,6 +195,19 @@ class LLMResponse:
     def __str__(self) -> str:
         return self.content
 
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Markdown + plain text with a cost footer, and metadata (see `orchlab.render`)."""
+        from orchlab.render import mimebundle
+
+        return mimebundle(self)
+
+    def _repr_markdown_(self) -> str:
+        from orchlab.render import to_markdown
+
+        return to_markdown(self)
+
 
 @dataclass(frozen=True, slots=True)
 class ModelRequest:

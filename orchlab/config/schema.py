@@ -14,9 +14,9 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 
 class _Strict(BaseModel):
@@ -28,6 +28,10 @@ def _check_target(value: str) -> str:
     if not sep or not provider or not model:
         raise ValueError(f"{value!r} is not of the form 'provider:model'")
     return value
+
+
+Target = Annotated[str, AfterValidator(_check_target)]
+"""A ``'provider:model'`` string."""
 
 
 class ProviderConfig(_Strict):
@@ -70,12 +74,7 @@ class RoleConfig(_Strict):
     model: str
     description: str | None = None
     params: RoleParams = RoleParams()
-    fallbacks: list[str] = Field(default_factory=list, description="'provider:model' targets")
-
-    @field_validator("fallbacks")
-    @classmethod
-    def _targets(cls, values: list[str]) -> list[str]:
-        return [_check_target(v) for v in values]
+    fallbacks: list[Target] = Field(default_factory=list, description="'provider:model' targets")
 
 
 class EnvOverlay(_Strict):

@@ -42,6 +42,11 @@ class LlamaCppOptions(BaseModel):
     n_threads: int | None = Field(default=None, gt=0)
     prompt_format: Literal["auto", "qa", "raw", "chat"] = "auto"
     seed: int = 0
+    extra_buffers: bool = Field(
+        default=False,
+        description="ggml's extra buffer types (AMX / repacked weights); off by default because "
+        "the AMX kernels crash in VMs whose CPU advertises AMX without enabling it",
+    )
 
 
 def default_model_path() -> Path:
@@ -63,32 +68,85 @@ class _Loaded:
     llama: Llama
     lock: threading.Lock
     has_template: bool
+    sampled: list[int]
+    """Tokens sampled by the generation in progress (guarded by ``lock``)."""
 
 
-_models: dict[tuple[str, int, int | None, bool, int], _Loaded] = {}
+_models: dict[tuple[str, int, int | None, bool, int, bool], _Loaded] = {}
 _models_lock = threading.Lock()
 
 
 def _load(path: Path, options: LlamaCppOptions, *, logits_all: bool) -> _Loaded:
     """Load a GGUF once per process and settings; later calls reuse it."""
-    key = (str(path), options.n_ctx, options.n_threads, logits_all, options.seed)
+    key = (str(path), options.n_ctx, options.n_threads, logits_all, options.seed, options.extra_buffers)
     with _models_lock:
         loaded = _models.get(key)
         if loaded is None:
+            import llama_cpp.llama_cpp as lowlevel
             from llama_cpp import Llama
 
-            llama = Llama(
-                model_path=str(path),
-                n_ctx=options.n_ctx,
-                n_threads=options.n_threads or os.cpu_count() or 1,
-                logits_all=logits_all,
-                seed=options.seed,
-                verbose=False,
-            )
+            # Llama() exposes no switch for llama_model_params.use_extra_bufts, so the default
+            # params are adjusted while this one model loads (under _models_lock).
+            default_params = lowlevel.llama_model_default_params
+
+            def model_params() -> Any:
+                params = default_params()
+                params.use_extra_bufts = options.extra_buffers
+                return params
+
+            lowlevel.llama_model_default_params = model_params
+            _silence_native_log()
+            try:
+                llama = Llama(
+                    model_path=str(path),
+                    n_ctx=options.n_ctx,
+                    n_threads=options.n_threads or os.cpu_count() or 1,
+                    logits_all=logits_all,
+                    seed=options.seed,
+                    verbose=False,
+                )
+            finally:
+                lowlevel.llama_model_default_params = default_params
             has_template = "tokenizer.chat_template" in (llama.metadata or {})
-            loaded = _Loaded(llama, threading.Lock(), has_template)
+            loaded = _Loaded(llama, threading.Lock(), has_template, [])
+            _count_samples(loaded)
             _models[key] = loaded
     return loaded
+
+
+_quiet_log: Any = None
+
+
+def _silence_native_log() -> None:
+    """Route llama.cpp's C-level log lines (printed even with verbose=False) to nowhere."""
+    global _quiet_log
+    if _quiet_log is None:
+        import llama_cpp.llama_cpp as lowlevel
+
+        _quiet_log = lowlevel.llama_log_callback(lambda level, text, user_data: None)
+        lowlevel.llama_log_set(_quiet_log, None)
+
+
+def _count_samples(loaded: _Loaded) -> None:
+    """Record each sampled token: llama-cpp-python's streaming API reports no usage."""
+    sample = loaded.llama.sample
+
+    def counting_sample(*args: Any, **kwargs: Any) -> int:
+        token: int = sample(*args, **kwargs)
+        loaded.sampled.append(token)
+        return token
+
+    loaded.llama.sample = counting_sample  # type: ignore[method-assign]
+
+
+def _output_tokens(loaded: _Loaded) -> int:
+    """Sampled tokens, less a final end-of-generation token (as llama.cpp's own usage counts)."""
+    import llama_cpp.llama_cpp as lowlevel
+
+    n = len(loaded.sampled)
+    if n and lowlevel.llama_vocab_is_eog(loaded.llama._model.vocab, loaded.sampled[-1]):
+        n -= 1
+    return n
 
 
 def completion_prompt(messages: tuple[Message, ...], fmt: Literal["qa", "raw"]) -> str:
@@ -164,12 +222,7 @@ class LlamaCppProvider(Provider):
         llama = loaded.llama
         p = request.params
         max_tokens = p.max_tokens or DEFAULT_MAX_TOKENS
-        # The stopping criterion sees the ids after each sampled token: the first call tells
-        # the prompt length, the last one how many tokens were generated.
-        seen: list[int] = []
-
-        def stop_when_cancelled(input_ids: Any, _logits: Any) -> bool:
-            seen.append(len(input_ids))
+        def stop_when_cancelled(_input_ids: Any, _logits: Any) -> bool:
             return cancel.is_set()
 
         from llama_cpp import StoppingCriteriaList
@@ -197,9 +250,11 @@ class LlamaCppProvider(Provider):
             prompt, stop = self._prompt(request)
             tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True)
             prompt_len = len(tokens)
-            if prompt_len + max_tokens > llama.n_ctx():
+            # llama.cpp may pad its context above n_ctx; llama-cpp-python's buffers are n_ctx
+            window = min(llama.n_ctx(), self.options.n_ctx)
+            if prompt_len + max_tokens > window:
                 raise ContextLengthExceededError(
-                    f"{prompt_len} prompt tokens + {max_tokens} max tokens exceed n_ctx={llama.n_ctx()}",
+                    f"{prompt_len} prompt tokens + {max_tokens} max tokens exceed n_ctx={window}",
                     provider=self.name,
                     model=request.model,
                 )
@@ -211,6 +266,7 @@ class LlamaCppProvider(Provider):
         logprobs: list[float] = []
         finish_reason = None
         with loaded.lock:
+            loaded.sampled.clear()
             for chunk in chunks:
                 choice = chunk["choices"][0]
                 text = choice.get("text") or (choice.get("delta") or {}).get("content") or ""
@@ -220,21 +276,18 @@ class LlamaCppProvider(Provider):
                     if on_text is not None:
                         on_text(text)
                 finish_reason = choice.get("finish_reason") or finish_reason
+            generated = _output_tokens(loaded)
+            if prompt_len is None:
+                # the last sampled token is never evaluated, so n_tokens = prompt + sampled - 1
+                prompt_len = llama.n_tokens - len(loaded.sampled) + 1
         if cancel.is_set():
             raise asyncio.CancelledError
-        if prompt_len is None:
-            prompt_len = seen[0] - 1 if seen else 0
-        # Every sampled token was computed (and is billable); an end-of-generation token is
-        # sampled but not part of the text, as in llama.cpp's own usage counts.
-        generated = (seen[-1] - prompt_len) if seen else 0
-        if seen and finish_reason == "stop" and llama.token_eos() == llama.input_ids[seen[-1] - 1]:
-            generated -= 1
         content = "".join(parts)
         return LLMResponse(
             content=content if self.options.prompt_format == "raw" else content.strip(),
             provider=self.name,
             model=request.model,
-            usage=Usage(input_tokens=prompt_len, output_tokens=max(generated, 0)),
+            usage=Usage(input_tokens=prompt_len, output_tokens=generated),
             latency_s=time.perf_counter() - started,
             finish_reason=finish_reason,
             logprobs=logprobs or None,

@@ -1,0 +1,318 @@
+"""Anthropic's Messages API through the official ``anthropic`` SDK.
+
+How orchlab's messages become a Messages API request:
+
+- every ``system`` message is lifted into the ``system`` parameter (several are joined with a
+  blank line, in order);
+- consecutive turns of the same role are merged into one turn (joined with a blank line), so
+  the turns alternate as the API expects;
+- the first remaining turn must be the user's: a conversation that starts with an assistant turn
+  (after the system messages) raises `InvalidRequestError` rather than being silently reshaped.
+  A last assistant turn is sent as it is (a prefill the model continues);
+- ``max_tokens`` is always sent: the role's ``max_tokens``, else ``options.default_max_tokens``
+  (1024);
+- ``stop`` becomes ``stop_sequences``; ``temperature``, ``top_p`` and ``params.extra`` go into
+  the request body as they are. The API has no ``seed`` (not sent) and returns no log-probs
+  (asking for them raises `UnsupportedCapabilityError`).
+
+Usage: Anthropic reports uncached, cache-read and cache-write input tokens apart; orchlab's
+``input_tokens`` is their sum (every prompt token, as for the other providers), with the cached
+parts also in ``cache_read_tokens`` / ``cache_write_tokens``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchlab.errors import (
+    InvalidRequestError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderResponseError,
+    ProviderTimeoutError,
+    UnsupportedCapabilityError,
+)
+from orchlab.providers.base import DiscoveredModel, Provider
+from orchlab.providers.http_errors import error_for_status
+from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
+
+if TYPE_CHECKING:
+    from anthropic import AsyncAnthropic
+
+DEFAULT_MAX_TOKENS = 1024
+
+# The HTTP status each Anthropic error type stands for (an ``error`` event inside a stream
+# arrives on a 200 response, so its type is all there is to go on).
+_STATUS_OF_ERROR_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+class AnthropicOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_max_tokens: int = Field(
+        default=DEFAULT_MAX_TOKENS,
+        gt=0,
+        description="max_tokens sent when the role sets none (the Messages API requires one)",
+    )
+
+
+def to_anthropic(messages: Sequence[Message]) -> tuple[str | None, list[dict[str, str]]]:
+    """``(system, turns)`` for the Messages API: system lifted out, same-role turns merged."""
+    system = [m.content for m in messages if m.role == "system"]
+    turns: list[dict[str, str]] = []
+    for m in messages:
+        if m.role == "system":
+            continue
+        if turns and turns[-1]["role"] == m.role:
+            turns[-1]["content"] += "\n\n" + m.content
+        else:
+            turns.append({"role": m.role, "content": m.content})
+    if not turns:
+        raise InvalidRequestError(
+            "Anthropic needs at least one user message; only system messages were given"
+        )
+    if turns[0]["role"] != "user":
+        raise InvalidRequestError(
+            "Anthropic's Messages API starts with a user turn, but the first non-system message "
+            "is from the assistant; put a user message before it"
+        )
+    return ("\n\n".join(system) if system else None), turns
+
+
+class AnthropicProvider(Provider):
+    kind = "anthropic"
+    default_api_base: ClassVar[str | None] = "https://api.anthropic.com"
+    Options = AnthropicOptions
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.options: AnthropicOptions
+        self._client: AsyncAnthropic | None = None
+
+    @property
+    def client(self) -> AsyncAnthropic:
+        if self._client is None:
+            from anthropic import AsyncAnthropic
+
+            key = self.settings.api_key.reveal() if self.settings.api_key else None
+            self._client = AsyncAnthropic(
+                api_key=key,
+                base_url=self.api_base,
+                timeout=self.settings.timeout_s,
+                max_retries=self.settings.max_retries,
+            )
+        return self._client
+
+    def request_kwargs(self, request: ModelRequest) -> dict[str, Any]:
+        p = request.params
+        if p.logprobs:
+            raise UnsupportedCapabilityError(
+                "Anthropic's Messages API returns no log-probabilities; set logprobs: false for this role",
+                provider=self.name,
+                model=request.model,
+            )
+        system, turns = to_anthropic(request.messages)
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": p.max_tokens or self.options.default_max_tokens,
+            "messages": turns,
+        }
+        if system is not None:
+            kwargs["system"] = system
+        if p.stop:
+            kwargs["stop_sequences"] = list(p.stop)
+        # temperature/top_p are not in this SDK's typed signature; the API takes them in the body.
+        body: dict[str, Any] = {}
+        if p.temperature is not None:
+            body["temperature"] = p.temperature
+        if p.top_p is not None:
+            body["top_p"] = p.top_p
+        body.update(p.extra)
+        if body:
+            kwargs["extra_body"] = body
+        if p.timeout_s is not None:
+            kwargs["timeout"] = p.timeout_s
+        return kwargs
+
+    async def complete(self, request: ModelRequest) -> LLMResponse:
+        started = time.perf_counter()
+        kwargs = self.request_kwargs(request)
+        try:
+            resp = await self.client.messages.create(**kwargs)
+        except Exception as exc:
+            raise self.translate(exc, request.model, request.params.timeout_s) from exc
+        content = getattr(resp, "content", None)
+        usage = getattr(resp, "usage", None)
+        if not isinstance(content, list) or usage is None:
+            raise ProviderResponseError(
+                "the response is not a Message (no content list or no usage)",
+                provider=self.name,
+                model=request.model,
+            )
+        text = "".join(
+            getattr(block, "text", "") or "" for block in content if getattr(block, "type", None) == "text"
+        )
+        return LLMResponse(
+            content=text,
+            provider=self.name,
+            model=getattr(resp, "model", None) or request.model,
+            usage=usage_from(usage),
+            latency_s=time.perf_counter() - started,
+            finish_reason=getattr(resp, "stop_reason", None),
+            raw=resp,
+        )
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
+        started = time.perf_counter()
+        kwargs = self.request_kwargs(request)
+        kwargs["stream"] = True
+        parts: list[str] = []
+        usage: dict[str, int | None] = {}
+        finish_reason = None
+        model = request.model
+        try:
+            stream = await self.client.messages.create(**kwargs)
+            try:
+                async for event in stream:
+                    kind = getattr(event, "type", None)
+                    if kind == "message_start":
+                        model = getattr(event.message, "model", None) or model
+                        _merge_usage(usage, getattr(event.message, "usage", None))
+                    elif kind == "content_block_delta":
+                        text = getattr(event.delta, "text", None)
+                        if getattr(event.delta, "type", None) == "text_delta" and text:
+                            parts.append(text)
+                            yield StreamChunk(delta=text)
+                    elif kind == "message_delta":
+                        finish_reason = getattr(event.delta, "stop_reason", None) or finish_reason
+                        _merge_usage(usage, getattr(event, "usage", None))
+            finally:
+                await stream.close()
+        except Exception as exc:
+            raise self.translate(exc, request.model, request.params.timeout_s) from exc
+        if "input_tokens" not in usage:
+            raise ProviderResponseError(
+                "the stream ended without a message_start event (no usage)",
+                provider=self.name,
+                model=request.model,
+            )
+        yield StreamChunk(
+            response=LLMResponse(
+                content="".join(parts),
+                provider=self.name,
+                model=model,
+                usage=_usage_of(usage),
+                latency_s=time.perf_counter() - started,
+                finish_reason=finish_reason,
+            )
+        )
+
+    async def list_models(self) -> list[DiscoveredModel]:
+        try:
+            page = await self.client.models.list()
+            return [
+                DiscoveredModel(
+                    id=m.id,
+                    provider=self.name,
+                    context_window=getattr(m, "max_input_tokens", None),
+                    details={
+                        "display_name": getattr(m, "display_name", None),
+                        "max_output_tokens": getattr(m, "max_tokens", None),
+                        "created_at": str(getattr(m, "created_at", "") or ""),
+                    },
+                )
+                async for m in page
+            ]
+        except Exception as exc:
+            raise self.translate(exc, None) from exc
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def translate(self, exc: Exception, model: str | None, timeout_s: float | None = None) -> Exception:
+        """The orchlab error for an SDK exception (anything else passes through unchanged)."""
+        import anthropic
+
+        if isinstance(exc, ProviderError):
+            return exc
+        if isinstance(exc, anthropic.APITimeoutError):
+            return ProviderTimeoutError(
+                f"no answer within {timeout_s or self.settings.timeout_s:g}s from {self.api_base}",
+                provider=self.name,
+                model=model,
+            )
+        if isinstance(exc, anthropic.APIConnectionError):
+            return ProviderConnectionError(
+                f"cannot connect to {self.api_base}: {exc.__cause__ or exc}",
+                provider=self.name,
+                model=model,
+            )
+        if isinstance(exc, anthropic.APIStatusError):
+            message = getattr(exc, "api_message", None) or exc.message
+            status = exc.status_code
+            if status < 400:
+                # An ``error`` event inside a 200 stream: its type says what went wrong.
+                error_type = getattr(exc, "type", None) or "api_error"
+                status = _STATUS_OF_ERROR_TYPE.get(str(error_type), 500)
+                message = f"{error_type} during the stream: {message}"
+            return error_for_status(
+                status, message, provider=self.name, model=model, headers=exc.response.headers
+            )
+        if isinstance(exc, anthropic.APIResponseValidationError | ValueError):
+            return ProviderResponseError(
+                f"malformed response from {self.api_base}: {exc}", provider=self.name, model=model
+            )
+        return exc
+
+
+def _merge_usage(into: dict[str, int | None], usage: Any) -> None:
+    """Fold a usage object from ``message_start``/``message_delta`` in (later counts are cumulative)."""
+    if usage is None:
+        return
+    for key in (
+        "input_tokens",
+        "output_tokens",
+        "cache_read_input_tokens",
+        "cache_creation_input_tokens",
+    ):
+        value = getattr(usage, key, None)
+        if value is not None:
+            into[key] = value
+    details = getattr(usage, "output_tokens_details", None)
+    if details is not None and getattr(details, "thinking_tokens", None) is not None:
+        into["thinking_tokens"] = details.thinking_tokens
+
+
+def _usage_of(counts: dict[str, int | None]) -> Usage:
+    cache_read = counts.get("cache_read_input_tokens") or 0
+    cache_write = counts.get("cache_creation_input_tokens") or 0
+    return Usage(
+        input_tokens=(counts.get("input_tokens") or 0) + cache_read + cache_write,
+        output_tokens=counts.get("output_tokens") or 0,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        reasoning_tokens=counts.get("thinking_tokens") or 0,
+    )
+
+
+def usage_from(usage: Any) -> Usage:
+    counts: dict[str, int | None] = {}
+    _merge_usage(counts, usage)
+    return _usage_of(counts)

@@ -1,0 +1,209 @@
+"""The shared machinery of the native-wire loopback servers (Anthropic, Gemini, Ollama).
+
+A threaded stdlib HTTP server on 127.0.0.1, port 0. Every request is recorded (method, path with
+its query, headers, JSON body). Replies are scripted with `push` (optionally only for paths that
+contain a given string) or come from the subclass's `default_reply`, which speaks its provider's
+real wire format. Streamed replies are written frame by frame and end by closing the connection.
+
+Example::
+
+    class MyServer(LoopbackServer):
+        def default_reply(self, method, path, body):
+            return Reply(body={"ok": True})
+
+    with MyServer() as server:
+        server.push(Reply(status=429, body={"error": "slow down"}, headers={"retry-after": "2"}))
+        httpx.get(server.url + "/anything")    # -> the 429
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    """The request target as sent, query string included."""
+    headers: dict[str, str]
+    body: Any
+    """The decoded JSON body, the raw bytes when it was not JSON, or None when there was none."""
+
+    @property
+    def route(self) -> str:
+        """The path without its query string."""
+        return urlsplit(self.path).path
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.path).query)
+
+    def header(self, name: str) -> str | None:
+        """A header by case-insensitive name."""
+        lowered = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == lowered), None)
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None
+    """A JSON-able body, or raw ``bytes`` sent as they are."""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    """Sleep before answering (to provoke client timeouts)."""
+    stream: list[bytes] | None = None
+    """Frames of a streamed reply, already encoded; written one by one, then the connection closes."""
+    content_type: str = "application/json"
+    chunk_delay_s: float = 0.0
+    match: str | None = None
+    """Only a request whose path contains this string takes the reply (None: any request)."""
+
+
+class LoopbackServer:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.requests: list[Recorded] = []
+        self._script: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _read_body(self) -> Any:
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                if not raw:
+                    return None
+                try:
+                    return json.loads(raw)
+                except ValueError:
+                    return raw
+
+            def do_GET(self) -> None:
+                server._handle(self, self._read_body())
+
+            def do_POST(self) -> None:
+                server._handle(self, self._read_body())
+
+            def do_DELETE(self) -> None:
+                server._handle(self, self._read_body())
+
+        self._httpd = ThreadingHTTPServer((host, 0), Handler)
+        self._httpd.daemon_threads = True
+
+    # --- what a subclass provides -----------------------------------------------------------
+
+    def default_reply(self, method: str, path: str, body: Any) -> Reply:
+        return Reply(status=404, body={"error": f"no route for {method} {path}"})
+
+    # --- public API ---------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def push(self, *replies: Reply) -> None:
+        """Queue replies; each request takes the first one that matches it (else the default)."""
+        with self._lock:
+            self._script.extend(replies)
+
+    @property
+    def last(self) -> Recorded:
+        return self.requests[-1]
+
+    def start(self) -> LoopbackServer:
+        # A short poll interval: `shutdown()` waits for the next poll, and tests stop a server each.
+        threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _take(self, path: str) -> Reply | None:
+        for reply in self._script:
+            if reply.match is None or reply.match in path:
+                self._script.remove(reply)
+                return reply
+        return None
+
+    def _handle(self, h: BaseHTTPRequestHandler, body: Any) -> None:
+        with self._lock:
+            self.requests.append(Recorded(h.command, h.path, dict(h.headers.items()), body))
+            reply = self._take(h.path)
+        if reply is None:
+            reply = self.default_reply(h.command, h.path, body)
+        if reply.delay_s:
+            time.sleep(reply.delay_s)
+        try:
+            if reply.stream is not None:
+                self._send_stream(h, reply)
+            else:
+                self._send(h, reply)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    @staticmethod
+    def _send(h: BaseHTTPRequestHandler, reply: Reply) -> None:
+        data = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+        h.send_response(reply.status)
+        h.send_header("content-type", reply.content_type)
+        h.send_header("content-length", str(len(data)))
+        for k, v in reply.headers.items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(data)
+
+    @staticmethod
+    def _send_stream(h: BaseHTTPRequestHandler, reply: Reply) -> None:
+        h.send_response(reply.status)
+        h.send_header("content-type", reply.content_type)
+        h.send_header("cache-control", "no-cache")
+        h.send_header("connection", "close")
+        for k, v in reply.headers.items():
+            h.send_header(k, v)
+        h.end_headers()
+        for frame in reply.stream or []:
+            h.wfile.write(frame)
+            h.wfile.flush()
+            if reply.chunk_delay_s:
+                time.sleep(reply.chunk_delay_s)
+        h.close_connection = True
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (for connection-refused tests)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def word_count(text: str) -> int:
+    return len(text.split())

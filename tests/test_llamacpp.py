@@ -1,0 +1,158 @@
+"""The in-process llama.cpp provider with the shipped Gemma 3 270M GGUF: real tokens, for real."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+import orchlab
+from orchlab.errors import ConfigValidationError, ContextLengthExceededError, ProviderError
+from orchlab.providers.base import ProviderSettings
+from orchlab.providers.llamacpp import LlamaCppProvider, completion_prompt
+from orchlab.types import GenerationParams, Message, ModelRequest
+
+pytestmark = pytest.mark.slow
+
+Q = [{"role": "user", "content": "What is 2+2?"}]
+
+
+@pytest.fixture(scope="module")
+def client():
+    return orchlab.get_llm_client()
+
+
+def test_embedded_default_generates_real_tokens(client, gguf_path):
+    r = client.run("llm.preprocess", Q)
+    assert r.provider == "local" and r.model == "gemma-3-270m" and r.role == "llm.preprocess"
+    assert "4" in r.content
+    assert r.usage.input_tokens == 13  # "Q: What is 2+2?\nA:" with BOS, by Gemma's tokenizer
+    assert 0 < r.usage.output_tokens <= 48
+    assert r.finish_reason == "stop"
+    assert r.latency_s > 0
+    assert r.raw["prompt"] == "Q: What is 2+2?\nA:"
+
+
+def test_temperature_zero_is_repeatable(client):
+    a = client.run("llm.inference", [{"role": "user", "content": "Name a fruit."}], {"max_tokens": 8})
+    b = client.run("llm.inference", [{"role": "user", "content": "Name a fruit."}], {"max_tokens": 8})
+    assert a.content == b.content and a.usage == b.usage
+
+
+def test_max_tokens_is_honoured(client):
+    r = client.run("llm.inference", [{"role": "user", "content": "Count to fifty: 1, 2, 3,"}],
+                   {"max_tokens": 5})
+    assert r.usage.output_tokens == 5
+    assert r.finish_reason == "length"
+
+
+def test_stop_sequence_is_honoured(client):
+    free = client.run("llm.inference", [{"role": "user", "content": "List: a, b, c, d, e"}],
+                      {"max_tokens": 16})
+    assert "," in free.content
+    stopped = client.run("llm.inference", [{"role": "user", "content": "List: a, b, c, d, e"}],
+                         {"max_tokens": 16, "stop": [","]})
+    assert "," not in stopped.content
+    assert stopped.finish_reason == "stop"
+    assert stopped.usage.output_tokens < free.usage.output_tokens
+
+
+def test_stream_yields_the_same_text_as_complete(client):
+    msgs = [{"role": "user", "content": "What is the capital of France?"}]
+    whole = client.run("llm.inference", msgs, {"max_tokens": 12})
+    stream = client.stream("llm.inference", msgs, {"max_tokens": 12})
+    deltas = list(stream)
+    assert len(deltas) >= 2
+    assert stream.response is not None
+    assert "".join(deltas).strip() == stream.response.content == whole.content
+    assert stream.response.usage == whole.usage
+
+
+async def test_async_run_and_stream(client):
+    r = await client.arun("llm.preprocess", Q)
+    assert "4" in r.content
+    stream = client.stream("llm.preprocess", Q)
+    deltas = [d async for d in stream]
+    assert "".join(deltas).strip() == r.content
+
+
+async def test_sync_api_inside_a_running_loop(client):
+    # as in a Jupyter kernel: the caller's thread already runs an event loop
+    asyncio.get_running_loop()
+    assert "4" in client.run("llm.preprocess", Q).content
+
+
+def test_logprobs_are_real_and_one_per_token(client):
+    r = client.run("llm.preprocess", Q, {"logprobs": True, "max_tokens": 6})
+    assert r.logprobs is not None
+    assert 0 < len(r.logprobs) <= r.usage.output_tokens
+    assert all(lp <= 0 for lp in r.logprobs)
+
+
+def test_system_and_history_become_a_completion_prompt():
+    prompt = completion_prompt(
+        (
+            Message("system", "Be brief."),
+            Message("user", "Hi?"),
+            Message("assistant", "Hello."),
+            Message("user", "2+2?"),
+        ),
+        "qa",
+    )
+    assert prompt == "Be brief.\n\nQ: Hi?\nA: Hello.\n\nQ: 2+2?\nA:"
+    assert completion_prompt((Message("user", "def f(x):"),), "raw") == "def f(x):"
+
+
+def test_model_loaded_once_and_reused(client):
+    provider = client.provider("local")
+    assert provider is client.provider("local")
+    req = ModelRequest("gemma-3-270m", (Message("user", "Hi"),), GenerationParams(max_tokens=2))
+    assert provider._loaded(req) is provider._loaded(req)
+
+
+def test_context_overflow_is_refused_before_generating(write_config):
+    path = write_config(
+        "project: p\nproviders:\n  local: {type: llamacpp, options: {n_ctx: 64}}\n"
+        "roles:\n  r: {provider: local, model: gemma-3-270m, params: {max_tokens: 32}}\n"
+    )
+    client = orchlab.get_llm_client(path)
+    with pytest.raises(ContextLengthExceededError, match="exceed n_ctx=64"):
+        client.run("r", [{"role": "user", "content": "word " * 60}])
+
+
+def test_cancel_stops_generation_at_the_next_token(client):
+    provider = client.provider("local")
+    req = ModelRequest(
+        "gemma-3-270m",
+        (Message("user", "Write a long story about a dragon."),),
+        GenerationParams(max_tokens=400, stop=("\u2603",)),
+    )
+    loaded = provider._loaded(req)
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    started = time.perf_counter()
+    with pytest.raises(asyncio.CancelledError):
+        provider._generate(req, cancel)
+    assert time.perf_counter() - started < 3.0
+    assert 0 < len(loaded.sampled) < 400
+
+
+def test_missing_gguf_and_bad_options(write_config, tmp_path):
+    path = write_config(
+        f"project: p\nproviders:\n  local: {{type: llamacpp, options: {{model_path: {tmp_path}/x.gguf}}}}\n"
+        "roles:\n  r: {provider: local, model: m}\n"
+    )
+    with pytest.raises(ProviderError, match="GGUF file not found"):
+        orchlab.get_llm_client(path).run("r", Q)
+    with pytest.raises(ConfigValidationError, match="providers.local.options.n_ctxx"):
+        LlamaCppProvider(ProviderSettings(name="local", kind="llamacpp", options={"n_ctxx": 5}))
+
+
+def test_list_models_and_availability(client, gguf_path):
+    provider = client.provider("local")
+    [model] = provider.list_models_sync()
+    assert model.id == "gemma-3-270m" and model.context_window == 2048
+    assert model.size_bytes == gguf_path.stat().st_size
+    assert provider.is_available_sync() is True
