@@ -168,13 +168,16 @@ async def test_a_last_assistant_turn_is_sent_as_a_prefill(
     server: AnthropicWireServer, make_provider: MakeProvider
 ) -> None:
     server.push(Reply(body=message_body("B)", model=MODEL, input_tokens=9, output_tokens=2)))
-    response = await make_provider().complete(request(("user", "Sun in Greek? (A) Sol (B) Helios"),
-                                                      ("assistant", "The answer is (")))
+    response = await make_provider().complete(
+        request(("user", "Sun in Greek? (A) Sol (B) Helios"), ("assistant", "The answer is ("))
+    )
     assert server.last.body["messages"][-1] == {"role": "assistant", "content": "The answer is ("}
     assert response.content == "B)"
 
 
-async def test_logprobs_are_refused_not_faked(server: AnthropicWireServer, make_provider: MakeProvider) -> None:
+async def test_logprobs_are_refused_not_faked(
+    server: AnthropicWireServer, make_provider: MakeProvider
+) -> None:
     with pytest.raises(UnsupportedCapabilityError, match="no log-probabilities"):
         await make_provider().complete(request(("user", "hi"), logprobs=True))
     assert server.requests == []
@@ -184,8 +187,19 @@ async def test_logprobs_are_refused_not_faked(server: AnthropicWireServer, make_
 
 
 async def test_usage_counts_cached_tokens(server: AnthropicWireServer, make_provider: MakeProvider) -> None:
-    server.push(Reply(body=message_body("ok", model=MODEL, input_tokens=10, output_tokens=40,
-                                        cache_read=1000, cache_write=200, thinking_tokens=30)))
+    server.push(
+        Reply(
+            body=message_body(
+                "ok",
+                model=MODEL,
+                input_tokens=10,
+                output_tokens=40,
+                cache_read=1000,
+                cache_write=200,
+                thinking_tokens=30,
+            )
+        )
+    )
     response = await make_provider().complete(HELLO)
     usage = response.usage
     assert usage.input_tokens == 10 + 1000 + 200
@@ -193,7 +207,9 @@ async def test_usage_counts_cached_tokens(server: AnthropicWireServer, make_prov
     assert (usage.output_tokens, usage.reasoning_tokens) == (40, 30)
 
 
-async def test_text_of_every_text_block_is_joined(server: AnthropicWireServer, make_provider: MakeProvider) -> None:
+async def test_text_of_every_text_block_is_joined(
+    server: AnthropicWireServer, make_provider: MakeProvider
+) -> None:
     body = message_body("", model=MODEL, input_tokens=3, output_tokens=5)
     body["content"] = [
         {"type": "thinking", "thinking": "let me see", "signature": "sig"},
@@ -210,10 +226,21 @@ async def test_text_of_every_text_block_is_joined(server: AnthropicWireServer, m
 async def test_stream_yields_text_deltas_and_usage_from_start_and_delta(
     server: AnthropicWireServer, make_provider: MakeProvider
 ) -> None:
-    server.push(stream_reply(stream_events(["Bon", "jour", "!"], model=MODEL, input_tokens=12,
-                                           output_tokens=3, cache_read=100, cache_write=7)))
-    chunks = [c async for c in make_provider().stream(request(("system", "French."), ("user", "hi"),
-                                                             temperature=0))]
+    server.push(
+        stream_reply(
+            stream_events(
+                ["Bon", "jour", "!"],
+                model=MODEL,
+                input_tokens=12,
+                output_tokens=3,
+                cache_read=100,
+                cache_write=7,
+            )
+        )
+    )
+    chunks = [
+        c async for c in make_provider().stream(request(("system", "French."), ("user", "hi"), temperature=0))
+    ]
 
     assert [c.delta for c in chunks[:-1]] == ["Bon", "jour", "!"]
     final = chunks[-1].response
@@ -225,14 +252,18 @@ async def test_stream_yields_text_deltas_and_usage_from_start_and_delta(
     assert sent["stream"] is True and sent["system"] == "French." and sent["temperature"] == 0
 
 
-async def test_stream_default_echo_counts_words(server: AnthropicWireServer, make_provider: MakeProvider) -> None:
+async def test_stream_default_echo_counts_words(
+    server: AnthropicWireServer, make_provider: MakeProvider
+) -> None:
     chunks = [c async for c in make_provider().stream(request(("user", "one two three")))]
     final = chunks[-1].response
     assert final is not None and final.content == "echo: one two three"
     assert (final.usage.input_tokens, final.usage.output_tokens) == (3, 4)
 
 
-async def test_overloaded_error_event_mid_stream(server: AnthropicWireServer, make_provider: MakeProvider) -> None:
+async def test_overloaded_error_event_mid_stream(
+    server: AnthropicWireServer, make_provider: MakeProvider
+) -> None:
     frames = stream_events(["partial"], model=MODEL, input_tokens=4, output_tokens=1)[:4]
     frames.append(sse("error", error_body("overloaded_error", "Overloaded")))
     server.push(stream_reply(frames))
@@ -269,8 +300,11 @@ async def test_401_is_an_authentication_error_without_the_key(
 
 
 async def test_429_carries_retry_after(server: AnthropicWireServer, make_provider: MakeProvider) -> None:
-    server.push(anthropic_error(429, message="Number of request tokens has exceeded your rate limit",
-                                headers={"retry-after": "7"}))
+    server.push(
+        anthropic_error(
+            429, message="Number of request tokens has exceeded your rate limit", headers={"retry-after": "7"}
+        )
+    )
     with pytest.raises(RateLimitError) as info:
         await make_provider().complete(HELLO)
     assert info.value.retry_after == 7.0 and info.value.retryable and info.value.status_code == 429
@@ -300,7 +334,9 @@ async def test_sdk_retries_follow_max_retries(
 async def test_prompt_too_long_is_a_context_length_error(
     server: AnthropicWireServer, make_provider: MakeProvider
 ) -> None:
-    server.push(anthropic_error(400, "invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum"))
+    server.push(
+        anthropic_error(400, "invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum")
+    )
     with pytest.raises(ContextLengthExceededError, match="prompt is too long"):
         await make_provider().complete(HELLO)
 
@@ -319,12 +355,12 @@ async def test_timeout_from_settings_and_from_params(
 ) -> None:
     server.push(Reply(body=message_body("late", model=MODEL, input_tokens=1, output_tokens=1), delay_s=1.0))
     provider = make_provider(timeout_s=0.2)
-    with pytest.raises(ProviderTimeoutError, match="0.2s") as info:
+    with pytest.raises(ProviderTimeoutError, match=r"0\.2s") as info:
         await provider.complete(HELLO)
     assert info.value.retryable
 
     server.push(Reply(body=message_body("late", model=MODEL, input_tokens=1, output_tokens=1), delay_s=1.0))
-    with pytest.raises(ProviderTimeoutError, match="0.15s"):
+    with pytest.raises(ProviderTimeoutError, match=r"0\.15s"):
         await make_provider().complete(request(("user", "hi"), timeout_s=0.15))
 
 

@@ -44,8 +44,11 @@ def anthropic_error(
 ) -> Reply:
     """An HTTP error reply with Anthropic's error body."""
     kind = type_ or ERROR_TYPES.get(status, "api_error")
-    return Reply(status=status, body=error_body(kind, message), headers={"request-id": "req_loopback",
-                                                                          **(headers or {})})
+    return Reply(
+        status=status,
+        body=error_body(kind, message),
+        headers={"request-id": "req_loopback", **(headers or {})},
+    )
 
 
 def message_body(
@@ -97,25 +100,40 @@ def stream_events(
     cache_write: int = 0,
 ) -> list[bytes]:
     """The event sequence of one streamed text answer (with a ``ping``, as the API sends)."""
-    start = message_body("", model=model, input_tokens=input_tokens, output_tokens=1,
-                         cache_read=cache_read, cache_write=cache_write)
+    start = message_body(
+        "",
+        model=model,
+        input_tokens=input_tokens,
+        output_tokens=1,
+        cache_read=cache_read,
+        cache_write=cache_write,
+    )
     start["content"], start["stop_reason"] = [], None
     frames = [
         sse("message_start", {"type": "message_start", "message": start}),
-        sse("content_block_start", {"type": "content_block_start", "index": 0,
-                                    "content_block": {"type": "text", "text": ""}}),
+        sse(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
         sse("ping", {"type": "ping"}),
     ]
     frames += [
-        sse("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                    "delta": {"type": "text_delta", "text": piece}})
+        sse(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+        )
         for piece in pieces
     ]
     frames += [
         sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        sse("message_delta", {"type": "message_delta",
-                              "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                              "usage": {"output_tokens": output_tokens}}),
+        sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": output_tokens},
+            },
+        ),
         sse("message_stop", {"type": "message_stop"}),
     ]
     return frames
@@ -127,12 +145,23 @@ def stream_reply(frames: list[bytes], **kwargs: Any) -> Reply:
 
 def models_body(*models: tuple[str, str, int | None]) -> dict[str, Any]:
     data = [
-        {"type": "model", "id": mid, "display_name": name, "created_at": "2026-01-15T00:00:00Z",
-         "lifecycle": "active", "max_input_tokens": window, "max_tokens": 64000}
+        {
+            "type": "model",
+            "id": mid,
+            "display_name": name,
+            "created_at": "2026-01-15T00:00:00Z",
+            "lifecycle": "active",
+            "max_input_tokens": window,
+            "max_tokens": 64000,
+        }
         for mid, name, window in models
     ]
-    return {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None}
+    return {
+        "data": data,
+        "has_more": False,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
 
 
 def _echo(body: dict[str, Any]) -> tuple[str, int]:
@@ -160,7 +189,9 @@ class AnthropicWireServer(LoopbackServer):
         if body.get("stream"):
             pieces = [w + " " for w in text.split()]
             pieces[-1] = pieces[-1].rstrip()
-            return stream_reply(stream_events(pieces, model=model, input_tokens=input_tokens,
-                                              output_tokens=output_tokens))
-        return Reply(body=message_body(text, model=model, input_tokens=input_tokens,
-                                       output_tokens=output_tokens))
+            return stream_reply(
+                stream_events(pieces, model=model, input_tokens=input_tokens, output_tokens=output_tokens)
+            )
+        return Reply(
+            body=message_body(text, model=model, input_tokens=input_tokens, output_tokens=output_tokens)
+        )

@@ -38,8 +38,13 @@ def gemini_error(
     """An HTTP error reply with Google's error body (``ErrorInfo``/``RetryInfo`` details optional)."""
     details: list[dict[str, Any]] = []
     if reason:
-        details.append({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason,
-                        "domain": "googleapis.com"})
+        details.append(
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": reason,
+                "domain": "googleapis.com",
+            }
+        )
     if retry_delay:
         details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay})
     error: dict[str, Any] = {"code": code, "message": message, "status": status}
@@ -48,8 +53,9 @@ def gemini_error(
     return Reply(status=code, body={"error": error}, headers=headers or {})
 
 
-def usage_metadata(prompt: int, candidates: int | None = None, *, cached: int | None = None,
-                   thoughts: int | None = None) -> dict[str, Any]:
+def usage_metadata(
+    prompt: int, candidates: int | None = None, *, cached: int | None = None, thoughts: int | None = None
+) -> dict[str, Any]:
     usage: dict[str, Any] = {"promptTokenCount": prompt}
     if candidates is not None:
         usage["candidatesTokenCount"] = candidates
@@ -61,8 +67,14 @@ def usage_metadata(prompt: int, candidates: int | None = None, *, cached: int | 
     return usage
 
 
-def response_body(text: str, *, model: str, usage: dict[str, Any] | None,
-                  finish_reason: str | None = "STOP", parts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def response_body(
+    text: str,
+    *,
+    model: str,
+    usage: dict[str, Any] | None,
+    finish_reason: str | None = "STOP",
+    parts: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     candidate: dict[str, Any] = {
         "content": {"parts": parts if parts is not None else [{"text": text}], "role": "model"},
         "index": 0,
@@ -80,17 +92,28 @@ def sse(data: Any) -> bytes:
     return b"data: " + payload + b"\r\n\r\n"
 
 
-def stream_frames(pieces: list[str], *, model: str, prompt: int, candidates: int,
-                  finish_reason: str = "STOP", cached: int | None = None,
-                  thoughts: int | None = None) -> list[bytes]:
+def stream_frames(
+    pieces: list[str],
+    *,
+    model: str,
+    prompt: int,
+    candidates: int,
+    finish_reason: str = "STOP",
+    cached: int | None = None,
+    thoughts: int | None = None,
+) -> list[bytes]:
     """One SSE frame per piece; every frame carries usage so far, the last the finish reason."""
     frames = []
     for i, piece in enumerate(pieces):
         last = i == len(pieces) - 1
-        usage = (usage_metadata(prompt, candidates, cached=cached, thoughts=thoughts) if last
-                 else usage_metadata(prompt))
-        frames.append(sse(response_body(piece, model=model, usage=usage,
-                                        finish_reason=finish_reason if last else None)))
+        usage = (
+            usage_metadata(prompt, candidates, cached=cached, thoughts=thoughts)
+            if last
+            else usage_metadata(prompt)
+        )
+        frames.append(
+            sse(response_body(piece, model=model, usage=usage, finish_reason=finish_reason if last else None))
+        )
     return frames
 
 

@@ -1,0 +1,367 @@
+"""Google's Gemini API through the official ``google-genai`` SDK (its async client).
+
+How orchlab's messages become a ``generateContent`` request:
+
+- ``system`` messages go to ``system_instruction`` (one part each, in order);
+- ``user`` stays ``user`` and ``assistant`` becomes ``model``; consecutive turns of one role
+  become one ``Content`` with several parts;
+- params go into ``GenerateContentConfig``: ``temperature``, ``top_p``, ``max_tokens`` ->
+  ``max_output_tokens``, ``stop`` -> ``stop_sequences``, ``seed``, ``logprobs`` ->
+  ``response_logprobs``; ``params.extra`` keys must be ``GenerateContentConfig`` fields
+  (``top_k``, ``thinking_config``, ``response_mime_type``, ``safety_settings``, ...).
+
+``api_base`` is the SDK's ``base_url`` (default ``https://generativelanguage.googleapis.com``);
+``options.api_version`` picks the API version (the SDK's default when unset).
+
+Usage follows ``usage_metadata``: ``input_tokens`` is ``prompt_token_count`` (cached tokens
+included, also in ``cache_read_tokens``) plus tool-use prompt tokens; ``output_tokens`` is
+``candidates_token_count`` plus ``thoughts_token_count`` (thinking is billed as output; it is
+also in ``reasoning_tokens``). A prompt the API blocked comes back as an empty answer whose
+``finish_reason`` is ``"blocked:<REASON>"``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchlab.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderResponseError,
+    ProviderTimeoutError,
+)
+from orchlab.providers.base import DiscoveredModel, Provider
+from orchlab.providers.http_errors import error_for_status, retry_after_seconds
+from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
+
+if TYPE_CHECKING:
+    from google.genai import Client
+
+# ErrorInfo reasons that mean "the key is wrong" (Google answers those with 400, not 401).
+_KEY_REASONS = {"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "API_KEY_HTTP_REFERRER_BLOCKED"}
+
+
+class GeminiOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_version: str | None = Field(
+        default=None, description="API version in the URL (e.g. 'v1beta'); the SDK's default when unset"
+    )
+
+
+def to_gemini(messages: Sequence[Message]) -> tuple[list[str], list[dict[str, Any]]]:
+    """``(system_parts, contents)``: system lifted out, roles mapped, same-role turns grouped."""
+    system = [m.content for m in messages if m.role == "system"]
+    contents: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "system":
+            continue
+        role = "model" if m.role == "assistant" else "user"
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].append({"text": m.content})
+        else:
+            contents.append({"role": role, "parts": [{"text": m.content}]})
+    if not contents:
+        raise InvalidRequestError("Gemini needs at least one user message; only system messages were given")
+    return system, contents
+
+
+class GeminiProvider(Provider):
+    kind = "gemini"
+    default_api_base: ClassVar[str | None] = "https://generativelanguage.googleapis.com"
+    Options = GeminiOptions
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.options: GeminiOptions
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            from google import genai
+            from google.genai import types
+
+            key = self.settings.api_key.reveal() if self.settings.api_key else None
+            self._client = genai.Client(
+                api_key=key,
+                vertexai=False,
+                http_options=types.HttpOptions(
+                    base_url=self.api_base,
+                    api_version=self.options.api_version,
+                    timeout=_ms(self.settings.timeout_s),
+                    # Always set: without it the SDK's aiohttp transport silently sleeps 1-10 s and
+                    # retries once after a connection error.
+                    retry_options=types.HttpRetryOptions(attempts=self.settings.max_retries + 1),
+                ),
+            )
+        return self._client
+
+    def request_kwargs(self, request: ModelRequest) -> dict[str, Any]:
+        from google.genai import types
+
+        p = request.params
+        system, contents = to_gemini(request.messages)
+        config: dict[str, Any] = {}
+        if system:
+            config["system_instruction"] = types.Content(parts=[types.Part(text=s) for s in system])
+        if p.temperature is not None:
+            config["temperature"] = p.temperature
+        if p.top_p is not None:
+            config["top_p"] = p.top_p
+        if p.max_tokens is not None:
+            config["max_output_tokens"] = p.max_tokens
+        if p.stop:
+            config["stop_sequences"] = list(p.stop)
+        if p.seed is not None:
+            config["seed"] = p.seed
+        if p.logprobs:
+            config["response_logprobs"] = True
+        if p.timeout_s is not None:
+            config["http_options"] = types.HttpOptions(timeout=_ms(p.timeout_s))
+        known = types.GenerateContentConfig.model_fields
+        for key, value in p.extra.items():
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise InvalidRequestError(
+                    f"params.extra.{key} is not a Gemini GenerateContentConfig field{hint}"
+                )
+            config[key] = value
+        try:
+            generation_config = types.GenerateContentConfig(**config) if config else None
+        except ValueError as exc:
+            raise InvalidRequestError(f"invalid Gemini generation config: {exc}") from None
+        return {"model": request.model, "contents": contents, "config": generation_config}
+
+    async def complete(self, request: ModelRequest) -> LLMResponse:
+        started = time.perf_counter()
+        kwargs = self.request_kwargs(request)
+        try:
+            resp = await self.client.aio.models.generate_content(**kwargs)
+        except Exception as exc:
+            raise self.translate(exc, request.model, request.params.timeout_s) from exc
+        candidates = getattr(resp, "candidates", None)
+        feedback = getattr(resp, "prompt_feedback", None)
+        if not candidates and getattr(feedback, "block_reason", None) is None:
+            raise ProviderResponseError(
+                "the response has neither candidates nor prompt_feedback",
+                provider=self.name,
+                model=request.model,
+            )
+        text, finish_reason, logprobs = _read_candidate(resp)
+        return LLMResponse(
+            content=text,
+            provider=self.name,
+            model=getattr(resp, "model_version", None) or request.model,
+            usage=usage_from(getattr(resp, "usage_metadata", None)),
+            latency_s=time.perf_counter() - started,
+            finish_reason=finish_reason,
+            raw=resp,
+            logprobs=logprobs,
+        )
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
+        started = time.perf_counter()
+        kwargs = self.request_kwargs(request)
+        parts: list[str] = []
+        logprobs: list[float] = []
+        usage = None
+        finish_reason = None
+        model = request.model
+        try:
+            stream = await self.client.aio.models.generate_content_stream(**kwargs)
+            try:
+                async for chunk in stream:
+                    model = getattr(chunk, "model_version", None) or model
+                    if getattr(chunk, "usage_metadata", None) is not None:
+                        usage = chunk.usage_metadata
+                    text, reason, chunk_logprobs = _read_candidate(chunk)
+                    finish_reason = reason or finish_reason
+                    logprobs.extend(chunk_logprobs or ())
+                    if text:
+                        parts.append(text)
+                        yield StreamChunk(delta=text)
+            finally:
+                # Release the connection even when the caller stops early.
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        except Exception as exc:
+            raise self.translate(exc, request.model, request.params.timeout_s) from exc
+        if usage is None and finish_reason is None:
+            raise ProviderResponseError(
+                "the stream ended without a finish reason or usage metadata",
+                provider=self.name,
+                model=request.model,
+            )
+        yield StreamChunk(
+            response=LLMResponse(
+                content="".join(parts),
+                provider=self.name,
+                model=model,
+                usage=usage_from(usage),
+                latency_s=time.perf_counter() - started,
+                finish_reason=finish_reason,
+                logprobs=logprobs or None,
+            )
+        )
+
+    async def list_models(self) -> list[DiscoveredModel]:
+        try:
+            pager = await self.client.aio.models.list()
+            return [
+                DiscoveredModel(
+                    id=(m.name or "").removeprefix("models/"),
+                    provider=self.name,
+                    context_window=m.input_token_limit,
+                    details={
+                        "display_name": m.display_name,
+                        "max_output_tokens": m.output_token_limit,
+                        "supported_actions": list(m.supported_actions or ()),
+                    },
+                )
+                async for m in pager
+            ]
+        except Exception as exc:
+            raise self.translate(exc, None) from exc
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aio.aclose()
+            client.close()
+
+    def translate(self, exc: Exception, model: str | None, timeout_s: float | None = None) -> Exception:
+        """The orchlab error for an SDK or transport exception (anything else passes through)."""
+        from google.genai import errors
+
+        if isinstance(exc, ProviderError):
+            return exc
+        if isinstance(exc, errors.APIError):
+            return self._api_error(exc, model)
+        if _is_timeout(exc):
+            return ProviderTimeoutError(
+                f"no answer within {timeout_s or self.settings.timeout_s:g}s from {self.api_base}",
+                provider=self.name,
+                model=model,
+            )
+        if _is_connection_error(exc):
+            return ProviderConnectionError(
+                f"cannot connect to {self.api_base}: {exc}", provider=self.name, model=model
+            )
+        if isinstance(exc, ValueError):
+            return ProviderResponseError(
+                f"malformed response from {self.api_base}: {exc}", provider=self.name, model=model
+            )
+        return exc
+
+    def _api_error(self, exc: Any, model: str | None) -> ProviderError:
+        status = int(exc.code or 0)
+        message = str(exc.message or exc.status or exc)
+        if exc.status:
+            message = f"{exc.status}: {message}"
+        details = _error_details(exc.details)
+        if any(d.get("reason") in _KEY_REASONS for d in details):
+            return AuthenticationError(
+                message + " (check the API key for this provider's auth profile)",
+                provider=self.name,
+                model=model,
+                status_code=status,
+            )
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+        error = error_for_status(status or 500, message, provider=self.name, model=model, headers=headers)
+        if error.retry_after is None:
+            error.retry_after = _retry_delay(details)
+        return error
+
+
+def _ms(seconds: float) -> int:
+    return max(int(seconds * 1000), 1)
+
+
+def _read_candidate(resp: Any) -> tuple[str, str | None, list[float] | None]:
+    """Text (thought parts left out), finish reason and log-probs of the first candidate."""
+    candidates = getattr(resp, "candidates", None)
+    if not candidates:
+        block = getattr(getattr(resp, "prompt_feedback", None), "block_reason", None)
+        return "", (f"blocked:{_enum_text(block)}" if block is not None else None), None
+    candidate = candidates[0]
+    content = getattr(candidate, "content", None)
+    text = "".join(
+        part.text
+        for part in (getattr(content, "parts", None) or ())
+        if getattr(part, "text", None) and not getattr(part, "thought", False)
+    )
+    reason = getattr(candidate, "finish_reason", None)
+    chosen = getattr(getattr(candidate, "logprobs_result", None), "chosen_candidates", None)
+    logprobs = [c.log_probability for c in chosen if c.log_probability is not None] if chosen else None
+    return text, (_enum_text(reason) if reason is not None else None), logprobs
+
+
+def _enum_text(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def usage_from(meta: Any) -> Usage:
+    if meta is None:
+        return Usage()
+    thoughts = getattr(meta, "thoughts_token_count", None) or 0
+    return Usage(
+        input_tokens=(getattr(meta, "prompt_token_count", None) or 0)
+        + (getattr(meta, "tool_use_prompt_token_count", None) or 0),
+        output_tokens=(getattr(meta, "candidates_token_count", None) or 0) + thoughts,
+        cache_read_tokens=getattr(meta, "cached_content_token_count", None) or 0,
+        reasoning_tokens=thoughts,
+    )
+
+
+def _error_details(body: Any) -> list[Mapping[str, Any]]:
+    """The ``error.details`` entries of Google's error body."""
+    error = body.get("error", body) if isinstance(body, Mapping) else None
+    details = error.get("details") if isinstance(error, Mapping) else None
+    return [d for d in details if isinstance(d, Mapping)] if isinstance(details, list) else []
+
+
+def _retry_delay(details: list[Mapping[str, Any]]) -> float | None:
+    """``RetryInfo.retryDelay`` (``"30s"``, ``"1.5s"``) in seconds."""
+    for d in details:
+        delay = d.get("retryDelay")
+        if isinstance(delay, str) and (found := re.fullmatch(r"\s*([0-9.]+)s\s*", delay)):
+            return retry_after_seconds({"retry-after": found.group(1)})
+    return None
+
+
+def _transport_modules() -> list[Any]:
+    """The HTTP libraries the SDK may be using, among those already imported."""
+    return [sys.modules[name] for name in ("httpx", "httpx2", "aiohttp") if name in sys.modules]
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    if isinstance(exc, TimeoutError):  # asyncio's and aiohttp's timeouts are TimeoutError
+        return True
+    return any(
+        isinstance(exc, cls)
+        for mod in _transport_modules()
+        if (cls := getattr(mod, "TimeoutException", None)) is not None
+    )
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):  # refused/reset, and aiohttp's ClientOSError family
+        return True
+    for mod in _transport_modules():
+        for name in ("TransportError", "ClientConnectionError"):
+            cls = getattr(mod, name, None)
+            if cls is not None and isinstance(exc, cls):
+                return True
+    return False

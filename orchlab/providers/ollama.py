@@ -1,0 +1,325 @@
+"""Ollama through the official ``ollama`` SDK: the local (or LAN GPU box) path, no key needed.
+
+``api_base`` is the Ollama server (default ``http://localhost:11434``); several servers are
+several provider entries, each with its own ``api_base``::
+
+    providers:
+      gpu1: {type: ollama, api_base: "http://gpu1:11434", options: {num_ctx: 16384, keep_alive: 30m}}
+      laptop: {type: ollama}
+
+How a request is sent to ``/api/chat``: messages keep their roles (Ollama takes ``system``,
+``user`` and ``assistant`` as they are); ``temperature``, ``top_p``, ``stop``, ``seed`` and
+``max_tokens`` (as ``num_predict``) go into ``options``, with ``num_ctx`` from the provider's
+options; ``keep_alive`` comes from the provider's options. ``params.extra`` keys ``format``,
+``think``, ``top_logprobs`` and ``keep_alive`` go to the request itself, any other key into
+``options`` (``top_k``, ``repeat_penalty``, ``num_gpu``, ...). Usage: ``prompt_eval_count`` in,
+``eval_count`` out.
+
+``list_models()`` reads ``/api/tags`` (size, family, parameter size, quantization) and, unless
+``options.discover_context`` is off, asks ``/api/show`` for each model's context length.
+``is_available()`` is true only when the server answers ``/api/tags`` (within 5 s at most).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchlab.errors import (
+    ContextLengthExceededError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderResponseError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+)
+from orchlab.providers.base import DiscoveredModel, Provider
+from orchlab.providers.http_errors import error_for_status, looks_like_context_overflow
+from orchlab.types import LLMResponse, ModelRequest, StreamChunk, Usage
+
+if TYPE_CHECKING:
+    import httpx
+    from ollama import AsyncClient
+
+AVAILABILITY_TIMEOUT_S = 5.0
+# Keys of ``params.extra`` that are fields of the chat request itself, not of its ``options``.
+_REQUEST_KEYS = ("format", "think", "top_logprobs", "keep_alive")
+
+# Headers of the last failed HTTP response in this task: the SDK's ResponseError keeps only the
+# status and body, and a 429's ``retry-after`` is in the headers.
+_error_headers: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "orchlab_ollama_error_headers", default=None
+)
+
+
+class OllamaOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_ctx: int | None = Field(
+        default=None, gt=0, description="context window Ollama loads the model with (its default when unset)"
+    )
+    keep_alive: str | int | float | None = Field(
+        default=None,
+        description="how long the model stays loaded after a call: '10m', '1h', 0 (unload), -1 (forever)",
+    )
+    discover_context: bool = Field(
+        default=True, description="list_models() asks /api/show for each model's context length"
+    )
+
+
+async def _remember_error_headers(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        _error_headers.set(dict(response.headers))
+
+
+class OllamaProvider(Provider):
+    kind = "ollama"
+    default_api_base: ClassVar[str | None] = "http://localhost:11434"
+    requires_key = False
+    is_local = True
+    Options = OllamaOptions
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.options: OllamaOptions
+        self._client: AsyncClient | None = None
+
+    @property
+    def client(self) -> AsyncClient:
+        if self._client is None:
+            import httpx
+            from ollama import AsyncClient
+
+            headers = {}
+            if self.settings.api_key is not None:  # Ollama behind an authenticating proxy, ollama.com
+                headers["authorization"] = f"Bearer {self.settings.api_key.reveal()}"
+            self._client = AsyncClient(
+                host=self.api_base,
+                timeout=self.settings.timeout_s,
+                headers=headers,
+                # The SDK has no retry of its own; the transport retries failed connections.
+                transport=httpx.AsyncHTTPTransport(retries=self.settings.max_retries),
+                event_hooks={"response": [_remember_error_headers]},
+            )
+        return self._client
+
+    def request_kwargs(self, request: ModelRequest) -> dict[str, Any]:
+        p = request.params
+        options: dict[str, Any] = {}
+        if self.options.num_ctx is not None:
+            options["num_ctx"] = self.options.num_ctx
+        if p.temperature is not None:
+            options["temperature"] = p.temperature
+        if p.max_tokens is not None:
+            options["num_predict"] = p.max_tokens
+        if p.top_p is not None:
+            options["top_p"] = p.top_p
+        if p.stop:
+            options["stop"] = list(p.stop)
+        if p.seed is not None:
+            options["seed"] = p.seed
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        }
+        if self.options.keep_alive is not None:
+            kwargs["keep_alive"] = self.options.keep_alive
+        if p.logprobs:
+            kwargs["logprobs"] = True
+        for key, value in p.extra.items():
+            if key in _REQUEST_KEYS:
+                kwargs[key] = value
+            else:
+                options[key] = value
+        if options:
+            kwargs["options"] = options
+        return kwargs
+
+    async def complete(self, request: ModelRequest) -> LLMResponse:
+        started = time.perf_counter()
+        kwargs = self.request_kwargs(request)
+        _error_headers.set(None)
+        try:
+            async with asyncio.timeout(request.params.timeout_s):
+                resp = await self.client.chat(**kwargs, stream=False)
+        except Exception as exc:
+            raise self.translate(exc, request.model, request.params.timeout_s) from exc
+        return LLMResponse(
+            content=resp.message.content or "",
+            provider=self.name,
+            model=resp.model or request.model,
+            usage=usage_from(resp),
+            latency_s=time.perf_counter() - started,
+            finish_reason=resp.done_reason,
+            raw=resp,
+            logprobs=[lp.logprob for lp in resp.logprobs] if resp.logprobs else None,
+        )
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
+        started = time.perf_counter()
+        kwargs = self.request_kwargs(request)
+        timeout_s = request.params.timeout_s
+        parts: list[str] = []
+        logprobs: list[float] = []
+        last = None
+        _error_headers.set(None)
+        try:
+            async with asyncio.timeout(timeout_s):
+                stream = await self.client.chat(**kwargs, stream=True)
+            try:
+                while True:
+                    # ``timeout_s`` bounds the wait for each piece, as a read timeout does.
+                    async with asyncio.timeout(timeout_s):
+                        try:
+                            part = await anext(stream)
+                        except StopAsyncIteration:
+                            break
+                    last = part
+                    if part.logprobs:
+                        logprobs.extend(lp.logprob for lp in part.logprobs)
+                    text = part.message.content if part.message is not None else None
+                    if text:
+                        parts.append(text)
+                        yield StreamChunk(delta=text)
+            finally:
+                # Release the connection even when the caller stops early.
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        except Exception as exc:
+            raise self.translate(exc, request.model, timeout_s) from exc
+        if last is None or not last.done:
+            raise ProviderResponseError(
+                "the stream ended before its final (done) line", provider=self.name, model=request.model
+            )
+        yield StreamChunk(
+            response=LLMResponse(
+                content="".join(parts),
+                provider=self.name,
+                model=last.model or request.model,
+                usage=usage_from(last),
+                latency_s=time.perf_counter() - started,
+                finish_reason=last.done_reason,
+                logprobs=logprobs or None,
+            )
+        )
+
+    async def list_models(self) -> list[DiscoveredModel]:
+        _error_headers.set(None)
+        try:
+            listed = await self.client.list()
+        except Exception as exc:
+            raise self.translate(exc, None) from exc
+        shown: list[Any] = [None] * len(listed.models)
+        if self.options.discover_context:
+            # One /api/show per model, concurrently; a model the server cannot describe is still
+            # listed, without a context length.
+            shown = await asyncio.gather(
+                *(self.client.show(m.model or "") for m in listed.models), return_exceptions=True
+            )
+        return [_discovered(self.name, m, info) for m, info in zip(listed.models, shown, strict=True)]
+
+    async def is_available(self) -> bool:
+        """True when the server answers ``/api/tags`` (a cheap call: no ``/api/show``)."""
+        try:
+            async with asyncio.timeout(min(self.settings.timeout_s, AVAILABILITY_TIMEOUT_S)):
+                await self.client.list()
+        except Exception:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    def translate(self, exc: Exception, model: str | None, timeout_s: float | None = None) -> Exception:
+        """The orchlab error for an SDK or transport exception (anything else passes through)."""
+        import httpx
+        import ollama
+
+        if isinstance(exc, ProviderError):
+            return exc
+        if isinstance(exc, ollama.ResponseError):
+            message = str(exc.error)
+            if exc.status_code < 0:
+                # An {"error": ...} line inside a 200 stream: the server failed while generating.
+                cls = (
+                    ContextLengthExceededError
+                    if looks_like_context_overflow(message)
+                    else ProviderUnavailableError
+                )
+                return cls(f"error during the stream: {message}", provider=self.name, model=model)
+            if exc.status_code == 404 and "not found" in message and model:
+                message += f" (pull it on that server: ollama pull {model})"
+            return error_for_status(
+                exc.status_code, message, provider=self.name, model=model, headers=_error_headers.get()
+            )
+        if isinstance(exc, TimeoutError | httpx.TimeoutException):
+            return ProviderTimeoutError(
+                f"no answer within {timeout_s or self.settings.timeout_s:g}s from {self.api_base}",
+                provider=self.name,
+                model=model,
+            )
+        if isinstance(exc, ConnectionError | httpx.TransportError):
+            return ProviderConnectionError(
+                f"cannot connect to the Ollama server at {self.api_base} ({type(exc).__name__}); "
+                "is `ollama serve` running there?",
+                provider=self.name,
+                model=model,
+            )
+        if isinstance(exc, ValueError | TypeError):
+            return ProviderResponseError(
+                f"malformed response from {self.api_base}: {exc}", provider=self.name, model=model
+            )
+        return exc
+
+
+def usage_from(resp: Any) -> Usage:
+    return Usage(
+        input_tokens=getattr(resp, "prompt_eval_count", None) or 0,
+        output_tokens=getattr(resp, "eval_count", None) or 0,
+    )
+
+
+def _discovered(provider: str, model: Any, shown: Any) -> DiscoveredModel:
+    details = model.details
+    info: dict[str, Any] = {
+        "parameter_size": getattr(details, "parameter_size", None),
+        "quantization_level": getattr(details, "quantization_level", None),
+        "format": getattr(details, "format", None),
+        "digest": model.digest,
+        "modified_at": model.modified_at.isoformat() if model.modified_at else None,
+    }
+    context_window = None
+    if shown is not None and not isinstance(shown, BaseException):
+        model_info = shown.modelinfo or {}
+        context_window = next(
+            (int(v) for k, v in model_info.items() if k.endswith(".context_length") and v), None
+        )
+        num_ctx = _parameter(shown.parameters, "num_ctx")
+        if num_ctx is not None:
+            info["num_ctx"] = int(num_ctx)
+        info["capabilities"] = list(shown.capabilities or ())
+    return DiscoveredModel(
+        id=model.model or "",
+        provider=provider,
+        context_window=context_window,
+        size_bytes=int(model.size) if model.size is not None else None,
+        family=getattr(details, "family", None),
+        details=info,
+    )
+
+
+def _parameter(parameters: str | None, name: str) -> str | None:
+    """A value from ``/api/show``'s ``parameters`` text (``"num_ctx 8192\\nstop ..."``)."""
+    for line in (parameters or "").splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key == name and value.strip():
+            return value.strip()
+    return None
