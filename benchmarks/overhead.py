@@ -11,6 +11,9 @@ through ``client.run()`` and the raw sync ``OpenAI`` client, interleaved (ABAB..
 neither side always goes first), after a warm-up; then ``await client.arun()`` against the raw
 ``AsyncOpenAI``. Targets (issue 2): run() adds at most 0.5 ms p50; ``import orchlab`` < 0.3 s with
 no SDK, mlflow, pandas or llama_cpp module loaded.
+
+MLflow tracking is off for the engine measurement (``ORCH_TRACKING=0``); ``--tracking`` turns it on
+(a SQLite store in a temp dir) to see what tracing adds on top.
 """
 
 from __future__ import annotations
@@ -164,7 +167,9 @@ async def ainterleaved(
     return ta, tb
 
 
-def report(title: str, orch: list[float], raw: list[float], orch_label: str, raw_label: str) -> dict[str, float]:
+def report(
+    title: str, orch: list[float], raw: list[float], orch_label: str, raw_label: str
+) -> dict[str, float]:
     o50, o95, r50, r95 = pct(orch, 0.5), pct(orch, 0.95), pct(raw, 0.5), pct(raw, 0.95)
     paired = [o - r for o, r in zip(orch, raw, strict=True)]
     print(f"\n{title}  (n={len(orch)} each, interleaved)")
@@ -193,14 +198,23 @@ def bench_sync(config: Path, base_url: str, n: int, warmup: int) -> dict[str, fl
 
     def via_sdk() -> None:
         r = raw.chat.completions.create(
-            model=MODEL, messages=MESSAGES, temperature=0, max_completion_tokens=16  # type: ignore[arg-type]
+            model=MODEL,
+            messages=MESSAGES,  # type: ignore[arg-type]
+            temperature=0,
+            max_completion_tokens=16,
         )
         assert r.choices[0].message.content and r.usage and r.usage.completion_tokens > 0
 
     orch, sdk = interleaved(n, warmup, via_orchlab, via_sdk)
     raw.close()
     client.close()
-    return report("sync: client.run() vs OpenAI().chat.completions.create()", orch, sdk, "client.run()", "raw OpenAI (sync)")
+    return report(
+        "sync: client.run() vs OpenAI().chat.completions.create()",
+        orch,
+        sdk,
+        "client.run()",
+        "raw OpenAI (sync)",
+    )
 
 
 def bench_async(config: Path, base_url: str, n: int, warmup: int) -> dict[str, float]:
@@ -218,7 +232,10 @@ def bench_async(config: Path, base_url: str, n: int, warmup: int) -> dict[str, f
 
         async def via_sdk() -> None:
             r = await raw.chat.completions.create(
-                model=MODEL, messages=MESSAGES, temperature=0, max_completion_tokens=16  # type: ignore[arg-type]
+                model=MODEL,
+                messages=MESSAGES,  # type: ignore[arg-type]
+                temperature=0,
+                max_completion_tokens=16,
             )
             assert r.choices[0].message.content and r.usage and r.usage.completion_tokens > 0
 
@@ -245,46 +262,81 @@ heavy = [m for m in json.loads(sys.argv[1]) if m in sys.modules]
 print(json.dumps({"s": elapsed, "heavy": heavy}))
 """
 
+# Informational: what building the embedded-default client costs (config, resolver, observers), with
+# tracking off. The issue's target is on `import orchlab` alone.
+_CLIENT_CODE = """
+import json, os, sys, time
+os.environ["ORCH_TRACKING"] = "0"
+t0 = time.perf_counter()
+import orchlab
+client = orchlab.get_llm_client()
+elapsed = time.perf_counter() - t0
+heavy = [m for m in json.loads(sys.argv[1]) if m in sys.modules]
+print(json.dumps({"s": elapsed, "heavy": heavy}))
+"""
 
-def bench_import(runs: int) -> tuple[float, list[str]]:
+
+def _fresh_processes(code: str, runs: int) -> tuple[float, list[float], list[str]]:
     times: list[float] = []
     heavy: set[str] = set()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONPROFILE")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPROFILE", "ORCH_"))}
     for _ in range(runs):
         out = subprocess.run(
-            [sys.executable, "-c", _IMPORT_CODE, json.dumps(HEAVY_MODULES)],
+            [sys.executable, "-c", code, json.dumps(HEAVY_MODULES)],
             capture_output=True,
             text=True,
             check=True,
-            cwd=ROOT,
-            env=env,
+            cwd=tempfile.gettempdir(),
+            env={**env, "PYTHONPATH": str(ROOT)},
         )
-        data = json.loads(out.stdout)
+        data = json.loads(out.stdout.strip().splitlines()[-1])
         times.append(data["s"])
         heavy.update(data["heavy"])
-    median = statistics.median(times)
-    print(f"\nimport orchlab in a fresh process ({runs} runs): median {median * 1000:.1f} ms, "
-          f"min {min(times) * 1000:.1f} ms, max {max(times) * 1000:.1f} ms")
-    print(f"  heavy modules loaded by `import orchlab`: {', '.join(sorted(heavy)) or 'none'}")
-    return median, sorted(heavy)
+    return statistics.median(times), times, sorted(heavy)
+
+
+def bench_import(runs: int) -> tuple[float, list[str]]:
+    median, times, heavy = _fresh_processes(_IMPORT_CODE, runs)
+    print(
+        f"\nimport orchlab in a fresh process ({runs} runs): median {median * 1000:.1f} ms, "
+        f"min {min(times) * 1000:.1f} ms, max {max(times) * 1000:.1f} ms"
+    )
+    print(f"  heavy modules loaded by `import orchlab`: {', '.join(heavy) or 'none'}")
+    c_median, _, c_heavy = _fresh_processes(_CLIENT_CODE, max(3, runs // 2))
+    print(
+        f"  (for reference) import + get_llm_client() of the embedded default, tracking off: "
+        f"median {c_median * 1000:.1f} ms; heavy modules then: {', '.join(c_heavy) or 'none'}"
+    )
+    return median, heavy
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=300, help="measured calls per side (default 300)")
     parser.add_argument("--warmup", type=int, default=30, help="unmeasured calls per side first")
     parser.add_argument("--import-runs", type=int, default=7, help="fresh processes for the import time")
     parser.add_argument("--in-process-server", action="store_true", help="run the server in this process")
     parser.add_argument("--skip-async", action="store_true")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--tracking", action="store_true", help="leave MLflow tracking on (default: ORCH_TRACKING=0)"
+    )
     args = parser.parse_args(argv)
 
     import_s, heavy = bench_import(args.import_runs)
 
     os.environ["ORCH_AUTH_BENCH_API_KEY"] = KEY
+    os.environ["ORCH_TRACKING"] = "1" if args.tracking else "0"
+    print(f"\nMLflow tracking: {'on' if args.tracking else 'off (ORCH_TRACKING=0)'}")
     base_url, stop = start_server(args.in_process_server)
     try:
         with tempfile.TemporaryDirectory() as tmp:
+            if args.tracking:
+                os.environ["ORCH_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+                os.environ["ORCH_TRACKING_SPOOL"] = str(Path(tmp) / "spool")
+                os.environ.setdefault("MLFLOW_MODEL_CATALOG_URI", "")
             config = write_config(Path(tmp), base_url)
             sync = bench_sync(config, base_url, args.n, args.warmup)
             if not args.skip_async:
@@ -295,10 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     run_ok = sync["added_p50"] <= RUN_TARGET_MS / 1000
     import_ok = import_s < IMPORT_TARGET_S and not heavy
     print("\ntargets")
-    print(f"  run() adds <= {RUN_TARGET_MS} ms p50 over the raw SDK: "
-          f"{'met' if run_ok else 'MISSED'} ({sync['added_p50'] * 1000:.3f} ms)")
-    print(f"  import orchlab < {IMPORT_TARGET_S} s, no heavy module: "
-          f"{'met' if import_ok else 'MISSED'} ({import_s * 1000:.1f} ms; heavy: {', '.join(heavy) or 'none'})")
+    print(
+        f"  run() adds <= {RUN_TARGET_MS} ms p50 over the raw SDK: "
+        f"{'met' if run_ok else 'MISSED'} ({sync['added_p50'] * 1000:.3f} ms)"
+    )
+    print(
+        f"  import orchlab < {IMPORT_TARGET_S} s, no heavy module: "
+        f"{'met' if import_ok else 'MISSED'} ({import_s * 1000:.1f} ms; heavy: {', '.join(heavy) or 'none'})"
+    )
     return 0 if (run_ok and import_ok) or not args.strict else 1
 
 

@@ -23,19 +23,29 @@ _EXPORTS: dict[str, str] = {
     "ConfigError": "orchlab.errors",
     "ContextWindowError": "orchlab.errors",
     "LLMResponse": "orchlab.types",
+    "ModelInfo": "orchlab.catalog.model_info",
     "Orchestrator": "orchlab.orchestrator",
     "OrchlabError": "orchlab.errors",
     "ProviderError": "orchlab.errors",
     "RateLimitError": "orchlab.errors",
     "ResolvedLLMConfig": "orchlab.resolution",
+    "Tier": "orchlab.catalog.model_info",
+    "UnknownCostError": "orchlab.errors",
     "Usage": "orchlab.types",
+    "compare": "orchlab.tracking.compare",
+    "flush": "orchlab.tracking.api",
     "get_llm_client": "orchlab.orchestrator",
+    "history": "orchlab.tracking.history",
     "load_config": "orchlab.config.loader",
+    "load_prompt": "orchlab.tracking.prompts",
+    "register_prompt": "orchlab.tracking.prompts",
+    "usage_history": "orchlab.tracking.history",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from orchlab.catalog.model_info import ModelInfo, Tier
     from orchlab.config.loader import load_config
     from orchlab.errors import (
         AuthError,
@@ -45,9 +55,14 @@ if TYPE_CHECKING:
         OrchlabError,
         ProviderError,
         RateLimitError,
+        UnknownCostError,
     )
     from orchlab.orchestrator import Orchestrator, get_llm_client
     from orchlab.resolution import ResolvedLLMConfig
+    from orchlab.tracking.api import flush
+    from orchlab.tracking.compare import compare
+    from orchlab.tracking.history import history, usage_history
+    from orchlab.tracking.prompts import load_prompt, register_prompt
     from orchlab.types import LLMResponse, Usage
 
 

@@ -21,6 +21,7 @@
     │   ├── ContextLengthExceededError   the provider said the prompt is too long
     │   └── UnsupportedCapabilityError   the adapter cannot do what was asked (never faked)
     ├── BudgetExceededError              the worst-case cost would overrun a budget (raised before sending)
+    │   └── UnknownCostError             a budget applies but the call's cost cannot be bounded (no price)
     ├── ContextWindowError               prompt + max output exceed the model's window (before sending)
     ├── PromptError                      a registered prompt or template could not be loaded/rendered
     ├── TrackingError                    misuse of the tracking API (bad rating, unknown trace)
@@ -210,6 +211,11 @@ class BudgetExceededError(OrchlabError):
         self.limit_usd = limit_usd
         self.requested_usd = requested_usd
         self.spent_usd = spent_usd
+
+
+class UnknownCostError(BudgetExceededError):
+    """A budget applies, but the call's worst case cannot be bounded: the model has no price, or
+    nothing limits its output tokens. ``requested_usd`` is ``inf``. Raised before sending."""
 
 
 class ContextWindowError(OrchlabError):

@@ -11,19 +11,32 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+from orchlab.budgets import Budgets
 from orchlab.calls import CallContext, CallRecord, Observers
 from orchlab.config.loader import default_config_path, load_config
 from orchlab.config.schema import OrchestratorConfig
+from orchlab.costs import Meter, Ticket
 from orchlab.loop import iterate_async, iterate_sync, run_async, run_sync
 from orchlab.providers.base import Provider
 from orchlab.providers.registry import provider_class
 from orchlab.resolution import ResolvedLLMConfig, Resolver, parse_target
+from orchlab.strategies.health import ProviderHealth
+from orchlab.tracking.observer import attach as attach_tracking
 from orchlab.types import Attempt, Decision, LLMResponse, ModelRequest, StreamChunk, to_messages
+from orchlab.usage import KEYS as USAGE_KEYS
+from orchlab.usage import UsageTracker
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from orchlab.catalog import Catalog
+    from orchlab.tracking.feedback import Rating
 
 ParamsOverride = Mapping[str, Any] | None
 
@@ -46,6 +59,17 @@ class Orchestrator:
         self._providers: dict[str, Provider] = {}
         self._bindings: dict[str, tuple[str, str]] = {}
         self.observers = Observers()
+        self.health = ProviderHealth()
+        """Cooldowns of failing providers for the fallback strategies (its ``clock`` is swappable)."""
+        self.budgets = Budgets.from_config(config)
+        """Spending limits (YAML ``budgets:``); change them with ``client.budgets.set(...)``."""
+        self.usage_tracker = UsageTracker()
+        self.observers.add(self.usage_tracker)
+        self.observers.add(self.budgets)
+        self.tracking = attach_tracking(self)
+        """MLflow tracking (YAML ``tracking:``): every call becomes a trace; rate one with `feedback`."""
+        self._meter = Meter(self)
+        self._catalog: Catalog | None = None
 
     def __repr__(self) -> str:
         return (
@@ -82,6 +106,29 @@ class Orchestrator:
             self._providers[name] = adapter
         return adapter
 
+    @property
+    def catalog(self) -> Catalog:
+        """The models this config reaches, with facts and prices (`orchlab.catalog.Catalog`)."""
+        if self._catalog is None:
+            from orchlab.catalog import Catalog
+
+            self._catalog = Catalog(self)
+        return self._catalog
+
+    def usage(self, by: str | Sequence[str] = USAGE_KEYS) -> pd.DataFrame:
+        """Provider calls so far as a DataFrame: calls, errors, tokens, cost, mean latency per group."""
+        return self.usage_tracker.frame(by)
+
+    def feedback(
+        self,
+        response_or_trace_id: object,
+        rating: object,
+        comment: str | None = None,
+        user: str | None = None,
+    ) -> Rating:
+        """Rate an answer: thumbs (True/False, "up"/"down") or 1-5 stars, stored in MLflow (HUMAN)."""
+        return self.tracking.feedback(response_or_trace_id, rating, comment=comment, user=user)
+
     # --- calls -------------------------------------------------------------------------------
 
     def run(self, role: str, messages: object, params_override: ParamsOverride = None) -> LLMResponse:
@@ -89,7 +136,10 @@ class Orchestrator:
 
         The sync twin of `arun`: the same steps, but the provider call is the adapter's blocking
         `complete_sync`, so an adapter with a sync SDK (OpenAI) skips the hop to the engine loop.
+        A role with a ``strategy:`` (or ``candidates:`` / ``fallbacks:``) runs that strategy.
         """
+        if self._uses_strategy(role):
+            return run_sync(self._complete(messages, role=role, params=params_override))
         resolved = self.resolve(role)
         request = self._request(resolved, messages, params_override)
         ctx = CallContext(role=role, strategy="single", messages=request.messages)
@@ -110,10 +160,152 @@ class Orchestrator:
         return ResponseStream(self._stream(resolved, request))
 
     async def _run(self, role: str, messages: object, params_override: ParamsOverride) -> LLMResponse:
+        if self._uses_strategy(role):
+            return await self._complete(messages, role=role, params=params_override)
         resolved = self.resolve(role)
         request = self._request(resolved, messages, params_override)
         ctx = CallContext(role=role, strategy="single", messages=request.messages)
         return await self._finish(ctx, self._attempt(ctx, resolved, request))
+
+    # --- strategies (orchlab.strategies) ----------------------------------------------------
+
+    def complete(
+        self,
+        prompt: object,
+        *,
+        role: str | None = None,
+        strategy: str | None = None,
+        task_type: str | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        candidates: Sequence[str] | None = None,
+        scorer: Any = None,
+        threshold: float | None = None,
+        tier: str | None = None,
+        **params: Any,
+    ) -> LLMResponse:
+        """Answer ``prompt`` (a string or messages), with a strategy when one applies.
+
+        ``strategy`` (an `orchlab.strategies.Strategy` or its value) and ``candidates`` (roles or
+        ``'provider:model'``) override the role's YAML; ``model`` replaces the role's model. No
+        role and no model: AUTO on the default role. ``**params`` are generation params
+        (``max_tokens=16``). ``response.decision.explain()`` shows what happened.
+        """
+        return run_sync(
+            self._complete(
+                prompt,
+                role=role,
+                strategy=strategy,
+                task_type=task_type,
+                model=model,
+                system=system,
+                candidates=candidates,
+                scorer=scorer,
+                threshold=threshold,
+                tier=tier,
+                params=params,
+            )
+        )
+
+    async def acomplete(
+        self,
+        prompt: object,
+        *,
+        role: str | None = None,
+        strategy: str | None = None,
+        task_type: str | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        candidates: Sequence[str] | None = None,
+        scorer: Any = None,
+        threshold: float | None = None,
+        tier: str | None = None,
+        **params: Any,
+    ) -> LLMResponse:
+        return await run_async(
+            self._complete(
+                prompt,
+                role=role,
+                strategy=strategy,
+                task_type=task_type,
+                model=model,
+                system=system,
+                candidates=candidates,
+                scorer=scorer,
+                threshold=threshold,
+                tier=tier,
+                params=params,
+            )
+        )
+
+    def ensemble(
+        self,
+        prompt: object,
+        models: Sequence[str] | None = None,
+        mode: str = "vote",
+        *,
+        role: str | None = None,
+        judge: str | None = None,
+        aggregator: str | None = None,
+        system: str | None = None,
+        normalizer: Any = None,
+        **params: Any,
+    ) -> LLMResponse:
+        """Ask several models (``models``, else the role's candidates) and combine the answers.
+
+        ``mode``: ``vote`` | ``chain`` | ``judge`` | ``fuse`` (`orchlab.strategies.EnsembleMode`).
+        """
+        return run_sync(
+            self._complete(
+                prompt,
+                role=role,
+                strategy="ensemble",
+                candidates=models,
+                mode=mode,
+                judge=judge,
+                aggregator=aggregator,
+                system=system,
+                normalizer=normalizer,
+                params=params,
+            )
+        )
+
+    async def aensemble(
+        self,
+        prompt: object,
+        models: Sequence[str] | None = None,
+        mode: str = "vote",
+        *,
+        role: str | None = None,
+        judge: str | None = None,
+        aggregator: str | None = None,
+        system: str | None = None,
+        normalizer: Any = None,
+        **params: Any,
+    ) -> LLMResponse:
+        return await run_async(
+            self._complete(
+                prompt,
+                role=role,
+                strategy="ensemble",
+                candidates=models,
+                mode=mode,
+                judge=judge,
+                aggregator=aggregator,
+                system=system,
+                normalizer=normalizer,
+                params=params,
+            )
+        )
+
+    async def _complete(self, prompt: object, **kwargs: Any) -> LLMResponse:
+        from orchlab.strategies.engine import complete
+
+        return await complete(self, prompt, **kwargs)
+
+    def _uses_strategy(self, role: str) -> bool:
+        spec = self.config.roles.get(role)
+        return spec is not None and bool(spec.strategy or spec.candidates or spec.fallbacks)
 
     def _request(
         self, resolved: ResolvedLLMConfig, messages: object, params_override: ParamsOverride
@@ -161,16 +353,21 @@ class Orchestrator:
         """One call to one provider, recorded in ``ctx``: the unit every strategy is built from."""
         attempt = self._new_attempt(ctx, resolved, request, stage)
         started = time.perf_counter()
+        ticket: Ticket | None = None
         try:
+            ticket = await self._meter.preflight(ctx, resolved, request)
             response = await self.provider(resolved.provider).complete(request)
         except asyncio.CancelledError:
             attempt.outcome = "cancelled"
+            self._meter.release(ticket)
             raise
         except Exception as exc:
             attempt.error, attempt.error_type = str(exc), type(exc).__name__
+            self._meter.release(ticket)
             raise
         finally:
             attempt.latency_s = time.perf_counter() - started
+        self._meter.charge(ticket, response)
         return self._attempt_ok(attempt, resolved, response)
 
     def _attempt_sync(
@@ -179,16 +376,21 @@ class Orchestrator:
         """`_attempt` for the sync API: the provider's blocking twin, in the caller's thread."""
         attempt = self._new_attempt(ctx, resolved, request, None)
         started = time.perf_counter()
+        ticket: Ticket | None = None
         try:
+            ticket = self._meter.preflight_sync(ctx, resolved, request)
             response = self.provider(resolved.provider).complete_sync(request)
         except (asyncio.CancelledError, KeyboardInterrupt):
             attempt.outcome = "cancelled"
+            self._meter.release(ticket)
             raise
         except Exception as exc:
             attempt.error, attempt.error_type = str(exc), type(exc).__name__
+            self._meter.release(ticket)
             raise
         finally:
             attempt.latency_s = time.perf_counter() - started
+        self._meter.charge(ticket, response)
         return self._attempt_ok(attempt, resolved, response)
 
     @staticmethod
@@ -229,21 +431,30 @@ class Orchestrator:
         ctx.attempts.append(attempt)
         parts: list[str] = []
         final: LLMResponse | None = None
+        ticket: Ticket | None = None
         try:
-            async for chunk in self.provider(resolved.provider).stream(request):
-                if chunk.response is not None:
-                    final = chunk.response
-                    final.role = resolved.role
-                    final.latency_s = time.perf_counter() - ctx.started_perf
-                    attempt.outcome, attempt.usage = "ok", final.usage
-                    attempt.cost_usd, attempt.output = final.cost_usd, final.content
-                    attempt.latency_s = final.latency_s
-                    self._settle(ctx, final)
-                else:
-                    parts.append(chunk.delta)
-                yield chunk
+            ticket = await self._meter.preflight(ctx, resolved, request)
+            # aclosing: a caller that stops early releases the connection at once
+            stream = cast(
+                "AsyncGenerator[StreamChunk, None]", self.provider(resolved.provider).stream(request)
+            )
+            async with contextlib.aclosing(stream) as chunks:
+                async for chunk in chunks:
+                    if chunk.response is not None:
+                        final = chunk.response
+                        self._meter.charge(ticket, final)
+                        final.role = resolved.role
+                        final.latency_s = time.perf_counter() - ctx.started_perf
+                        attempt.outcome, attempt.usage = "ok", final.usage
+                        attempt.cost_usd, attempt.output = final.cost_usd, final.content
+                        attempt.latency_s = final.latency_s
+                        self._settle(ctx, final)
+                    else:
+                        parts.append(chunk.delta)
+                    yield chunk
         except BaseException as exc:
             if final is None:
+                self._meter.release(ticket)
                 attempt.latency_s = time.perf_counter() - ctx.started_perf
                 attempt.output = "".join(parts)
                 if isinstance(exc, asyncio.CancelledError | GeneratorExit):

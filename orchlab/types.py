@@ -143,6 +143,8 @@ class Attempt:
     output: str | None = field(default=None, repr=False)
     params: dict[str, Any] = field(default_factory=dict, repr=False)
     error_type: str | None = None
+    note: str | None = None
+    """What the numbers cannot say (e.g. a cancelled call's tokens were never reported)."""
 
 
 @dataclass(slots=True)
@@ -155,6 +157,12 @@ class Decision:
     winner: str | None = None
     rationale: str = ""
     scores: dict[str, float] = field(default_factory=dict)
+
+    def explain(self) -> str:
+        """The trail as text: every attempt (stage, target, outcome, latency, tokens, cost) and why."""
+        from orchlab.strategies.trail import format_trail
+
+        return format_trail(self)
 
     @property
     def total_cost_usd(self) -> float | None:

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 CAPABILITIES: frozenset[str] = frozenset({"chat", "code", "reasoning", "vision", "tools", "embedding"})
 
 
-class Tier(str, Enum):
+class Tier(StrEnum):
     """A coarse quality/price class: FAST (small, cheap), STANDARD, ADVANCED (frontier)."""
 
     FAST = "fast"
     STANDARD = "standard"
     ADVANCED = "advanced"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True, slots=True)

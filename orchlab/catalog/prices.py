@@ -122,9 +122,7 @@ def _lookup(price_provider: str, model: str) -> PriceLookup:
         source="genai-prices",
         exact=model_price if needs_genai else None,
     )
-    return PriceLookup(
-        price, display_name=info.name, context_window=info.context_window, matched_id=info.id
-    )
+    return PriceLookup(price, display_name=info.name, context_window=info.context_window, matched_id=info.id)
 
 
 def _is_per_request(price_key: str) -> bool:

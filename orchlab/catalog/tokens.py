@@ -55,7 +55,11 @@ class TokenCounter(Protocol):
 
 def upper_bound(messages: Sequence[Message]) -> int:
     """A ceiling on the prompt tokens of ``messages`` for byte-level BPE tokenizers (no tokenizer needed)."""
-    return sum(len(m.content.encode("utf-8")) for m in messages) + _BOUND_PER_MESSAGE * len(messages) + _BOUND_FIXED
+    return (
+        sum(len(m.content.encode("utf-8")) for m in messages)
+        + _BOUND_PER_MESSAGE * len(messages)
+        + _BOUND_FIXED
+    )
 
 
 def estimate(messages: Sequence[Message]) -> int:
@@ -64,26 +68,28 @@ def estimate(messages: Sequence[Message]) -> int:
 
 
 async def count_prompt(provider: object, request: ModelRequest) -> TokenCount:
-    """Prompt tokens of ``request`` for ``provider``'s model, as exactly as can be done offline.
+    """`count_prompt_sync` in a worker thread: loading a tokenizer the first time (a GGUF, a
+    tiktoken encoding: ~0.5 s) must not block the engine loop."""
+    return await asyncio.to_thread(count_prompt_sync, provider, request)
 
-    Loading a tokenizer the first time (a GGUF, a tiktoken encoding: ~0.5 s) runs in a worker
-    thread, so the engine loop is never blocked.
-    """
+
+def count_prompt_sync(provider: object, request: ModelRequest) -> TokenCount:
+    """Prompt tokens of ``request`` for ``provider``'s model, as exactly as can be done offline."""
     if isinstance(provider, TokenCounter):
-        tokens = await asyncio.to_thread(provider.count_tokens, request)
-        return TokenCount(tokens, "model tokenizer", True)
+        return TokenCount(provider.count_tokens(request), "model tokenizer", True)
     wanted = tiktoken_encoding_for(request.model)
-    if wanted is not None:
-        encoding, name = _loaded.get(wanted) or await asyncio.to_thread(_encoding, wanted)
-        if encoding is not None:
-            tokens = sum(len(encoding.encode(m.content, disallowed_special=())) + PER_MESSAGE for m in request.messages)
-            tokens += REPLY_PRIMING
-            exact = name == wanted
-            method = f"tiktoken {name}" if exact else f"estimate: tiktoken {name} ({wanted} not available offline)"
-            return TokenCount(tokens, method, exact)
+    if wanted is None:
+        return TokenCount(estimate(request.messages), "estimate: characters/4", False)
+    encoding, name = _encoding(wanted)
+    if encoding is None:
         method = f"estimate: characters/4 (tiktoken {wanted} not available offline)"
         return TokenCount(estimate(request.messages), method, False)
-    return TokenCount(estimate(request.messages), "estimate: characters/4", False)
+    tokens = REPLY_PRIMING + sum(
+        len(encoding.encode(m.content, disallowed_special=())) + PER_MESSAGE for m in request.messages
+    )
+    if name == wanted:
+        return TokenCount(tokens, f"tiktoken {name}", True)
+    return TokenCount(tokens, f"estimate: tiktoken {name} ({wanted} not available offline)", False)
 
 
 def tiktoken_encoding_for(model: str) -> str | None:
@@ -105,6 +111,9 @@ _load_lock = threading.Lock()
 
 def _encoding(wanted: str) -> tuple[tiktoken.Encoding | None, str | None]:
     """``wanted`` if it loads offline, else cl100k_base as a stand-in, else nothing (memoized)."""
+    found = _loaded.get(wanted)
+    if found is not None:
+        return found
     with _load_lock:
         if wanted not in _loaded:
             _loaded[wanted] = _load_offline(wanted)

@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from orchlab.config.schema import OrchestratorConfig
-from orchlab.errors import ConfigFileError, ConfigValidationError, UnknownProviderError
+from orchlab.errors import ConfigFileError, ConfigValidationError, UnknownProviderError, UnknownRoleError
 from orchlab.providers.registry import KNOWN_KINDS, kind_of
 
 DEFAULT_CONFIG_NAME = "local.yaml"
@@ -70,6 +70,8 @@ def parse_config(text: str, *, source: str = "<string>") -> OrchestratorConfig:
             problems=problems,
         ) from None
     check_references(config, source=source)
+    check_models_and_budgets(config, source=source)
+    check_strategy_references(config, source=source)
     return config
 
 
@@ -89,6 +91,9 @@ def check_references(config: OrchestratorConfig, *, source: str = "<config>") ->
         for role_name, role in view.roles.items():
             targets = [(f"{prefix}roles.{role_name}.provider", role.provider)]
             targets += [(f"{prefix}roles.{role_name}.fallbacks", t.partition(":")[0]) for t in role.fallbacks]
+            for c in role.candidates:
+                target = c if isinstance(c, str) else c.target
+                targets.append((f"{prefix}roles.{role_name}.candidates", target.partition(":")[0]))
             for key, provider_name in targets:
                 if provider_name not in view.providers:
                     raise UnknownProviderError(
@@ -97,6 +102,81 @@ def check_references(config: OrchestratorConfig, *, source: str = "<config>") ->
                         + _did_you_mean(provider_name, view.providers),
                         provider=provider_name,
                     )
+
+
+def check_models_and_budgets(config: OrchestratorConfig, *, source: str = "<config>") -> None:
+    """``models:`` keys name defined providers; budgeted roles exist and are budgeted once."""
+    providers = set(config.providers)
+    roles = set(config.roles)
+    for overlay in config.envs.values():
+        providers |= set(overlay.providers)
+        roles |= set(overlay.roles)
+    for target in config.models:
+        provider_name = target.partition(":")[0]
+        if provider_name not in providers:
+            raise UnknownProviderError(
+                f"{source}: models.{target}: provider {provider_name!r} is not defined under "
+                f"providers: (defined: {', '.join(sorted(providers)) or 'none'})"
+                + _did_you_mean(provider_name, providers),
+                provider=provider_name,
+            )
+    for role_name in config.budgets.per_role_usd:
+        if role_name not in roles:
+            raise UnknownRoleError(
+                f"{source}: budgets.per_role_usd.{role_name}: role {role_name!r} is not defined "
+                f"(defined: {', '.join(sorted(roles)) or 'none'})" + _did_you_mean(role_name, roles),
+                role=role_name,
+                suggestions=difflib.get_close_matches(role_name, list(roles), n=3, cutoff=0.5),
+            )
+        if role_name in config.roles and config.roles[role_name].budget_usd is not None:
+            key = f"roles.{role_name}.budget_usd"
+            raise ConfigValidationError(
+                f"{source}: {key}: the budget of role {role_name!r} is set twice (also in "
+                "budgets.per_role_usd); keep one",
+                path=source,
+                problems=[(key, "set twice")],
+            )
+
+
+def check_strategy_references(config: OrchestratorConfig, *, source: str = "<config>") -> None:
+    """Judges, aggregators, routes and the classifier name a role or a 'provider:model' of a defined
+    provider."""
+    refs: list[tuple[str, str]] = []
+    for role_name, role in config.roles.items():
+        for key, section in (("cascade", role.cascade), ("parallel", role.parallel)):
+            if section is not None and section.judge:
+                refs.append((f"roles.{role_name}.{key}.judge", section.judge))
+        if role.ensemble is not None:
+            for key in ("judge", "aggregator"):
+                if getattr(role.ensemble, key):
+                    refs.append((f"roles.{role_name}.ensemble.{key}", getattr(role.ensemble, key)))
+    routing = config.routing
+    if routing.default:
+        refs.append(("routing.default", routing.default))
+    if routing.classifier_role:
+        refs.append(("routing.classifier_role", routing.classifier_role))
+    for task, route in routing.routes.items():
+        for tier, ref in route.items() if isinstance(route, dict) else [(None, route)]:
+            refs.append((f"routing.routes.{task}" + (f".{tier}" if tier else ""), ref))
+    for key, ref in refs:
+        if ref in config.roles:
+            continue
+        provider_name, sep, model = ref.partition(":")
+        if not sep or not model:
+            raise UnknownRoleError(
+                f"{source}: {key}: {ref!r} is not a defined role (defined: "
+                f"{', '.join(sorted(config.roles)) or 'none'}) nor a 'provider:model' target"
+                + _did_you_mean(ref, config.roles),
+                role=ref,
+                suggestions=difflib.get_close_matches(ref, list(config.roles), n=3, cutoff=0.5),
+            )
+        if provider_name not in config.providers:
+            raise UnknownProviderError(
+                f"{source}: {key}: provider {provider_name!r} is not defined under providers: "
+                f"(defined: {', '.join(sorted(config.providers)) or 'none'})"
+                + _did_you_mean(provider_name, config.providers),
+                provider=provider_name,
+            )
 
 
 def _did_you_mean(word: str, choices: Any) -> str:

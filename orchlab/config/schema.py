@@ -14,9 +14,9 @@ Example::
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -69,12 +69,113 @@ class RoleParams(_Strict):
         return [value] if isinstance(value, str) else value
 
 
+# --- strategies (orchlab.strategies reads these; the names match its enums) ------------------
+
+StrategyName = Literal[
+    "auto", "local", "cloud", "local_first", "cloud_first", "ensemble", "parallel", "cascade"
+]
+ScorerName = Literal["logprob", "agreement", "judge", "json", "regex"]
+TaskTypeName = Literal[
+    "code_generation",
+    "code_review",
+    "reasoning",
+    "summarization",
+    "error_diagnosis",
+    "data_interpretation",
+    "workflow_generation",
+    "general",
+]
+
+
+class CandidateConfig(_Strict):
+    """A candidate with its own settings; the plain string form is just ``'provider:model'``."""
+
+    target: Target
+    params: RoleParams | None = Field(default=None, description="over the role's params")
+    threshold: float | None = Field(default=None, ge=0, le=1, description="cascade: accept at or above")
+    scorer: ScorerName | None = Field(default=None, description="cascade: this stage's scorer")
+
+
+class ScorerConfig(_Strict):
+    """How an answer is scored (cascade stages, the race's acceptance check)."""
+
+    scorer: ScorerName = "logprob"
+    threshold: float = Field(default=0.7, ge=0, le=1, description="accept at or above; escalate below")
+    pattern: str | None = Field(default=None, description="regex scorer: re.search pattern")
+    judge: str | None = Field(default=None, description="judge scorer: a role or 'provider:model'")
+    samples: int = Field(default=3, ge=2, description="agreement scorer: answers compared (k)")
+    sample_temperature: float = Field(default=0.8, ge=0, le=2)
+
+    @model_validator(mode="after")
+    def _needs(self) -> ScorerConfig:
+        if self.scorer == "regex" and not self.pattern:
+            raise ValueError("scorer 'regex' needs pattern:")
+        if self.scorer == "judge" and not self.judge:
+            raise ValueError("scorer 'judge' needs judge: (a role or 'provider:model')")
+        return self
+
+
+class CascadeConfig(ScorerConfig):
+    order: Literal["yaml", "price"] = Field(
+        default="yaml", description="stage order: as written, or cheapest first by catalog price"
+    )
+
+
+class RetryConfig(_Strict):
+    """Fallback behaviour: retries of one candidate, then the next; cooldown of failing providers."""
+
+    retries: int = Field(default=1, ge=0, description="retries of a candidate on a retryable error")
+    backoff_s: float = Field(default=0.5, ge=0, description="first backoff; doubles per retry")
+    max_backoff_s: float = Field(default=8.0, ge=0)
+    max_retry_after_s: float = Field(
+        default=30.0, ge=0, description="a longer retry-after moves on to the next candidate instead"
+    )
+    attempt_timeout_s: float | None = Field(default=None, gt=0, description="per attempt, then next")
+    cooldown_after: int = Field(default=3, ge=1, description="consecutive retryable failures")
+    cooldown_s: float = Field(default=30.0, ge=0, description="how long such a provider is skipped")
+
+
+class EnsembleConfig(_Strict):
+    mode: Literal["vote", "chain", "judge", "fuse"] = "vote"
+    judge: str | None = Field(default=None, description="judge mode: a role or 'provider:model'")
+    aggregator: str | None = Field(default=None, description="fuse mode: a role or 'provider:model'")
+
+
+class RoutingConfig(_Strict):
+    """AUTO: task type -> a role or ``'provider:model'`` (optionally per tier)."""
+
+    default: str | None = Field(default=None, description="when no route matches")
+    classifier: Literal["rules", "llm", "hybrid"] = Field(
+        default="rules", description="hybrid: rules first, the LLM only when they say 'general'"
+    )
+    classifier_role: str | None = None
+    tier: str | None = Field(default=None, description="default tier for routes given per tier")
+    routes: dict[TaskTypeName, str | dict[str, str]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _needs_role(self) -> RoutingConfig:
+        if self.classifier != "rules" and not self.classifier_role:
+            raise ValueError(f"classifier {self.classifier!r} needs classifier_role:")
+        return self
+
+
 class RoleConfig(_Strict):
     provider: str
     model: str
     description: str | None = None
     params: RoleParams = RoleParams()
     fallbacks: list[Target] = Field(default_factory=list, description="'provider:model' targets")
+    strategy: StrategyName | None = None
+    candidates: list[Target | CandidateConfig] = Field(
+        default_factory=list, description="tried/raced/asked after the role's own model, in order"
+    )
+    cascade: CascadeConfig | None = None
+    parallel: ScorerConfig | None = Field(default=None, description="race: what counts as a good answer")
+    ensemble: EnsembleConfig | None = None
+    retry: RetryConfig | None = None
+    budget_usd: float | None = Field(
+        default=None, ge=0, description="this role's budget in USD (or budgets.per_role_usd)"
+    )
 
 
 class EnvOverlay(_Strict):
@@ -84,12 +185,68 @@ class EnvOverlay(_Strict):
     roles: dict[str, RoleConfig] = Field(default_factory=dict)
 
 
+class TrackingConfig(_Strict):
+    """MLflow tracking (orchlab.tracking). Env vars override it: ORCH_TRACKING, ORCH_TRACKING_URI, ..."""
+
+    enabled: bool = True
+    tracking_uri: str | None = Field(
+        default=None,
+        description="an MLflow store or server; default: sqlite:///mlflow.db in the working directory. "
+        "Relative SQLite paths are relative to this YAML file",
+    )
+    experiment: str | None = Field(default=None, description="default: orchlab/<project>/<env>")
+    spool_dir: str | None = Field(
+        default=None, description="where records wait while the store is unreachable; default .orchlab/spool"
+    )
+
+
+CapabilityName = Literal["chat", "code", "reasoning", "vision", "tools", "embedding"]
+
+
+class ModelConfig(_Strict):
+    """A ``models:`` entry (key ``'provider:model'``): what it sets wins over genai-prices and the
+    packaged metadata. Prices are USD per million tokens (custom prices, fine-tunes, self-hosted)."""
+
+    display_name: str | None = None
+    input_price_per_mtok: float | None = Field(default=None, ge=0)
+    output_price_per_mtok: float | None = Field(default=None, ge=0)
+    cache_read_price_per_mtok: float | None = Field(default=None, ge=0)
+    cache_write_price_per_mtok: float | None = Field(default=None, ge=0)
+    context_window: int | None = Field(default=None, gt=0)
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    capabilities: list[CapabilityName] | None = None
+    tier: Literal["fast", "standard", "advanced"] | None = None
+
+    @model_validator(mode="after")
+    def _prices_together(self) -> ModelConfig:
+        if (self.input_price_per_mtok is None) != (self.output_price_per_mtok is None):
+            raise ValueError("give both input_price_per_mtok and output_price_per_mtok, or neither")
+        cache = self.cache_read_price_per_mtok is not None or self.cache_write_price_per_mtok is not None
+        if cache and self.input_price_per_mtok is None:
+            raise ValueError("cache prices need input_price_per_mtok and output_price_per_mtok too")
+        return self
+
+
+class BudgetsConfig(_Strict):
+    """Spending limits in USD, enforced before sending (orchlab.budgets); overridable in code."""
+
+    per_call_usd: float | None = Field(default=None, ge=0, description="one call, all its attempts")
+    session_usd: float | None = Field(default=None, ge=0, description="everything one client spends")
+    per_role_usd: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+
+
 class OrchestratorConfig(_Strict):
     project: str
     env: str = "dev"
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     roles: dict[str, RoleConfig] = Field(default_factory=dict)
     envs: dict[str, EnvOverlay] = Field(default_factory=dict)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    models: dict[Target, ModelConfig] = Field(
+        default_factory=dict, description="'provider:model' -> prices, context window, capabilities, tier"
+    )
+    budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
 
     def for_env(self, env: str) -> OrchestratorConfig:
         """This config as seen from ``env``: that env's overlay merged over the base."""

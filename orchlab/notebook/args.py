@@ -39,6 +39,8 @@ class ArgsError(ValueError):
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of printing and exiting the kernel."""
 
+    subcommands: dict[str, tuple[argparse.ArgumentParser, str]]
+
     def error(self, message: str) -> NoReturn:
         raise ArgsError(message, self.format_usage())
 
@@ -148,7 +150,9 @@ def cell_parser() -> _Parser:
     )
     p.add_argument("--chat", metavar="NAME", help="a named conversation (keeps its last --depth exchanges)")
     p.add_argument("--depth", type=int, metavar="N", help="exchanges a --chat keeps (default 5)")
-    p.add_argument("--compare", type=_targets, metavar="T1,T2", help="roles or provider:model, side by side")
+    p.add_argument(
+        "--compare", type=_targets, nargs="+", metavar="T1,T2", help="roles or provider:model, side by side"
+    )
     p.add_argument("--ensemble", metavar="MODE", help="answer with an ensemble: vote, chain, judge, fuse")
     p.add_argument("--prompt", metavar="NAME@VERSION", help="a registered prompt; the cell holds variables")
     p.add_argument("--config", metavar="PATH", help="a config file for this cell")
@@ -183,7 +187,7 @@ def parse_cell_args(line: str) -> CellArgs:
     ns = parser.parse_args(split_line(line, usage))
     values = vars(ns)
     values["params"] = dict(values.pop("param"))
-    values["compare"] = values["compare"] or []
+    values["compare"] = [t for group in values["compare"] or () for t in group]
     try:
         return CellArgs.model_validate(values)
     except ValidationError as exc:
@@ -242,7 +246,9 @@ def line_parser() -> _Parser:
     models = sub.add_parser("models", add_help=False, help="the model catalog, filtered")
     models.add_argument("--capability", help="chat, code, reasoning, vision, tools, embedding")
     models.add_argument("--tier", help="fast, standard or advanced")
-    models.add_argument("--max-cost", type=float, dest="max_cost", metavar="USD", help="per 1M tokens")
+    models.add_argument(
+        "--max-cost", type=float, dest="max_cost", metavar="USD", help="per call of 1000 in + 500 out tokens"
+    )
     where = models.add_mutually_exclusive_group()
     where.add_argument("--local", action="store_true", default=None, help="local models only")
     where.add_argument("--cloud", action="store_false", dest="local", default=None, help="cloud models only")
@@ -260,6 +266,7 @@ def line_parser() -> _Parser:
     reset = sub.add_parser("reset", add_help=False, help="forget a conversation (all without NAME)")
     reset.add_argument("name", nargs="?")
     sub.add_parser("help", add_help=False, help="this help")
+    p.subcommands = {a.dest: (sub.choices[a.dest], a.help or "") for a in sub._get_subactions()}
     return p
 
 
@@ -280,9 +287,7 @@ def parse_line_args(line: str) -> LineArgs:
 def line_help() -> str:
     parser = line_parser()
     lines = [parser.format_usage().rstrip(), ""]
-    for action in parser._subparsers._group_actions if parser._subparsers else []:
-        for choice in getattr(action, "_choices_actions", []):
-            sub = action.choices[choice.dest]
-            usage = " ".join(sub.format_usage().removeprefix("usage: ").split())
-            lines.append(f"  {usage}\n      {choice.help}")
+    for sub, text in parser.subcommands.values():
+        usage = " ".join(sub.format_usage().removeprefix("usage: ").split())
+        lines.append(f"  {usage}\n      {text}")
     return "\n".join(lines)

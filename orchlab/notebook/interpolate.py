@@ -52,14 +52,15 @@ def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
         template = _environment().from_string(text)
     except TemplateSyntaxError as exc:
         raise InterpolationError(
-            f"line {exc.lineno} of the cell: {exc.message}. To send '{{{{' or '{{%' literally, "
-            "wrap that part in {% raw %}...{% endraw %}"
+            f"line {exc.lineno} of the cell: {(exc.message or '').rstrip('.')}. To send '{{{{' or "
+            "'{%' literally, wrap that part in {% raw %}...{% endraw %}"
         ) from None
     try:
         return template.render(dict(namespace))
     except UndefinedError as exc:
-        raise InterpolationError(
-            f"{exc.message} in the notebook (define it first, or wrap literal braces in {{% raw %}}...{{% endraw %}})"
-        ) from None
+        message = exc.message or "undefined"
+        if message.endswith("is undefined"):
+            message += " in the notebook: define it first, or wrap literal braces in {% raw %}...{% endraw %}"
+        raise InterpolationError(f"{{{{ ... }}}}: {message}") from None
     except Exception as exc:
         raise InterpolationError(f"a {{{{ ... }}}} expression raised {type(exc).__name__}: {exc}") from exc

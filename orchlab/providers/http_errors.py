@@ -25,6 +25,9 @@ _CONTEXT_MARKERS = (
     "too many tokens",
     "exceeds the context",
     "input token count",
+    "exceed context window",  # llama-cpp-python: "Requested tokens (N) exceed context window of M"
+    "exceed_context_size",  # llama.cpp's llama-server error type
+    "available context size",  # llama-server: "the request exceeds the available context size"
 )
 
 
@@ -63,8 +66,13 @@ def error_for_status(
     provider: str,
     model: str | None,
     headers: Mapping[str, str] | None = None,
+    error_code: str | None = None,
 ) -> ProviderError:
-    """The orchlab error for an HTTP status (429 carries ``retry_after`` from the headers)."""
+    """The orchlab error for an HTTP status (429 carries ``retry_after`` from the headers).
+
+    ``error_code`` is the body's machine-readable code/type (e.g. ``context_length_exceeded``), used
+    with the message to recognise a prompt that is too long.
+    """
     retry_after = retry_after_seconds(headers)
     cls: type[ProviderError] = ProviderError
     if status in (401, 403):
@@ -73,12 +81,16 @@ def error_for_status(
             message += " (check the API key for this provider's auth profile)"
     elif status == 429:
         cls = RateLimitError
-    elif status in (400, 413, 422) and looks_like_context_overflow(message):
+    elif status in (400, 413, 422) and looks_like_context_overflow(f"{message} {error_code or ''}"):
         cls = ContextLengthExceededError
     elif status >= 500:
         cls = ProviderUnavailableError
     retryable = True if status in (408, 409) else None
     return cls(
-        message, provider=provider, model=model, status_code=status, retry_after=retry_after,
+        message,
+        provider=provider,
+        model=model,
+        status_code=status,
+        retry_after=retry_after,
         retryable=retryable,
     )

@@ -222,6 +222,7 @@ class LlamaCppProvider(Provider):
         llama = loaded.llama
         p = request.params
         max_tokens = p.max_tokens or DEFAULT_MAX_TOKENS
+
         def stop_when_cancelled(_input_ids: Any, _logits: Any) -> bool:
             return cancel.is_set()
 
@@ -237,10 +238,11 @@ class LlamaCppProvider(Provider):
         }
         if p.seed is not None:
             kwargs["seed"] = p.seed
+        chunks: Any
         if self._use_chat(loaded):
             prompt_len = None
             chunks = llama.create_chat_completion(
-                [{"role": m.role, "content": m.content} for m in request.messages],
+                [{"role": m.role, "content": m.content} for m in request.messages],  # type: ignore[misc]
                 stop=list(p.stop or ()) or None,
                 logprobs=p.logprobs,
                 **kwargs,

@@ -6,6 +6,7 @@ differ only in their default base URL, whether a key is required, and the max-to
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -33,6 +34,7 @@ class OpenAIProvider(Provider):
         super().__init__(*args, **kwargs)
         self._client: AsyncOpenAI | None = None
         self._sync_client: OpenAI | None = None
+        self._sync_lock = threading.Lock()  # run() may be called from several threads at once
 
     def _client_kwargs(self) -> dict[str, Any]:
         # Keyless local servers (vLLM, LM Studio, llama.cpp) ignore the key, but the SDK needs one.
@@ -57,9 +59,11 @@ class OpenAIProvider(Provider):
     def sync_client(self) -> OpenAI:
         """The blocking SDK client behind `complete_sync` (usable from any thread)."""
         if self._sync_client is None:
-            from openai import OpenAI
+            with self._sync_lock:
+                if self._sync_client is None:
+                    from openai import OpenAI
 
-            self._sync_client = OpenAI(**self._client_kwargs())
+                    self._sync_client = OpenAI(**self._client_kwargs())
         return self._sync_client
 
     def request_kwargs(self, request: ModelRequest) -> dict[str, Any]:
@@ -156,13 +160,13 @@ class OpenAIProvider(Provider):
                     model = getattr(chunk, "model", None) or model
                     if getattr(chunk, "usage", None) is not None:
                         usage = chunk.usage
-                    for choice in chunk.choices or ():
-                        if choice.finish_reason:
-                            finish_reason = choice.finish_reason
-                        if choice.logprobs is not None and choice.logprobs.content:
-                            logprobs.extend(t.logprob for t in choice.logprobs.content)
-                        text = choice.delta.content if choice.delta else None
-                        if text:
+                    for choice in getattr(chunk, "choices", None) or ():
+                        finish_reason = getattr(choice, "finish_reason", None) or finish_reason
+                        lp = getattr(choice, "logprobs", None)
+                        if lp is not None and getattr(lp, "content", None):
+                            logprobs.extend(t.logprob for t in lp.content)
+                        text = getattr(getattr(choice, "delta", None), "content", None)
+                        if isinstance(text, str) and text:
                             parts.append(text)
                             yield StreamChunk(delta=text)
             finally:
@@ -227,6 +231,7 @@ class OpenAIProvider(Provider):
                 provider=self.name,
                 model=model,
                 headers=exc.response.headers,
+                error_code=_code_of(exc),
             )
         if isinstance(exc, openai.APIResponseValidationError | ValueError):
             return ProviderResponseError(
@@ -255,6 +260,17 @@ class OpenAIProvider(Provider):
         return exc
 
 
+def _code_of(exc: Any) -> str | None:
+    """The error body's ``code`` and ``type`` (OpenAI: ``context_length_exceeded``; llama-server:
+    ``exceed_context_size_error``)."""
+    body = getattr(exc, "body", None)
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    if not isinstance(inner, dict):
+        return None
+    parts = [str(inner[k]) for k in ("code", "type") if inner.get(k)]
+    return " ".join(parts) or None
+
+
 def _status_in(body: Any) -> int | None:
     code = body.get("code") if isinstance(body, dict) else None
     if isinstance(code, str) and code.isdigit():
@@ -277,7 +293,9 @@ def usage_from(usage: Any) -> Usage:
     prompt_details = getattr(usage, "prompt_tokens_details", None)
     completion_details = getattr(usage, "completion_tokens_details", None)
     # OpenAI reports cached prompt tokens in prompt_tokens_details; DeepSeek as prompt_cache_hit_tokens.
-    cached = getattr(prompt_details, "cached_tokens", 0) or getattr(usage, "prompt_cache_hit_tokens", 0)
+    cached = getattr(prompt_details, "cached_tokens", 0) or (getattr(usage, "model_extra", None) or {}).get(
+        "prompt_cache_hit_tokens", 0
+    )
     return Usage(
         input_tokens=getattr(usage, "prompt_tokens", 0) or 0,
         output_tokens=getattr(usage, "completion_tokens", 0) or 0,

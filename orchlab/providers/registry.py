@@ -22,6 +22,7 @@ KNOWN_KINDS: dict[str, str] = {
     "gemini": "orchlab.providers.gemini:GeminiProvider",
     "ollama": "orchlab.providers.ollama:OllamaProvider",
     "test": "orchlab.testing:TestProvider",
+    "test_local": "orchlab.testing:LocalTestProvider",
 }
 
 

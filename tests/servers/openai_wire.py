@@ -152,8 +152,15 @@ class OpenAIWireServer:
         with self._lock:
             self._script.extend(replies)
 
+    def reset(self) -> None:
+        """Forget recorded requests and unused scripted replies (a server shared by several tests)."""
+        with self._lock:
+            self.requests.clear()
+            self._script.clear()
+
     def start(self) -> OpenAIWireServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # a short poll interval: stop() waits up to one interval (0.5 s by default) per server
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
         self._thread.start()
         return self
 
@@ -173,6 +180,11 @@ class OpenAIWireServer:
             reply = self._script.popleft() if self._script else None
         if reply is None:
             reply = self._default(h.path, body)
+        elif reply.body is None and reply.stream_chunks is None:
+            # a scripted delay/status/headers around the default echo, as `Reply.body` documents
+            default = self._default(h.path, body)
+            reply = Reply(reply.status, default.body, reply.headers, reply.delay_s, default.stream_chunks,
+                          reply.chunk_delay_s)
         if reply.delay_s:
             time.sleep(reply.delay_s)
         try:

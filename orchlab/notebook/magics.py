@@ -1,0 +1,56 @@
+"""The ``%%llm`` cell magic and the ``%llm`` line magic. Thin: parse, call, translate errors.
+
+Bad options raise IPython's ``UsageError`` with the usage line; a failed call raises
+`LLMCallError` (a ``UsageError``, so IPython shows one line, not a traceback into orchlab).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from orchlab.notebook.session import NotebookSession, get_session
+
+
+class LLMCallError(UsageError):
+    """A ``%%llm`` call failed (provider, auth, budget, config): one message, no traceback."""
+
+
+@magics_class
+class OrchlabMagics(Magics):
+    def __init__(self, shell: Any, session: NotebookSession | None = None) -> None:
+        super().__init__(shell)
+        self._session = session
+
+    @property
+    def session(self) -> NotebookSession:
+        """The session given, else the process's (so tests and widgets can swap it)."""
+        return self._session if self._session is not None else get_session()
+
+    @line_cell_magic
+    def llm(self, line: str, cell: str | None = None) -> Any:
+        """%%llm [options]: the cell is the prompt. %llm SUBCOMMAND: roles, models, use, ... (%llm help)."""
+        from orchlab.errors import OrchlabError
+        from orchlab.notebook.args import ArgsError
+        from orchlab.notebook.cell import CellError, CellUsageError, describe_error
+        from orchlab.notebook.interpolate import InterpolationError
+
+        try:
+            if cell is None:
+                from orchlab.notebook.args import parse_line_args
+                from orchlab.notebook.commands import run_command
+
+                return run_command(self.shell, self.session, parse_line_args(line))
+            from orchlab.notebook.args import parse_cell_args
+            from orchlab.notebook.cell import run_cell
+
+            run_cell(self.shell, self.session, parse_cell_args(line), cell)
+            return None
+        except (ArgsError, InterpolationError, CellUsageError) as exc:
+            raise UsageError(str(exc)) from None
+        except CellError as exc:
+            raise LLMCallError(str(exc)) from exc.__cause__
+        except OrchlabError as exc:  # config and rebind errors outside a call
+            raise LLMCallError(describe_error(exc)) from exc

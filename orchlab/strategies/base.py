@@ -1,0 +1,310 @@
+"""What every strategy is built from: candidates, one recorded call (`Run.call`), the final trail.
+
+A strategy receives a `Run` (the orchestrator, the call's `CallContext`, the messages and the
+caller's parameter overrides) and a list of `Candidate`. It makes calls with `Run.call`, which
+goes through ``Orchestrator._attempt`` so every provider call is one `Attempt` in the trail,
+and returns an `Outcome`. `finalize` turns that into the response: the winner's answer, with
+the decision trail attached and usage and cost summed over every attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from orchlab.config.schema import RetryConfig
+from orchlab.errors import (
+    AuthError,
+    BudgetExceededError,
+    ContextWindowError,
+    ProviderError,
+    ProviderTimeoutError,
+    UnknownRoleError,
+)
+from orchlab.providers.registry import kind_of, provider_class
+from orchlab.resolution import parse_target
+from orchlab.types import Attempt, Decision, GenerationParams, LLMResponse, Message, ModelRequest, Usage
+
+if TYPE_CHECKING:
+    from orchlab.calls import CallContext
+    from orchlab.orchestrator import Orchestrator
+
+
+class Strategy(StrEnum):
+    """How a call uses its candidates."""
+
+    AUTO = "auto"
+    """Classify the task, then follow the ``routing:`` table."""
+    LOCAL_ONLY = "local"
+    """Only local candidates, as a fallback chain."""
+    CLOUD_ONLY = "cloud"
+    """Only cloud candidates, as a fallback chain."""
+    LOCAL_FIRST = "local_first"
+    """Local candidates first, then cloud ones."""
+    CLOUD_FIRST = "cloud_first"
+    """Cloud candidates first, then local ones."""
+    ENSEMBLE = "ensemble"
+    """Several answers combined (`EnsembleMode`)."""
+    PARALLEL = "parallel"
+    """All at once; the first good answer wins, the others are cancelled."""
+    CASCADE = "cascade"
+    """Cheapest first; escalate while the confidence score is under the threshold."""
+
+
+class EnsembleMode(StrEnum):
+    VOTE = "vote"
+    """Majority over normalised answers; ties go to the earliest candidate."""
+    CHAIN = "chain"
+    """The first candidate drafts, each next one refines."""
+    JUDGE = "judge"
+    """Best of N, picked by a judge role or target."""
+    FUSE = "fuse"
+    """An aggregator synthesises all answers (Mixture-of-Agents)."""
+
+
+FALL_THROUGH: tuple[type[Exception], ...] = (
+    ProviderError,
+    AuthError,
+    ContextWindowError,
+    BudgetExceededError,
+)
+"""Errors after which a strategy moves on to another candidate. Anything else (a config error,
+a bad request argument, a bug) would fail the same way everywhere and is raised at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One model a strategy may call, with the params it is called with."""
+
+    provider: str
+    model: str
+    params: GenerationParams = field(default_factory=GenerationParams)
+    role: str | None = None
+    threshold: float | None = None
+    """Cascade: accept at or above this score (None: the cascade's threshold)."""
+    scorer: str | None = None
+    """Cascade: this stage's scorer name (None: the cascade's scorer)."""
+
+    @property
+    def target(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
+@dataclass(slots=True)
+class Answer:
+    """A successful call: the provider's response and its attempt in the trail."""
+
+    response: LLMResponse
+    attempt: Attempt
+    candidate: Candidate
+
+    @property
+    def content(self) -> str:
+        return self.response.content
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a strategy decided: the answer it returns, why, and the scores it computed."""
+
+    answer: Answer
+    rationale: str
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+class Run:
+    """One orchestrated call in progress."""
+
+    def __init__(
+        self,
+        orch: Orchestrator,
+        ctx: CallContext,
+        messages: tuple[Message, ...],
+        overrides: Mapping[str, Any] | None,
+        retry: RetryConfig | None = None,
+    ) -> None:
+        self.orch = orch
+        self.ctx = ctx
+        self.messages = messages
+        self.overrides = dict(overrides or {})
+        self.retry = retry or RetryConfig()
+        self.errors: list[Exception] = []
+        """Every failed attempt's error, in the order they failed (for `AllAttemptsFailedError`)."""
+        self._claimed: set[int] = set()
+
+    @property
+    def clock(self) -> Any:
+        return self.orch.health.clock
+
+    @property
+    def question(self) -> str:
+        """The last user message (what judges and aggregators are shown)."""
+        return next((m.content for m in reversed(self.messages) if m.role == "user"), "")
+
+    def is_local(self, provider: str) -> bool:
+        return is_local(self.orch, provider)
+
+    async def call(
+        self,
+        cand: Candidate,
+        *,
+        stage: str,
+        params: Mapping[str, Any] | None = None,
+        messages: Sequence[Message] | None = None,
+        timeout_s: float | None = None,
+    ) -> Answer:
+        """One provider call, recorded as an attempt. ``params`` go on top of the caller's overrides."""
+        merged = cand.params.merged(self.overrides).merged(params)
+        try:
+            resolved = self.orch.resolver.resolve_target(cand.provider, cand.model, merged, role=cand.role)
+        except AuthError as exc:
+            # No key: nothing was sent, but the trail and the error group should say so.
+            self.ctx.attempts.append(
+                Attempt(
+                    provider=cand.provider,
+                    model=cand.model,
+                    outcome="error",
+                    latency_s=0.0,
+                    stage=stage,
+                    started_at=time.time(),
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                    note="not sent: no API key",
+                )
+            )
+            self.errors.append(exc)
+            raise
+        request = ModelRequest(model=resolved.model, messages=tuple(messages or self.messages), params=merged)
+        try:
+            if timeout_s is None:
+                response = await self.orch._attempt(self.ctx, resolved, request, stage=stage)
+            else:
+                async with asyncio.timeout(timeout_s):
+                    response = await self.orch._attempt(self.ctx, resolved, request, stage=stage)
+        except TimeoutError:
+            attempt = self._find(stage)
+            error = ProviderTimeoutError(
+                f"no answer within the strategy's attempt timeout of {timeout_s:g}s",
+                provider=cand.provider,
+                model=cand.model,
+            )
+            if attempt is not None:
+                attempt.outcome = "error"
+                attempt.error, attempt.error_type = str(error), type(error).__name__
+                attempt.note = "cut off by retry.attempt_timeout_s; tokens generated so far are unknown"
+            self.errors.append(error)
+            raise error from None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._find(stage)
+            self.errors.append(exc)
+            raise
+        attempt = self._find(stage)
+        if attempt is None:  # pragma: no cover - _attempt always records one
+            attempt = Attempt(cand.provider, cand.model, "ok", response.latency_s, stage=stage)
+        return Answer(response, attempt, cand)
+
+    def _find(self, stage: str) -> Attempt | None:
+        """The attempt `_attempt` recorded for ``stage`` (stage labels are unique within a call)."""
+        for attempt in reversed(self.ctx.attempts):
+            if attempt.stage == stage and id(attempt) not in self._claimed:
+                self._claimed.add(id(attempt))
+                return attempt
+        return None
+
+    def candidate(self, ref: str, *, params: GenerationParams | None = None) -> Candidate:
+        """A role name or ``'provider:model'`` as a candidate (a role brings its own params)."""
+        return resolve_ref(self.orch, ref, params=params)
+
+
+def resolve_ref(orch: Orchestrator, ref: str, *, params: GenerationParams | None = None) -> Candidate:
+    if ref in orch.config.roles:
+        resolved = orch.resolve(ref)
+        return Candidate(resolved.provider, resolved.model, resolved.params, role=ref)
+    if ":" in ref:
+        provider, model = parse_target(ref)
+        orch.resolver.provider_config(provider)  # unknown provider: fail now, with suggestions
+        return Candidate(provider, model, params or GenerationParams())
+    orch.resolve(ref)  # raises UnknownRoleError with "did you mean"
+    raise UnknownRoleError(f"{ref!r} is neither a role nor a 'provider:model' target", role=ref)
+
+
+def is_local(orch: Orchestrator, provider: str) -> bool:
+    """Whether ``provider``'s adapter class runs on the user's own hardware (no key lookup)."""
+    spec = orch.resolver.provider_config(provider)
+    kind = kind_of(provider, spec.type)
+    return bool(kind and provider_class(kind).is_local)
+
+
+def unique_key(scores: Mapping[str, float], key: str) -> str:
+    if key not in scores:
+        return key
+    n = 2
+    while f"{key}#{n}" in scores:
+        n += 1
+    return f"{key}#{n}"
+
+
+def _settle_cancelled(run: Run) -> None:
+    """Cancelled attempts: say what is known of their cost."""
+    for attempt in run.ctx.attempts:
+        if attempt.outcome != "cancelled" or attempt.note is not None:
+            continue
+        if attempt.cost_usd is None and run.is_local(attempt.provider):
+            attempt.cost_usd = 0.0
+            attempt.note = "cancelled: local generation stopped at the next token ($0, local)"
+        elif attempt.cost_usd is None:
+            attempt.note = (
+                "cancelled before the provider reported usage: tokens and cost unknown (it may bill "
+                "the prompt and the tokens generated before the cancel)"
+            )
+
+
+def cost_note(attempts: Sequence[Attempt]) -> str | None:
+    """Why the total cost is unknown, with what is known."""
+    counted = [a for a in attempts if a.outcome != "error" or a.usage.total_tokens]
+    unknown = [a for a in counted if a.cost_usd is None]
+    if not unknown:
+        return None
+    known = sum(a.cost_usd for a in counted if a.cost_usd is not None)
+    names = ", ".join(sorted({f"{a.provider}:{a.model} ({a.outcome})" for a in unknown}))
+    return (
+        f"cost unknown for {len(unknown)} of {len(counted)} attempts: {names}; the others total ${known:.6f}"
+    )
+
+
+def finalize(run: Run, outcome: Outcome) -> LLMResponse:
+    """The winner's response, with the trail, total usage and total cost of every attempt."""
+    _settle_cancelled(run)
+    ctx = run.ctx
+    answer = outcome.answer
+    if answer.attempt.outcome != "ok":
+        answer.attempt.outcome = "ok"
+    decision = Decision(
+        strategy=ctx.strategy,
+        task_type=ctx.task_type,
+        attempts=ctx.attempts,
+        winner=answer.response.target,
+        rationale=outcome.rationale,
+        scores=dict(outcome.scores),
+    )
+    response = answer.response
+    total = Usage()
+    for attempt in ctx.attempts:
+        total = total + attempt.usage
+    response.usage = total
+    response.cost_usd = decision.total_cost_usd
+    response.cost_note = cost_note(ctx.attempts) if response.cost_usd is None else None
+    response.latency_s = time.perf_counter() - ctx.started_perf
+    response.role = ctx.role
+    response.decision = decision
+    return response
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"

@@ -1,0 +1,73 @@
+"""CASCADE (after FrugalGPT): the cheapest candidate first; escalate while its score is too low.
+
+Each stage's answer is scored (`orchlab.strategies.scorers`); the cascade accepts it when
+``score >= threshold`` and escalates to the next stage exactly when the score is under the
+threshold, or unknown. The last stage's answer is accepted whatever its score (the rationale
+says so). A stage that fails (after its retries) escalates too. Rejected answers stay in the
+trail (outcome ``"rejected"``) and their cost is part of the total.
+
+Stage order is the YAML order (the role's model, then ``candidates:``, then ``fallbacks:``);
+``cascade: {order: price}`` sorts by the catalog's price when the catalog knows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from orchlab.errors import AllAttemptsFailedError
+from orchlab.strategies.base import FALL_THROUGH, Answer, Candidate, Outcome, Run, unique_key
+from orchlab.strategies.fallback import call_with_retries
+from orchlab.strategies.scorers import Scorer
+
+
+async def run_cascade(
+    run: Run,
+    stages: Sequence[Candidate],
+    *,
+    scorer_for: Callable[[Candidate], Scorer],
+    threshold: float,
+) -> Outcome:
+    scores: dict[str, float] = {}
+    notes: list[str] = []
+    rejected: list[tuple[float, Answer]] = []
+    failed: list[str] = []
+    for i, cand in enumerate(stages, 1):
+        last = i == len(stages)
+        scorer = scorer_for(cand)
+        bar = cand.threshold if cand.threshold is not None else threshold
+        params = {"logprobs": True} if scorer.needs_logprobs else None
+        stage = f"cascade {i}"
+        try:
+            answer = await call_with_retries(run, cand, stage=stage, params=params, notes=notes)
+        except FALL_THROUGH as exc:
+            failed.append(f"{cand.target} ({type(exc).__name__})")
+            notes.append(f"stage {i} {cand.target} failed ({type(exc).__name__}): escalated")
+            continue
+        score = await scorer.score(run, answer, stage=stage)
+        answer.attempt.confidence = score.value
+        if score.value is not None:
+            scores[unique_key(scores, cand.target)] = score.value
+        shown = "unknown" if score.value is None else f"{score.value:.3f}"
+        if score.value is not None and score.value >= bar:
+            head = f"stage {i} {cand.target} accepted: {scorer.label} score {shown} >= {bar:g} ({score.note})"
+            return Outcome(answer, "; ".join([*notes, head]), scores)
+        if last:
+            head = (
+                f"stage {i} {cand.target} is the last stage: accepted with {scorer.label} score "
+                f"{shown} < {bar:g} ({score.note})"
+            )
+            return Outcome(answer, "; ".join([*notes, head]), scores)
+        answer.attempt.outcome = "rejected"
+        answer.attempt.note = f"{scorer.label} score {shown} < threshold {bar:g}: escalated ({score.note})"
+        notes.append(f"stage {i} {cand.target}: {scorer.label} score {shown} < {bar:g}, escalated")
+        rejected.append((score.value if score.value is not None else -1.0, answer))
+    if rejected:
+        best = max(rejected, key=lambda item: item[0])[1]
+        best.attempt.note = (best.attempt.note or "") + "; returned: every later stage failed"
+        head = (
+            f"the last stage failed; returning the best-scored rejected answer, from {best.candidate.target}"
+        )
+        return Outcome(best, "; ".join([*notes, head]), scores)
+    raise AllAttemptsFailedError(
+        f"every cascade stage failed ({len(run.errors)} attempts): {', '.join(failed)}", run.errors
+    )

@@ -1,0 +1,217 @@
+"""ENSEMBLE: several answers, combined four ways (`EnsembleMode`).
+
+- ``vote``: every candidate answers (concurrently); answers are grouped by their normalised text
+  (`scorers.normalize`: case, spacing, quotes and final punctuation ignored); the biggest group
+  wins and its first member (in candidate order) is returned. **Tie-break:** among groups of the
+  same size, the one whose first member comes earliest in the candidate order. Empty answers
+  abstain. ``scores["agreement"]`` is the winning group's share of the answers.
+- ``chain``: the first candidate drafts; each next one sees the draft and writes an improved
+  answer (a failed step keeps the previous draft). The last good answer is returned.
+- ``judge``: every candidate answers; a judge (role or target; default: the first candidate)
+  is shown the numbered answers and names the best. An unusable verdict falls back to the vote.
+- ``fuse`` (Mixture-of-Agents): every candidate answers; an aggregator (default: the first
+  candidate) synthesises one answer from them. A failed aggregator falls back to the vote.
+
+Answers not returned are marked ``"rejected"`` in the trail (vote minority, judge losers);
+drafts and proposals keep ``"ok"``. Every call's cost is in the total.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Sequence
+
+from orchlab.errors import AllAttemptsFailedError
+from orchlab.strategies.base import FALL_THROUGH, Answer, Candidate, EnsembleMode, Outcome, Run, ms
+from orchlab.strategies.scorers import normalize
+from orchlab.types import Message
+
+REFINE_PROMPT = (
+    "Check the answer above for mistakes and omissions, then write an improved final answer to "
+    "the original question. Reply with the answer only."
+)
+JUDGE_PICK_PROMPT = (
+    "Question:\n{question}\n\n{answers}\n\nWhich answer is the most correct and complete? "
+    "Reply with its number only.\nBest answer:"
+)
+FUSE_PROMPT = (
+    "{question}\n\nSeveral assistants answered this:\n\n{answers}\n\nWrite one answer that "
+    "keeps what is right in them and drops what is wrong. Reply with the answer only."
+)
+
+
+async def fan_out(run: Run, candidates: Sequence[Candidate], prefix: str) -> list[Answer | Exception]:
+    """Every candidate at once, results in candidate order (failures as exceptions)."""
+
+    async def one(i: int, cand: Candidate) -> Answer | Exception:
+        try:
+            return await run.call(cand, stage=f"{prefix} {i}")
+        except FALL_THROUGH as exc:
+            return exc
+
+    return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(candidates, 1))))
+
+
+def _answers(results: Sequence[Answer | Exception], what: str, run: Run) -> list[Answer]:
+    answers = [r for r in results if isinstance(r, Answer)]
+    if not answers:
+        raise AllAttemptsFailedError(f"every {what} failed ({len(run.errors)} attempts)", run.errors)
+    return answers
+
+
+def vote(answers: Sequence[Answer], normalizer: Callable[[str], str] = normalize) -> Outcome:
+    groups: dict[str, list[Answer]] = {}
+    abstained = []
+    for answer in answers:
+        key = normalizer(answer.content)
+        if key:
+            groups.setdefault(key, []).append(answer)
+        else:
+            abstained.append(answer)
+    if not groups:
+        first = answers[0]
+        return Outcome(first, "every answer was empty; returning the first", {"agreement": 0.0})
+    voters = sum(len(g) for g in groups.values())
+    # dict order is the order of first appearance = candidate order, and max() keeps the first
+    # of equal groups: the documented tie-break.
+    best_key, best = max(groups.items(), key=lambda item: len(item[1]))
+    tied = [k for k, g in groups.items() if len(g) == len(best) and k != best_key]
+    for key, group in groups.items():
+        for answer in group:
+            answer.attempt.confidence = len(group) / voters
+            if key != best_key:
+                answer.attempt.outcome = "rejected"
+                answer.attempt.note = f"outvoted ({len(group)}/{voters})"
+    for answer in abstained:
+        answer.attempt.outcome = "rejected"
+        answer.attempt.note = "empty answer: abstained"
+    winner = best[0]
+    shown = best_key if len(best_key) <= 40 else best_key[:37] + "..."
+    rationale = f"vote: {len(best)}/{voters} answers agree on {shown!r}"
+    if tied:
+        rationale += f"; tie with {len(tied)} other answer(s) broken by candidate order"
+    if abstained:
+        rationale += f"; {len(abstained)} empty answer(s) abstained"
+    scores = {"agreement": len(best) / voters, "answers": float(len(groups))}
+    return Outcome(winner, rationale, scores)
+
+
+async def run_vote(run: Run, candidates: Sequence[Candidate], normalizer: Callable[[str], str]) -> Outcome:
+    answers = _answers(await fan_out(run, candidates, "vote"), "voter", run)
+    return vote(answers, normalizer)
+
+
+async def run_chain_refine(run: Run, candidates: Sequence[Candidate]) -> Outcome:
+    draft: Answer | None = None
+    steps: list[str] = []
+    for i, cand in enumerate(candidates, 1):
+        if draft is None:
+            try:
+                draft = await run.call(cand, stage=f"chain {i} draft")
+            except FALL_THROUGH as exc:
+                steps.append(f"{cand.target} could not draft ({type(exc).__name__})")
+                continue
+            steps.append(f"{cand.target} drafted")
+            continue
+        messages = [
+            *run.messages,
+            Message("assistant", draft.content),
+            Message("user", REFINE_PROMPT),
+        ]
+        try:
+            refined = await run.call(cand, stage=f"chain {i} refine", messages=messages)
+        except FALL_THROUGH as exc:
+            steps.append(f"{cand.target} failed to refine ({type(exc).__name__}): kept the draft")
+            continue
+        if not refined.content.strip():
+            refined.attempt.outcome = "rejected"
+            refined.attempt.note = "empty refinement: kept the previous draft"
+            steps.append(f"{cand.target} returned nothing: kept the draft")
+            continue
+        draft = refined
+        steps.append(f"{cand.target} refined")
+    if draft is None:
+        raise AllAttemptsFailedError(f"no candidate could draft ({len(run.errors)} attempts)", run.errors)
+    return Outcome(draft, "chain: " + " -> ".join(steps), {"steps": float(len(steps))})
+
+
+def _numbered(answers: Sequence[Answer]) -> str:
+    return "\n\n".join(f"Answer {i}:\n{a.content.strip()}" for i, a in enumerate(answers, 1))
+
+
+_INT = re.compile(r"\d+")
+
+
+async def run_judge(
+    run: Run, candidates: Sequence[Candidate], judge: Candidate, normalizer: Callable[[str], str]
+) -> Outcome:
+    answers = _answers(await fan_out(run, candidates, "answer"), "candidate", run)
+    if len(answers) == 1:
+        return Outcome(answers[0], f"judge: only {answers[0].candidate.target} answered; no judging needed")
+    prompt = JUDGE_PICK_PROMPT.format(question=run.question, answers=_numbered(answers))
+    why = ""
+    try:
+        verdict = await run.call(judge, stage="judge", messages=[Message("user", prompt)])
+    except FALL_THROUGH as exc:
+        why = f"the judge {judge.target} failed ({type(exc).__name__})"
+    else:
+        picks = [int(m) for m in _INT.findall(verdict.content) if 1 <= int(m) <= len(answers)]
+        if picks:
+            chosen = answers[picks[0] - 1]
+            for answer in answers:
+                if answer is not chosen:
+                    answer.attempt.outcome = "rejected"
+                    answer.attempt.note = f"the judge picked answer {picks[0]}"
+            return Outcome(
+                chosen,
+                f"judge: {judge.target} picked answer {picks[0]} of {len(answers)}, from "
+                f"{chosen.candidate.target} (verdict {verdict.content.strip()[:30]!r})",
+                {"choice": float(picks[0])},
+            )
+        why = f"the judge's verdict names no answer 1-{len(answers)}: {verdict.content.strip()[:40]!r}"
+    fallback = vote(answers, normalizer)
+    return Outcome(
+        fallback.answer, f"judge: {why}; fell back to the vote: {fallback.rationale}", fallback.scores
+    )
+
+
+async def run_fuse(
+    run: Run, candidates: Sequence[Candidate], aggregator: Candidate, normalizer: Callable[[str], str]
+) -> Outcome:
+    answers = _answers(await fan_out(run, candidates, "propose"), "proposer", run)
+    prompt = FUSE_PROMPT.format(question=run.question, answers=_numbered(answers))
+    try:
+        fused = await run.call(aggregator, stage="aggregate", messages=[Message("user", prompt)])
+    except FALL_THROUGH as exc:
+        fallback = vote(answers, normalizer)
+        return Outcome(
+            fallback.answer,
+            f"fuse: the aggregator {aggregator.target} failed ({type(exc).__name__}); fell back to "
+            f"the vote: {fallback.rationale}",
+            fallback.scores,
+        )
+    return Outcome(
+        fused,
+        f"fuse: {aggregator.target} synthesised {len(answers)} answers "
+        f"({', '.join(a.candidate.target for a in answers)}) in {ms(fused.attempt.latency_s)}",
+        {"proposals": float(len(answers))},
+    )
+
+
+async def run_ensemble(
+    run: Run,
+    candidates: Sequence[Candidate],
+    mode: EnsembleMode,
+    *,
+    judge: Candidate | None = None,
+    aggregator: Candidate | None = None,
+    normalizer: Callable[[str], str] = normalize,
+) -> Outcome:
+    if mode is EnsembleMode.VOTE:
+        return await run_vote(run, candidates, normalizer)
+    if mode is EnsembleMode.CHAIN:
+        return await run_chain_refine(run, candidates)
+    if mode is EnsembleMode.JUDGE:
+        return await run_judge(run, candidates, judge or candidates[0], normalizer)
+    return await run_fuse(run, candidates, aggregator or candidates[0], normalizer)

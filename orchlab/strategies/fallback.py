@@ -1,0 +1,167 @@
+"""Fallback chains (LOCAL_FIRST, CLOUD_FIRST, LOCAL_ONLY, CLOUD_ONLY, a role's ``fallbacks:``).
+
+Candidates are tried in order. What happens on an error:
+
+=====================================================  ==========================  ===============
+error                                                  same candidate again?       next candidate?
+=====================================================  ==========================  ===============
+retryable `ProviderError` (429, timeout, 5xx, conn.)   yes, ``retry.retries`` x    yes
+                                                       (waits ``retry_after``, or
+                                                       the doubling backoff)
+`ContextLengthExceededError` / `ContextWindowError`    no                          yes, skipping
+                                                                                   known-smaller
+                                                                                   windows
+`AuthenticationError` (401/403), `AuthError` (no key)  no                          yes
+other `ProviderError` (400, 404, malformed answer)     no                          yes
+`BudgetExceededError`                                  no                          yes (a cheaper
+                                                                                   one may fit)
+`ConfigError`, `InvalidRequestError`, anything else    no                          no: raised
+=====================================================  ==========================  ===============
+
+A ``retry_after`` longer than ``retry.max_retry_after_s`` is not waited for: the chain moves on.
+A provider with ``retry.cooldown_after`` retryable failures in a row is skipped for
+``retry.cooldown_s`` (see `orchlab.strategies.health`), unless every candidate is cooling down.
+When every candidate fails: `AllAttemptsFailedError`, grouping every attempt's error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from orchlab.errors import (
+    AllAttemptsFailedError,
+    ContextLengthExceededError,
+    ContextWindowError,
+    ProviderError,
+)
+from orchlab.strategies.base import FALL_THROUGH, Answer, Candidate, Outcome, Run, ms
+
+if TYPE_CHECKING:
+    from orchlab.orchestrator import Orchestrator
+
+
+async def call_with_retries(
+    run: Run,
+    cand: Candidate,
+    *,
+    stage: str,
+    params: Mapping[str, object] | None = None,
+    notes: list[str] | None = None,
+) -> Answer:
+    """One candidate, retried on retryable errors as ``run.retry`` says."""
+    policy = run.retry
+    health = run.orch.health
+    tries = 0
+    while True:
+        label = stage if tries == 0 else f"{stage} retry {tries}"
+        try:
+            answer = await run.call(cand, stage=label, params=params, timeout_s=policy.attempt_timeout_s)
+        except ProviderError as exc:
+            if not exc.retryable:
+                raise
+            cooled = health.failure(
+                cand.provider, str(exc), after=policy.cooldown_after, cooldown_s=policy.cooldown_s
+            )
+            if cooled and notes is not None:
+                notes.append(f"{cand.provider} is cooling down for {policy.cooldown_s:g}s")
+            if tries >= policy.retries or health.cooling(cand.provider) is not None:
+                raise
+            if exc.retry_after is not None:
+                if exc.retry_after > policy.max_retry_after_s:
+                    if notes is not None:
+                        notes.append(
+                            f"{cand.target} asked to retry after {exc.retry_after:g}s "
+                            f"(> max_retry_after_s={policy.max_retry_after_s:g}): moved on"
+                        )
+                    raise
+                wait = exc.retry_after
+                why = "retry-after"
+            else:
+                wait = min(policy.backoff_s * 2**tries, policy.max_backoff_s)
+                why = "backoff"
+            if notes is not None:
+                notes.append(f"waited {wait:g}s ({why}) before retrying {cand.target}")
+            await run.clock.sleep(wait)
+            tries += 1
+            continue
+        health.success(cand.provider)
+        return answer
+
+
+def context_window(orch: Orchestrator, cand: Candidate) -> int | None:
+    """The candidate's context window when something knows it (the catalog, or the adapter)."""
+    catalog = getattr(orch, "catalog", None)
+    get_info = getattr(catalog, "get_model_info", None)
+    if get_info is not None:
+        try:
+            info = get_info(cand.target)
+        except Exception:
+            info = None
+        window = getattr(info, "context_window", None)
+        if isinstance(window, int):
+            return window
+    try:
+        adapter = orch.provider(cand.provider)
+    except Exception:
+        return None
+    get_window = getattr(adapter, "context_window", None)
+    if callable(get_window):
+        try:
+            window = get_window()
+        except Exception:
+            return None
+        return window if isinstance(window, int) else None
+    return None
+
+
+def _tokens_needed(orch: Orchestrator, cand: Candidate, exc: Exception) -> int | None:
+    if isinstance(exc, ContextWindowError):
+        return exc.prompt_tokens + exc.max_output_tokens
+    if isinstance(exc, ContextLengthExceededError):
+        window = context_window(orch, cand)
+        return window + 1 if window is not None else None
+    return None
+
+
+async def run_chain(run: Run, candidates: Sequence[Candidate], *, label: str = "fallback") -> Outcome:
+    """Try ``candidates`` in order until one answers."""
+    health = run.orch.health
+    notes: list[str] = []
+    cooling = [c for c in candidates if health.cooling(c.provider) is not None]
+    order = [c for c in candidates if c not in cooling] or list(candidates)
+    if cooling and len(order) < len(candidates):
+        notes.append(
+            "skipped (cooling down): "
+            + ", ".join(f"{c.target} ({health.cooling(c.provider) or 0:.1f}s left)" for c in cooling)
+        )
+    elif cooling:
+        notes.append("every candidate is cooling down: tried them anyway")
+    needed: int | None = None
+    failed: list[str] = []
+    for i, cand in enumerate(order, 1):
+        if needed is not None:
+            window = context_window(run.orch, cand)
+            if window is not None and window < needed:
+                notes.append(f"skipped {cand.target}: window {window} < {needed} tokens needed")
+                continue
+        try:
+            answer = await call_with_retries(run, cand, stage=f"{label} {i}", notes=notes)
+        except FALL_THROUGH as exc:
+            failed.append(f"{cand.target} ({type(exc).__name__})")
+            if isinstance(exc, ContextWindowError | ContextLengthExceededError):
+                needed = max(needed or 0, _tokens_needed(run.orch, cand, exc) or 0) or None
+            continue
+        head = (
+            f"{cand.target} answered"
+            if not failed
+            else f"{cand.target} answered after {len(failed)} failed: {', '.join(failed)}"
+        )
+        rationale = f"{head} in {ms(answer.attempt.latency_s)}"
+        return Outcome(answer, "; ".join([rationale, *notes]))
+    raise AllAttemptsFailedError(
+        f"all {len(candidates)} candidates failed ({len(run.errors)} attempts): "
+        + ", ".join(failed)
+        + ("; " + "; ".join(notes) if notes else ""),
+        run.errors or [RuntimeError("no candidate could be tried")],
+    )

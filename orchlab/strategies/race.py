@@ -1,0 +1,104 @@
+"""PARALLEL: every candidate at once; the first good answer wins and the others are cancelled.
+
+A good answer is one that did not fail, is not empty, and (when a scorer is set: YAML
+``parallel: {scorer: json}``, or ``scorer=`` on the call) scores at or above the threshold.
+Cancelling is real: the losers' tasks are cancelled, which closes an HTTP request (httpx drops
+the connection) and stops a llama.cpp generation at its next token. A cancelled attempt stays
+in the trail with outcome ``"cancelled"``; its tokens were never reported, so its cost is $0
+for a local provider and unknown (None, with a note) for a cloud one.
+
+When answers arrived but none was good, the best-scored one is returned and the rationale says
+so; when every candidate failed, `AllAttemptsFailedError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from orchlab.errors import AllAttemptsFailedError
+from orchlab.strategies.base import FALL_THROUGH, Answer, Candidate, Outcome, Run, ms, unique_key
+from orchlab.strategies.scorers import Scorer
+
+
+async def run_race(
+    run: Run,
+    candidates: Sequence[Candidate],
+    *,
+    scorer: Scorer | None = None,
+    threshold: float = 1.0,
+) -> Outcome:
+    params = {"logprobs": True} if scorer is not None and scorer.needs_logprobs else None
+    tasks: dict[asyncio.Task[Answer], int] = {
+        asyncio.ensure_future(run.call(c, stage=f"race {i}", params=params)): i
+        for i, c in enumerate(candidates, 1)
+    }
+    pending: set[asyncio.Task[Answer]] = set(tasks)
+    winner: Answer | None = None
+    rejected: list[tuple[float, int, Answer]] = []
+    failed: list[str] = []
+    scores: dict[str, float] = {}
+    try:
+        while pending and winner is None:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            # Answers finishing in the same loop turn: the earlier candidate goes first.
+            for task in sorted(done, key=tasks.__getitem__):
+                exc = task.exception()
+                if exc is not None:
+                    if not isinstance(exc, FALL_THROUGH):
+                        raise exc
+                    failed.append(f"{candidates[tasks[task] - 1].target} ({type(exc).__name__})")
+                    continue
+                answer = task.result()
+                if winner is not None:
+                    continue  # finished in the same turn as the winner: a loser that did answer
+                value, why = await _judge(run, answer, scorer, threshold)
+                if value is not None:
+                    answer.attempt.confidence = value
+                    scores[unique_key(scores, answer.candidate.target)] = value
+                if why is None:
+                    winner = answer
+                else:
+                    answer.attempt.outcome = "rejected"
+                    answer.attempt.note = why
+                    rejected.append((value if value is not None else -1.0, -tasks[task], answer))
+    finally:
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+    cancelled = [candidates[tasks[t] - 1].target for t in sorted(pending, key=tasks.__getitem__)]
+    tail = []
+    if cancelled:
+        tail.append(f"cancelled {len(cancelled)}: {', '.join(cancelled)}")
+    if failed:
+        tail.append(f"failed: {', '.join(failed)}")
+    if rejected:
+        tail.append(f"rejected: {', '.join(a.candidate.target for *_, a in rejected)}")
+    if winner is not None:
+        head = f"{winner.candidate.target} gave the first good answer in {ms(winner.attempt.latency_s)}"
+        return Outcome(winner, "; ".join([head, *tail]), scores)
+    if rejected:
+        best = max(rejected, key=lambda item: (item[0], item[1]))[2]
+        best.attempt.note = (best.attempt.note or "") + "; returned anyway: no answer was good"
+        head = f"no answer was good; returning the best-scored, from {best.candidate.target}"
+        return Outcome(best, "; ".join([head, *tail]), scores)
+    raise AllAttemptsFailedError(
+        f"all {len(candidates)} raced candidates failed: {', '.join(failed)}", run.errors
+    )
+
+
+async def _judge(
+    run: Run, answer: Answer, scorer: Scorer | None, threshold: float
+) -> tuple[float | None, str | None]:
+    """(score, why it is not good) for a finished answer; why is None for a good answer."""
+    if not answer.content.strip():
+        return None, "empty answer"
+    if scorer is None:
+        return None, None
+    score = await scorer.score(run, answer, stage=answer.attempt.stage or "race")
+    if score.value is None:
+        return None, f"not scored: {score.note}"
+    if score.value < threshold:
+        return score.value, f"score {score.value:.3f} < threshold {threshold:g} ({score.note})"
+    return score.value, None

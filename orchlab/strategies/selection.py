@@ -1,0 +1,32 @@
+"""LOCAL / CLOUD candidate selection: local means the adapter class's ``Provider.is_local``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from orchlab.errors import StrategyError
+from orchlab.strategies.base import Candidate, Run, Strategy
+
+
+def select(run: Run, strategy: Strategy, candidates: Sequence[Candidate]) -> list[Candidate]:
+    """The candidates ``strategy`` tries, in order (order among local or cloud ones is kept)."""
+    local = [c for c in candidates if run.is_local(c.provider)]
+    cloud = [c for c in candidates if not run.is_local(c.provider)]
+    if strategy is Strategy.LOCAL_ONLY:
+        chosen = local
+    elif strategy is Strategy.CLOUD_ONLY:
+        chosen = cloud
+    elif strategy is Strategy.LOCAL_FIRST:
+        chosen = local + cloud
+    elif strategy is Strategy.CLOUD_FIRST:
+        chosen = cloud + local
+    else:
+        chosen = list(candidates)
+    if not chosen:
+        kind = "local" if strategy is Strategy.LOCAL_ONLY else "cloud"
+        raise StrategyError(
+            f"strategy {strategy.value!r} needs a {kind} candidate, and none of "
+            f"{', '.join(c.target for c in candidates) or 'no candidates'} is {kind}: add one under "
+            "the role's candidates: (local adapters: llamacpp, ollama, vllm, lmstudio, llamacpp_server)"
+        )
+    return chosen

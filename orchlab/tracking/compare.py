@@ -1,0 +1,578 @@
+"""Run a prompt set on several targets and compare them, in a DataFrame, a plot and MLflow's UI.
+
+Example::
+
+    result = orchlab.compare("data/prompts_small.jsonl", ["llm.preprocess", "llm.inference", "cascade"])
+    result.summary                       # one row per target: success, latency p50/p95, tokens, cost
+    result.rate(0, "llm.inference", 5)   # or client.feedback(trace_id, ...) on any answer
+    result.refresh_ratings()             # mean rating per target, also logged to each MLflow run
+    result.plot()                        # cost vs latency, and ratings
+    result.ui_url()                      # MLflow's compare view of the runs
+
+A target is a role name, ``"provider:model"``, a strategy name (``"cascade"``, ``"ensemble"``,
+... on the default role) or a dict of ``client.complete`` arguments with a ``label``. Each target
+gets one MLflow run (params: target, kind, role, provider, model, strategy; metrics: success rate,
+latency p50/p95, tokens, total and mean cost; mean rating once rated); its calls' traces are
+linked to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import io
+import json
+import math
+import sys
+import time
+import urllib.parse
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchlab.errors import InvalidRequestError, OrchlabError, OrchlabWarning
+from orchlab.tracking.context import TraceLink, linked
+from orchlab.types import Message, to_messages
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from orchlab.orchestrator import Orchestrator
+    from orchlab.tracking.settings import TrackingSettings
+
+STRATEGIES = ("auto", "local", "cloud", "local_first", "cloud_first", "ensemble", "parallel", "cascade")
+DATASET_SUFFIXES = (".jsonl", ".json", ".csv", ".txt")
+RUN_CREATE_TIMEOUT_S = 60.0
+DEFAULT_UI = "http://127.0.0.1:5000"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one comparison column runs."""
+
+    label: str
+    kind: str
+    """``role`` | ``model`` | ``strategy`` | ``custom``."""
+    role: str | None = None
+    model: str | None = None
+    strategy: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PromptCase:
+    id: str
+    text: str
+    """The last user message (what tables show)."""
+    messages: tuple[Message, ...]
+
+
+# --- inputs ------------------------------------------------------------------------------
+
+
+def parse_target(client: Orchestrator, spec: object) -> Target:
+    if isinstance(spec, Target):
+        return spec
+    if isinstance(spec, Mapping):
+        options = dict(spec)
+        label = options.pop("label", None)
+        role, model = options.pop("role", None), options.pop("model", None)
+        strategy = options.pop("strategy", None)
+        label = label or "/".join(str(x) for x in (role, strategy, model) if x) or "custom"
+        return Target(str(label), "custom", role, model, strategy, options)
+    if not isinstance(spec, str) or not spec.strip():
+        raise InvalidRequestError(
+            f"a compare target is a role, 'provider:model', a strategy or a dict, got {spec!r}"
+        )
+    spec = spec.strip()
+    if spec in client.roles():
+        return Target(spec, "role", role=spec)
+    if ":" in spec:
+        provider = spec.partition(":")[0]
+        client.resolver.provider_config(provider)  # UnknownProviderError with suggestions
+        return Target(spec, "model", model=spec)
+    if spec in STRATEGIES:
+        return Target(spec, "strategy", strategy=spec)
+    raise InvalidRequestError(
+        f"compare target {spec!r} is not a role ({', '.join(client.roles()) or 'none defined'}), "
+        f"not 'provider:model' and not a strategy ({', '.join(STRATEGIES)})"
+    )
+
+
+def load_prompts(prompts: object) -> list[PromptCase]:
+    """A list of strings / message lists / dicts, or a dataset file (``.jsonl``, ``.csv``, ``.txt``)."""
+    if isinstance(prompts, str | Path):
+        return _read_dataset(_find_dataset(prompts))
+    if not isinstance(prompts, Sequence) or not prompts:
+        raise InvalidRequestError("prompts must be a non-empty list of prompts or a dataset file path")
+    return [_case(item, i) for i, item in enumerate(prompts)]
+
+
+def _find_dataset(path: str | Path) -> Path:
+    p = Path(path).expanduser()
+    tried = [p, Path("data") / p]
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    if p.suffix.lower() not in DATASET_SUFFIXES:
+        raise InvalidRequestError(
+            f"prompts={str(path)!r} is neither a dataset file ({', '.join(DATASET_SUFFIXES)}) nor a list; "
+            "pass a list of prompt strings to compare a single prompt"
+        )
+    raise InvalidRequestError(f"dataset file not found: tried {', '.join(str(t) for t in tried)}")
+
+
+def _read_dataset(path: Path) -> list[PromptCase]:
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    rows: list[object]
+    try:
+        if suffix == ".jsonl":
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        elif suffix == ".json":
+            loaded = json.loads(text)
+            rows = loaded if isinstance(loaded, list) else [loaded]
+        elif suffix == ".csv":
+            rows = list(csv.DictReader(io.StringIO(text)))
+        else:
+            rows = [line for line in text.splitlines() if line.strip()]
+    except ValueError as exc:
+        raise InvalidRequestError(f"{path}: not valid {suffix[1:]}: {exc}") from exc
+    if not rows:
+        raise InvalidRequestError(f"{path}: no prompts in the file")
+    try:
+        return [_case(row, i) for i, row in enumerate(rows)]
+    except InvalidRequestError as exc:
+        raise InvalidRequestError(f"{path}: {exc}") from None
+
+
+def _case(item: object, index: int) -> PromptCase:
+    case_id = str(index)
+    messages: tuple[Message, ...]
+    if isinstance(item, str):
+        messages = (Message("user", item),)
+    elif isinstance(item, Mapping) and ("messages" in item or "prompt" in item or "input" in item):
+        case_id = str(item.get("id", index))
+        if "messages" in item:
+            messages = tuple(to_messages(item["messages"]))
+        else:
+            text = item.get("prompt", item.get("input"))
+            if not isinstance(text, str) or not text.strip():
+                raise InvalidRequestError(f"prompt {index}: 'prompt' must be a non-empty string")
+            messages = (Message("user", text),)
+        if item.get("system"):
+            messages = (Message("system", str(item["system"])), *messages)
+    else:
+        try:
+            messages = tuple(to_messages(item))
+        except OrchlabError:
+            raise InvalidRequestError(
+                f"prompt {index}: expected a string, a list of messages, or a dict with 'prompt' or "
+                f"'messages', got {type(item).__name__}"
+            ) from None
+    users = [m.content for m in messages if m.role == "user"]
+    return PromptCase(case_id, users[-1] if users else messages[-1].content, messages)
+
+
+# --- running -----------------------------------------------------------------------------
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.done, self.enabled = total, 0, enabled
+        self.started = time.perf_counter()
+
+    def step(self) -> None:
+        self.done += 1
+        if self.enabled:
+            width = 24
+            filled = int(width * self.done / max(1, self.total))
+            sys.stderr.write(
+                f"\rcompare {self.done}/{self.total} [{'#' * filled}{'.' * (width - filled)}] "
+                f"{time.perf_counter() - self.started:.1f}s"
+            )
+            if self.done == self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+async def _call(client: Orchestrator, target: Target, case: PromptCase, params: Mapping[str, Any]) -> Any:
+    if target.kind == "role":
+        assert target.role is not None
+        return await client.arun(target.role, case.messages, dict(params) or None)
+    return await client.acomplete(
+        case.messages,
+        role=target.role,
+        strategy=target.strategy,
+        model=target.model,
+        **{**target.options, **params},
+    )
+
+
+def _cell(case: PromptCase, target: Target) -> dict[str, Any]:
+    return {"prompt_id": case.id, "prompt": case.text, "target": target.label}
+
+
+def compare(
+    prompts: object,
+    targets: Sequence[object],
+    *,
+    client: Orchestrator | None = None,
+    params: Mapping[str, Any] | None = None,
+    concurrency: int = 4,
+    progress: bool = True,
+    name: str | None = None,
+    log_runs: bool = True,
+) -> Comparison:
+    """Run every prompt on every target (at most ``concurrency`` calls at once); see the module doc."""
+    from orchlab.loop import run_sync
+    from orchlab.orchestrator import get_llm_client
+
+    if client is None:
+        client = get_llm_client()
+    if isinstance(targets, str | Mapping) or not targets:
+        raise InvalidRequestError("targets must be a non-empty list (roles, 'provider:model', strategies)")
+    parsed = [parse_target(client, t) for t in targets]
+    labels = [t.label for t in parsed]
+    if len(set(labels)) != len(labels):
+        raise InvalidRequestError(f"compare targets must have distinct labels, got {labels}")
+    if concurrency < 1:
+        raise InvalidRequestError(f"concurrency must be at least 1, got {concurrency}")
+    cases = load_prompts(prompts)
+    name = name or f"compare-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    compare_id = uuid.uuid4().hex[:12]
+    settings = client.tracking.settings
+    runs: dict[str, str] = {}
+    experiment_id: str | None = None
+    if settings.enabled and log_runs:
+        runs, experiment_id = _create_runs(settings, name, compare_id, parsed)
+
+    cells = [(case, target) for case in cases for target in parsed]
+    rows: list[dict[str, Any]] = [{} for _ in cells]
+    bar = _Progress(len(cells), progress)
+    call_params = dict(params or {})
+
+    async def one(i: int, case: PromptCase, target: Target, gate: asyncio.Semaphore) -> None:
+        link = TraceLink(
+            run_id=runs.get(target.label),
+            tags={
+                "orchlab.compare": compare_id,
+                "orchlab.compare_name": name,
+                "orchlab.compare_target": target.label,
+            },
+        )
+        async with gate:
+            started = time.perf_counter()
+            row = _cell(case, target)
+            try:
+                with linked(link):
+                    r = await _call(client, target, case, call_params)
+            except Exception as exc:
+                row.update(
+                    ok=False,
+                    error=f"{type(exc).__name__}: {exc}",
+                    latency_s=time.perf_counter() - started,
+                    trace_id=getattr(exc, "trace_id", None),
+                )
+            else:
+                winner = r.decision.winner if r.decision is not None else None
+                row.update(
+                    ok=True,
+                    answer=r.content,
+                    latency_s=time.perf_counter() - started,
+                    input_tokens=r.usage.input_tokens,
+                    output_tokens=r.usage.output_tokens,
+                    cost_usd=r.cost_usd,
+                    provider=r.provider,
+                    model=r.model,
+                    strategy=r.decision.strategy if r.decision is not None else "single",
+                    winner=winner or r.target,
+                    trace_id=r.trace_id,
+                )
+            rows[i] = row
+            bar.step()
+
+    async def run_all() -> None:
+        gate = asyncio.Semaphore(concurrency)
+        await asyncio.gather(*(one(i, c, t, gate) for i, (c, t) in enumerate(cells)))
+
+    status = "FAILED"
+    try:
+        run_sync(run_all())
+        status = "FINISHED"
+    finally:
+        result = Comparison(name, compare_id, parsed, cases, rows, runs, experiment_id, settings, client)
+        if runs:
+            result._log_runs(status=status if status == "FINISHED" else "KILLED")
+    if progress and runs:
+        where = f"MLflow: {len(runs)} runs in experiment {settings.experiment!r}"
+        print(f"{where}; compare view: {result.ui_url()}")
+    return result
+
+
+def _create_runs(
+    settings: TrackingSettings, name: str, compare_id: str, targets: list[Target]
+) -> tuple[dict[str, str], str | None]:
+    from orchlab.tracking.writer import Destination, writer
+
+    def create(dest: Destination) -> tuple[dict[str, str], str]:
+        dest.connect()
+        out = {}
+        for t in targets:
+            run = dest.client.create_run(
+                dest.experiment_id,
+                run_name=f"{name}: {t.label}",
+                tags={"orchlab.compare": compare_id, "orchlab.compare_name": name, "orchlab.target": t.label},
+            )
+            out[t.label] = run.info.run_id
+        return out, str(dest.experiment_id)
+
+    try:
+        result: tuple[dict[str, str], str] = writer().call(settings, create, RUN_CREATE_TIMEOUT_S)
+        return result
+    except Exception as exc:
+        warnings.warn(
+            f"orchlab.compare: no MLflow runs ({exc}); the comparison runs and its traces are queued "
+            "for the store, but they are not grouped into runs",
+            OrchlabWarning,
+            stacklevel=3,
+        )
+        return {}, None
+
+
+# --- the result --------------------------------------------------------------------------
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    pos = (len(values) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+
+class Comparison:
+    """The outcome of `compare`: ``results`` (one row per prompt x target), ``answers``, ``summary``."""
+
+    RESULT_COLUMNS = (
+        "prompt_id",
+        "prompt",
+        "target",
+        "ok",
+        "answer",
+        "error",
+        "latency_s",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "provider",
+        "model",
+        "strategy",
+        "winner",
+        "trace_id",
+        "rating",
+        "thumbs",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        compare_id: str,
+        targets: list[Target],
+        cases: list[PromptCase],
+        rows: list[dict[str, Any]],
+        runs: dict[str, str],
+        experiment_id: str | None,
+        settings: TrackingSettings,
+        client: Orchestrator,
+    ) -> None:
+        self.name = name
+        self.compare_id = compare_id
+        self.targets = targets
+        self.cases = cases
+        self.rows = [r for r in rows if r]
+        self.runs = runs
+        self.experiment_id = experiment_id
+        self.settings = settings
+        self.client = client
+
+    # --- tables ----------------------------------------------------------------------------
+
+    @property
+    def results(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=list(self.RESULT_COLUMNS))
+
+    def table(self, value: str = "answer") -> pd.DataFrame:
+        """Prompts down, targets across, ``value`` (a results column) in the cells."""
+        frame = self.results
+        if value not in frame.columns:
+            raise InvalidRequestError(f"no column {value!r}; use one of {list(self.RESULT_COLUMNS)}")
+        table = frame.pivot(index=["prompt_id", "prompt"], columns="target", values=value)
+        return table.reindex(columns=[t.label for t in self.targets])
+
+    @property
+    def answers(self) -> pd.DataFrame:
+        return self.table("answer")
+
+    def target_stats(self, label: str) -> dict[str, Any]:
+        rows = [r for r in self.rows if r["target"] == label]
+        ok = [r for r in rows if r.get("ok")]
+        latencies = [r["latency_s"] for r in ok]
+        costs = [r["cost_usd"] for r in ok if r.get("cost_usd") is not None]
+        tokens = [r["input_tokens"] + r["output_tokens"] for r in ok]
+        ratings = [r["rating"] for r in rows if r.get("rating") is not None]
+        thumbs = [r["thumbs"] for r in rows if r.get("thumbs") is not None]
+        return {
+            "target": label,
+            "prompts": len(rows),
+            "success_rate": len(ok) / len(rows) if rows else None,
+            "latency_p50_s": _quantile(latencies, 0.5),
+            "latency_p95_s": _quantile(latencies, 0.95),
+            "input_tokens": sum(r["input_tokens"] for r in ok),
+            "output_tokens": sum(r["output_tokens"] for r in ok),
+            "mean_tokens": sum(tokens) / len(tokens) if tokens else None,
+            "total_cost_usd": sum(costs) if costs else (None if ok else 0.0),
+            "mean_cost_usd": sum(costs) / len(costs) if costs else None,
+            "unpriced": len(ok) - len(costs),
+            "mean_rating": sum(ratings) / len(ratings) if ratings else None,
+            "thumbs_up_rate": sum(thumbs) / len(thumbs) if thumbs else None,
+            "rated": len(ratings) + len(thumbs),
+            "run_id": self.runs.get(label),
+        }
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """One row per target: success rate, latency p50/p95, tokens, cost, ratings, MLflow run."""
+        import pandas as pd
+
+        return pd.DataFrame([self.target_stats(t.label) for t in self.targets]).set_index("target")
+
+    # --- ratings ---------------------------------------------------------------------------
+
+    def _row(self, prompt: int | str, target: str) -> dict[str, Any]:
+        for r in self.rows:
+            if r["target"] == target and (
+                r["prompt_id"] == str(prompt)
+                or r["prompt"] == prompt
+                or (isinstance(prompt, int) and self.cases[prompt].id == r["prompt_id"])
+            ):
+                return r
+        raise InvalidRequestError(
+            f"no result for prompt {prompt!r} on target {target!r} "
+            f"(targets: {[t.label for t in self.targets]}, prompts 0..{len(self.cases) - 1})"
+        )
+
+    def rate(self, prompt: int | str, target: str, rating: object, comment: str | None = None) -> None:
+        """Rate one answer (thumbs or 1-5 stars); stored in MLflow as HUMAN feedback on its trace."""
+        row = self._row(prompt, target)
+        if not row.get("trace_id"):
+            raise InvalidRequestError(f"the answer of {target!r} to prompt {prompt!r} was not traced")
+        stored = self.client.feedback(row["trace_id"], rating, comment=comment)
+        row["thumbs" if stored.name == "thumbs" else "rating"] = stored.value
+
+    def refresh_ratings(self) -> pd.DataFrame:
+        """Read every rating of these answers back from MLflow (wherever it was given), log the
+        per-target rating metrics to the runs, and return the updated summary."""
+        from orchlab.tracking.api import connected
+        from orchlab.tracking.history import _latest
+
+        dest = connected(self.settings)
+        for row in self.rows:
+            if not row.get("trace_id"):
+                continue
+            try:
+                info = dest.tracing.get_trace_info(row["trace_id"])
+            except Exception:
+                continue
+            rating = _latest(info.assessments or [], "rating")
+            thumbs = _latest(info.assessments or [], "thumbs")
+            row["rating"] = None if rating is None else rating.value
+            row["thumbs"] = None if thumbs is None else bool(thumbs.value)
+        if self.runs:
+            self._log_runs(ratings_only=True)
+        return self.summary
+
+    def _log_runs(self, *, status: str | None = None, ratings_only: bool = False) -> None:
+        from orchlab.tracking.writer import writer
+
+        now = int(time.time() * 1000)
+        for t in self.targets:
+            run_id = self.runs.get(t.label)
+            if run_id is None:
+                continue
+            s = self.target_stats(t.label)
+            metrics = {k: s[k] for k in ("mean_rating", "thumbs_up_rate", "rated")}
+            payload: dict[str, Any] = {"kind": "run", "run_id": run_id, "time_ms": now}
+            if not ratings_only:
+                metrics.update(
+                    {
+                        "prompts": s["prompts"],
+                        "success_rate": s["success_rate"],
+                        "latency_p50_s": s["latency_p50_s"],
+                        "latency_p95_s": s["latency_p95_s"],
+                        "input_tokens": s["input_tokens"],
+                        "output_tokens": s["output_tokens"],
+                        "mean_tokens": s["mean_tokens"],
+                        "total_cost_usd": s["total_cost_usd"],
+                        "mean_cost_usd": s["mean_cost_usd"],
+                        "unpriced_calls": s["unpriced"],
+                    }
+                )
+                payload["params"] = self._params(t)
+                payload["status"] = status
+            payload["metrics"] = metrics
+            writer().submit(self.settings, payload)
+
+    def _params(self, t: Target) -> dict[str, str]:
+        rows = [r for r in self.rows if r["target"] == t.label and r.get("ok")]
+
+        def one(key: str, fallback: str | None) -> str:
+            seen = {str(r.get(key)) for r in rows if r.get(key)}
+            return seen.pop() if len(seen) == 1 else ("mixed" if seen else (fallback or "-"))
+
+        params = {
+            "target": t.label,
+            "kind": t.kind,
+            "role": t.role or "-",
+            "provider": one("provider", None),
+            "model": one("model", t.model),
+            "strategy": one("strategy", t.strategy),
+            "prompts": str(len(self.cases)),
+            "compare_name": self.name,
+        }
+        params.update({f"option.{k}": str(v) for k, v in t.options.items()})
+        return params
+
+    # --- views -----------------------------------------------------------------------------
+
+    def ui_url(self, base: str | None = None) -> str:
+        """MLflow's compare view of these runs (``base``: the UI's address)."""
+        if base is None:
+            base = self.settings.tracking_uri if self.settings.is_http else DEFAULT_UI
+        runs = json.dumps(list(self.runs.values()), separators=(",", ":"))
+        exps = json.dumps([self.experiment_id] if self.experiment_id else [], separators=(",", ":"))
+        query = urllib.parse.urlencode({"runs": runs, "experiments": exps}, safe="[],")
+        return f"{base.rstrip('/')}/#/compare-runs?{query}"
+
+    def plot(self) -> Figure:
+        """Cost vs latency per target, and mean ratings (a matplotlib Figure)."""
+        from orchlab.tracking.plots import comparison_figure
+
+        return comparison_figure(self.summary)
+
+    def __repr__(self) -> str:
+        size = f"{len(self.cases)} prompts x {len(self.targets)} targets"
+        return f"Comparison({self.name!r}, {size})\n{self.summary}"
+
+    def _repr_html_(self) -> str:
+        link = f'<p>MLflow: <a href="{self.ui_url()}">{self.ui_url()}</a></p>' if self.runs else ""
+        size = f"{len(self.cases)} prompts x {len(self.targets)} targets"
+        return f"<b>{self.name}</b>: {size}{self.summary.to_html()}{link}"

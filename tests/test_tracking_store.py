@@ -1,0 +1,353 @@
+"""Tracking against a real MLflow SQLite store (one per test) and real calls on the loopback server."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import orchlab
+from orchlab.calls import CallContext, CallRecord
+from orchlab.errors import OrchlabWarning, PromptError, TrackingError
+from orchlab.tracking import writer as writer_module
+from orchlab.tracking.context import untracked
+from orchlab.tracking.writer import writer
+from tests.servers.openai_wire import OpenAIWireServer, Reply, stream_chunks
+from tests.tracking_support import (  # noqa: F401  (fixtures)
+    API_KEY,
+    all_traces,
+    experiment_id,
+    loop_config,
+    mlflow_client,
+    store,
+    template_db,
+    tracing,
+)
+
+pytestmark = pytest.mark.usefixtures("store")
+EXPERIMENT = "orchlab/trk/dev"
+ASK = [{"role": "user", "content": "What is 2+2?"}]
+
+
+def flushed() -> None:
+    assert orchlab.flush(timeout=120), orchlab.tracking.api.tracking_status()
+
+
+def uri_of(client: orchlab.Orchestrator) -> str:
+    return client.tracking.settings.tracking_uri
+
+
+def test_every_call_is_a_trace_with_its_tokens_and_cost(loop_config: Path, store: Path) -> None:
+    client = orchlab.get_llm_client(loop_config)
+    responses = [client.run("chat", [{"role": "user", "content": f"question {i}"}]) for i in range(5)]
+    assert all(r.trace_id and r.trace_id.startswith("tr-") for r in responses)
+    assert client.tracking.settings.tracking_uri == f"sqlite:///{store.resolve()}"
+    flushed()
+
+    traces = {t.info.trace_id: t for t in all_traces(uri_of(client), EXPERIMENT)}
+    assert set(traces) == {r.trace_id for r in responses}
+    for r in responses:
+        info = traces[r.trace_id].info
+        assert info.token_usage == {
+            "input_tokens": r.usage.input_tokens,
+            "output_tokens": r.usage.output_tokens,
+            "total_tokens": r.usage.total_tokens,
+        }
+        # 2 words in, 3 out at $1 / $2 per million tokens: orchlab's cost, stored as MLflow's
+        assert r.cost_usd == pytest.approx((2 * 1.0 + 3 * 2.0) / 1e6)
+        assert json.loads(info.trace_metadata["mlflow.trace.cost"])["total_cost"] == pytest.approx(r.cost_usd)
+        assert info.tags["orchlab.role"] == "chat" and info.tags["orchlab.model"] == "cheap"
+        assert info.request_preview == r.content.removeprefix("echo: ")
+        assert info.response_preview == r.content
+        assert info.state.value == "OK"
+
+    full = mlflow_client(uri_of(client)).get_trace(responses[0].trace_id)
+    root, attempt = full.data.spans
+    assert root.parent_id is None and attempt.parent_id == root.span_id
+    assert attempt.span_type == "CHAT_MODEL" and attempt.name == "loop:cheap"
+    recorded = responses[0].decision.attempts[0]
+    assert attempt.start_time_ns == int(recorded.started_at * 1e9)
+    assert attempt.end_time_ns == int((recorded.started_at + recorded.latency_s) * 1e9)
+    assert attempt.get_attribute("mlflow.chat.tokenUsage")["output_tokens"] == 3
+    assert attempt.get_attribute("mlflow.llm.cost") == {"total_cost": pytest.approx(responses[0].cost_usd)}
+    assert attempt.get_attribute("orchlab.params") == {"temperature": 0}
+    assert attempt.inputs["messages"] == [{"role": "user", "content": "question 0"}]
+    assert root.get_attribute("orchlab.decision")["winner"] == "loop:cheap"
+
+
+def test_a_rating_given_at_once_is_stored_with_a_human_source(loop_config: Path) -> None:
+    client = orchlab.get_llm_client(loop_config)
+    first = client.run("chat", ASK)
+    stored = client.feedback(first, 5, comment="spot on", user="ann")  # before any flush
+    second = client.run("chat", ASK)
+    client.feedback(second.trace_id, "down")
+    assert stored.queued and (stored.name, stored.value, stored.user) == ("rating", 5, "ann")
+    flushed()
+
+    info = tracing(uri_of(client)).get_trace_info(first.trace_id)
+    (rating,) = info.assessments
+    assert (rating.name, rating.value, rating.rationale) == ("rating", 5, "spot on")
+    assert rating.source.source_type == "HUMAN" and rating.source.source_id == "ann"
+    thumbs = tracing(uri_of(client)).get_trace_info(second.trace_id).assessments
+    assert [(a.name, a.value, a.source.source_type) for a in thumbs] == [("thumbs", False, "HUMAN")]
+    good = all_traces(uri_of(client), EXPERIMENT, filter_string="feedback.rating >= 4")
+    assert [t.info.trace_id for t in good] == [first.trace_id]
+
+
+def test_ratings_of_earlier_sessions_are_checked_against_the_store(loop_config: Path) -> None:
+    client = orchlab.get_llm_client(loop_config)
+    old = client.run("chat", ASK)
+    flushed()
+    writer()._known.clear()  # as if this process had not made the call
+    stored = client.feedback(old.trace_id, 2)
+    assert not stored.queued
+    assert [a.value for a in tracing(uri_of(client)).get_trace_info(old.trace_id).assessments] == [2]
+    with pytest.raises(TrackingError, match="no trace tr-0+1 in"):
+        client.feedback("tr-" + "0" * 31 + "1", 3)
+
+
+def test_attempts_of_a_fallback_are_child_spans(loop_config: Path, openai_server: OpenAIWireServer) -> None:
+    client = orchlab.get_llm_client(loop_config)
+    openai_server.push(Reply.error(500, "the big model is down"))
+    r = client.run("safe", ASK)
+    assert r.model == "cheap" and r.decision is not None and r.decision.strategy == "fallback"
+    flushed()
+
+    trace = mlflow_client(uri_of(client)).get_trace(r.trace_id)
+    root, *attempts = trace.data.spans
+    assert [s.name.split()[-1] for s in attempts] == ["loop:big", "loop:cheap"]
+    failed, ok = attempts
+    assert failed.status.status_code == "ERROR" and "the big model is down" in failed.status.description
+    assert failed.get_attribute("orchlab.error_type") == "ProviderUnavailableError"
+    assert failed.get_attribute("orchlab.outcome") == "error"
+    assert ok.get_attribute("orchlab.outcome") == "ok"
+    assert root.get_attribute("orchlab.strategy") == "fallback"
+    assert root.get_attribute("orchlab.decision")["winner"] == "loop:cheap"
+    assert root.get_attribute("orchlab.decision")["rationale"] == r.decision.rationale
+    assert trace.info.tags["orchlab.strategy"] == "fallback"
+    assert json.loads(trace.info.trace_metadata["mlflow.trace.cost"])["total_cost"] == pytest.approx(r.cost_usd)
+
+
+def test_failed_calls_and_streams_are_traced_too(loop_config: Path, openai_server: OpenAIWireServer) -> None:
+    client = orchlab.get_llm_client(loop_config)
+    openai_server.push(Reply.error(400, "bad request"))
+    with pytest.raises(orchlab.ProviderError) as info:
+        client.run("chat", ASK)
+    failed_id = info.value.trace_id  # type: ignore[attr-defined]
+    openai_server.push(Reply(stream_chunks=stream_chunks(["one ", "two"], model="cheap", prompt_tokens=4)))
+    stream = client.stream("chat", ASK)
+    assert stream.text() == "one two"
+    assert stream.response is not None
+    flushed()
+
+    failed = tracing(uri_of(client)).get_trace_info(failed_id)
+    assert failed.state.value == "ERROR" and failed.tags["orchlab.status"] == "error"
+    streamed = tracing(uri_of(client)).get_trace_info(stream.response.trace_id)
+    assert streamed.token_usage["input_tokens"] == 4 and streamed.token_usage["output_tokens"] == 2
+
+
+def test_calls_marked_not_to_log_are_not_traced(loop_config: Path) -> None:
+    client = orchlab.get_llm_client(loop_config)
+    kept = client.run("chat", ASK)
+    with untracked():
+        skipped = client.run("chat", ASK)
+    ctx = CallContext(role="chat", strategy="single", messages=(), log=False)
+    response = orchlab.LLMResponse("x", "loop", "cheap")
+    client.tracking.call_finished(CallRecord(ctx, response, None, ctx.started_at))
+    assert skipped.trace_id is None and response.trace_id is None
+    flushed()
+    assert [t.info.trace_id for t in all_traces(uri_of(client), EXPERIMENT)] == [kept.trace_id]
+
+
+def test_no_api_key_reaches_the_store(
+    write_config: Callable[[str], Path], openai_server: OpenAIWireServer, monkeypatch: pytest.MonkeyPatch, store: Path
+) -> None:
+    monkeypatch.setenv("ORCH_AUTH_LOOP_API_KEY", API_KEY)
+    path = write_config(
+        f"""
+        project: trk
+        providers:
+          loop: {{type: openai, api_base: "{openai_server.base_url}", auth_profile: loop}}
+        roles:
+          chat:
+            provider: loop
+            model: cheap
+            params: {{extra: {{api_key: "{API_KEY}", user: "u1"}}}}
+        """
+    )
+    client = orchlab.get_llm_client(path)
+    r = client.run("chat", [{"role": "user", "content": f"my key is {API_KEY}"}])
+    client.feedback(r, 4, comment=f"oops {API_KEY}")
+    openai_server.push(Reply.error(401, f"Incorrect API key provided: {API_KEY}"))
+    with pytest.raises(orchlab.ProviderError):
+        client.run("chat", ASK)
+    flushed()
+    sent = {k.lower(): v for k, v in openai_server.requests[0].headers.items()}
+    assert sent["authorization"] == f"Bearer {API_KEY}"  # the key was really used
+
+    rows = 0
+    with sqlite3.connect(store) as db:
+        tables = [n for (n,) in db.execute("select name from sqlite_master where type='table'")]
+        for table in tables:
+            for row in db.execute(f'select * from "{table}"'):  # noqa: S608
+                rows += 1
+                assert API_KEY not in repr(row), f"the API key is stored in table {table}: {row!r}"
+    assert rows > 20  # the traces, spans, tags and the rating were searched
+    assert len(all_traces(uri_of(client), EXPERIMENT)) == 2
+
+
+def test_traces_belong_to_the_users_active_mlflow_run(loop_config: Path) -> None:
+    import mlflow
+
+    client = orchlab.get_llm_client(loop_config)
+    uri = uri_of(client)
+    own = mlflow_client(uri).create_experiment("my-experiment")
+    mlflow.set_tracking_uri(uri)
+    try:
+        with mlflow.start_run(experiment_id=own) as run:
+            inside = client.run("chat", ASK)
+        outside = client.run("chat", ASK)
+    finally:
+        mlflow.set_tracking_uri(None)
+    flushed()
+    linked = tracing(uri).search_traces(locations=[own], run_id=run.info.run_id)
+    assert [t.info.trace_id for t in linked] == [inside.trace_id]
+    assert [t.info.trace_id for t in all_traces(uri, EXPERIMENT)] == [outside.trace_id]
+
+
+def test_registered_prompts_are_versioned_and_recorded_on_the_trace(loop_config: Path) -> None:
+    client = orchlab.get_llm_client(loop_config)
+    v1 = orchlab.register_prompt("greet", "Say hello to {{name}}.", commit_message="first")
+    v2 = orchlab.register_prompt(
+        "greet",
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Greet {{name}}."}],
+        alias="prod",
+    )
+    assert (v1.version, v2.version) == (1, 2) and v2.aliases == ("prod",)
+    assert orchlab.load_prompt("greet@1").template == "Say hello to {{name}}."
+    assert orchlab.load_prompt("greet@prod").version == 2
+    assert orchlab.load_prompt("greet").version == 2
+    with pytest.raises(PromptError, match="needs name"):
+        v2.render()
+    with pytest.raises(PromptError, match="could not load prompt 'nothing@1'"):
+        orchlab.load_prompt("nothing@1")
+
+    messages = orchlab.load_prompt("greet@prod").render(name="Ann")
+    assert [(m.role, m.content) for m in messages] == [("system", "Be brief."), ("user", "Greet Ann.")]
+    r = client.run("chat", messages)
+    assert r.content == "echo: Greet Ann."
+    flushed()
+    info = tracing(uri_of(client)).get_trace_info(r.trace_id)
+    assert (info.tags["orchlab.prompt"], info.tags["orchlab.prompt_version"]) == ("greet", "2")
+    assert json.loads(info.tags["mlflow.linkedPrompts"]) == [{"name": "greet", "version": "2"}]
+    assert orchlab.history(prompt_name="greet")["trace_id"].tolist() == [r.trace_id]
+
+
+def test_history_and_usage_read_the_store_back(loop_config: Path, openai_server: OpenAIWireServer) -> None:
+    import datetime as dt
+
+    client = orchlab.get_llm_client(loop_config)
+    a = client.run("chat", ASK)
+    b = client.run("chat", [{"role": "user", "content": "second"}])
+    openai_server.push(Reply.error(500, "down"))
+    c = client.run("safe", ASK)
+    client.feedback(a, 5)
+    client.feedback(b, 2)
+    client.feedback(c, True)
+
+    frame = orchlab.history()  # flushes first: the calls of a moment ago are there
+    assert frame["trace_id"].tolist() == [c.trace_id, b.trace_id, a.trace_id]
+    row = frame.set_index("trace_id").loc[b.trace_id]
+    assert (row["role"], row["model"], row["rating"], row["answer"]) == ("chat", "cheap", 2, "echo: second")
+    assert row["cost_usd"] == pytest.approx(b.cost_usd) and row["input_tokens"] == 1
+    assert orchlab.history(min_rating=4)["trace_id"].tolist() == [a.trace_id]
+    assert orchlab.history(role="safe")["strategy"].tolist() == ["fallback"]
+    assert orchlab.history(thumbs=True)["trace_id"].tolist() == [c.trace_id]
+    assert orchlab.history(since=dt.timedelta(minutes=5), limit=2)["trace_id"].tolist() == [c.trace_id, b.trace_id]
+    assert orchlab.history(until=dt.datetime(2000, 1, 1)).empty
+
+    usage = orchlab.usage_history(by="role").set_index("role")
+    assert usage.loc["chat", "calls"] == 2 and usage.loc["safe", "calls"] == 1
+    assert usage.loc["chat", "cost_usd"] == pytest.approx(a.cost_usd + b.cost_usd)
+    assert usage.loc["chat", "mean_rating"] == 3.5
+    assert usage.loc["safe", "input_tokens"] == c.usage.input_tokens
+
+
+def test_compare_logs_one_run_per_target_with_its_traces(loop_config: Path) -> None:
+    client = orchlab.get_llm_client(loop_config)
+    prompts = Path(__file__).resolve().parents[1] / "data" / "prompts_small.jsonl"
+    result = orchlab.compare(prompts, ["chat", "safe", "loop:big"], client=client, progress=False)
+
+    answers = result.answers
+    assert list(answers.columns) == ["chat", "safe", "loop:big"] and len(answers) == 6
+    assert answers.loc[("arithmetic", "What is 2+2?"), "loop:big"] == "echo: What is 2+2?"
+    summary = result.summary
+    assert summary["success_rate"].tolist() == [1.0, 1.0, 1.0]
+    assert summary.loc["chat", "total_cost_usd"] == pytest.approx(result.results.query("target == 'chat'")["cost_usd"].sum())
+    assert summary.loc["loop:big", "mean_cost_usd"] > summary.loc["chat", "mean_cost_usd"]
+
+    result.rate("arithmetic", "chat", 4)
+    result.rate(1, "chat", 2, comment="meh")
+    client.feedback(result.results.query("target == 'safe'")["trace_id"].iloc[0], 5)  # rated elsewhere
+    refreshed = result.refresh_ratings()
+    assert refreshed.loc["chat", "mean_rating"] == 3.0 and refreshed.loc["safe", "mean_rating"] == 5.0
+    flushed()
+
+    uri = uri_of(client)
+    mc = mlflow_client(uri)
+    for target, run_id in result.runs.items():
+        run = mc.get_run(run_id)
+        assert run.info.status == "FINISHED" and run.info.experiment_id == experiment_id(uri, EXPERIMENT)
+        assert run.data.params["target"] == target
+        metrics = run.data.metrics
+        assert metrics["success_rate"] == 1.0 and metrics["prompts"] == 6
+        assert metrics["total_cost_usd"] == pytest.approx(summary.loc[target, "total_cost_usd"])
+        assert metrics["latency_p50_s"] == pytest.approx(summary.loc[target, "latency_p50_s"])
+        assert metrics["output_tokens"] == summary.loc[target, "output_tokens"]
+        linked = tracing(uri).search_traces(locations=[run.info.experiment_id], run_id=run_id)
+        assert len(linked) == 6
+        assert {t.info.tags["orchlab.compare_target"] for t in linked} == {target}
+    assert mc.get_run(result.runs["chat"]).data.metrics["mean_rating"] == 3.0
+    assert mc.get_run(result.runs["safe"]).data.params["strategy"] == "fallback"
+    assert mc.get_run(result.runs["loop:big"]).data.params["model"] == "big"
+    assert result.ui_url().startswith("http://127.0.0.1:5000/#/compare-runs?runs=[%22")
+
+    fig = result.plot()
+    cost_ax, rating_ax = fig.axes
+    assert len(cost_ax.texts) == 3 and [t.get_text() for t in rating_ax.texts] == ["3.0", "5.0", "unrated"]
+    fig.savefig(Path.cwd() / "compare.png")
+    assert (Path.cwd() / "compare.png").stat().st_size > 10_000
+
+
+def test_a_record_the_store_rejects_is_kept_and_reported_once(
+    loop_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "MAX_FAILURES", 2)
+    client = orchlab.get_llm_client(loop_config)
+    ok = client.run("chat", ASK)
+    writer().submit(
+        client.tracking.settings,
+        {"kind": "feedback", "trace_id": "tr-" + "f" * 32, "name": "rating", "value": 3, "user": "u"},
+    )
+    with pytest.warns(OrchlabWarning, match="rejected a feedback record"):
+        assert orchlab.flush(timeout=60)
+    kept = (Path.cwd() / ".orchlab" / "spool" / "rejected.jsonl").read_text().splitlines()
+    assert json.loads(kept[0])["record"]["trace_id"] == "tr-" + "f" * 32
+    assert tracing(uri_of(client)).get_trace_info(ok.trace_id).trace_id == ok.trace_id
+    assert orchlab.flush(timeout=10)  # reported once: no second warning
+
+
+def test_a_failing_tracker_never_fails_the_call(loop_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = orchlab.get_llm_client(loop_config)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("tracker exploded")
+
+    monkeypatch.setattr(writer(), "submit", broken)
+    with pytest.warns(OrchlabWarning, match="tracker exploded"):
+        r = client.run("chat", ASK)
+    assert r.content == "echo: What is 2+2?"
+    assert client.run("chat", ASK).content == "echo: What is 2+2?"  # warned once, still answering
