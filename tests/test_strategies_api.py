@@ -129,7 +129,9 @@ def test_env_overlay_can_give_a_role_a_strategy(write_config) -> None:
 
 
 def test_bad_names_say_what_exists(client) -> None:
-    with pytest.raises(InvalidRequestError, match="unknown strategy 'fastest'; use one of auto, local, cloud"):
+    with pytest.raises(
+        InvalidRequestError, match="unknown strategy 'fastest'; use one of auto, local, cloud"
+    ):
         client.complete("hi", role="plain", strategy="fastest")
     with pytest.raises(InvalidRequestError, match="unknown task type 'poetry'"):
         client.complete("hi", role="plain", strategy="auto", task_type="poetry")
@@ -187,7 +189,19 @@ def test_the_trail_explains_itself(client) -> None:
     lines = text.splitlines()
     assert lines[0] == "strategy: fallback  winner: b:m"
     assert lines[1].startswith("why: b:m answered after 1 failed: a:m (AuthenticationError) in ")
-    assert lines[2].split() == ["#", "stage", "target", "outcome", "latency", "tokens", "cost", "score", "note"]
-    assert "fallback 1" in lines[3] and "error" in lines[3] and "AuthenticationError: a:m [HTTP 401]" in lines[3]
+    assert lines[2].split() == [
+        "#",
+        "stage",
+        "target",
+        "outcome",
+        "latency",
+        "tokens",
+        "cost",
+        "score",
+        "note",
+    ]
+    assert (
+        "fallback 1" in lines[3] and "error" in lines[3] and "AuthenticationError: a:m [HTTP 401]" in lines[3]
+    )
     assert "fallback 2" in lines[4] and "3/2" in lines[4] and "$0.000028" in lines[4]
     assert lines[-1] == "total: 2 attempts, tokens 3/2, cost $0.000028"

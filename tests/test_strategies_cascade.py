@@ -94,7 +94,9 @@ def test_logprob_scorer_escalates_under_the_threshold_and_accepts_above(client) 
     ("threshold", "stages"),
     [(0.7, 1), (0.7000001, 2), (0.0, 1), (1.0, 2)],
 )
-def test_escalates_exactly_when_the_score_is_under_the_threshold(client, threshold: float, stages: int) -> None:
+def test_escalates_exactly_when_the_score_is_under_the_threshold(
+    client, threshold: float, stages: int
+) -> None:
     def score(text: str) -> float:
         return 0.7 if text == "cheap answer" else 1.0
 
@@ -110,7 +112,9 @@ def test_validators_json_regex_and_pydantic(client) -> None:
     assert r.target == "mid:m" and [a.confidence for a in r.decision.attempts] == [0.0, 1.0]
 
     r = client.run("regex_role", Q)  # YAML: regex '^top'
-    assert r.target == "top:m" and r.decision.attempts[0].note.startswith("regex '^top' score 0.000 < threshold 1")
+    assert r.target == "top:m" and r.decision.attempts[0].note.startswith(
+        "regex '^top' score 0.000 < threshold 1"
+    )
 
     class Total(BaseModel):
         total: int
@@ -241,7 +245,7 @@ def test_cascade_with_the_real_local_models_log_probs(write_config, gguf_path) -
     )
     # a bar the small model cannot clear: its answer is scored, rejected, and the cloud answers
     r = c.run("r", Q)
-    local, cloud = r.decision.attempts
+    local, _cloud = r.decision.attempts
     assert local.outcome == "rejected" and local.usage.output_tokens > 0
     assert local.confidence is not None and 0.0 < local.confidence < 0.999
     assert r.target == "cloud:big" and r.content == "4"

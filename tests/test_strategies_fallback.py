@@ -11,7 +11,6 @@ from orchlab.calls import CallRecord
 from orchlab.errors import (
     AllAttemptsFailedError,
     AuthenticationError,
-    ContextWindowError,
     InvalidRequestError,
     ProviderUnavailableError,
     RateLimitError,
@@ -292,7 +291,11 @@ def test_fallback_through_the_real_openai_adapter_on_429_retry_after(
             project: t
             tracking: {{enabled: false}}
             providers:
-              loop: {{type: openai, auth_profile: loopback, api_base: "{openai_server.base_url}", max_retries: 0}}
+              loop:
+                type: openai
+                auth_profile: loopback
+                api_base: "{openai_server.base_url}"
+                max_retries: 0
               home: {{type: test_local}}
             models:
               "loop:gpt-test": {{input_price_per_mtok: 1.0, output_price_per_mtok: 2.0}}

@@ -215,7 +215,8 @@ def test_race_with_the_real_local_model_stops_its_generation(write_config, gguf_
               local: {{type: llamacpp, options: {{model_path: "{gguf_path}", n_ctx: 512}}}}
               cloud:
                 type: test
-                options: {{models: {{quick: {{reply: "4", latency_s: 1.0}}, never: {{reply: "x", latency_s: 30}}}}}}
+                options:
+                  models: {{quick: {{reply: "4", latency_s: 1.0}}, never: {{reply: "x", latency_s: 30}}}}
             roles:
               lose:
                 provider: local

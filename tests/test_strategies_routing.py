@@ -8,20 +8,21 @@ import orchlab
 from orchlab.errors import ConfigValidationError, UnknownRoleError
 from orchlab.strategies import TaskType, classify
 from orchlab.strategies.routing import parse_task_type
+from orchlab.testing import Step
 
-TRACEBACK = '''Why does this fail?
+TRACEBACK = """Why does this fail?
 Traceback (most recent call last):
   File "app.py", line 3, in <module>
     main()
   File "app.py", line 2, in main
     return 1 / 0
-ZeroDivisionError: division by zero'''
+ZeroDivisionError: division by zero"""
 
-CODE = '''def add(a, b):
+CODE = """def add(a, b):
     return a+b
 
 def mul(a, b):
-    return a*b'''
+    return a*b"""
 
 CSV = """region,q1,q2,q3
 north,120,135,150
@@ -44,17 +45,24 @@ CASES = [
     ("Design an Airflow DAG that loads S3 files into Postgres nightly.", TaskType.WORKFLOW_GENERATION),
     ("Create a GitHub Actions workflow that runs pytest on each push", TaskType.WORKFLOW_GENERATION),
     (CSV, TaskType.DATA_INTERPRETATION),
-    ("The median latency rose from 120 ms to 180 ms while the mean stayed flat; what does the "
-     "distribution look like?", TaskType.DATA_INTERPRETATION),
-    ("If all bloops are razzies and all razzies are lazzies, are all bloops lazzies? Explain why.",
-     TaskType.REASONING),
+    (
+        "The median latency rose from 120 ms to 180 ms while the mean stayed flat; what does the "
+        "distribution look like?",
+        TaskType.DATA_INTERPRETATION,
+    ),
+    (
+        "If all bloops are razzies and all razzies are lazzies, are all bloops lazzies? Explain why.",
+        TaskType.REASONING,
+    ),
     ("A train leaves at 3pm at 60 km/h; how many km has it covered by 5:30pm?", TaskType.REASONING),
     ("Hello there!", TaskType.GENERAL),
     ("What is the capital of France?", TaskType.GENERAL),
 ]
 
 
-@pytest.mark.parametrize(("text", "expected"), CASES, ids=[e.value + str(i) for i, (_, e) in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("text", "expected"), CASES, ids=[e.value + str(i) for i, (_, e) in enumerate(CASES)]
+)
 def test_rule_classifier(text: str, expected: TaskType) -> None:
     result = classify(text)
     assert result.task_type is expected, result.reason
@@ -139,6 +147,15 @@ def test_a_role_with_strategy_auto_and_a_task_type_given_by_the_caller(client) -
     assert "task code_generation (given: named by the caller" in r.decision.rationale
 
 
+def test_auto_over_the_calls_own_candidates_when_nothing_is_routed(write_config) -> None:
+    c = orchlab.get_llm_client(write_config(CONFIG.replace("  default: general\n", "")))
+    c.provider("slow").script("m", Step(error="auth"))
+    r = c.complete("Hello there", strategy="auto", candidates=["slow:m", "fast:m"])
+    assert r.content == "fast" and r.decision.task_type == "general"
+    assert "no route: the call's candidates (fallback)" in r.decision.rationale
+    c.close()
+
+
 def test_llm_classifier_and_hybrid(write_config) -> None:
     for mode, expected_calls in (("llm", 2), ("hybrid", 1)):
         c = orchlab.get_llm_client(
@@ -166,11 +183,11 @@ def test_routing_yaml_is_checked(write_config) -> None:
     providers: {a: {type: test}}
     roles: {r: {provider: a, model: m}}
     """
-    with pytest.raises(ConfigValidationError, match="routing.routes.poetry"):
+    with pytest.raises(ConfigValidationError, match=r"routing\.routes\.poetry"):
         orchlab.load_config(write_config(base + "routing: {routes: {poetry: r}}\n"))
     with pytest.raises(ConfigValidationError, match="classifier 'llm' needs classifier_role"):
         orchlab.load_config(write_config(base + "routing: {classifier: llm}\n"))
-    with pytest.raises(UnknownRoleError, match="routing.routes.reasoning: 'rr' is not a defined role"):
+    with pytest.raises(UnknownRoleError, match=r"routing\.routes\.reasoning: 'rr' is not a defined role"):
         orchlab.load_config(write_config(base + "routing: {routes: {reasoning: rr}}\n"))
 
 
@@ -197,7 +214,7 @@ def test_auto_with_the_real_local_model(write_config, gguf_path) -> None:
             """
         )
     )
-    r = c.complete("What is 2+2? Calculate it.")
+    r = c.complete("What is 2+2?")  # rules: arithmetic -> reasoning
     assert r.decision.task_type == "reasoning" and r.target == "local:gemma-3-270m"
     assert "4" in r.content and r.usage.output_tokens > 0
     assert r.role == "thinker" and r.cost_usd == 0.0
@@ -207,5 +224,7 @@ def test_auto_with_the_real_local_model(write_config, gguf_path) -> None:
     first = r.decision.attempts[0]
     assert first.stage == "classify" and first.usage.output_tokens > 0
     assert r.decision.task_type in {t.value for t in TaskType}
-    assert "the LLM classifier said" in r.decision.rationale or "local:gemma-3-270m said" in r.decision.rationale
+    assert (
+        "the LLM classifier said" in r.decision.rationale or "local:gemma-3-270m said" in r.decision.rationale
+    )
     c.close()

@@ -19,22 +19,33 @@ Example::
 
 from __future__ import annotations
 
-from orchlab.strategies.base import Candidate, EnsembleMode, Strategy
-from orchlab.strategies.health import Clock, ProviderHealth, SystemClock
-from orchlab.strategies.routing import Classification, TaskType, classify
-from orchlab.strategies.scorers import (
-    AgreementScorer,
-    JudgeScorer,
-    LogprobScorer,
-    Score,
-    Scorer,
-    Validator,
-    json_valid,
-    normalize,
-    pydantic_model,
-    regex,
-)
-from orchlab.strategies.trail import format_trail
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> module (imported on first use: the orchestrator imports only `health` up front)
+_EXPORTS: dict[str, str] = {
+    "AgreementScorer": "orchlab.strategies.scorers",
+    "Candidate": "orchlab.strategies.base",
+    "Classification": "orchlab.strategies.routing",
+    "Clock": "orchlab.strategies.health",
+    "EnsembleMode": "orchlab.strategies.base",
+    "JudgeScorer": "orchlab.strategies.scorers",
+    "LogprobScorer": "orchlab.strategies.scorers",
+    "ProviderHealth": "orchlab.strategies.health",
+    "Score": "orchlab.strategies.scorers",
+    "Scorer": "orchlab.strategies.scorers",
+    "Strategy": "orchlab.strategies.base",
+    "SystemClock": "orchlab.strategies.health",
+    "TaskType": "orchlab.strategies.routing",
+    "Validator": "orchlab.strategies.scorers",
+    "classify": "orchlab.strategies.routing",
+    "format_trail": "orchlab.strategies.trail",
+    "json_valid": "orchlab.strategies.scorers",
+    "normalize": "orchlab.strategies.scorers",
+    "pydantic_model": "orchlab.strategies.scorers",
+    "regex": "orchlab.strategies.scorers",
+    "scorers": "orchlab.strategies.scorers",
+}
 
 __all__ = [
     "AgreementScorer",
@@ -57,4 +68,38 @@ __all__ = [
     "normalize",
     "pydantic_model",
     "regex",
+    "scorers",
 ]
+
+if TYPE_CHECKING:
+    from orchlab.strategies import scorers
+    from orchlab.strategies.base import Candidate, EnsembleMode, Strategy
+    from orchlab.strategies.health import Clock, ProviderHealth, SystemClock
+    from orchlab.strategies.routing import Classification, TaskType, classify
+    from orchlab.strategies.scorers import (
+        AgreementScorer,
+        JudgeScorer,
+        LogprobScorer,
+        Score,
+        Scorer,
+        Validator,
+        json_valid,
+        normalize,
+        pydantic_model,
+        regex,
+    )
+    from orchlab.strategies.trail import format_trail
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'orchlab.strategies' has no attribute {name!r}")
+    loaded = importlib.import_module(module)
+    value = loaded if name == "scorers" else getattr(loaded, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

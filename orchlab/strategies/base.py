@@ -179,13 +179,15 @@ class Run:
             self.errors.append(exc)
             raise
         request = ModelRequest(model=resolved.model, messages=tuple(messages or self.messages), params=merged)
+        deadline = asyncio.timeout(timeout_s)
         try:
-            if timeout_s is None:
+            async with deadline:
                 response = await self.orch._attempt(self.ctx, resolved, request, stage=stage)
-            else:
-                async with asyncio.timeout(timeout_s):
-                    response = await self.orch._attempt(self.ctx, resolved, request, stage=stage)
-        except TimeoutError:
+        except TimeoutError as exc:
+            if timeout_s is None or not deadline.expired():
+                self._find(stage)
+                self.errors.append(exc)
+                raise
             attempt = self._find(stage)
             error = ProviderTimeoutError(
                 f"no answer within the strategy's attempt timeout of {timeout_s:g}s",
@@ -250,14 +252,27 @@ def unique_key(scores: Mapping[str, float], key: str) -> str:
     return f"{key}#{n}"
 
 
+def _free(orch: Orchestrator, provider: str, model: str) -> bool:
+    """Priced at $0 by the catalog (a local model without a YAML price)."""
+    catalog = getattr(orch, "catalog", None)
+    entry = getattr(catalog, "entry", None)
+    if entry is None:
+        return is_local(orch, provider)
+    try:
+        price = entry(provider, model).price
+    except Exception:
+        return False
+    return bool(price is not None and price.free)
+
+
 def _settle_cancelled(run: Run) -> None:
-    """Cancelled attempts: say what is known of their cost."""
+    """Cancelled attempts never reported tokens: $0 when the model is free, else unknown."""
     for attempt in run.ctx.attempts:
         if attempt.outcome != "cancelled" or attempt.note is not None:
             continue
-        if attempt.cost_usd is None and run.is_local(attempt.provider):
+        if attempt.cost_usd is None and _free(run.orch, attempt.provider, attempt.model):
             attempt.cost_usd = 0.0
-            attempt.note = "cancelled: local generation stopped at the next token ($0, local)"
+            attempt.note = "cancelled: the generation stopped at its next token; $0 (a free, local model)"
         elif attempt.cost_usd is None:
             attempt.note = (
                 "cancelled before the provider reported usage: tokens and cost unknown (it may bill "

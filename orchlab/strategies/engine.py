@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchlab.calls import CallContext
 from orchlab.config.schema import CandidateConfig, RoleConfig
-from orchlab.errors import InvalidRequestError, StrategyError
+from orchlab.errors import InvalidRequestError
 from orchlab.resolution import params_from, parse_target
 from orchlab.strategies.base import (
     FALL_THROUGH,
@@ -303,9 +303,12 @@ async def _auto(run: Run, plan: Plan) -> Outcome:
     took = f"{cls.elapsed_s * 1e6:.0f} µs" if cls.source == "rules" else cls.source
     head = f"task {cls.task_type.value} ({cls.source}: {cls.reason}; {took})"
     if ref is None:
-        target_role = plan.role
-        sub = _routed_plan(run.orch, plan, target_role)
-        head += f"; no route: role {target_role!r}"
+        if plan.role is None:
+            sub = replace(plan, strategy=FALLBACK if len(plan.candidates) > 1 else SINGLE)
+            head += "; no route: the call's candidates"
+        else:
+            sub = _routed_plan(run.orch, plan, plan.role)
+            head += f"; no route: role {plan.role!r}"
     elif ref in run.orch.config.roles:
         sub = _routed_plan(run.orch, plan, ref)
         run.ctx.role = ref
@@ -320,9 +323,7 @@ async def _auto(run: Run, plan: Plan) -> Outcome:
     return Outcome(outcome.answer, f"{head}; {outcome.rationale}", outcome.scores)
 
 
-def _routed_plan(orch: Orchestrator, plan: Plan, role: str | None) -> Plan:
-    if role is None:
-        raise StrategyError("AUTO found no route and no role to fall back to: add routing.default")
+def _routed_plan(orch: Orchestrator, plan: Plan, role: str) -> Plan:
     spec = orch.config.roles[role]
     cands = plan.candidates if role == plan.role else role_candidates(orch, role)
     strategy = spec.strategy if spec.strategy not in (None, "auto") else None

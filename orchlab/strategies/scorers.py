@@ -90,7 +90,7 @@ class Validator(Scorer):
 
     def __init__(self, fn: Callable[[str], bool | float], *, label: str | None = None) -> None:
         self.fn = fn
-        self._label = label or getattr(fn, "__name__", "validator")
+        self._label: str = label or str(getattr(fn, "__name__", "validator"))
 
     @property
     def label(self) -> str:

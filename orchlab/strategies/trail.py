@@ -49,7 +49,7 @@ def format_trail(decision: Decision) -> str:
                 a.outcome,
                 f"{a.latency_s * 1000:.0f} ms",
                 _tokens(a),
-                _cost(a.cost_usd),
+                "-" if a.outcome == "error" and not a.usage.total_tokens else _cost(a.cost_usd),
                 "-" if a.confidence is None else f"{a.confidence:.2f}",
                 _note(a),
             )
