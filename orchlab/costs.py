@@ -9,8 +9,8 @@ and settles the reservation. `Meter.release` gives a failed attempt's reservatio
 Costs: ``cost_usd`` is computed from input, output, cache-read and cache-write tokens at the
 model's prices (`orchlab.catalog.prices`); reasoning tokens are billed as output tokens, which
 already count them. Precedence: a price in the YAML ``models:``; else a cost the adapter reported
-itself; else genai-prices (or $0 for a local provider). A provider that reports no usage at all gives ``cost_usd=None`` (never a
-silent 0), and a budget then keeps the reserved worst case as spent.
+itself; else genai-prices (or $0 for a local provider). A provider that reports no usage at all
+gives ``cost_usd=None`` (never a silent 0), and a budget then keeps the reserved worst case as spent.
 
 Context check: the prompt is counted only when a cheap ceiling (`tokens.upper_bound`) says it
 might not fit; then by the model's own tokenizer, tiktoken, or a documented estimate

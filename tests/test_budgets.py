@@ -84,7 +84,11 @@ async def test_20_concurrent_async_calls_never_settle_above_the_budget(
     assert len(ok) + len(refused) == 20
     assert len(ok) == int(budget // WORST) == 3  # 3 worst cases fit in $0.10, a 4th does not
     assert chat_requests(openai_server) == len(ok)  # the refused calls were never sent
-    assert client.budgets.spent_usd() == pytest.approx(sum(r.cost_usd or 0.0 for r in ok)) == pytest.approx(0.084)
+    assert (
+        client.budgets.spent_usd()
+        == pytest.approx(sum(r.cost_usd or 0.0 for r in ok))
+        == pytest.approx(0.084)
+    )
     assert client.budgets.spent_usd() <= budget
     assert client.budgets.reserved_usd() == 0.0
     err = refused[0]

@@ -34,6 +34,7 @@ providers:
 roles:
   llm.fast: {provider: openai, model: gpt-4.1-mini, fallbacks: ["anthropic:claude-3-5-haiku-latest"]}
   llm.local: {provider: local, model: gemma-3-270m}
+  llm.race: {provider: openai, model: gpt-4o, strategy: parallel, candidates: ["openai:gpt-4o-2024-08-06"]}
 models:
   "openai:ft:gpt-4.1-mini:acme::x1":
     display_name: ACME support tune
@@ -153,6 +154,7 @@ def test_list_models_covers_roles_fallbacks_models_and_metadata(client: Orchestr
     assert {
         "openai:gpt-4.1-mini",  # a role
         "anthropic:claude-3-5-haiku-latest",  # a fallback
+        "openai:gpt-4o-2024-08-06",  # a strategy candidate
         "openai:ft:gpt-4.1-mini:acme::x1",  # models:
         "local:gemma-3-270m",  # a local role
         "openai:o3",  # packaged metadata for a configured provider kind

