@@ -108,9 +108,10 @@ def bench_observer(config: Path, n: int) -> None:
 
 
 def bench_bulk(config: Path, n: int) -> tuple[int, float]:
-    import orchlab
     from mlflow.tracing.client import TracingClient
     from mlflow.tracking import MlflowClient
+
+    import orchlab
 
     client = client_with(config, tracking=True, experiment="bench/bulk")
     t0 = time.perf_counter()
@@ -138,7 +139,9 @@ def bench_bulk(config: Path, n: int) -> tuple[int, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=500, help="measured calls per side (default 500)")
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--bulk", type=int, default=1000, help="calls that must all reach MLflow")

@@ -19,6 +19,8 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith(("ORCH_", "MLFLOW_", "OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_")):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MLFLOW_MODEL_CATALOG_URI", "")
+    # MLflow tracking is on by default for users; tests that exercise it switch it back on
+    monkeypatch.setenv("ORCH_TRACKING", "0")
     monkeypatch.chdir(tmp_path)
 
 

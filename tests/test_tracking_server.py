@@ -22,7 +22,11 @@ import pytest
 import orchlab
 from orchlab.tracking.api import tracking_status
 from tests.servers.openai_wire import OpenAIWireServer
-from tests.tracking_support import API_KEY, template_db  # noqa: F401  (fixture)
+from tests.tracking_support import (  # noqa: F401  (the *_fixture names register fixtures)
+    API_KEY,
+    template_db_fixture,
+    tracking_on_fixture,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 ASK = [{"role": "user", "content": "What is 2+2?"}]
@@ -49,7 +53,7 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 90.0)
 
 
 @pytest.fixture
-def server_dir(tmp_path: Path, template_db: Path) -> Iterator[Path]:  # noqa: F811
+def server_dir(tmp_path: Path, template_db: Path) -> Iterator[Path]:
     folder = tmp_path / "server"
     folder.mkdir()
     shutil.copyfile(template_db, folder / "server.db")
@@ -144,7 +148,9 @@ def test_records_made_while_the_server_is_down_arrive_when_it_is_back(
         assert ours.token_usage["total_tokens"] == r.usage.total_tokens
         assert ours.tags["orchlab.role"] == "chat"
         theirs = TracingClient(url).get_trace_info(rated_elsewhere)
-        assert [(a.name, a.value, a.source.source_type) for a in theirs.assessments] == [("rating", 4, "HUMAN")]
+        assert [(a.name, a.value, a.source.source_type) for a in theirs.assessments] == [
+            ("rating", 4, "HUMAN")
+        ]
 
         # reading back and rating through the server
         history = orchlab.history(client=client, min_rating=4)

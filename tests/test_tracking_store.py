@@ -16,15 +16,16 @@ from orchlab.tracking import writer as writer_module
 from orchlab.tracking.context import untracked
 from orchlab.tracking.writer import writer
 from tests.servers.openai_wire import OpenAIWireServer, Reply, stream_chunks
-from tests.tracking_support import (  # noqa: F401  (fixtures)
+from tests.tracking_support import (  # noqa: F401  (the *_fixture names register fixtures)
     API_KEY,
     all_traces,
     experiment_id,
-    loop_config,
+    loop_config_fixture,
     mlflow_client,
-    store,
-    template_db,
+    store_fixture,
+    template_db_fixture,
     tracing,
+    tracking_on_fixture,
 )
 
 pytestmark = pytest.mark.usefixtures("store")
@@ -105,7 +106,7 @@ def test_ratings_of_earlier_sessions_are_checked_against_the_store(loop_config: 
     stored = client.feedback(old.trace_id, 2)
     assert not stored.queued
     assert [a.value for a in tracing(uri_of(client)).get_trace_info(old.trace_id).assessments] == [2]
-    with pytest.raises(TrackingError, match="no trace tr-0+1 in"):
+    with pytest.raises(TrackingError, match=r"no trace tr-0+1 in"):
         client.feedback("tr-" + "0" * 31 + "1", 3)
 
 
@@ -128,7 +129,9 @@ def test_attempts_of_a_fallback_are_child_spans(loop_config: Path, openai_server
     assert root.get_attribute("orchlab.decision")["winner"] == "loop:cheap"
     assert root.get_attribute("orchlab.decision")["rationale"] == r.decision.rationale
     assert trace.info.tags["orchlab.strategy"] == "fallback"
-    assert json.loads(trace.info.trace_metadata["mlflow.trace.cost"])["total_cost"] == pytest.approx(r.cost_usd)
+    assert json.loads(trace.info.trace_metadata["mlflow.trace.cost"])["total_cost"] == pytest.approx(
+        r.cost_usd
+    )
 
 
 def test_failed_calls_and_streams_are_traced_too(loop_config: Path, openai_server: OpenAIWireServer) -> None:
@@ -163,7 +166,10 @@ def test_calls_marked_not_to_log_are_not_traced(loop_config: Path) -> None:
 
 
 def test_no_api_key_reaches_the_store(
-    write_config: Callable[[str], Path], openai_server: OpenAIWireServer, monkeypatch: pytest.MonkeyPatch, store: Path
+    write_config: Callable[[str], Path],
+    openai_server: OpenAIWireServer,
+    monkeypatch: pytest.MonkeyPatch,
+    store: Path,
 ) -> None:
     monkeypatch.setenv("ORCH_AUTH_LOOP_API_KEY", API_KEY)
     path = write_config(
@@ -192,7 +198,7 @@ def test_no_api_key_reaches_the_store(
     with sqlite3.connect(store) as db:
         tables = [n for (n,) in db.execute("select name from sqlite_master where type='table'")]
         for table in tables:
-            for row in db.execute(f'select * from "{table}"'):  # noqa: S608
+            for row in db.execute(f'select * from "{table}"'):
                 rows += 1
                 assert API_KEY not in repr(row), f"the API key is stored in table {table}: {row!r}"
     assert rows > 20  # the traces, spans, tags and the rating were searched
@@ -266,7 +272,10 @@ def test_history_and_usage_read_the_store_back(loop_config: Path, openai_server:
     assert orchlab.history(min_rating=4)["trace_id"].tolist() == [a.trace_id]
     assert orchlab.history(role="safe")["strategy"].tolist() == ["fallback"]
     assert orchlab.history(thumbs=True)["trace_id"].tolist() == [c.trace_id]
-    assert orchlab.history(since=dt.timedelta(minutes=5), limit=2)["trace_id"].tolist() == [c.trace_id, b.trace_id]
+    assert orchlab.history(since=dt.timedelta(minutes=5), limit=2)["trace_id"].tolist() == [
+        c.trace_id,
+        b.trace_id,
+    ]
     assert orchlab.history(until=dt.datetime(2000, 1, 1)).empty
 
     usage = orchlab.usage_history(by="role").set_index("role")
@@ -286,7 +295,9 @@ def test_compare_logs_one_run_per_target_with_its_traces(loop_config: Path) -> N
     assert answers.loc[("arithmetic", "What is 2+2?"), "loop:big"] == "echo: What is 2+2?"
     summary = result.summary
     assert summary["success_rate"].tolist() == [1.0, 1.0, 1.0]
-    assert summary.loc["chat", "total_cost_usd"] == pytest.approx(result.results.query("target == 'chat'")["cost_usd"].sum())
+    assert summary.loc["chat", "total_cost_usd"] == pytest.approx(
+        result.results.query("target == 'chat'")["cost_usd"].sum()
+    )
     assert summary.loc["loop:big", "mean_cost_usd"] > summary.loc["chat", "mean_cost_usd"]
 
     result.rate("arithmetic", "chat", 4)
@@ -351,3 +362,116 @@ def test_a_failing_tracker_never_fails_the_call(loop_config: Path, monkeypatch: 
         r = client.run("chat", ASK)
     assert r.content == "echo: What is 2+2?"
     assert client.run("chat", ASK).content == "echo: What is 2+2?"  # warned once, still answering
+
+
+def test_records_past_the_memory_bound_wait_on_disk_while_the_store_is_away(
+    loop_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = orchlab.get_llm_client(loop_config)
+    client.run("chat", ASK)
+    flushed()  # connected: from now on the store "goes away"
+    away = True
+    real_write = writer_module.Destination._write
+
+    def write(self: writer_module.Destination, batch: list[dict[str, object]]) -> None:
+        if away:
+            raise ConnectionError("store unreachable (test)")
+        real_write(self, batch)
+
+    monkeypatch.setattr(writer_module.Destination, "_write", write)
+    monkeypatch.setattr(writer_module, "MAX_IN_MEMORY", 4)
+    responses = [client.run("chat", [{"role": "user", "content": f"q{i}"}]) for i in range(10)]
+    client.feedback(responses[0], 3)
+    assert not orchlab.flush(timeout=2)
+    spool = Path.cwd() / ".orchlab" / "spool"
+    assert sum(len(p.read_text().splitlines()) - 1 for p in spool.glob("*.jsonl")) >= 6
+
+    away = False
+    flushed()
+    assert not list(spool.glob("*.jsonl"))
+    stored = {t.info.trace_id: t.info for t in all_traces(uri_of(client), EXPERIMENT)}
+    assert {r.trace_id for r in responses} <= set(stored) and len(stored) == 11
+    assert [a.value for a in stored[responses[0].trace_id].assessments] == [3]
+
+
+def test_records_spooled_at_exit_are_written_by_the_next_client(
+    write_config: Callable[[str], Path], openai_server: OpenAIWireServer, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "later"
+    blocker.write_text("a file where the store's folder should be")
+    path = write_config(
+        f"""
+        project: trk
+        providers:
+          loop: {{type: openai, api_base: "{openai_server.base_url}", auth_profile: loop}}
+        roles:
+          chat: {{provider: loop, model: cheap}}
+        tracking: {{tracking_uri: "sqlite:///later/mlflow.db"}}
+        """
+    )
+    script = (
+        "import sys, orchlab\n"
+        "c = orchlab.get_llm_client(sys.argv[1])\n"
+        "r = c.run('chat', [{'role': 'user', 'content': 'kept'}])\n"
+        "c.feedback(r, 'up')\n"
+        "print(r.trace_id)\n"
+    )
+    env = {**os.environ, "ORCH_AUTH_LOOP_API_KEY": API_KEY, "ORCH_TRACKING_EXIT_TIMEOUT": "1",
+           "PYTHONPATH": str(Path(__file__).parents[1])}  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script, str(path)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    trace_id = done.stdout.strip()
+    assert "were kept for later: 2 to" in done.stderr
+
+    blocker.unlink()  # the store can be created now
+    client = orchlab.get_llm_client(path)  # finds the spool and writes it, without a call
+    flushed()
+    info = tracing(uri_of(client)).get_trace_info(trace_id)
+    assert info.tags["orchlab.role"] == "chat"
+    assert [(a.name, a.value) for a in info.assessments] == [("thumbs", True)]
+    assert not list((tmp_path / ".orchlab" / "spool").glob("*.jsonl"))
+
+
+def test_a_race_records_the_winner_and_the_cancelled_losers(write_config: Callable[[str], Path]) -> None:
+    # The scripted test provider (a test double) stands in for models here: what is checked is
+    # how a strategy's decision trail lands in MLflow, not what a model answers.
+    client = orchlab.get_llm_client(
+        write_config(
+            """
+            project: trk
+            providers:
+              quick:
+                type: test
+                options: {models: {m: {reply: "fast answer", latency_s: 0.02,
+                                       input_price_per_mtok: 1.0, output_price_per_mtok: 2.0}}}
+              slow:
+                type: test
+                options: {models: {m: {reply: "w1 w2 w3 w4 w5 w6 w7 w8", latency_s: 0.01, tokens_per_s: 20}}}
+            roles:
+              race: {provider: slow, model: m, strategy: parallel, candidates: ["quick:m"]}
+            """
+        )
+    )
+    r = client.run("race", ASK)
+    assert r.target == "quick:m"
+    flushed()
+
+    trace = mlflow_client(uri_of(client)).get_trace(r.trace_id)
+    root, *attempts = trace.data.spans
+    outcomes = {s.get_attribute("orchlab.provider"): s.get_attribute("orchlab.outcome") for s in attempts}
+    assert outcomes == {"quick": "ok", "slow": "cancelled"}
+    loser = next(s for s in attempts if s.get_attribute("orchlab.provider") == "slow")
+    assert loser.status.status_code == "UNSET"
+    assert root.get_attribute("orchlab.strategy") == "parallel"
+    assert root.get_attribute("orchlab.decision")["winner"] == "quick:m"
+    assert trace.info.tags["orchlab.strategy"] == "parallel"
+    # the loser has no price, so orchlab's total is unknown; MLflow sums the priced attempts only
+    winner = next(a for a in r.decision.attempts if a.outcome == "ok")
+    assert r.cost_usd is None and r.cost_note
+    assert winner.cost_usd == pytest.approx((3 * 1.0 + 2 * 2.0) / 1e6)  # 3 words in, 2 out
+    assert json.loads(trace.info.trace_metadata["mlflow.trace.cost"])["total_cost"] == winner.cost_usd
+    assert root.get_attribute("orchlab.cost_note") == r.cost_note

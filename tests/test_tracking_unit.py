@@ -23,7 +23,11 @@ from orchlab.tracking.prompts import PromptMessage, _prompt_uri
 from orchlab.tracking.records import REDACTED, new_trace_id, scrub, trace_payload
 from orchlab.tracking.settings import resolve_settings
 from orchlab.types import Attempt, Decision, LLMResponse, Message, Usage
-from tests.tracking_support import API_KEY, loop_config  # noqa: F401  (fixture)
+from tests.tracking_support import (  # noqa: F401  (the *_fixture names register fixtures)
+    API_KEY,
+    loop_config_fixture,
+    tracking_on_fixture,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,7 +106,7 @@ def test_bad_orch_tracking_value_is_a_config_error(monkeypatch: pytest.MonkeyPat
 @pytest.mark.parametrize("uri", ["./mlruns", "file:///tmp/mlruns", "sqlite://"])
 def test_stores_that_lose_or_cannot_filter_traces_are_refused(uri: str) -> None:
     cfg = _config(f'project: p\ntracking: {{tracking_uri: "{uri}"}}\n')
-    with pytest.raises(ConfigValidationError, match="tracking.tracking_uri"):
+    with pytest.raises(ConfigValidationError, match=r"tracking\.tracking_uri"):
         resolve_settings(cfg.tracking, project="p", env="dev")
 
 
@@ -113,7 +117,7 @@ def test_unknown_tracking_key_names_its_path() -> None:
 
 
 def test_tracking_off_leaves_responses_untraced(
-    loop_config: Path,  # noqa: F811
+    loop_config: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import orchlab
@@ -192,7 +196,8 @@ def test_payload_has_a_root_span_and_one_span_per_attempt_with_real_times(
     failed = Attempt(
         "openai", "gpt-big", "error", 0.5, stage="fallback 1", started_at=t0,
         error=f"HTTP 500 (key {API_KEY})", error_type="ProviderUnavailableError",
-        params={"temperature": 0, "api_key": "inline-secret-value", "extra_headers": {"Authorization": "B x"}},
+        params={"temperature": 0, "api_key": "inline-secret-value",
+                "extra_headers": {"Authorization": "B x"}},
     )  # fmt: skip
     ok = Attempt(
         "openai", "gpt-small", "ok", 0.25, Usage(13, 7, cache_read_tokens=3), cost_usd=0.0000164,
@@ -244,9 +249,14 @@ def test_payload_of_a_failed_call_and_of_a_registered_prompt() -> None:
     ctx = CallContext(
         role="chat",
         strategy="single",
-        messages=(PromptMessage("system", "Be brief.", "greet", "3"), PromptMessage("user", "Hi Ann", "greet", "3")),
+        messages=(
+            PromptMessage("system", "Be brief.", "greet", "3"),
+            PromptMessage("user", "Hi Ann", "greet", "3"),
+        ),
     )
-    ctx.attempts = [Attempt("loop", "m", "error", 0.1, started_at=ctx.started_at, error="down", error_type="X")]
+    ctx.attempts = [
+        Attempt("loop", "m", "error", 0.1, started_at=ctx.started_at, error="down", error_type="X")
+    ]
     payload = trace_payload(
         CallRecord(ctx, None, RuntimeError("down"), ctx.started_at + 0.1), new_trace_id(),
         link=None, base_tags={}, provider_kinds={}, secrets=(),
@@ -288,7 +298,7 @@ def test_prompt_sets_load_from_lists_and_dataset_files(tmp_path: Path) -> None:
         load_prompts("What is 2+2?")
 
 
-def test_compare_targets_are_roles_models_or_strategies(loop_config: Path) -> None:  # noqa: F811
+def test_compare_targets_are_roles_models_or_strategies(loop_config: Path) -> None:
     import orchlab
 
     client = orchlab.get_llm_client(loop_config)

@@ -1,4 +1,7 @@
-"""Fixtures for the tracking tests: a real MLflow SQLite store per test, a loopback-backed config."""
+"""Fixtures for the tracking tests: a real MLflow SQLite store per test, a loopback-backed config.
+
+Import the ``*_fixture`` functions into a test module to use the fixtures (``store``, ...).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +17,14 @@ from tests.servers.openai_wire import OpenAIWireServer
 API_KEY = "sk-loop-0123456789-SECRET-abcdef"
 
 
-@pytest.fixture(scope="session")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(autouse=True, name="tracking_on")
+def tracking_on_fixture(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tracking as a user gets it (on), whatever the shared fixtures set for other tests."""
+    monkeypatch.delenv("ORCH_TRACKING", raising=False)
+
+
+@pytest.fixture(scope="session", name="template_db")
+def template_db_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty MLflow SQLite store with its schema migrated, made once (migrating takes seconds)."""
     from mlflow.tracking import MlflowClient
 
@@ -24,16 +33,16 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture
-def store(tmp_path: Path, template_db: Path) -> Path:
+@pytest.fixture(name="store")
+def store_fixture(tmp_path: Path, template_db: Path) -> Path:
     """This test's own store: ``mlflow.db`` in its working directory (orchlab's default place)."""
     path = tmp_path / "mlflow.db"
     shutil.copyfile(template_db, path)
     return path
 
 
-@pytest.fixture
-def loop_config(
+@pytest.fixture(name="loop_config")
+def loop_config_fixture(
     write_config: Callable[[str], Path], openai_server: OpenAIWireServer, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
     """Roles on the loopback OpenAI server, priced, with a fallback chain; the key is in the env."""

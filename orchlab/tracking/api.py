@@ -62,15 +62,14 @@ def settings_for(
 
 def connected(settings: TrackingSettings, timeout: float = READ_FLUSH_TIMEOUT_S) -> Destination:
     """Flush what is queued, then the store's live handles (for reading on the caller's thread)."""
-    if not writer().flush(timeout):
-        warn_problems()
-        status = writer().status()["stores"].get(settings.key) or {}
-        if status.get("down_since_s") is not None:
-            raise TrackingError(
-                f"the tracking store {settings.tracking_uri} is unreachable ({status['last_error'][:300]}); "
-                "records made meanwhile are kept and written when it is back"
-            )
+    done = writer().flush(timeout)
     warn_problems()
+    status = writer().status()["stores"].get(settings.key) or {}
+    if not done and status.get("down_since_s") is not None:
+        raise TrackingError(
+            f"the tracking store {settings.tracking_uri} is unreachable ({status['last_error'][:300]}); "
+            "records made meanwhile are kept and written when it is back"
+        )
     return writer().call(settings, _connected, timeout)
 
 

@@ -482,8 +482,10 @@ class Comparison:
         """Read every rating of these answers back from MLflow (wherever it was given), log the
         per-target rating metrics to the runs, and return the updated summary."""
         from orchlab.tracking.api import connected
-        from orchlab.tracking.history import _latest
+        from orchlab.tracking.history import latest_assessment
 
+        if not any(row.get("trace_id") for row in self.rows):
+            return self.summary  # nothing was traced (tracking off)
         dest = connected(self.settings)
         for row in self.rows:
             if not row.get("trace_id"):
@@ -492,8 +494,8 @@ class Comparison:
                 info = dest.tracing.get_trace_info(row["trace_id"])
             except Exception:
                 continue
-            rating = _latest(info.assessments or [], "rating")
-            thumbs = _latest(info.assessments or [], "thumbs")
+            rating = latest_assessment(info.assessments or [], "rating")
+            thumbs = latest_assessment(info.assessments or [], "thumbs")
             row["rating"] = None if rating is None else rating.value
             row["thumbs"] = None if thumbs is None else bool(thumbs.value)
         if self.runs:

@@ -115,7 +115,7 @@ def give_feedback(
                     "this store (orchlab.history() lists them)"
                 ) from None
             raise
-        dest._write_feedback(payload)
+        dest.write_feedback(payload)
 
     w.call(tracking.settings, check_and_write, timeout=CHECK_TIMEOUT_S)
     return Rating(trace_id, name, value, comment, who, queued=False)

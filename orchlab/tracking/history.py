@@ -118,7 +118,7 @@ def filter_string(
     return " AND ".join(parts)
 
 
-def _latest(assessments: Sequence[Any], name: str) -> Any:
+def latest_assessment(assessments: Sequence[Any], name: str) -> Any:
     found = [a for a in assessments if getattr(a, "name", None) == name and getattr(a, "valid", True)]
     if not found:
         return None
@@ -135,8 +135,8 @@ def _row(info: Any) -> dict[str, Any]:
             cost = json.loads(meta["mlflow.trace.cost"])
         except ValueError:
             cost = None
-    rating = _latest(info.assessments or [], "rating")
-    thumbs = _latest(info.assessments or [], "thumbs")
+    rating = latest_assessment(info.assessments or [], "rating")
+    thumbs = latest_assessment(info.assessments or [], "thumbs")
     comment_from = max(
         (a for a in (rating, thumbs) if a is not None),
         key=lambda a: getattr(a, "create_time_ms", 0) or 0,

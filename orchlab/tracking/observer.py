@@ -18,7 +18,7 @@ from orchlab.providers.registry import kind_of
 from orchlab.tracking.context import TraceLink, current_link, is_untracked
 from orchlab.tracking.records import env_secrets, new_trace_id, trace_payload
 from orchlab.tracking.settings import TrackingSettings, normalize_uri, resolve_settings
-from orchlab.tracking.writer import _Call, warn_problems, writer
+from orchlab.tracking.writer import CallItem, warn_problems, writer
 
 if TYPE_CHECKING:
     from orchlab.orchestrator import Orchestrator
@@ -60,8 +60,8 @@ class Tracking:
                 record.error.trace_id = trace_id  # type: ignore[attr-defined]
         link = current_link()
         w = writer()
-        w.submit(self.settings, _Call(partial(self._payload, record, trace_id, link)), trace_id=trace_id)
-        if w._problems:
+        w.submit(self.settings, CallItem(partial(self._payload, record, trace_id, link)), trace_id=trace_id)
+        if w.has_new_problems:
             warn_problems()
 
     # --- the writer thread -----------------------------------------------------------------
@@ -106,11 +106,6 @@ class Tracking:
 
         return give_feedback(self, response_or_trace_id, rating, comment=comment, user=user)
 
-    def flush(self, timeout: float | None = None) -> bool:
-        from orchlab.tracking.api import flush
-
-        return flush(timeout)
-
 
 def attach(orchestrator: Orchestrator) -> Tracking:
     """Resolve the client's tracking settings and, when on, observe its calls."""
@@ -122,6 +117,7 @@ def attach(orchestrator: Orchestrator) -> Tracking:
     if settings.enabled:
         orchestrator.observers.add(tracking)
         _current = tracking
+        writer().replay_if_spooled(settings)
     return tracking
 
 

@@ -21,13 +21,18 @@ def _num(value: Any) -> float | None:
 
 def cost_latency(summary: pd.DataFrame, ax: Axes) -> Axes:
     """Each target at (p50 latency, mean cost per call); the bar to the right reaches p95."""
-    for label, row in summary.iterrows():
+    top = 0.0
+    for i, (label, row) in enumerate(summary.iterrows()):
         x, x95, y = _num(row["latency_p50_s"]), _num(row["latency_p95_s"]), _num(row["mean_cost_usd"])
         if x is None:
             continue
         y = 0.0 if y is None else y
+        top = max(top, y)
         ax.errorbar([x], [y], xerr=[[0.0], [max(0.0, (x95 or x) - x)]], fmt="o", capsize=3)
-        ax.annotate(str(label), (x, y), textcoords="offset points", xytext=(6, 6), fontsize=9)
+        # staggered labels: targets with the same cost (all local: $0) do not overwrite each other
+        ax.annotate(str(label), (x, y), textcoords="offset points", xytext=(6, 6 + 12 * (i % 4)), fontsize=9)
+    top = top or 1e-6
+    ax.set_ylim(-0.05 * top, 1.35 * top)
     ax.set_xlabel("latency p50 (s), bar to p95")
     ax.set_ylabel("mean cost per call (USD)")
     ax.set_title("cost vs latency")

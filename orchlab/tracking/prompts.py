@@ -96,10 +96,9 @@ def _wrap(pv: Any) -> RegisteredPrompt:
 
 def _registry(settings: TrackingSettings) -> Any:
     """An MlflowClient on the store (on the caller's thread: a prompt is needed right now)."""
-    from orchlab.tracking.writer import Destination, writer
+    from orchlab.tracking.writer import store_reachable
 
-    dest = Destination(settings, writer())
-    if not dest.reachable():
+    if not store_reachable(settings):
         raise PromptError(
             f"the prompt registry at {settings.tracking_uri} does not answer; start the MLflow "
             "server or point ORCH_TRACKING_URI / tracking.tracking_uri at one that runs"

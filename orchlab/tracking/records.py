@@ -57,8 +57,12 @@ def env_secrets() -> set[str]:
 
 def scrub(value: Any, secrets: Iterable[str]) -> Any:
     """``value`` with secret-looking keys redacted and every known secret value masked."""
-    secrets = sorted({s for s in secrets if len(s) >= _MIN_SECRET_LEN}, key=len, reverse=True)
-    return _scrub(value, secrets)
+    return _scrub(value, _longest_first(secrets))
+
+
+def _longest_first(secrets: Iterable[str]) -> list[str]:
+    """Secrets worth masking, longest first (so a key containing another is masked whole)."""
+    return sorted({s for s in secrets if len(s) >= _MIN_SECRET_LEN}, key=len, reverse=True)
 
 
 def _scrub(value: Any, secrets: list[str]) -> Any:
@@ -208,8 +212,7 @@ def trace_payload(
     response = record.response
     error = record.error
     otel_trace_id = int(trace_id.removeprefix("tr-"), 16)
-    secret_list = sorted({s for s in secrets if len(s) >= _MIN_SECRET_LEN}, key=len, reverse=True)
-    build = _SpanBuilder(trace_id, otel_trace_id, secret_list)
+    build = _SpanBuilder(trace_id, otel_trace_id, _longest_first(secrets))
     messages = _messages(ctx.messages)
 
     decision = response.decision if response is not None else None

@@ -72,12 +72,12 @@ class Job:
 
 
 @dataclass
-class _Call:
+class CallItem:
     build: Callable[[], dict[str, Any]]
     """Builds the trace payload; runs on the writer thread."""
 
 
-Item = dict[str, Any] | Job | _Call
+Item = dict[str, Any] | Job | CallItem
 
 
 class Destination:
@@ -96,6 +96,10 @@ class Destination:
         self.last_error: str | None = None
         self.isolate = 0
         self.spill_seq = itertools.count()
+        self.replay_due = True
+        """Spool files may hold older records for this store (another process's, or ours)."""
+        self.own_spills: set[str] = set()
+        """Spool files this process wrote while running: their records still count as outstanding."""
         self._prompt_versions: dict[tuple[str, str], Any] = {}
 
     @property
@@ -109,17 +113,7 @@ class Destination:
     # --- connecting ------------------------------------------------------------------------
 
     def reachable(self) -> bool:
-        """A cheap check that does not go through MLflow's long HTTP retry loop."""
-        if not self.settings.is_http:
-            return True
-        import urllib.request
-
-        try:
-            url = f"{self.settings.tracking_uri}/health"
-            with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT_S) as r:
-                return bool(200 <= r.status < 300)
-        except Exception:
-            return False
+        return store_reachable(self.settings)
 
     def connect(self) -> None:
         if self.ready:
@@ -137,7 +131,6 @@ class Destination:
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         self.experiment_id = ensure_experiment(client, self.settings)
         self.client, self.tracing = client, TracingClient(uri)
-        self.replay_spool()
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -153,6 +146,9 @@ class Destination:
         except Exception as exc:
             self._went_down(exc)
             return
+        if self.replay_due:
+            self.replay_due = False
+            self.replay_spool()
         while self.pending:
             head = self.pending[0]
             if isinstance(head, Job):
@@ -200,7 +196,7 @@ class Destination:
         if kind == "trace":
             self._write_traces(batch)
         elif kind == "feedback":
-            self._write_feedback(batch[0])
+            self.write_feedback(batch[0])
         elif kind == "run":
             self._write_run(batch[0])
         else:
@@ -221,7 +217,14 @@ class Destination:
             if payload.get("run_id"):
                 by_run.setdefault(payload["run_id"], []).append(payload["trace_id"])
         for run_id, trace_ids in by_run.items():
-            self.client.link_traces_to_run(trace_ids, run_id)
+            try:
+                for i in range(0, len(trace_ids), 100):  # MLflow links at most 100 per request
+                    self.client.link_traces_to_run(trace_ids[i : i + 100], run_id)
+            except Exception as exc:
+                if not self._record_problem(exc):
+                    raise
+                # The traces are stored (and tagged); only the link to a run MLflow refused is missing.
+                log.warning("orchlab: could not link %d trace(s) to run %s: %s", len(trace_ids), run_id, exc)
         for payload in batch:
             for prompt in payload.get("prompts", ()):
                 self._link_prompt(payload["trace_id"], prompt["name"], prompt["version"])
@@ -237,7 +240,7 @@ class Destination:
             # The trace itself is stored and tagged with the prompt; only MLflow's link is missing.
             log.warning("orchlab: could not link prompt %s/%s to trace %s: %s", name, version, trace_id, exc)
 
-    def _write_feedback(self, p: dict[str, Any]) -> None:
+    def write_feedback(self, p: dict[str, Any]) -> None:
         from mlflow.entities import AssessmentSource, AssessmentSourceType, Feedback
 
         feedback = Feedback(
@@ -287,8 +290,6 @@ class Destination:
         else:
             self.backoff = min(self.backoff * 2, BACKOFF_MAX_S)
         self.retry_at = now + self.backoff
-        if not self.ready:
-            self.client = self.tracing = None
 
     def _came_back(self) -> None:
         if self.down_since is not None:
@@ -319,6 +320,8 @@ class Destination:
                 f.write(json.dumps(line, default=str) + "\n")
         moved = {id(p) for p in out}
         self.pending = deque(p for p in self.pending if id(p) not in moved)
+        self.replay_due = True
+        self.own_spills.add(name)
         return n
 
     def replay_spool(self) -> None:
@@ -328,6 +331,7 @@ class Destination:
             return
         files = sorted(folder.glob(f"{self.settings.spool_name}.*.jsonl"), key=_spool_order)
         loaded: list[dict[str, Any]] = []
+        counted = 0
         for path in files:
             claimed = path.with_name(f"{path.name}.claimed-{os.getpid()}")
             try:
@@ -340,12 +344,36 @@ class Destination:
             except (OSError, ValueError) as exc:
                 log.warning("orchlab: cannot read spool file %s: %s", claimed, exc)
                 continue
-            loaded.extend(p for p in lines if p.get("kind") != "destination")
+            records = [p for p in lines if p.get("kind") != "destination"]
+            loaded.extend(records)
+            if path.name in self.own_spills:
+                self.own_spills.discard(path.name)
+                counted += len(records)
             claimed.unlink(missing_ok=True)
         if loaded:
             self.pending.extendleft(reversed(loaded))
-            self.writer.added(len(loaded))
+            self.writer.added(len(loaded) - counted)
             log.info("orchlab: replaying %d spooled record(s) into %s", len(loaded), self.settings.key)
+
+
+def store_reachable(settings: TrackingSettings) -> bool:
+    """A cheap check (a server's ``/health``) that avoids MLflow's minutes-long HTTP retry loop."""
+    if not settings.is_http:
+        return True
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{settings.tracking_uri}/health", timeout=HEALTH_TIMEOUT_S) as r:
+            return bool(200 <= r.status < 300)
+    except Exception:
+        return False
+
+
+def _spool_records(path: Path) -> list[str]:
+    try:
+        return [line for line in path.read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
+    except OSError:
+        return []
 
 
 def _spool_order(path: Path) -> tuple[float, str]:
@@ -388,7 +416,8 @@ class Writer:
         self._busy = threading.Lock()
         self._stop = threading.Event()
         self._atexit = False
-        self._known: OrderedDict[str, str] = OrderedDict()
+        self._known: OrderedDict[str, None] = OrderedDict()
+        """Trace ids queued by this process (newest last): a rating of one can simply queue behind it."""
         self._problems: list[str] = []
         self._warned_problems = 0
         self.rejected = 0
@@ -400,7 +429,7 @@ class Writer:
             self._inbox.append((settings, item))
             self._outstanding += 1
             if trace_id is not None:
-                self._known[trace_id] = settings.key
+                self._known[trace_id] = None
                 if len(self._known) > KNOWN_TRACES:
                     self._known.popitem(last=False)
             if self._thread is None:
@@ -427,12 +456,24 @@ class Writer:
                 "start it (or fix ORCH_TRACKING_URI / tracking.tracking_uri) and try again"
             ) from None
 
+    def replay_if_spooled(self, settings: TrackingSettings) -> bool:
+        """If an earlier process left records for this store, write them now (in the background)."""
+        folder = settings.spool_dir
+        if not folder.is_dir() or not any(folder.glob(f"{settings.spool_name}.*.jsonl")):
+            return False
+        self.submit(settings, Job(lambda dest: None))  # connecting replays the spool first
+        return True
+
     def knows(self, trace_id: str) -> bool:
         with self._cond:
             return trace_id in self._known
 
     def flush(self, timeout: float | None = None, *, give_up_when_down: bool = False) -> bool:
-        """Wait until every record queued so far is stored; True if so, False on timeout."""
+        """Wait until nothing waits to be written; True if so, False on timeout.
+
+        ``give_up_when_down``: return as soon as every store with records waiting has failed a
+        fresh attempt (interpreter exit does not wait for a server that is down).
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             if self._thread is None:
@@ -448,6 +489,10 @@ class Writer:
                     break
                 self._cond.wait(wait)
             return self._outstanding == 0
+
+    @property
+    def has_new_problems(self) -> bool:
+        return len(self._problems) > self._warned_problems
 
     def take_problems(self) -> list[str]:
         """Problems not yet reported to the user (each reported once)."""
@@ -550,7 +595,7 @@ class Writer:
     def _round(self, items: list[tuple[TrackingSettings, Item]], force: bool) -> None:
         for settings, item in items:
             dest = self._dest(settings)
-            if isinstance(item, _Call):
+            if isinstance(item, CallItem):
                 try:
                     payload = item.build()
                 except Exception as exc:
@@ -589,7 +634,7 @@ class Writer:
         try:
             for settings, item in leftovers:
                 dest = self._dest(settings)
-                if isinstance(item, _Call):
+                if isinstance(item, CallItem):
                     try:
                         dest.pending.append(item.build())
                     except Exception:
@@ -603,14 +648,16 @@ class Writer:
             for dest in self._dests.values():
                 for job in [j for j in dest.pending if isinstance(j, Job)]:
                     job.future.cancel()
+                # What is on disk goes to the next writer of this store: no longer ours to wait for.
+                earlier = sum(len(_spool_records(dest.settings.spool_dir / f)) for f in dest.own_spills)
                 try:
                     n = dest.spill(keep=0)
                 except OSError as exc:
                     print(f"orchlab: could not spool tracking records: {exc}", file=sys.stderr)
                     continue
-                # Spooled records are replayed by the next connection to this store.
-                dest.experiment_id = None
-                self.done(n + sum(1 for j in dest.pending if isinstance(j, Job)))
+                dest.own_spills.clear()
+                self.done(n + earlier + sum(1 for j in dest.pending if isinstance(j, Job)))
+                n += earlier
                 dest.pending.clear()
                 if n:
                     spooled.append(f"{n} to {dest.settings.spool_dir} (store {dest.settings.tracking_uri})")
@@ -643,7 +690,7 @@ def writer() -> Writer:
 def warn_problems() -> None:
     """Report, once each, what went wrong in the background (on the user's thread)."""
     w = _writer
-    if w is None or not w._problems or w._warned_problems >= len(w._problems):
+    if w is None or not w.has_new_problems:
         return
     for text in w.take_problems():
         warnings.warn(f"orchlab tracking: {text}", OrchlabWarning, stacklevel=3)
