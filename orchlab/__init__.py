@@ -18,10 +18,12 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
+    "AllAttemptsFailedError": "orchlab.errors",
     "AuthError": "orchlab.errors",
     "BudgetExceededError": "orchlab.errors",
     "ConfigError": "orchlab.errors",
     "ContextWindowError": "orchlab.errors",
+    "EnsembleMode": "orchlab.strategies.base",
     "LLMResponse": "orchlab.types",
     "ModelInfo": "orchlab.catalog.model_info",
     "Orchestrator": "orchlab.orchestrator",
@@ -29,6 +31,9 @@ _EXPORTS: dict[str, str] = {
     "ProviderError": "orchlab.errors",
     "RateLimitError": "orchlab.errors",
     "ResolvedLLMConfig": "orchlab.resolution",
+    "Strategy": "orchlab.strategies.base",
+    "StrategyError": "orchlab.errors",
+    "TaskType": "orchlab.strategies.routing",
     "Tier": "orchlab.catalog.model_info",
     "UnknownCostError": "orchlab.errors",
     "Usage": "orchlab.types",
@@ -48,6 +53,7 @@ if TYPE_CHECKING:
     from orchlab.catalog.model_info import ModelInfo, Tier
     from orchlab.config.loader import load_config
     from orchlab.errors import (
+        AllAttemptsFailedError,
         AuthError,
         BudgetExceededError,
         ConfigError,
@@ -55,10 +61,13 @@ if TYPE_CHECKING:
         OrchlabError,
         ProviderError,
         RateLimitError,
+        StrategyError,
         UnknownCostError,
     )
     from orchlab.orchestrator import Orchestrator, get_llm_client
     from orchlab.resolution import ResolvedLLMConfig
+    from orchlab.strategies.base import EnsembleMode, Strategy
+    from orchlab.strategies.routing import TaskType
     from orchlab.tracking.api import flush
     from orchlab.tracking.compare import compare
     from orchlab.tracking.history import history, usage_history
