@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from orchlab.notebook import NotebookSession, set_session
 from orchlab.notebook.args import ArgsError, parse_cell_args
 from orchlab.notebook.interpolate import InterpolationError, interpolate
 from orchlab.notebook.magics import LLMCallError
+from orchlab.render import format_latency
 from orchlab.types import LLMResponse
 
 CONFIG = """\
@@ -45,15 +47,14 @@ def shell() -> InteractiveShell:
 
 
 @pytest.fixture
-def session(write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[NotebookSession]:
-    """Tracking off (the tracked tests use `tracked_session`)."""
-    monkeypatch.setenv("ORCH_TRACKING", "0")
+def session(write_config: Callable[..., Path]) -> Iterator[NotebookSession]:
     s = NotebookSession(write_config(CONFIG))
     s.live_mode = "display"
     s.live_interval_s = 0.0  # every delta updates the display: the test can count them
     set_session(s)
     yield s
     set_session(None)
+    s.close()
 
 
 def cell(shell: InteractiveShell, line: str, body: str) -> tuple[Any, Any]:
@@ -163,14 +164,15 @@ def test_cell_streams_then_renders_markdown_with_footer(
     assert first.data == {"text/plain": ""} and not first.update
     assert len(updates) >= 3 and all(u.update for u in updates)
     texts = [u.data["text/plain"].removesuffix("▌") for u in updates[:-1]]
-    assert all(b.startswith(a) and len(b) > len(a) for a, b in zip(texts, texts[1:], strict=False))
+    assert all(b.startswith(a) and len(b) > len(a) for a, b in itertools.pairwise(texts))
     assert texts[-1].strip() == response.content
     assert updates[-1].data == {"text/plain": ""}
     # the final answer: markdown + text + metadata, with the footer
     assert not final.update
     assert final.data["text/markdown"] == (
         f"{response.content}\n\n<sub>local · gemma-3-270m · {response.usage.input_tokens} → "
-        f"{response.usage.output_tokens} tokens · {_cost(response)} · {response.latency_s:.2f} s</sub>"
+        f"{response.usage.output_tokens} tokens · {_cost(response)} · "
+        f"{format_latency(response.latency_s)}</sub>"
     )
     assert final.metadata["orchlab"]["output_tokens"] == response.usage.output_tokens > 0
     assert final.metadata["orchlab"]["latency_s"] == round(response.latency_s, 4)
@@ -274,11 +276,11 @@ def test_use_rebinds_a_role_for_the_session(shell: InteractiveShell, session: No
     assert msg.text.startswith("llm.inference: local:gemma-3-270m → local2:gemma-3-270m (for this session")
     roles = {r["role"]: r for r in shell.run_line_magic("llm", "roles").records()}
     assert roles["llm.inference"]["provider"] == "local2"
-    assert roles["llm.inference"]["bound by"] == "session (use)"
+    assert roles["llm.inference"]["bound by"] == "session"
     assert roles["llm.preprocess"]["bound by"] == "config"
     _, ns = cell(shell, "--no-stream -o r", "What is 2+2?")
     assert ns["r"].provider == "local2"
-    with pytest.raises(UsageError, match="role 'llm.infer' is not defined.*did you mean 'llm.inference'"):
+    with pytest.raises(UsageError, match=r"role 'llm\.infer' is not defined.*did you mean 'llm\.inference'"):
         shell.run_line_magic("llm", "use llm.infer local:gemma-3-270m")
     with pytest.raises(UsageError, match="provider 'nowhere' is not defined"):
         shell.run_line_magic("llm", "use llm.inference nowhere:m")
@@ -307,12 +309,14 @@ def test_missing_key_names_provider_env_var_and_role(
         """,
         name="cloud.yaml",
     )
-    set_session(NotebookSession(path))
+    s = NotebookSession(path)
+    set_session(s)
     try:
         with pytest.raises(LLMCallError) as info:
             shell.run_cell_magic("llm", "", "hi")
     finally:
         set_session(None)
+        s.close()
     text = str(info.value)
     assert text.startswith("AuthError: ")
     assert "ORCH_AUTH_OPENAI_API_KEY" in text
@@ -333,12 +337,14 @@ def test_provider_failure_names_role_and_target(
         """,
         name="dead.yaml",
     )
-    set_session(NotebookSession(path))
+    s = NotebookSession(path)
+    set_session(s)
     try:
         with capture_output(), pytest.raises(LLMCallError) as info:
             shell.run_cell_magic("llm", "", "hi")
     finally:
         set_session(None)
+        s.close()
     text = str(info.value)
     assert text.startswith("ProviderConnectionError: openai:gpt-4.1-mini")
     assert text.endswith("[role 'llm.inference']")
@@ -356,7 +362,7 @@ def test_config_subcommand_shows_and_switches(
     shown = {r["setting"]: r["value"] for r in shell.run_line_magic("llm", f"config {other}").records()}
     assert (shown["project"], shown["file"]) == ("other_project", str(other))
     assert session.client.config.project == "other_project"
-    with pytest.raises(LLMCallError, match="ConfigFileError: config file not found: .*missing.yaml"):
+    with pytest.raises(LLMCallError, match=r"ConfigFileError: config file not found: .*missing\.yaml"):
         shell.run_line_magic("llm", "config missing.yaml")
     assert session.client.config.project == "other_project"
 
@@ -377,12 +383,18 @@ def test_strategy_option_shows_the_strategy_in_the_footer(
     cap, ns = cell(shell, "-r llm.inference -s local_first --max-tokens 8 -o r", "What is 2+2?")
     r = ns["r"]
     assert r.decision.strategy == "local_first"
-    assert cap.outputs[-1].data["text/plain"].endswith(f"{r.latency_s:.2f} s · local_first")
+    assert cap.outputs[-1].data["text/plain"].endswith(f"{format_latency(r.latency_s)} · local_first")
 
 
 @pytest.mark.slow
-def test_ensemble_option_votes(shell: InteractiveShell, session: NotebookSession, write_config) -> None:
-    path = write_config(CONFIG + "        candidates: [local2:gemma-3-270m]\n", name="ensemble.yaml")
+def test_ensemble_option_votes(
+    shell: InteractiveShell, session: NotebookSession, write_config: Callable[..., Path]
+) -> None:
+    with_candidates = CONFIG.replace(
+        "description: the main answer\n",
+        "description: the main answer\n        candidates: [local2:gemma-3-270m]\n",
+    )
+    path = write_config(with_candidates, name="ensemble.yaml")
     cap, ns = cell(shell, f"--config {path} --ensemble vote --max-tokens 8 -o r", "What is 2+2?")
     r = ns["r"]
     assert r.content == "2+2 = 4"
@@ -395,14 +407,19 @@ def test_ensemble_option_votes(shell: InteractiveShell, session: NotebookSession
 
 
 @pytest.fixture
-def tracked_session(write_config: Callable[..., Path]) -> Iterator[NotebookSession]:
+def tracked_session(
+    write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[NotebookSession]:
+    """Tracking on, into ``mlflow.db`` in the test's temp dir; flushed before the test ends."""
     import orchlab
 
+    monkeypatch.setenv("ORCH_TRACKING", "1")  # the tests' default is off (conftest)
     s = NotebookSession(write_config(CONFIG))
     s.live_mode = "display"
     set_session(s)
     yield s
     set_session(None)
+    s.close()
     assert orchlab.flush(timeout=120)
 
 
@@ -467,3 +484,49 @@ def test_registered_prompt_fills_its_variable_from_the_cell(
     assert set(zip(history["prompt_name"], history["prompt_version"], strict=True)) == {("capital", "1")}
     with pytest.raises(LLMCallError, match="could not load prompt 'nosuch@1'"):
         shell.run_cell_magic("llm", "--prompt nosuch@1", "x")
+
+
+@pytest.mark.slow
+def test_no_log_leaves_no_trace_and_no_buttons(
+    shell: InteractiveShell, tracked_session: NotebookSession
+) -> None:
+    import orchlab
+
+    cap, ns = cell(shell, "--no-log --max-tokens 8 -o r", "What is 2+2?")
+    assert ns["r"].content == "2+2 = 4"
+    assert ns["r"].trace_id is None
+    assert cap.outputs[-1].data["text/plain"].startswith("2+2 = 4\n── local")  # no feedback buttons
+    _, ns = cell(shell, "--max-tokens 8 -o logged", "What is 3+3?")
+    history = orchlab.history(client=tracked_session.client)
+    assert list(history["trace_id"]) == [ns["logged"].trace_id]
+
+
+# --- line subcommands backed by the catalog, the usage tracker and the budgets ------------------
+
+
+def test_models_subcommand_filters_the_catalog(shell: InteractiveShell, session: NotebookSession) -> None:
+    frame = shell.run_line_magic("llm", "models --local")
+    assert list(frame["target"]) == ["local:gemma-3-270m"]  # the bound models (no discovery)
+    assert set(frame["tier"]) == {"fast"} and set(frame["input_per_mtok"]) == {0.0}
+    assert shell.run_line_magic("llm", "models --cloud").text == (
+        "no model in this config's catalog matches those filters"
+    )
+    with pytest.raises(LLMCallError, match="unknown capability 'telepathy'"):
+        shell.run_line_magic("llm", "models --capability telepathy")
+
+
+@pytest.mark.slow
+def test_usage_and_budget_subcommands(shell: InteractiveShell, session: NotebookSession) -> None:
+    session.client.budgets.set(session_usd=0.5)
+    cell(shell, "--no-stream --max-tokens 4", "What is 2+2?")
+    usage = shell.run_line_magic("llm", "usage")
+    row = usage.set_index("role").loc["llm.inference"]
+    assert (row["calls"], row["output_tokens"], row["cost_usd"]) == (1, 4, 0.0)
+    budget = shell.run_line_magic("llm", "budget").records()
+    assert budget[0] == {
+        "budget": "session",
+        "limit": "$0.5",
+        "spent": "$0",
+        "reserved": "$0",
+        "remaining": "$0.5",
+    }

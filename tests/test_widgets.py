@@ -52,17 +52,18 @@ def config_path(write_config: Callable[..., Path]) -> Path:
 
 
 @pytest.fixture
-def client(config_path: Path, monkeypatch: pytest.MonkeyPatch) -> Orchestrator:
-    """Tracking off: for the tests that do not read MLflow back."""
-    monkeypatch.setenv("ORCH_TRACKING", "0")
-    return get_llm_client(config_path)
+def client(config_path: Path) -> Iterator[Orchestrator]:
+    """Tracking off (the tests' default): for the tests that do not read MLflow back."""
+    with get_llm_client(config_path) as made:
+        yield made
 
 
 @pytest.fixture
-def tracked(config_path: Path) -> Iterator[Orchestrator]:
+def tracked(config_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Orchestrator]:
     """Tracking on, into ``mlflow.db`` in the test's temp dir; everything flushed before it ends."""
-    client = get_llm_client(config_path)
-    yield client
+    monkeypatch.setenv("ORCH_TRACKING", "1")
+    with get_llm_client(config_path) as client:
+        yield client
     assert orchlab.flush(timeout=120)
 
 
@@ -187,10 +188,7 @@ def test_picker_save_writes_the_yaml_keeping_comments_and_keys(
     assert client.resolve("llm.inference").target == "local2:gemma-3-270m-alt"
 
 
-def test_picker_save_writes_the_env_overlay_when_it_defines_the_role(
-    config_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ORCH_TRACKING", "0")
+def test_picker_save_writes_the_env_overlay_when_it_defines_the_role(config_path: Path) -> None:
     prod = get_llm_client(config_path, env="prod")
     picker = widgets.model_picker(prod, role="llm.preprocess")
     assert (picker.provider.value, picker.model.value) == ("local2", "gemma-3-270m")
@@ -205,8 +203,7 @@ def test_picker_save_writes_the_env_overlay_when_it_defines_the_role(
     )
 
 
-def test_picker_refuses_to_edit_the_built_in_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ORCH_TRACKING", "0")
+def test_picker_refuses_to_edit_the_built_in_default() -> None:
     default = get_llm_client()
     picker = widgets.model_picker(default)
     picker.save.click()
@@ -218,10 +215,11 @@ def test_picker_save_never_writes_a_config_that_does_not_load(
 ) -> None:
     before = config_path.read_text()
     picker = widgets.model_picker(client)
-    picker.model.options = ["gemma-3-270m", "x"]
     # a provider entry that is not in the file: the edited YAML would not load, so nothing is written
     picker.provider.options = ["local", "local2", "ghost"]
     picker.provider.value = "ghost"
+    picker.model.options = ["x"]
+    picker.model.value = "x"
     picker.save.click()
     assert "✗" in picker.status.value and "ghost" in picker.status.value
     assert config_path.read_text() == before
@@ -274,3 +272,24 @@ def test_compare_view_with_a_bad_target_says_so(client: Orchestrator) -> None:
     assert view.run_now() == []
     assert view.progress.bar_style == "danger"
     assert "provider 'nowhere' is not defined" in view.progress_text.value
+
+
+def test_picker_asks_a_local_provider_for_its_models(config_path: Path) -> None:
+    text = config_path.read_text().replace("local2:gemma-3-270m-alt", "local:gemma-3-270m-big")
+    config_path.write_text(text)
+    client = get_llm_client(config_path)
+    picker = widgets.model_picker(client)
+    picker.provider.value = "local2"  # nothing of local2 in the YAML: its llama.cpp adapter lists the GGUF
+    assert list(picker.model.options) == ["gemma-3-270m"]
+    picker.apply.click()
+    assert client.resolve("llm.inference").target == "local2:gemma-3-270m"
+
+
+def test_picker_without_a_model_does_nothing(client: Orchestrator, config_path: Path) -> None:
+    before = config_path.read_text()
+    picker = widgets.model_picker(client)
+    picker.model.options = []
+    picker.save.click()
+    assert "✗ choose a role, a provider and a model first" in picker.status.value
+    assert config_path.read_text() == before
+    assert client.resolve("llm.inference").target == "local:gemma-3-270m"

@@ -8,6 +8,7 @@ the public client API (``run``, ``stream``, ``complete``, ``ensemble``, ``orchla
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -96,7 +97,8 @@ def run_cell(shell: Any, session: NotebookSession, args: CellArgs, body: str) ->
             raise CellUsageError(str(exc)) from None
     target = args.model or (_target_of(client, role) if role else None)
     try:
-        response = _answer(shell, session, client, args, role, messages, params)
+        with _logging(args):
+            response = _answer(shell, session, client, args, role, messages, params)
     except OrchlabError as exc:
         raise CellError(describe_error(exc, role=role, target=target)) from exc
 
@@ -160,7 +162,8 @@ def _compare(
     from orchlab.widgets.compare import ComparePanel, run_targets
 
     try:
-        results = run_targets(client, messages, args.compare, params=params or None)
+        with _logging(args):
+            results = run_targets(client, messages, args.compare, params=params or None, log=not args.no_log)
     except OrchlabError as exc:
         raise CellError(describe_error(exc)) from exc
     if args.out:
@@ -187,6 +190,8 @@ def registered_prompt_messages(
         parsed = None
     if isinstance(parsed, dict) and parsed and set(map(str, parsed)) <= prompt.variables:
         variables = {str(k): v for k, v in parsed.items()}
+    elif parsed is None:
+        pass  # only comments: the notebook's variables fill the prompt
     elif text and len(prompt.variables) == 1:
         variables = {next(iter(prompt.variables)): text}
     elif text:
@@ -199,6 +204,15 @@ def registered_prompt_messages(
             variables[name] = namespace[name]
     # PromptMessage objects: the trace records which prompt version the call used.
     return list(prompt.render(**variables))
+
+
+def _logging(args: CellArgs) -> contextlib.AbstractContextManager[None]:
+    """``--no-log``: the calls of this cell are not traced."""
+    if not args.no_log:
+        return contextlib.nullcontext()
+    from orchlab.tracking.context import untracked
+
+    return untracked()
 
 
 def _runs_a_strategy(client: Orchestrator, role: str) -> bool:

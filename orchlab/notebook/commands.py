@@ -39,7 +39,7 @@ def roles_table(client: Orchestrator) -> Table:
                 role,
                 resolved.provider,
                 resolved.model,
-                "session (use)" if rebound else "config",
+                "session" if rebound else "config",
                 params_text(resolved.params.as_dict()),
                 spec.description or "",
             ]

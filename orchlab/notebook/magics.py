@@ -1,7 +1,8 @@
 """The ``%%llm`` cell magic and the ``%llm`` line magic. Thin: parse, call, translate errors.
 
-Bad options raise IPython's ``UsageError`` with the usage line; a failed call raises
-`LLMCallError` (a ``UsageError``, so IPython shows one line, not a traceback into orchlab).
+Bad options raise IPython's ``UsageError`` with the usage line. A failed call (provider, auth,
+budget, config) raises `LLMCallError`, a ``UsageError`` whose ``_render_traceback_`` makes IPython
+show one line naming the error, role and target, not a traceback into orchlab.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from orchlab.notebook.session import NotebookSession, get_session
 
 
 class LLMCallError(UsageError):
-    """A ``%%llm`` call failed (provider, auth, budget, config): one message, no traceback."""
+    """A ``%%llm`` call failed (provider, auth, budget, config): one message, no traceback.
+
+    The library's error is on ``__cause__`` (``%debug`` reaches it); IPython shows only the message.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[31m{self}\x1b[0m"]
 
 
 @magics_class
@@ -37,6 +44,7 @@ class OrchlabMagics(Magics):
         from orchlab.notebook.cell import CellError, CellUsageError, describe_error
         from orchlab.notebook.interpolate import InterpolationError
 
+        failure: UsageError
         try:
             if cell is None:
                 from orchlab.notebook.args import parse_line_args
@@ -49,8 +57,12 @@ class OrchlabMagics(Magics):
             run_cell(self.shell, self.session, parse_cell_args(line), cell)
             return None
         except (ArgsError, InterpolationError, CellUsageError) as exc:
-            raise UsageError(str(exc)) from None
+            failure = UsageError(str(exc))
         except CellError as exc:
-            raise LLMCallError(str(exc)) from exc.__cause__
+            failure = LLMCallError(str(exc))
+            failure.__cause__ = exc.__cause__
         except OrchlabError as exc:  # config and rebind errors outside a call
-            raise LLMCallError(describe_error(exc)) from exc
+            failure = LLMCallError(describe_error(exc))
+            failure.__cause__ = exc
+        # Raised outside the handlers, so IPython's view is not the chain of internal frames.
+        raise failure

@@ -12,7 +12,7 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from orchlab.notebook.chats import ChatStore
 
@@ -101,8 +101,3 @@ def get_session() -> NotebookSession:
 def set_session(session: NotebookSession | None) -> None:
     global _session
     _session = session
-
-
-def client_of(client: Any) -> Orchestrator:
-    """``client`` if given, else the notebook session's client."""
-    return client if client is not None else get_session().client

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from orchlab.widgets.compare import CompareView
-    from orchlab.widgets.rating import FeedbackWidget
     from orchlab.widgets.picker import ModelPicker
+    from orchlab.widgets.rating import FeedbackWidget
 
 __all__ = ["CompareView", "FeedbackWidget", "ModelPicker", "compare_view", "feedback", "model_picker"]
 

@@ -7,6 +7,7 @@ and the progress bar moves as each finishes. Every answer has its own feedback b
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import html
 import time
@@ -66,8 +67,12 @@ def run_targets(
     params: Mapping[str, Any] | None = None,
     name: str | None = None,
     on_done: Callable[[TargetResult], None] | None = None,
+    log: bool = True,
 ) -> list[TargetResult]:
-    """Run ``prompt`` on every target concurrently; results in the order of ``targets``."""
+    """Run ``prompt`` on every target concurrently; results in the order of ``targets``.
+
+    ``log=False``: no MLflow runs (wrap the call in ``orchlab.tracking.context.untracked()`` to
+    leave out the traces too)."""
     from orchlab.tracking.compare import compare, parse_target
 
     for t in targets:
@@ -78,7 +83,9 @@ def run_targets(
     def one(target: str) -> TargetResult:
         started = time.perf_counter()
         try:
-            comparison = compare([case], [target], client=client, params=params, progress=False, name=name)
+            comparison = compare(
+                [case], [target], client=client, params=params, progress=False, name=name, log_runs=log
+            )
         except OrchlabError as exc:
             row = {"target": target, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
             row["latency_s"] = time.perf_counter() - started
@@ -87,7 +94,8 @@ def run_targets(
 
     results: dict[str, TargetResult] = {}
     with ThreadPoolExecutor(max_workers=max(1, len(targets)), thread_name_prefix="orchlab-compare") as pool:
-        futures = {pool.submit(one, t): t for t in targets}
+        # each thread runs in a copy of this context, so an `untracked()` around us applies there too
+        futures = {pool.submit(contextvars.copy_context().run, one, t): t for t in targets}
         for future in as_completed(futures):
             result = future.result()
             results[futures[future]] = result

@@ -9,6 +9,7 @@ writes the binding into the YAML, keeping its comments and every other key
 from __future__ import annotations
 
 import html
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,7 @@ class ModelPicker:
         self.save = w.Button(description="Save to YAML", tooltip="rebind and write it into the config file")
         self.status = w.HTML(value="")
         self._selecting = False
+        self._asked: set[str] = set()
         self.role.observe(lambda _c: self._show_role(), names="value")
         self.provider.observe(lambda _c: self._fill_models(), names="value")
         self.model.observe(lambda _c: self._show_info(), names="value")
@@ -84,8 +86,26 @@ class ModelPicker:
         return f"{self.provider.value}:{self.model.value}"
 
     def models_of(self, provider: str) -> list[str]:
-        """The catalog's models for ``provider`` (its bound models included)."""
-        return sorted({info.model for info in self.client.catalog.list_models() if info.provider == provider})
+        """The catalog's models for ``provider`` (its bound models included). A local provider the
+        catalog knows no model of is asked for its models once (llama.cpp, Ollama, ...)."""
+        catalog = self.client.catalog
+        found = {info.model for info in catalog.list_models() if info.provider == provider}
+        if not found and provider not in self._asked and self._is_local(provider):
+            self._asked.add(provider)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                catalog.discover([provider])
+            if caught:
+                self._say(f"✗ {caught[0].message}", ok=False)
+            found = {info.model for info in catalog.list_models() if info.provider == provider}
+        return sorted(found)
+
+    def _is_local(self, provider: str) -> bool:
+        from orchlab.providers.registry import kind_of, provider_class
+
+        spec = self.client.config.providers.get(provider)
+        kind = kind_of(provider, spec.type) if spec is not None else None
+        return kind is not None and provider_class(kind).is_local
 
     def _show_role(self) -> None:
         if self.role.value is None:
@@ -128,8 +148,16 @@ class ModelPicker:
 
     # --- actions -------------------------------------------------------------------------------
 
+    def _chosen(self) -> bool:
+        if self.role.value is None or self.provider.value is None or self.model.value is None:
+            self._say("✗ choose a role, a provider and a model first", ok=False)
+            return False
+        return True
+
     def do_apply(self) -> bool:
         """Rebind the role for this session; True when it worked (the status line says what happened)."""
+        if not self._chosen():
+            return False
         role, target = self.role.value, self.target
         try:
             before = self.client.resolve(role).target
@@ -144,6 +172,8 @@ class ModelPicker:
         """Apply, then write the binding into the YAML (comments and other keys kept)."""
         from orchlab.config.edit import save_role_binding
 
+        if not self._chosen():
+            return False
         role, target = self.role.value, self.target
         if self.config_path is None:
             self._say("✗ this client was built without a config file: nothing to save to", ok=False)
