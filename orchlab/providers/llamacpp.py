@@ -212,7 +212,11 @@ class LlamaCppProvider(Provider):
     def _loaded(self, request: ModelRequest) -> _Loaded:
         path = self.model_path(request.model)
         if not path.is_file():
-            raise ProviderError(f"GGUF file not found: {path}", provider=self.name, model=request.model)
+            raise ProviderError(
+                f"GGUF file not found: {path} (providers.{self.name}.options.model_path, or the model)",
+                provider=self.name,
+                model=request.model,
+            )
         return _load(path, self.options)
 
     def _use_chat(self, loaded: _Loaded) -> bool:
@@ -237,6 +241,7 @@ class LlamaCppProvider(Provider):
         return len(loaded.llama.tokenize(text.encode("utf-8"), add_bos=True))
 
     def context_window(self) -> int:
+        """``options.n_ctx``: the model is loaded with that window."""
         return self.options.n_ctx
 
     def _generate(self, request: ModelRequest, cancel: threading.Event, on_text: Any = None) -> LLMResponse:
@@ -290,6 +295,9 @@ class LlamaCppProvider(Provider):
         with loaded.lock:
             loaded.sampled.clear()
             loaded.logprobs = [] if p.logprobs else None
+            # Re-evaluate the whole prompt: reusing the cached prefix of the previous call
+            # changes the logits slightly, so temperature 0 would depend on call history.
+            llama.reset()
             for chunk in chunks:
                 choice = chunk["choices"][0]
                 text = choice.get("text") or (choice.get("delta") or {}).get("content") or ""
