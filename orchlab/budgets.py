@@ -3,11 +3,15 @@
 Before an attempt, its worst-case cost (prompt tokens at most x input price + max output tokens x
 output price) is reserved against every budget that applies; if any would overrun,
 `BudgetExceededError` is raised and nothing is sent. After the attempt the reservation is settled
-at the actual cost (or released on failure). Reserving and settling are atomic under one lock, so
+at the actual cost, or released when the attempt failed. A cloud attempt cancelled after it was
+sent (a race's loser, an attempt cut off by a timeout) keeps its worst case as spent: the provider
+may bill the prompt and the tokens generated before the cancel, and reports no usage for it; a
+cancelled local attempt is released. Reserving and settling are atomic under one lock, so
 concurrent calls, from threads or tasks, cannot overspend: spent + reserved never exceeds a limit.
 
 Spending is counted from the orchestrator's start whether or not a limit is set, so a budget set
-later in a session sees what was already spent.
+later in a session sees what was already spent (a cancelled cloud attempt only counts while a
+limit is in force: without one, no worst case was reserved for it).
 
 Example (YAML)::
 
@@ -29,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from orchlab.errors import BudgetExceededError
+from orchlab.errors import BudgetExceededError, InvalidRequestError
 
 if TYPE_CHECKING:
     from orchlab.calls import CallRecord
@@ -124,10 +128,12 @@ class Budgets:
         """Change limits in code (the YAML is not changed). ``None`` removes a limit; omitted keeps it."""
         for name, value in [("session_usd", session_usd), ("per_call_usd", per_call_usd)]:
             if value is not _UNSET and value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+                raise InvalidRequestError(f"client.budgets.set({name}=...) must be >= 0, got {value}")
         for role, value in (per_role_usd or {}).items():
             if value is not None and value < 0:
-                raise ValueError(f"per_role_usd[{role!r}] must be >= 0, got {value}")
+                raise InvalidRequestError(
+                    f"client.budgets.set(per_role_usd={{{role!r}: ...}}) must be >= 0, got {value}"
+                )
         with self._lock:
             if session_usd is not _UNSET:
                 self._session.limit = session_usd
@@ -284,7 +290,7 @@ class Budgets:
                 scope.spent += charged
 
     def release(self, reservation: Reservation | None) -> None:
-        """Give the reservation back: the attempt failed before anything was billed."""
+        """Give the reservation back: nothing was billed (the attempt failed, or it was local)."""
         if reservation is None:
             return
         with self._lock:

@@ -30,6 +30,22 @@ class CallContext:
     tags: dict[str, Any] = field(default_factory=dict)
     """Free annotations for observers, e.g. the registered prompt name and version."""
 
+    def new_attempt(
+        self, provider: str, model: str, *, stage: str | None = None, params: dict[str, Any] | None = None
+    ) -> Attempt:
+        """Record the start of one provider call; it reads ``"error"`` until its end is recorded."""
+        attempt = Attempt(
+            provider=provider,
+            model=model,
+            outcome="error",
+            latency_s=0.0,
+            stage=stage,
+            started_at=time.time(),
+            params=params if params is not None else {},
+        )
+        self.attempts.append(attempt)
+        return attempt
+
 
 @dataclass(slots=True)
 class CallRecord:

@@ -4,7 +4,9 @@
 model's context window (`ContextWindowError`) and reserves the attempt's worst-case cost against
 every budget that applies (`BudgetExceededError`). `Meter.charge` sets ``response.cost_usd`` from
 the actual usage (``cost_note`` says why when it is unknown; a local model costs 0.0 with a note)
-and settles the reservation. `Meter.release` gives a failed attempt's reservation back.
+and settles the reservation. `Meter.release` settles an attempt that ended without a response:
+a failed one gets its reservation back, a cloud call cancelled after sending keeps its worst case
+as spent.
 
 Costs: ``cost_usd`` is computed from input, output, cache-read and cache-write tokens at the
 model's prices (`orchlab.catalog.prices`); reasoning tokens are billed as output tokens, which
@@ -185,7 +187,17 @@ class Meter:
         response.cost_usd, response.cost_note = cost, note
         self._orch.budgets.settle(ticket.reservation, cost, ticket.role)
 
-    def release(self, ticket: Ticket | None) -> None:
-        """The attempt failed or was cancelled: give its reservation back."""
-        if ticket is not None and ticket.reservation is not None:
+    def release(self, ticket: Ticket | None, *, cancelled_after_send: bool = False) -> None:
+        """The attempt failed or was cancelled: settle its reservation without a response.
+
+        A cloud call cancelled after it was sent (a race's loser, a cut-off attempt) keeps its
+        reserved worst case as spent: the provider may bill the prompt and the tokens generated
+        before the cancel, and never says how many. Otherwise the reservation is given back: a
+        failed call is not billed, and a local model costs nothing.
+        """
+        if ticket is None or ticket.reservation is None:
+            return
+        if cancelled_after_send and not ticket.entry.info.local:
+            self._orch.budgets.settle(ticket.reservation, None)
+        else:
             self._orch.budgets.release(ticket.reservation)

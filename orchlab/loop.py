@@ -9,11 +9,13 @@ Cancelling the caller (Ctrl-C, `Task.cancel`) cancels the work on the loop too.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, ParamSpec, TypeVar
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -65,6 +67,20 @@ async def run_async(coro: Coroutine[Any, Any, T]) -> T:
     if on_engine_loop():
         return await coro
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, engine_loop()))
+
+
+def sync_twin(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """The blocking twin of the coroutine function ``fn``, run with `run_sync`: same signature
+    and docstring, named without ``fn``'s leading ``a`` (``acomplete`` -> ``complete``)."""
+
+    @functools.wraps(fn)
+    def twin(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run_sync(fn(*args, **kwargs))
+
+    owner = fn.__qualname__.rpartition(".")[0]
+    twin.__name__ = fn.__name__.removeprefix("a")
+    twin.__qualname__ = f"{owner}.{twin.__name__}" if owner else twin.__name__
+    return twin
 
 
 def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:

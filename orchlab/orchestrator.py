@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -22,13 +22,22 @@ from orchlab.calls import CallContext, CallRecord, Observers
 from orchlab.config.loader import default_config_path, load_config
 from orchlab.config.schema import OrchestratorConfig
 from orchlab.costs import Meter, Ticket
-from orchlab.loop import iterate_async, iterate_sync, run_async, run_sync
+from orchlab.errors import InvalidRequestError
+from orchlab.loop import run_async, run_sync, sync_twin
 from orchlab.providers.base import Provider
 from orchlab.providers.registry import provider_class
 from orchlab.resolution import ResolvedLLMConfig, Resolver, parse_target
 from orchlab.strategies.health import ProviderHealth
 from orchlab.tracking.observer import attach as attach_tracking
-from orchlab.types import Attempt, Decision, LLMResponse, ModelRequest, StreamChunk, to_messages
+from orchlab.types import (
+    Attempt,
+    Decision,
+    LLMResponse,
+    ModelRequest,
+    ResponseStream,
+    StreamChunk,
+    to_messages,
+)
 from orchlab.usage import KEYS as USAGE_KEYS
 from orchlab.usage import UsageTracker
 
@@ -129,20 +138,22 @@ class Orchestrator:
         """Rate an answer: thumbs (True/False, "up"/"down") or 1-5 stars, stored in MLflow (HUMAN)."""
         return self.tracking.feedback(response_or_trace_id, rating, comment=comment, user=user)
 
-    # --- calls -------------------------------------------------------------------------------
+    # --- calls ------------------------------------------------------------------------------
+    #
+    # One pipeline: a call becomes a `CallContext`; each provider call in it is an `_attempt`
+    # (trail record, preflight, provider, cost); the call ends in `_settle` (decision trail,
+    # observers) or, on failure, `_notify`. `run` has its own sync fast path through the
+    # adapter's blocking `complete_sync` (no hop to the engine loop: the overhead target of
+    # benchmarks/overhead.py). A role with a strategy goes to `orchlab.strategies.engine`.
 
     def run(self, role: str, messages: object, params_override: ParamsOverride = None) -> LLMResponse:
         """Answer ``messages`` with the model bound to ``role`` (works inside Jupyter's loop).
 
-        The sync twin of `arun`: the same steps, but the provider call is the adapter's blocking
-        `complete_sync`, so an adapter with a sync SDK (OpenAI) skips the hop to the engine loop.
         A role with a ``strategy:`` (or ``candidates:`` / ``fallbacks:``) runs that strategy.
         """
-        if self._uses_strategy(role):
+        if self._has_strategy(role):
             return run_sync(self._complete(messages, role=role, params=params_override))
-        resolved = self.resolve(role)
-        request = self._request(resolved, messages, params_override)
-        ctx = CallContext(role=role, strategy="single", messages=request.messages)
+        ctx, resolved, request = self._single(role, messages, params_override)
         try:
             response = self._attempt_sync(ctx, resolved, request)
         except BaseException as exc:
@@ -151,25 +162,36 @@ class Orchestrator:
         return self._settle(ctx, response)
 
     async def arun(self, role: str, messages: object, params_override: ParamsOverride = None) -> LLMResponse:
-        return await run_async(self._run(role, messages, params_override))
+        """`run` for async code."""
+        return await run_async(self._arun(role, messages, params_override))
+
+    async def _arun(self, role: str, messages: object, params_override: ParamsOverride) -> LLMResponse:
+        if self._has_strategy(role):
+            return await self._complete(messages, role=role, params=params_override)
+        ctx, resolved, request = self._single(role, messages, params_override)
+        return await self._finish(ctx, self._attempt(ctx, resolved, request))
 
     def stream(self, role: str, messages: object, params_override: ParamsOverride = None) -> ResponseStream:
-        """Iterate (sync or async) over text deltas; ``.response`` holds the final answer."""
-        resolved = self.resolve(role)
-        request = self._request(resolved, messages, params_override)
-        return ResponseStream(self._stream(resolved, request))
+        """Iterate (sync or async) over text deltas; ``.response`` holds the final answer.
 
-    async def _run(self, role: str, messages: object, params_override: ParamsOverride) -> LLMResponse:
-        if self._uses_strategy(role):
-            return await self._complete(messages, role=role, params=params_override)
-        resolved = self.resolve(role)
-        request = self._request(resolved, messages, params_override)
-        ctx = CallContext(role=role, strategy="single", messages=request.messages)
-        return await self._finish(ctx, self._attempt(ctx, resolved, request))
+        Strategies do not stream: a role with a ``strategy:``, ``candidates:`` or ``fallbacks:``
+        raises `InvalidRequestError` rather than quietly streaming one of its models.
+        """
+        spec = self.config.roles.get(role)
+        if spec is not None and spec.has_strategy:
+            strategy = spec.strategy or "fallback"
+            raise InvalidRequestError(
+                f"role {role!r} runs the {strategy!r} strategy, which cannot stream (streaming "
+                f"would skip it and call only the role's own model): use client.run({role!r}, ...) "
+                "or client.complete(..., role=...) for the strategy's answer, or stream a role "
+                "without strategy:, candidates: or fallbacks:"
+            )
+        ctx, resolved, request = self._single(role, messages, params_override)
+        return ResponseStream(self._stream(ctx, resolved, request))
 
     # --- strategies (orchlab.strategies) ----------------------------------------------------
 
-    def complete(
+    async def acomplete(
         self,
         prompt: object,
         *,
@@ -190,38 +212,8 @@ class Orchestrator:
         ``'provider:model'``) override the role's YAML; ``model`` replaces the role's model. No
         role and no model: AUTO on the default role. ``**params`` are generation params
         (``max_tokens=16``). ``response.decision.explain()`` shows what happened.
+        ``complete`` is the same for synchronous code.
         """
-        return run_sync(
-            self._complete(
-                prompt,
-                role=role,
-                strategy=strategy,
-                task_type=task_type,
-                model=model,
-                system=system,
-                candidates=candidates,
-                scorer=scorer,
-                threshold=threshold,
-                tier=tier,
-                params=params,
-            )
-        )
-
-    async def acomplete(
-        self,
-        prompt: object,
-        *,
-        role: str | None = None,
-        strategy: str | None = None,
-        task_type: str | None = None,
-        model: str | None = None,
-        system: str | None = None,
-        candidates: Sequence[str] | None = None,
-        scorer: Any = None,
-        threshold: float | None = None,
-        tier: str | None = None,
-        **params: Any,
-    ) -> LLMResponse:
         return await run_async(
             self._complete(
                 prompt,
@@ -238,7 +230,9 @@ class Orchestrator:
             )
         )
 
-    def ensemble(
+    complete = sync_twin(acomplete)
+
+    async def aensemble(
         self,
         prompt: object,
         models: Sequence[str] | None = None,
@@ -254,35 +248,8 @@ class Orchestrator:
         """Ask several models (``models``, else the role's candidates) and combine the answers.
 
         ``mode``: ``vote`` | ``chain`` | ``judge`` | ``fuse`` (`orchlab.strategies.EnsembleMode`).
+        ``ensemble`` is the same for synchronous code.
         """
-        return run_sync(
-            self._complete(
-                prompt,
-                role=role,
-                strategy="ensemble",
-                candidates=models,
-                mode=mode,
-                judge=judge,
-                aggregator=aggregator,
-                system=system,
-                normalizer=normalizer,
-                params=params,
-            )
-        )
-
-    async def aensemble(
-        self,
-        prompt: object,
-        models: Sequence[str] | None = None,
-        mode: str = "vote",
-        *,
-        role: str | None = None,
-        judge: str | None = None,
-        aggregator: str | None = None,
-        system: str | None = None,
-        normalizer: Any = None,
-        **params: Any,
-    ) -> LLMResponse:
         return await run_async(
             self._complete(
                 prompt,
@@ -298,14 +265,18 @@ class Orchestrator:
             )
         )
 
+    ensemble = sync_twin(aensemble)
+
     async def _complete(self, prompt: object, **kwargs: Any) -> LLMResponse:
         from orchlab.strategies.engine import complete
 
         return await complete(self, prompt, **kwargs)
 
-    def _uses_strategy(self, role: str) -> bool:
+    def _has_strategy(self, role: str) -> bool:
         spec = self.config.roles.get(role)
-        return spec is not None and bool(spec.strategy or spec.candidates or spec.fallbacks)
+        return spec is not None and spec.has_strategy
+
+    # --- the pipeline -------------------------------------------------------------------------
 
     def _request(
         self, resolved: ResolvedLLMConfig, messages: object, params_override: ParamsOverride
@@ -315,6 +286,82 @@ class Orchestrator:
             messages=tuple(to_messages(messages)),
             params=resolved.params.merged(params_override),
         )
+
+    def _single(
+        self, role: str, messages: object, params_override: ParamsOverride
+    ) -> tuple[CallContext, ResolvedLLMConfig, ModelRequest]:
+        """A plain role call: its context, the role's binding and the request."""
+        resolved = self.resolve(role)
+        request = self._request(resolved, messages, params_override)
+        return CallContext(role=role, strategy="single", messages=request.messages), resolved, request
+
+    async def _attempt(
+        self,
+        ctx: CallContext,
+        resolved: ResolvedLLMConfig,
+        request: ModelRequest,
+        *,
+        stage: str | None = None,
+    ) -> LLMResponse:
+        """One call to one provider, recorded in ``ctx``: the unit every strategy is built from."""
+        attempt = self._open(ctx, resolved, request, stage)
+        try:
+            attempt.ticket = await self._meter.preflight(ctx, resolved, request)
+            attempt.sent = True
+            response = await self.provider(resolved.provider).complete(request)
+        except BaseException as exc:
+            attempt.failed(exc)
+            raise
+        return attempt.succeeded(response)
+
+    def _attempt_sync(
+        self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest
+    ) -> LLMResponse:
+        """`_attempt` for `run`: the provider's blocking twin, in the caller's thread."""
+        attempt = self._open(ctx, resolved, request, None)
+        try:
+            attempt.ticket = self._meter.preflight_sync(ctx, resolved, request)
+            attempt.sent = True
+            response = self.provider(resolved.provider).complete_sync(request)
+        except BaseException as exc:
+            attempt.failed(exc)
+            raise
+        return attempt.succeeded(response)
+
+    async def _stream(
+        self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest
+    ) -> AsyncIterator[StreamChunk]:
+        """`_attempt` for `stream`: deltas as they come; the last chunk settles the call."""
+        attempt = self._open(ctx, resolved, request, None)
+        parts: list[str] = []
+        try:
+            attempt.ticket = await self._meter.preflight(ctx, resolved, request)
+            attempt.sent = True
+            stream = cast(
+                "AsyncGenerator[StreamChunk, None]", self.provider(resolved.provider).stream(request)
+            )
+            # aclosing: a caller that stops early releases the connection at once
+            async with contextlib.aclosing(stream) as chunks:
+                async for chunk in chunks:
+                    if chunk.response is not None:
+                        chunk.response.latency_s = time.perf_counter() - ctx.started_perf
+                        self._settle(ctx, attempt.succeeded(chunk.response))
+                    else:
+                        parts.append(chunk.delta)
+                    yield chunk
+        except BaseException as exc:
+            if attempt.record.outcome != "ok":
+                attempt.failed(exc, output="".join(parts))
+                self._notify(ctx, None, exc)
+            raise
+
+    def _open(
+        self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest, stage: str | None
+    ) -> _InFlight:
+        record = ctx.new_attempt(
+            resolved.provider, request.model, stage=stage, params=request.params.as_dict()
+        )
+        return _InFlight(self._meter, record, resolved.role)
 
     async def _finish(self, ctx: CallContext, answer: Awaitable[LLMResponse]) -> LLMResponse:
         """Await the answer; on success attach the trail (`_settle`), on failure report it."""
@@ -342,128 +389,6 @@ class Orchestrator:
     def _notify(self, ctx: CallContext, response: LLMResponse | None, error: BaseException | None) -> None:
         self.observers.notify(CallRecord(ctx, response, error, time.time()))
 
-    async def _attempt(
-        self,
-        ctx: CallContext,
-        resolved: ResolvedLLMConfig,
-        request: ModelRequest,
-        *,
-        stage: str | None = None,
-    ) -> LLMResponse:
-        """One call to one provider, recorded in ``ctx``: the unit every strategy is built from."""
-        attempt = self._new_attempt(ctx, resolved, request, stage)
-        started = time.perf_counter()
-        ticket: Ticket | None = None
-        try:
-            ticket = await self._meter.preflight(ctx, resolved, request)
-            response = await self.provider(resolved.provider).complete(request)
-        except asyncio.CancelledError:
-            attempt.outcome = "cancelled"
-            self._meter.release(ticket)
-            raise
-        except Exception as exc:
-            attempt.error, attempt.error_type = str(exc), type(exc).__name__
-            self._meter.release(ticket)
-            raise
-        finally:
-            attempt.latency_s = time.perf_counter() - started
-        self._meter.charge(ticket, response)
-        return self._attempt_ok(attempt, resolved, response)
-
-    def _attempt_sync(
-        self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest
-    ) -> LLMResponse:
-        """`_attempt` for the sync API: the provider's blocking twin, in the caller's thread."""
-        attempt = self._new_attempt(ctx, resolved, request, None)
-        started = time.perf_counter()
-        ticket: Ticket | None = None
-        try:
-            ticket = self._meter.preflight_sync(ctx, resolved, request)
-            response = self.provider(resolved.provider).complete_sync(request)
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            attempt.outcome = "cancelled"
-            self._meter.release(ticket)
-            raise
-        except Exception as exc:
-            attempt.error, attempt.error_type = str(exc), type(exc).__name__
-            self._meter.release(ticket)
-            raise
-        finally:
-            attempt.latency_s = time.perf_counter() - started
-        self._meter.charge(ticket, response)
-        return self._attempt_ok(attempt, resolved, response)
-
-    @staticmethod
-    def _new_attempt(
-        ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest, stage: str | None
-    ) -> Attempt:
-        attempt = Attempt(
-            provider=resolved.provider,
-            model=request.model,
-            outcome="error",
-            latency_s=0.0,
-            stage=stage,
-            started_at=time.time(),
-            params=request.params.as_dict(),
-        )
-        ctx.attempts.append(attempt)
-        return attempt
-
-    @staticmethod
-    def _attempt_ok(attempt: Attempt, resolved: ResolvedLLMConfig, response: LLMResponse) -> LLMResponse:
-        response.role = resolved.role
-        attempt.outcome = "ok"
-        attempt.usage = response.usage
-        attempt.cost_usd = response.cost_usd
-        attempt.output = response.content
-        return response
-
-    async def _stream(self, resolved: ResolvedLLMConfig, request: ModelRequest) -> AsyncIterator[StreamChunk]:
-        ctx = CallContext(role=resolved.role, strategy="single", messages=request.messages)
-        attempt = Attempt(
-            provider=resolved.provider,
-            model=request.model,
-            outcome="error",
-            latency_s=0.0,
-            started_at=time.time(),
-            params=request.params.as_dict(),
-        )
-        ctx.attempts.append(attempt)
-        parts: list[str] = []
-        final: LLMResponse | None = None
-        ticket: Ticket | None = None
-        try:
-            ticket = await self._meter.preflight(ctx, resolved, request)
-            # aclosing: a caller that stops early releases the connection at once
-            stream = cast(
-                "AsyncGenerator[StreamChunk, None]", self.provider(resolved.provider).stream(request)
-            )
-            async with contextlib.aclosing(stream) as chunks:
-                async for chunk in chunks:
-                    if chunk.response is not None:
-                        final = chunk.response
-                        self._meter.charge(ticket, final)
-                        final.role = resolved.role
-                        final.latency_s = time.perf_counter() - ctx.started_perf
-                        attempt.outcome, attempt.usage = "ok", final.usage
-                        attempt.cost_usd, attempt.output = final.cost_usd, final.content
-                        attempt.latency_s = final.latency_s
-                        self._settle(ctx, final)
-                    else:
-                        parts.append(chunk.delta)
-                    yield chunk
-        except BaseException as exc:
-            if final is None:
-                self._meter.release(ticket)
-                attempt.latency_s = time.perf_counter() - ctx.started_perf
-                attempt.output = "".join(parts)
-                if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-                    attempt.outcome = "cancelled"
-                else:
-                    attempt.error, attempt.error_type = str(exc), type(exc).__name__
-                self._notify(ctx, None, exc)
-            raise
-
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def aclose(self) -> None:
@@ -480,30 +405,43 @@ class Orchestrator:
         self.close()
 
 
-class ResponseStream:
-    """A streamed answer: iterate it (``for`` or ``async for``) for text; then read ``.response``."""
+class _InFlight:
+    """One provider call in progress: its trail record, its budget ticket, whether it was sent."""
 
-    def __init__(self, chunks: AsyncIterator[StreamChunk]) -> None:
-        self._chunks = chunks
-        self.response: LLMResponse | None = None
+    __slots__ = ("meter", "record", "role", "sent", "started", "ticket")
 
-    def __iter__(self) -> Iterator[str]:
-        for chunk in iterate_sync(self._chunks):
-            if chunk.response is not None:
-                self.response = chunk.response
-            elif chunk.delta:
-                yield chunk.delta
+    def __init__(self, meter: Meter, record: Attempt, role: str | None) -> None:
+        self.meter = meter
+        self.record = record
+        self.role = role
+        self.ticket: Ticket | None = None
+        self.sent = False
+        self.started = time.perf_counter()
 
-    async def __aiter__(self) -> AsyncIterator[str]:
-        async for chunk in iterate_async(self._chunks):
-            if chunk.response is not None:
-                self.response = chunk.response
-            elif chunk.delta:
-                yield chunk.delta
+    def succeeded(self, response: LLMResponse) -> LLMResponse:
+        """Price the response, settle its reservation, and record it in the trail."""
+        assert self.ticket is not None  # the provider answered, so preflight admitted the call
+        self.meter.charge(self.ticket, response)
+        response.role = self.role
+        record = self.record
+        record.outcome, record.usage = "ok", response.usage
+        record.cost_usd, record.output = response.cost_usd, response.content
+        record.latency_s = time.perf_counter() - self.started
+        return response
 
-    def text(self) -> str:
-        """Consume the stream and return the whole answer."""
-        return "".join(self)
+    def failed(self, exc: BaseException, *, output: str | None = None) -> None:
+        """Record the error, or the cancel (anything that is not an `Exception`: a task's
+        cancel, Ctrl-C, a stream closed early), and settle the reservation (`Meter.release`)."""
+        record = self.record
+        record.latency_s = time.perf_counter() - self.started
+        cancelled = not isinstance(exc, Exception)
+        if cancelled:
+            record.outcome = "cancelled"
+        else:
+            record.error, record.error_type = str(exc), type(exc).__name__
+        if output is not None:
+            record.output = output
+        self.meter.release(self.ticket, cancelled_after_send=cancelled and self.sent)
 
 
 def get_llm_client(config_path: str | Path | None = None, *, env: str | None = None) -> Orchestrator:

@@ -1,16 +1,18 @@
 """The values that cross orchlab's layers: messages, params, usage, responses, decision trails.
 
-Plain dataclasses (not pydantic) because one of each is built per call on the hot path.
+Plain dataclasses (not pydantic) because one of each is built per call on the hot path; and
+`ResponseStream`, what ``client.stream()`` returns.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from orchlab.errors import InvalidRequestError
+from orchlab.loop import iterate_async, iterate_sync
 
 MessageRole = Literal["system", "user", "assistant"]
 MESSAGE_ROLES: tuple[str, ...] = ("system", "user", "assistant")
@@ -74,7 +76,7 @@ class GenerationParams:
             return self
         if isinstance(override, GenerationParams):
             override = override.as_dict()
-        known = {f.name for f in fields(self)} - {"extra"}
+        known = _PARAM_NAMES
         changes: dict[str, Any] = {}
         extra = dict(self.extra)
         for key, value in override.items():
@@ -91,13 +93,16 @@ class GenerationParams:
     def as_dict(self) -> dict[str, Any]:
         """Only the values that are set (what a trace or a log records)."""
         out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "extra":
-                out.update(value)
-            elif value is not None and not (f.name == "logprobs" and value is False):
-                out[f.name] = list(value) if f.name == "stop" else value
+        for name in _PARAM_NAMES:
+            value = getattr(self, name)
+            if value is not None and not (name == "logprobs" and value is False):
+                out[name] = list(value) if name == "stop" else value
+        out.update(self.extra)
         return out
+
+
+# Looked up once: `dataclasses.fields` costs microseconds on every call's hot path.
+_PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in fields(GenerationParams) if f.name != "extra")
 
 
 @dataclass(slots=True)
@@ -232,3 +237,29 @@ class StreamChunk:
 
     delta: str = ""
     response: LLMResponse | None = None
+
+
+class ResponseStream:
+    """A streamed answer: iterate it (``for`` or ``async for``) for text; then read ``.response``."""
+
+    def __init__(self, chunks: AsyncIterator[StreamChunk]) -> None:
+        self._chunks = chunks
+        self.response: LLMResponse | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        for chunk in iterate_sync(self._chunks):
+            if chunk.response is not None:
+                self.response = chunk.response
+            elif chunk.delta:
+                yield chunk.delta
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        async for chunk in iterate_async(self._chunks):
+            if chunk.response is not None:
+                self.response = chunk.response
+            elif chunk.delta:
+                yield chunk.delta
+
+    def text(self) -> str:
+        """Consume the stream and return the whole answer."""
+        return "".join(self)

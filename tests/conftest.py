@@ -1,15 +1,22 @@
-"""Shared fixtures: a temp config per test, an isolated environment, loopback servers, the local model."""
+"""Shared fixtures: a temp config per test, an isolated environment, clients and adapters built from
+YAML (closed after the test), loopback servers, the local model."""
 
 from __future__ import annotations
 
 import os
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
+import orchlab
+from orchlab.orchestrator import Orchestrator
+from orchlab.providers.base import Provider
 from tests.servers.openai_wire import OpenAIWireServer
+
+P = TypeVar("P", bound=Provider)
 
 
 @pytest.fixture(autouse=True)
@@ -34,6 +41,46 @@ def write_config(tmp_path: Path) -> Callable[[str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def client_for(write_config: Callable[[str], Path]) -> Iterator[Callable[..., Orchestrator]]:
+    """``client_for(yaml, *more_yaml)``: a client for that config (each part dedented, then joined).
+
+    Every client made is closed after the test, failed or not.
+    """
+    made: list[Orchestrator] = []
+
+    def make(*parts: str) -> Orchestrator:
+        client = orchlab.get_llm_client(write_config("".join(textwrap.dedent(p) for p in parts)))
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+async def provider_for(write_config: Callable[[str], Path]) -> AsyncIterator[Callable[..., Provider]]:
+    """``provider_for(cls, name, entry)``: the adapter a ``providers.<name>`` YAML entry builds.
+
+    The test calls it directly (on the test's own loop), so it is closed there after the test.
+    """
+    made: list[Provider] = []
+
+    def make(cls: type[P], name: str, entry: str) -> P:
+        body = textwrap.indent(textwrap.dedent(entry).strip("\n"), "    ")
+        provider = orchlab.get_llm_client(
+            write_config(f"project: t\nproviders:\n  {name}:\n{body}\n")
+        ).provider(name)
+        assert isinstance(provider, cls)
+        made.append(provider)
+        return provider
+
+    yield make
+    for provider in made:
+        await provider.aclose()
 
 
 @pytest.fixture

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-import orchlab
 from orchlab.errors import (
     AuthenticationError,
     ConfigValidationError,
@@ -22,7 +21,6 @@ from orchlab.errors import (
     UnsupportedCapabilityError,
 )
 from orchlab.providers.anthropic import AnthropicProvider
-from orchlab.types import GenerationParams, Message, ModelRequest
 from tests.servers.anthropic_wire import (
     AnthropicWireServer,
     anthropic_error,
@@ -34,6 +32,7 @@ from tests.servers.anthropic_wire import (
     stream_reply,
 )
 from tests.servers.loopback import Reply, closed_port
+from tests.support import model_request
 
 KEY = "sk-ant-loopback-SECRET-7f3a"
 MODEL = "claude-loopback-1"
@@ -48,44 +47,23 @@ def server() -> Iterator[AnthropicWireServer]:
 
 
 @pytest.fixture
-async def make_provider(
+def make_provider(
     server: AnthropicWireServer,
-    write_config: Callable[[str], Path],
+    provider_for: Callable[..., AnthropicProvider],
     monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[MakeProvider]:
+) -> MakeProvider:
     """An adapter built from a YAML entry, its key read from ``ORCH_AUTH_CLAUDE_MAIN_API_KEY``."""
     monkeypatch.setenv("ORCH_AUTH_CLAUDE_MAIN_API_KEY", KEY)
-    made: list[AnthropicProvider] = []
 
     def make(api_base: str | None = None, timeout_s: float = 5, extra: str = "") -> AnthropicProvider:
-        path = write_config(
-            f"""
-            project: t
-            providers:
-              claude:
-                type: anthropic
-                auth_profile: claude_main
-                api_base: {api_base or server.url}
-                timeout_s: {timeout_s}
-            {extra}
-            """
-        )
-        provider = orchlab.get_llm_client(path).provider("claude")
-        assert isinstance(provider, AnthropicProvider)
-        made.append(provider)
-        return provider
+        entry = f"type: anthropic\nauth_profile: claude_main\napi_base: {api_base or server.url}\n"
+        entry += f"timeout_s: {timeout_s}"
+        return provider_for(AnthropicProvider, "claude", f"{entry}\n{extra.strip()}")
 
-    yield make
-    for provider in made:
-        await provider.aclose()
+    return make
 
 
-def request(*messages: tuple[str, str], **params: Any) -> ModelRequest:
-    return ModelRequest(
-        model=MODEL,
-        messages=tuple(Message(role, content) for role, content in messages),  # type: ignore[arg-type]
-        params=GenerationParams().merged(params),
-    )
+request = functools.partial(model_request, model=MODEL)
 
 
 HELLO = request(("user", "hello there"))
@@ -297,6 +275,17 @@ async def test_401_is_an_authentication_error_without_the_key(
     assert "invalid x-api-key" in str(info.value)
     assert KEY not in str(info.value) and KEY not in repr(info.value)
     assert KEY not in str(info.value.__cause__)
+
+
+async def test_a_key_the_server_echoes_back_is_masked_and_not_chained(
+    server: AnthropicWireServer, make_provider: MakeProvider
+) -> None:
+    server.push(anthropic_error(401, message=f"invalid x-api-key: {KEY}"))
+    with pytest.raises(AuthenticationError) as info:
+        await make_provider().complete(HELLO)
+    assert "invalid x-api-key: **********" in str(info.value)
+    assert KEY not in str(info.value) and KEY not in repr(info.value)
+    assert info.value.__cause__ is None  # the SDK's exception carries the key: not chained
 
 
 async def test_429_carries_retry_after(server: AnthropicWireServer, make_provider: MakeProvider) -> None:

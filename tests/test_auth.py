@@ -29,9 +29,7 @@ def test_env_var_wins_over_key_file(tmp_path, monkeypatch):
 def test_key_file_relative_to_config_dir(tmp_path):
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "openai.key").write_text(f"  {KEY}\n")
-    secret = resolve_api_key(
-        provider="openai", profile="p", key_file="secrets/openai.key", base_dir=tmp_path
-    )
+    secret = resolve_api_key(provider="openai", profile="p", key_file="secrets/openai.key", base_dir=tmp_path)
     assert secret is not None and secret.reveal() == KEY
 
 
@@ -68,7 +66,9 @@ def test_missing_key_at_resolution_is_an_auth_error(write_config):
 
 
 def test_provider_without_profile_uses_its_name(write_config, monkeypatch):
-    path = write_config("project: x\nproviders: {anthropic: {}}\nroles: {r: {provider: anthropic, model: c}}\n")
+    path = write_config(
+        "project: x\nproviders: {anthropic: {}}\nroles: {r: {provider: anthropic, model: c}}\n"
+    )
     monkeypatch.setenv("ORCH_AUTH_ANTHROPIC_API_KEY", KEY)
     resolved = orchlab.get_llm_client(path).resolve("r")
     assert resolved.api_key is not None and resolved.api_key.reveal() == KEY

@@ -7,7 +7,6 @@ count proves that refused calls were never sent.
 from __future__ import annotations
 
 import asyncio
-import textwrap
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +15,13 @@ import pytest
 
 import orchlab
 from orchlab.budgets import Budgets
-from orchlab.errors import BudgetExceededError, ConfigValidationError, UnknownCostError, UnknownRoleError
+from orchlab.errors import (
+    BudgetExceededError,
+    ConfigValidationError,
+    InvalidRequestError,
+    UnknownCostError,
+    UnknownRoleError,
+)
 from orchlab.orchestrator import Orchestrator
 from tests.servers.openai_wire import OpenAIWireServer, Reply, completion_body
 
@@ -30,32 +35,31 @@ HI = [{"role": "user", "content": "hi"}]
 # with max_tokens 10 the worst case is 28 tokens = $0.028.
 WORST = 0.028
 
+MakeClient = Callable[..., Orchestrator]
+
 
 @pytest.fixture
 def make_client(
-    openai_server: OpenAIWireServer, write_config: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Orchestrator]:
+    openai_server: OpenAIWireServer, client_for: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> MakeClient:
     monkeypatch.setenv("ORCH_AUTH_OPENAI_API_KEY", "sk-test-budgets")
 
     def make(extra: str = PRICED, max_tokens: int | None = 10, model: str = "house-model") -> Orchestrator:
         params = f"{{max_tokens: {max_tokens}}}" if max_tokens else "{}"
-        path = write_config(
-            textwrap.dedent(
-                f"""
-                project: budgets
-                tracking: {{enabled: false}}
-                providers:
-                  openai: {{api_base: "{openai_server.base_url}"}}
-                  box: {{type: vllm, api_base: "{openai_server.base_url}"}}
-                roles:
-                  r: {{provider: openai, model: "{model}", params: {params}}}
-                  other: {{provider: openai, model: "{model}", params: {params}}}
-                  free: {{provider: box, model: llama-3.1-8b, params: {params}}}
-                """
-            )
-            + textwrap.dedent(extra)
+        return client_for(
+            f"""
+            project: budgets
+            tracking: {{enabled: false}}
+            providers:
+              openai: {{api_base: "{openai_server.base_url}"}}
+              box: {{type: vllm, api_base: "{openai_server.base_url}"}}
+            roles:
+              r: {{provider: openai, model: "{model}", params: {params}}}
+              other: {{provider: openai, model: "{model}", params: {params}}}
+              free: {{provider: box, model: llama-3.1-8b, params: {params}}}
+            """,
+            extra,
         )
-        return orchlab.get_llm_client(path)
 
     return make
 
@@ -71,7 +75,7 @@ def chat_requests(server: OpenAIWireServer) -> int:
 
 
 async def test_20_concurrent_async_calls_never_settle_above_the_budget(
-    make_client: Callable[..., Orchestrator], openai_server: OpenAIWireServer
+    make_client: MakeClient, openai_server: OpenAIWireServer
 ) -> None:
     budget = 0.1
     client = make_client(PRICED + f"budgets: {{session_usd: {budget}}}\n")
@@ -98,7 +102,7 @@ async def test_20_concurrent_async_calls_never_settle_above_the_budget(
 
 
 def test_20_threads_never_settle_above_the_budget(
-    make_client: Callable[..., Orchestrator], openai_server: OpenAIWireServer
+    make_client: MakeClient, openai_server: OpenAIWireServer
 ) -> None:
     budget = 0.25
     client = make_client(PRICED + f"budgets: {{session_usd: {budget}}}\n")
@@ -124,7 +128,7 @@ def test_20_threads_never_settle_above_the_budget(
 
 
 async def test_reservations_free_up_when_actual_costs_are_lower(
-    make_client: Callable[..., Orchestrator], openai_server: OpenAIWireServer
+    make_client: MakeClient, openai_server: OpenAIWireServer
 ) -> None:
     # The default echo reply reports 1 prompt + 2 output tokens: $0.003 each, far below the $0.028
     # reserved. Sequential calls settle at the actual cost, so many more fit than worst cases would.
@@ -141,7 +145,7 @@ async def test_reservations_free_up_when_actual_costs_are_lower(
 
 
 def test_per_call_budget_refuses_before_sending(
-    make_client: Callable[..., Orchestrator], openai_server: OpenAIWireServer
+    make_client: MakeClient, openai_server: OpenAIWireServer
 ) -> None:
     client = make_client(PRICED + "budgets: {per_call_usd: 0.02}\n")
     with pytest.raises(BudgetExceededError) as info:
@@ -154,24 +158,21 @@ def test_per_call_budget_refuses_before_sending(
 
 
 def test_role_budget_from_the_role_entry_only_limits_that_role(
-    openai_server: OpenAIWireServer, write_config: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+    openai_server: OpenAIWireServer, client_for: MakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ORCH_AUTH_OPENAI_API_KEY", "sk-test-budgets")
-    path = write_config(
-        textwrap.dedent(
-            f"""
-            project: budgets
-            tracking: {{enabled: false}}
-            providers:
-              openai: {{api_base: "{openai_server.base_url}"}}
-            roles:
-              r: {{provider: openai, model: house-model, params: {{max_tokens: 10}}, budget_usd: 0.03}}
-              other: {{provider: openai, model: house-model, params: {{max_tokens: 10}}}}
-            """
-        )
-        + textwrap.dedent(PRICED)
+    client = client_for(
+        f"""
+        project: budgets
+        tracking: {{enabled: false}}
+        providers:
+          openai: {{api_base: "{openai_server.base_url}"}}
+        roles:
+          r: {{provider: openai, model: house-model, params: {{max_tokens: 10}}, budget_usd: 0.03}}
+          other: {{provider: openai, model: house-model, params: {{max_tokens: 10}}}}
+        """,
+        PRICED,
     )
-    client = orchlab.get_llm_client(path)
     openai_server.push(*full_usage_replies(4))
     client.run("r", HI)  # $0.028 of $0.03
     with pytest.raises(BudgetExceededError) as info:
@@ -186,7 +187,7 @@ def test_role_budget_from_the_role_entry_only_limits_that_role(
 
 
 def test_budgets_set_in_code_override_the_yaml(
-    make_client: Callable[..., Orchestrator], openai_server: OpenAIWireServer
+    make_client: MakeClient, openai_server: OpenAIWireServer
 ) -> None:
     client = make_client(PRICED + "budgets: {session_usd: 0.01, per_role_usd: {other: 0.5}}\n")
     with pytest.raises(BudgetExceededError):
@@ -207,7 +208,7 @@ def test_budgets_set_in_code_override_the_yaml(
 
 
 def test_spending_before_a_budget_is_set_counts(
-    make_client: Callable[..., Orchestrator], openai_server: OpenAIWireServer
+    make_client: MakeClient, openai_server: OpenAIWireServer
 ) -> None:
     client = make_client()
     for _ in range(3):
@@ -221,7 +222,7 @@ def test_spending_before_a_budget_is_set_counts(
 
 
 def test_a_failed_call_releases_its_reservation(
-    make_client: Callable[..., Orchestrator], openai_server: OpenAIWireServer
+    make_client: MakeClient, openai_server: OpenAIWireServer
 ) -> None:
     client = make_client(PRICED + "budgets: {session_usd: 0.03}\n")
     openai_server.push(Reply.error(500, "boom"))
@@ -232,7 +233,7 @@ def test_a_failed_call_releases_its_reservation(
 
 
 def test_unpriced_model_under_a_budget_is_refused(
-    make_client: Callable[..., Orchestrator], openai_server: OpenAIWireServer
+    make_client: MakeClient, openai_server: OpenAIWireServer
 ) -> None:
     client = make_client(extra="", model="my-unlisted-model")
     assert client.run("r", HI).cost_usd is None  # no budget: the call goes, its cost is unknown
@@ -246,7 +247,7 @@ def test_unpriced_model_under_a_budget_is_refused(
 
 
 def test_output_bound_comes_from_the_model_when_max_tokens_is_unset(
-    make_client: Callable[..., Orchestrator], openai_server: OpenAIWireServer
+    make_client: MakeClient, openai_server: OpenAIWireServer
 ) -> None:
     # no max_tokens: gpt-4.1-mini's 32,768 max output tokens bound the worst case
     client = make_client(extra="budgets: {session_usd: 0.01}\n", max_tokens=None, model="gpt-4.1-mini")
@@ -264,7 +265,7 @@ def test_output_bound_comes_from_the_model_when_max_tokens_is_unset(
 
 
 def test_local_models_are_free_under_a_budget(
-    make_client: Callable[..., Orchestrator], openai_server: OpenAIWireServer
+    make_client: MakeClient, openai_server: OpenAIWireServer
 ) -> None:
     client = make_client(PRICED + "budgets: {session_usd: 0}\n")
     assert client.run("free", HI).cost_usd == 0.0
@@ -288,6 +289,15 @@ def test_budget_config_is_checked(write_config: Callable[[str], Path]) -> None:
         orchlab.load_config(write_config(base + "budgets: {session_usd: -1}\n"))
 
 
+def test_negative_limits_set_in_code_are_refused_with_the_key() -> None:
+    budgets = Budgets(session_usd=1.0)
+    with pytest.raises(InvalidRequestError, match=r"budgets\.set\(session_usd=\.\.\.\) must be >= 0, got -1"):
+        budgets.set(session_usd=-1)
+    with pytest.raises(InvalidRequestError, match=r"per_role_usd=\{'r': \.\.\.\}\) must be >= 0, got -0.5"):
+        budgets.set(per_role_usd={"r": -0.5})
+    assert budgets.limit_usd() == 1.0 and budgets.limit_usd("r") is None
+
+
 def test_budgets_object_directly() -> None:
     budgets = Budgets(session_usd=1.0, per_call_usd=0.5)
     call_a, call_b = object(), object()
@@ -308,3 +318,56 @@ def test_budgets_object_directly() -> None:
     assert budgets.spent_usd() == pytest.approx(0.2)
     assert budgets.reserved_usd() == 0.0
     assert budgets.remaining_usd() == pytest.approx(0.8)
+
+
+# A race between test doubles: "fast" (cloud) answers; "slow" (cloud) and "home" (local) are
+# cancelled mid-call. $1000 per Mtok everywhere: "What is 2+2?" is 12 bytes, so the prompt
+# ceiling is 12 + 8 + 8 = 28 tokens and, with max_tokens 10, each worst case is $0.038.
+RACE = """
+project: budgets
+tracking: {enabled: false}
+providers:
+  fast: {type: test, options: {models: {m: {reply: "fast answer", latency_s: 0.02}}}}
+  slow: {type: test, options: {models: {m: {reply: "a b c d e f g h", latency_s: 0.01, tokens_per_s: 20}}}}
+  home: {type: test_local, options: {models: {m: {reply: "local answer", latency_s: 0.5}}}}
+models:
+  "fast:m": {input_price_per_mtok: 1000, output_price_per_mtok: 1000}
+  "slow:m": {input_price_per_mtok: 1000, output_price_per_mtok: 1000}
+  "home:m": {input_price_per_mtok: 1000, output_price_per_mtok: 1000}
+budgets: {session_usd: 1.0}
+roles:
+  race:
+    provider: slow
+    model: m
+    strategy: parallel
+    candidates: ["fast:m", "home:m"]
+    params: {max_tokens: 10}
+  streamed: {provider: slow, model: m, params: {max_tokens: 10}}
+"""
+RACE_WORST = 0.038
+
+
+def test_a_cancelled_cloud_attempt_keeps_its_worst_case_as_spent(client_for: MakeClient) -> None:
+    client = client_for(RACE)
+    r = client.run("race", [{"role": "user", "content": "What is 2+2?"}])
+    outcomes = {a.provider: a.outcome for a in r.decision.attempts}
+    assert outcomes == {"slow": "cancelled", "fast": "ok", "home": "cancelled"}
+    assert client.provider("slow").calls[0].outcome == "cancelled"  # it was sent, then cancelled
+    costs = {a.provider: a.cost_usd for a in r.decision.attempts}
+    assert costs == {"slow": None, "fast": pytest.approx(0.005), "home": None}  # losers: unreported
+    # the budgets count the winner at its actual cost (3 words in, 2 out) and the cloud loser at
+    # its worst case, since it may have billed the prompt and its tokens so far; the local loser
+    # (its own hardware, even with a YAML price) is released
+    assert client.budgets.spent_usd() == pytest.approx(0.005 + RACE_WORST)
+    assert client.budgets.spent_usd("race") == pytest.approx(0.005 + RACE_WORST)
+    assert client.budgets.reserved_usd() == 0.0
+
+
+def test_a_cloud_stream_closed_early_keeps_its_worst_case_as_spent(client_for: MakeClient) -> None:
+    client = client_for(RACE)
+    stream = client.stream("streamed", [{"role": "user", "content": "What is 2+2?"}])
+    for _delta in stream:
+        break  # the caller stops reading: the stream is closed, the provider has billed some tokens
+    assert stream.response is None
+    assert client.budgets.spent_usd() == pytest.approx(RACE_WORST)
+    assert client.budgets.reserved_usd() == 0.0

@@ -91,7 +91,7 @@ def test_invalid_yaml_reports_file_line_and_column(write_config):
 
 @pytest.mark.parametrize("text", ["", "- a\n- b\n"])
 def test_empty_or_non_mapping_file(write_config, text):
-    with pytest.raises(ConfigFileError, match="empty|top level must be a mapping"):
+    with pytest.raises(ConfigFileError, match=r"empty|top level must be a mapping"):
         load_config(write_config(text))
 
 
@@ -121,14 +121,12 @@ def test_bad_fallback_target_form(write_config):
         "project: x\nproviders: {openai: {}}\n"
         "roles:\n  r: {provider: openai, model: m, fallbacks: [gpt-4.1]}\n"
     )
-    with pytest.raises(ConfigValidationError, match="roles.r.fallbacks.0.*provider:model"):
+    with pytest.raises(ConfigValidationError, match=r"roles\.r\.fallbacks\[0\].*provider:model"):
         load_config(path)
 
 
 def test_role_naming_unknown_provider(write_config):
-    path = write_config(
-        "project: x\nproviders: {openai: {}}\nroles:\n  r: {provider: opena, model: m}\n"
-    )
+    path = write_config("project: x\nproviders: {openai: {}}\nroles:\n  r: {provider: opena, model: m}\n")
     with pytest.raises(UnknownProviderError) as info:
         load_config(path)
     assert info.value.provider == "opena"
@@ -141,7 +139,7 @@ def test_fallback_naming_unknown_provider(write_config):
         "project: x\nproviders: {openai: {}}\n"
         "roles:\n  r: {provider: openai, model: m, fallbacks: ['anthropic:claude']}\n"
     )
-    with pytest.raises(UnknownProviderError, match="roles.r.fallbacks.*'anthropic' is not defined"):
+    with pytest.raises(UnknownProviderError, match=r"roles\.r\.fallbacks.*'anthropic' is not defined"):
         load_config(path)
 
 
@@ -155,7 +153,7 @@ def test_unknown_adapter_type(write_config):
 
 def test_provider_key_that_is_no_known_kind_needs_a_type(write_config):
     path = write_config("project: x\nproviders:\n  mybox: {api_base: http://x}\nroles: {}\n")
-    with pytest.raises(UnknownProviderError, match="providers.mybox: unknown adapter type 'mybox'"):
+    with pytest.raises(UnknownProviderError, match=r"providers\.mybox: unknown adapter type 'mybox'"):
         load_config(path)
 
 

@@ -40,13 +40,13 @@ def _no_cached_o200k(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
 
 @pytest.fixture
 def make_client(
-    openai_server: OpenAIWireServer, write_config: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+    openai_server: OpenAIWireServer, client_for: Callable[..., Orchestrator], monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., Orchestrator]:
     monkeypatch.setenv("ORCH_AUTH_OPENAI_API_KEY", "sk-test-context")
     monkeypatch.setenv("ORCH_AUTH_DEEPSEEK_API_KEY", "sk-test-context")
 
     def make(model: str, window: int, max_tokens: int = 20, provider: str = "openai") -> Orchestrator:
-        path = write_config(
+        return client_for(
             f"""
             project: ctx
             tracking: {{enabled: false}}
@@ -59,7 +59,6 @@ def make_client(
               r: {{provider: {provider}, model: "{model}", params: {{max_tokens: {max_tokens}}}}}
             """
         )
-        return orchlab.get_llm_client(path)
 
     return make
 

@@ -8,7 +8,6 @@ genai-prices directly in the test.
 from __future__ import annotations
 
 import random
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,28 +27,25 @@ HELLO = [{"role": "user", "content": "hello there"}]
 
 @pytest.fixture
 def make_client(
-    openai_server: OpenAIWireServer, write_config: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+    openai_server: OpenAIWireServer, client_for: Callable[..., Orchestrator], monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., Orchestrator]:
     monkeypatch.setenv("ORCH_AUTH_OPENAI_API_KEY", "sk-test-costs")
     monkeypatch.setenv("ORCH_AUTH_QWEN_API_KEY", "sk-test-costs")
 
     def make(model: str = "gpt-4.1-mini", extra: str = "", provider: str = "openai") -> Orchestrator:
-        path = write_config(
-            textwrap.dedent(
-                f"""
-                project: costs
-                tracking: {{enabled: false}}
-                providers:
-                  openai: {{api_base: "{openai_server.base_url}"}}
-                  qwen: {{api_base: "{openai_server.base_url}"}}
-                  box: {{type: vllm, api_base: "{openai_server.base_url}"}}
-                roles:
-                  r: {{provider: {provider}, model: "{model}", params: {{max_tokens: 64}}}}
-                """
-            )
-            + textwrap.dedent(extra)
+        return client_for(
+            f"""
+            project: costs
+            tracking: {{enabled: false}}
+            providers:
+              openai: {{api_base: "{openai_server.base_url}"}}
+              qwen: {{api_base: "{openai_server.base_url}"}}
+              box: {{type: vllm, api_base: "{openai_server.base_url}"}}
+            roles:
+              r: {{provider: {provider}, model: "{model}", params: {{max_tokens: 64}}}}
+            """,
+            extra,
         )
-        return orchlab.get_llm_client(path)
 
     return make
 

@@ -6,13 +6,12 @@ tests run on both transports (``transport`` fixture).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-import orchlab
 from orchlab.errors import (
     AuthenticationError,
     ContextLengthExceededError,
@@ -24,7 +23,6 @@ from orchlab.errors import (
     RateLimitError,
 )
 from orchlab.providers.gemini import GeminiProvider
-from orchlab.types import GenerationParams, Message, ModelRequest
 from tests.servers.gemini_wire import (
     GeminiWireServer,
     gemini_error,
@@ -36,6 +34,7 @@ from tests.servers.gemini_wire import (
     usage_metadata,
 )
 from tests.servers.loopback import Reply, closed_port
+from tests.support import model_request
 
 KEY = "AIza-loopback-SECRET-91c2"
 MODEL = "gemini-loopback"
@@ -62,44 +61,21 @@ def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.fixture
-async def make_provider(
-    server: GeminiWireServer,
-    write_config: Callable[[str], Path],
-    monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[MakeProvider]:
+def make_provider(
+    server: GeminiWireServer, provider_for: Callable[..., GeminiProvider], monkeypatch: pytest.MonkeyPatch
+) -> MakeProvider:
     """An adapter built from a YAML entry, its key read from ``ORCH_AUTH_GEMINI_MAIN_API_KEY``."""
     monkeypatch.setenv("ORCH_AUTH_GEMINI_MAIN_API_KEY", KEY)
-    made: list[GeminiProvider] = []
 
     def make(api_base: str | None = None, timeout_s: float = 5, extra: str = "") -> GeminiProvider:
-        path = write_config(
-            f"""
-            project: t
-            providers:
-              gem:
-                type: gemini
-                auth_profile: gemini_main
-                api_base: {api_base or server.url}
-                timeout_s: {timeout_s}
-            {extra}
-            """
-        )
-        provider = orchlab.get_llm_client(path).provider("gem")
-        assert isinstance(provider, GeminiProvider)
-        made.append(provider)
-        return provider
+        entry = f"type: gemini\nauth_profile: gemini_main\napi_base: {api_base or server.url}\n"
+        entry += f"timeout_s: {timeout_s}"
+        return provider_for(GeminiProvider, "gem", f"{entry}\n{extra.strip()}")
 
-    yield make
-    for provider in made:
-        await provider.aclose()
+    return make
 
 
-def request(*messages: tuple[str, str], **params: Any) -> ModelRequest:
-    return ModelRequest(
-        model=MODEL,
-        messages=tuple(Message(role, content) for role, content in messages),  # type: ignore[arg-type]
-        params=GenerationParams().merged(params),
-    )
+request = functools.partial(model_request, model=MODEL)
 
 
 HELLO = request(("user", "hello there"))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import orchlab
 from orchlab.errors import (
     AuthenticationError,
     ContextLengthExceededError,
+    ContextWindowError,
     ProviderConnectionError,
     ProviderError,
     ProviderResponseError,
@@ -19,8 +21,8 @@ from orchlab.errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
+from orchlab.orchestrator import Orchestrator
 from orchlab.providers.ollama import OllamaProvider
-from orchlab.types import GenerationParams, Message, ModelRequest
 from tests.servers.loopback import Reply, closed_port
 from tests.servers.ollama_wire import (
     OllamaWireServer,
@@ -32,6 +34,7 @@ from tests.servers.ollama_wire import (
     stream_reply,
     tag,
 )
+from tests.support import model_request
 
 MODEL = "llama3.1:8b"
 
@@ -45,41 +48,17 @@ def server() -> Iterator[OllamaWireServer]:
 
 
 @pytest.fixture
-async def make_provider(
-    server: OllamaWireServer, write_config: Callable[[str], Path]
-) -> AsyncIterator[MakeProvider]:
-    made: list[OllamaProvider] = []
-
+def make_provider(server: OllamaWireServer, provider_for: Callable[..., OllamaProvider]) -> MakeProvider:
     def make(
         api_base: str | None = None, timeout_s: float = 5, extra: str = "", name: str = "gpu1"
     ) -> OllamaProvider:
-        path = write_config(
-            f"""
-            project: t
-            providers:
-              {name}:
-                type: ollama
-                api_base: {api_base or server.url}
-                timeout_s: {timeout_s}
-            {extra}
-            """
-        )
-        provider = orchlab.get_llm_client(path).provider(name)
-        assert isinstance(provider, OllamaProvider)
-        made.append(provider)
-        return provider
+        entry = f"type: ollama\napi_base: {api_base or server.url}\ntimeout_s: {timeout_s}"
+        return provider_for(OllamaProvider, name, f"{entry}\n{extra.strip()}")
 
-    yield make
-    for provider in made:
-        await provider.aclose()
+    return make
 
 
-def request(*messages: tuple[str, str], model: str = MODEL, **params: Any) -> ModelRequest:
-    return ModelRequest(
-        model=model,
-        messages=tuple(Message(role, content) for role, content in messages),  # type: ignore[arg-type]
-        params=GenerationParams().merged(params),
-    )
+request = functools.partial(model_request, model=MODEL)
 
 
 HELLO = request(("user", "hello there"))
@@ -220,11 +199,13 @@ async def test_401_from_an_authenticating_proxy(
     server: OllamaWireServer, make_provider: MakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ORCH_AUTH_OLLAMA_PROXY_API_KEY", "ollama-proxy-SECRET")
-    server.push(ollama_error(401, "unauthorized"))
+    server.push(ollama_error(401, "unauthorized: Bearer ollama-proxy-SECRET"))  # a proxy echoing it
     with pytest.raises(AuthenticationError) as info:
         await make_provider(extra="    auth_profile: ollama_proxy").complete(HELLO)
     assert info.value.status_code == 401
+    assert "unauthorized: Bearer **********" in str(info.value)
     assert "ollama-proxy-SECRET" not in str(info.value) and "ollama-proxy-SECRET" not in repr(info.value)
+    assert info.value.__cause__ is None
 
 
 async def test_429_carries_retry_after(server: OllamaWireServer, make_provider: MakeProvider) -> None:
@@ -406,3 +387,36 @@ async def test_several_hosts_are_several_entries(
         assert [r.body["model"] for r in gpu1.requests] == ["llama3.1:8b"]
         assert [r.body["model"] for r in gpu2.requests] == ["qwen3:32b"]
         assert gpu2.last.body["options"] == {"num_ctx": 32768}
+
+
+# --- the context window ---------------------------------------------------------------------------
+
+
+def test_num_ctx_is_the_window_the_preflight_checks(
+    server: OllamaWireServer, client_for: Callable[..., Orchestrator]
+) -> None:
+    client = client_for(
+        f"""
+        project: t
+        tracking: {{enabled: false}}
+        providers:
+          gpu1: {{type: ollama, api_base: "{server.url}", options: {{num_ctx: 64}}}}
+          laptop: {{type: ollama, api_base: "{server.url}"}}
+        roles:
+          r: {{provider: gpu1, model: "{MODEL}", params: {{max_tokens: 16}}}}
+        """
+    )
+    assert client.provider("gpu1").context_window() == 64
+    assert client.provider("laptop").context_window() is None  # each model's own window
+    info = client.catalog.get_model_info(f"gpu1:{MODEL}")
+    assert info.context_window == 64 and "provider" in info.sources
+
+    # ~100 estimated prompt tokens + 16 > 64: refused before anything is sent
+    with pytest.raises(ContextWindowError, match="context window of 64 tokens") as exc:
+        client.run("r", [{"role": "user", "content": "word " * 80}])
+    assert exc.value.context_window == 64 and exc.value.provider == "gpu1"
+    assert server.requests == []
+    # a prompt that fits goes through
+    server.push(Reply(body=chat_body("ok", model=MODEL, prompt_eval_count=3, eval_count=1)))
+    assert client.run("r", [{"role": "user", "content": "hi"}]).content == "ok"
+    assert [r.route for r in server.requests] == ["/api/chat"]

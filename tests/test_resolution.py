@@ -130,5 +130,9 @@ def test_params_override_merges_over_role_defaults(client):
     assert (p.temperature, p.max_tokens, p.stop, p.seed) == (0.9, 5, ("END",), 7)
     assert p.extra == {"reasoning_effort": "low"}
     assert p.as_dict() == {
-        "temperature": 0.9, "max_tokens": 5, "stop": ["END"], "seed": 7, "reasoning_effort": "low"
+        "temperature": 0.9,
+        "max_tokens": 5,
+        "stop": ["END"],
+        "seed": 7,
+        "reasoning_effort": "low",
     }

@@ -37,10 +37,8 @@ Q = [{"role": "user", "content": "What is 2+2?"}]
 
 
 @pytest.fixture
-def client(write_config):
-    c = orchlab.get_llm_client(write_config(CONFIG))
-    yield c
-    c.close()
+def client(client_for):
+    return client_for(CONFIG)
 
 
 def test_enums_are_exactly_as_specified_and_match_the_yaml_schema() -> None:
@@ -76,6 +74,17 @@ def test_a_role_without_a_strategy_stays_a_plain_call(client) -> None:
     assert r.decision.attempts[0].stage is None
     r = client.complete("What is 2+2?", role="plain")
     assert r.decision.strategy == "single" and r.content == "alpha beta gamma"
+
+
+def test_stream_refuses_a_role_with_a_strategy_instead_of_skipping_it(client) -> None:
+    for role, strategy in [("chain", "'fallback'"), ("lf", "'local_first'")]:
+        with pytest.raises(InvalidRequestError, match=f"role '{role}' runs the {strategy} strategy") as info:
+            client.stream(role, Q)
+        assert f"client.run('{role}', ...)" in str(info.value)
+    assert client.provider("a").calls == [] and client.provider("home").calls == []
+    stream = client.stream("plain", Q)  # no strategy: it streams
+    assert stream.text() == "alpha beta gamma" and stream.response is not None
+    assert stream.response.decision is not None and stream.response.decision.strategy == "single"
 
 
 def test_complete_prompt_system_and_params(client) -> None:

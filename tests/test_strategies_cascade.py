@@ -62,11 +62,10 @@ Q = [{"role": "user", "content": "What is 2+2?"}]
 
 
 @pytest.fixture
-def client(write_config):
-    c = orchlab.get_llm_client(write_config(CONFIG))
+def client(client_for):
+    c = client_for(CONFIG)
     c.health.clock = ManualClock()
-    yield c
-    c.close()
+    return c
 
 
 def cost(provider_prices: tuple[float, float], n_in: int, n_out: int) -> float:
@@ -221,27 +220,25 @@ async def test_async_cascade(client) -> None:
 
 
 @pytest.mark.slow
-def test_cascade_with_the_real_local_models_log_probs(write_config, gguf_path) -> None:
-    c = orchlab.get_llm_client(
-        write_config(
-            f"""
-            project: t
-            tracking: {{enabled: false}}
-            providers:
-              local: {{type: llamacpp, options: {{model_path: "{gguf_path}", n_ctx: 512}}}}
-              cloud: {{type: test, options: {{models: {{big: {{reply: "4"}}}}}}}}
-            roles:
-              r:
-                provider: local
-                model: gemma-3-270m
-                strategy: cascade
-                candidates: ["cloud:big"]
-                cascade: {{scorer: logprob, threshold: 0.999}}
-                # llama-cpp-python's log-probs cost ~1 s a token here (it sorts the whole
-                # 262k-token vocabulary per token), so few tokens
-                params: {{temperature: 0, max_tokens: 4}}
-            """
-        )
+def test_cascade_with_the_real_local_models_log_probs(client_for, gguf_path) -> None:
+    c = client_for(
+        f"""
+        project: t
+        tracking: {{enabled: false}}
+        providers:
+          local: {{type: llamacpp, options: {{model_path: "{gguf_path}", n_ctx: 512}}}}
+          cloud: {{type: test, options: {{models: {{big: {{reply: "4"}}}}}}}}
+        roles:
+          r:
+            provider: local
+            model: gemma-3-270m
+            strategy: cascade
+            candidates: ["cloud:big"]
+            cascade: {{scorer: logprob, threshold: 0.999}}
+            # llama-cpp-python's log-probs cost ~1 s a token here (it sorts the whole
+            # 262k-token vocabulary per token), so few tokens
+            params: {{temperature: 0, max_tokens: 4}}
+        """
     )
     # a bar the small model cannot clear: its answer is scored, rejected, and the cloud answers
     r = c.run("r", Q)
@@ -255,4 +252,3 @@ def test_cascade_with_the_real_local_models_log_probs(write_config, gguf_path) -
     assert r.target == "local:gemma-3-270m" and r.logprobs
     assert only.confidence == pytest.approx(math.exp(sum(r.logprobs) / len(r.logprobs)))
     assert r.cost_usd == 0.0
-    c.close()

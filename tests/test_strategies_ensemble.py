@@ -6,7 +6,6 @@ import re
 
 import pytest
 
-import orchlab
 from orchlab.errors import AllAttemptsFailedError, InvalidRequestError
 from orchlab.strategies import EnsembleMode
 from orchlab.strategies.ensemble import REFINE_PROMPT
@@ -49,10 +48,8 @@ Q = [{"role": "user", "content": "What is 2+2?"}]
 
 
 @pytest.fixture
-def client(write_config):
-    c = orchlab.get_llm_client(write_config(CONFIG))
-    yield c
-    c.close()
+def client(client_for):
+    return client_for(CONFIG)
 
 
 def test_vote_picks_the_majority_of_normalised_answers(client) -> None:
@@ -192,25 +189,23 @@ async def test_async_ensemble(client) -> None:
 
 
 @pytest.mark.slow
-def test_every_mode_with_the_real_local_model(write_config, gguf_path) -> None:
-    c = orchlab.get_llm_client(
-        write_config(
-            f"""
-            project: t
-            tracking: {{enabled: false}}
-            providers:
-              local: {{type: llamacpp, options: {{model_path: "{gguf_path}", n_ctx: 1024}}}}
-            roles:
-              r:
-                provider: local
-                model: gemma-3-270m
-                strategy: ensemble
-                candidates:
-                  - "local:gemma-3-270m"
-                  - {{target: "local:gemma-3-270m", params: {{max_tokens: 2}}}}
-                params: {{temperature: 0, max_tokens: 8}}
-            """
-        )
+def test_every_mode_with_the_real_local_model(client_for, gguf_path) -> None:
+    c = client_for(
+        f"""
+        project: t
+        tracking: {{enabled: false}}
+        providers:
+          local: {{type: llamacpp, options: {{model_path: "{gguf_path}", n_ctx: 1024}}}}
+        roles:
+          r:
+            provider: local
+            model: gemma-3-270m
+            strategy: ensemble
+            candidates:
+              - "local:gemma-3-270m"
+              - {{target: "local:gemma-3-270m", params: {{max_tokens: 2}}}}
+            params: {{temperature: 0, max_tokens: 8}}
+        """
     )
     # vote: two identical 8-token answers outvote the 2-token one (temperature 0 is repeatable)
     r = c.run("r", Q)
@@ -238,4 +233,3 @@ def test_every_mode_with_the_real_local_model(write_config, gguf_path) -> None:
     assert r.decision.attempts[-1].stage == "aggregate" and r.content == r.decision.attempts[-1].output
     assert r.decision.winner == "local:gemma-3-270m"
     assert r.usage.output_tokens == sum(a.usage.output_tokens for a in r.decision.attempts)
-    c.close()

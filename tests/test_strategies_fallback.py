@@ -72,11 +72,10 @@ Q = [{"role": "user", "content": "What is 2+2?"}]
 
 
 @pytest.fixture
-def client(write_config):
-    c = orchlab.get_llm_client(write_config(CONFIG))
+def client(client_for):
+    c = client_for(CONFIG)
     c.health.clock = ManualClock()
-    yield c
-    c.close()
+    return c
 
 
 def trail(r: orchlab.LLMResponse) -> list[tuple[str, str, str]]:
@@ -172,19 +171,17 @@ def test_context_window_error_skips_candidates_whose_window_is_too_small(client)
     assert "skipped backup:small: window 60 <" in r.decision.rationale
 
 
-def test_a_provider_side_context_length_error_moves_on(write_config) -> None:
-    c = orchlab.get_llm_client(
-        write_config(
-            """
-            project: t
-            tracking: {enabled: false}
-            providers:
-              a: {type: test, options: {models: {tiny: {reply: "x", context_window: 3}}}}
-              b: {type: test, options: {models: {big: {reply: "fits"}}}}
-            roles:
-              r: {provider: a, model: tiny, fallbacks: ["b:big"]}
-            """
-        )
+def test_a_provider_side_context_length_error_moves_on(client_for) -> None:
+    c = client_for(
+        """
+        project: t
+        tracking: {enabled: false}
+        providers:
+          a: {type: test, options: {models: {tiny: {reply: "x", context_window: 3}}}}
+          b: {type: test, options: {models: {big: {reply: "fits"}}}}
+        roles:
+          r: {provider: a, model: tiny, fallbacks: ["b:big"]}
+        """
     )
     r = c.complete("one two three four five", role="r")
     assert r.content == "fits"
@@ -282,27 +279,25 @@ def test_observers_see_one_record_with_every_attempt(client) -> None:
 
 
 def test_fallback_through_the_real_openai_adapter_on_429_retry_after(
-    openai_server: OpenAIWireServer, write_config, monkeypatch: pytest.MonkeyPatch
+    openai_server: OpenAIWireServer, client_for, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ORCH_AUTH_LOOPBACK_API_KEY", "sk-test")
-    c = orchlab.get_llm_client(
-        write_config(
-            f"""
-            project: t
-            tracking: {{enabled: false}}
-            providers:
-              loop:
-                type: openai
-                auth_profile: loopback
-                api_base: "{openai_server.base_url}"
-                max_retries: 0
-              home: {{type: test_local}}
-            models:
-              "loop:gpt-test": {{input_price_per_mtok: 1.0, output_price_per_mtok: 2.0}}
-            roles:
-              r: {{provider: loop, model: gpt-test, fallbacks: ["home:m"]}}
-            """
-        )
+    c = client_for(
+        f"""
+        project: t
+        tracking: {{enabled: false}}
+        providers:
+          loop:
+            type: openai
+            auth_profile: loopback
+            api_base: "{openai_server.base_url}"
+            max_retries: 0
+          home: {{type: test_local}}
+        models:
+          "loop:gpt-test": {{input_price_per_mtok: 1.0, output_price_per_mtok: 2.0}}
+        roles:
+          r: {{provider: loop, model: gpt-test, fallbacks: ["home:m"]}}
+        """
     )
     openai_server.push(Reply.error(429, "slow down", headers={"retry-after": "0.3"}))
     started = time.perf_counter()
@@ -318,28 +313,25 @@ def test_fallback_through_the_real_openai_adapter_on_429_retry_after(
     assert "waited 0.3s (retry-after)" in r.decision.rationale
     assert r.cost_usd == pytest.approx((r.usage.input_tokens * 1.0 + r.usage.output_tokens * 2.0) / 1e6)
     assert c.provider("home").calls == []
-    c.close()
 
 
 @pytest.mark.slow
-def test_local_first_with_the_real_local_model(write_config, gguf_path) -> None:
-    c = orchlab.get_llm_client(
-        write_config(
-            f"""
-            project: t
-            tracking: {{enabled: false}}
-            providers:
-              local: {{type: llamacpp, options: {{model_path: "{gguf_path}", n_ctx: 512}}}}
-              cloud: {{type: test, options: {{models: {{m: {{reply: "cloud"}}}}}}}}
-            roles:
-              r:
-                provider: cloud
-                model: m
-                strategy: local_first
-                candidates: ["local:gemma-3-270m"]
-                params: {{temperature: 0, max_tokens: 8}}
-            """
-        )
+def test_local_first_with_the_real_local_model(client_for, gguf_path) -> None:
+    c = client_for(
+        f"""
+        project: t
+        tracking: {{enabled: false}}
+        providers:
+          local: {{type: llamacpp, options: {{model_path: "{gguf_path}", n_ctx: 512}}}}
+          cloud: {{type: test, options: {{models: {{m: {{reply: "cloud"}}}}}}}}
+        roles:
+          r:
+            provider: cloud
+            model: m
+            strategy: local_first
+            candidates: ["local:gemma-3-270m"]
+            params: {{temperature: 0, max_tokens: 8}}
+        """
     )
     r = c.run("r", Q)
     assert r.target == "local:gemma-3-270m"
@@ -353,4 +345,3 @@ def test_local_first_with_the_real_local_model(write_config, gguf_path) -> None:
     r = c.complete(long_prompt, role="r")
     assert r.content == "cloud"
     assert r.decision.attempts[0].error_type in ("ContextWindowError", "ContextLengthExceededError")
-    c.close()

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-import orchlab
 from orchlab.errors import AllAttemptsFailedError
 from orchlab.testing import Step
 from tests.servers.openai_wire import OpenAIWireServer, Reply
@@ -47,10 +46,8 @@ Q = [{"role": "user", "content": "What is 2+2?"}]
 
 
 @pytest.fixture
-def client(write_config):
-    c = orchlab.get_llm_client(write_config(CONFIG))
-    yield c
-    c.close()
+def client(client_for):
+    return client_for(CONFIG)
 
 
 def test_the_fastest_wins_and_the_losers_are_cancelled_and_stop(client) -> None:
@@ -169,26 +166,24 @@ class DropWatch:
 
 
 def test_racing_real_openai_adapters_closes_the_losers_http_connection(
-    write_config, monkeypatch: pytest.MonkeyPatch
+    client_for, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ORCH_AUTH_LOOPBACK_API_KEY", "sk-test")
     with OpenAIWireServer() as quick, OpenAIWireServer() as sluggish:
         watch = DropWatch(sluggish, hold_s=3.0)
-        c = orchlab.get_llm_client(
-            write_config(
-                f"""
-                project: t
-                tracking: {{enabled: false}}
-                providers:
-                  a: {{type: openai, auth_profile: loopback, api_base: "{quick.base_url}", max_retries: 0}}
-                  b: {{type: openai, auth_profile: loopback, api_base: "{sluggish.base_url}", max_retries: 0}}
-                models:
-                  "a:gpt-test": {{input_price_per_mtok: 1.0, output_price_per_mtok: 2.0}}
-                  "b:gpt-test": {{input_price_per_mtok: 1.0, output_price_per_mtok: 2.0}}
-                roles:
-                  r: {{provider: b, model: gpt-test, strategy: parallel, candidates: ["a:gpt-test"]}}
-                """
-            )
+        c = client_for(
+            f"""
+            project: t
+            tracking: {{enabled: false}}
+            providers:
+              a: {{type: openai, auth_profile: loopback, api_base: "{quick.base_url}", max_retries: 0}}
+              b: {{type: openai, auth_profile: loopback, api_base: "{sluggish.base_url}", max_retries: 0}}
+            models:
+              "a:gpt-test": {{input_price_per_mtok: 1.0, output_price_per_mtok: 2.0}}
+              "b:gpt-test": {{input_price_per_mtok: 1.0, output_price_per_mtok: 2.0}}
+            roles:
+              r: {{provider: b, model: gpt-test, strategy: parallel, candidates: ["a:gpt-test"]}}
+            """
         )
         quick.push(Reply(delay_s=0.2))  # the default echo, after 0.2 s: b has been sent by then
         r = c.run("r", Q)
@@ -201,37 +196,34 @@ def test_racing_real_openai_adapters_closes_the_losers_http_connection(
         loser = next(a for a in r.decision.attempts if a.provider == "b")
         assert loser.outcome == "cancelled" and loser.cost_usd is None
         assert r.cost_usd is None and "b:gpt-test (cancelled)" in (r.cost_note or "")
-        c.close()
 
 
 @pytest.mark.slow
-def test_race_with_the_real_local_model_stops_its_generation(write_config, gguf_path) -> None:
-    c = orchlab.get_llm_client(
-        write_config(
-            f"""
-            project: t
-            tracking: {{enabled: false}}
-            providers:
-              local: {{type: llamacpp, options: {{model_path: "{gguf_path}", n_ctx: 512}}}}
-              cloud:
-                type: test
-                options:
-                  models: {{quick: {{reply: "4", latency_s: 1.0}}, never: {{reply: "x", latency_s: 30}}}}
-            roles:
-              lose:
-                provider: local
-                model: gemma-3-270m
-                strategy: parallel
-                candidates: ["cloud:quick"]
-                params: {{temperature: 0, max_tokens: 200}}
-              win:
-                provider: local
-                model: gemma-3-270m
-                strategy: parallel
-                candidates: ["cloud:never"]
-                params: {{temperature: 0, max_tokens: 8}}
-            """
-        )
+def test_race_with_the_real_local_model_stops_its_generation(client_for, gguf_path) -> None:
+    c = client_for(
+        f"""
+        project: t
+        tracking: {{enabled: false}}
+        providers:
+          local: {{type: llamacpp, options: {{model_path: "{gguf_path}", n_ctx: 512}}}}
+          cloud:
+            type: test
+            options:
+              models: {{quick: {{reply: "4", latency_s: 1.0}}, never: {{reply: "x", latency_s: 30}}}}
+        roles:
+          lose:
+            provider: local
+            model: gemma-3-270m
+            strategy: parallel
+            candidates: ["cloud:quick"]
+            params: {{temperature: 0, max_tokens: 200}}
+          win:
+            provider: local
+            model: gemma-3-270m
+            strategy: parallel
+            candidates: ["cloud:never"]
+            params: {{temperature: 0, max_tokens: 8}}
+        """
     )
     local = c.provider("local")
     spans: list[dict[str, Any]] = []
@@ -274,4 +266,3 @@ def test_race_with_the_real_local_model_stops_its_generation(write_config, gguf_
     assert r.target == "local:gemma-3-270m" and "4" in r.content
     assert r.decision.attempts[0].usage.output_tokens > 0
     assert c.provider("cloud").calls[-1].outcome == "cancelled"
-    c.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import orchlab
@@ -111,10 +113,8 @@ roles:
 
 
 @pytest.fixture
-def client(write_config):
-    c = orchlab.get_llm_client(write_config(CONFIG))
-    yield c
-    c.close()
+def client(client_for):
+    return client_for(CONFIG)
 
 
 def test_auto_routes_to_a_role_with_its_own_strategy(client) -> None:
@@ -139,6 +139,44 @@ def test_auto_routes_to_a_target_to_a_tier_and_to_the_default(client) -> None:
     assert "routing.default -> role 'general'" in r.decision.rationale
 
 
+def test_auto_routes_to_the_cheap_tier_when_the_session_budget_runs_low(client_for) -> None:
+    priced = CONFIG.replace(
+        "\nmodels:\n",
+        '\nmodels:\n  "deep:cheap": {input_price_per_mtok: 1, output_price_per_mtok: 1}\n'
+        '  "deep:premium": {input_price_per_mtok: 10, output_price_per_mtok: 10}\n',
+    )
+    c = client_for(
+        priced.replace(
+            "  default: general\n",
+            "  default: general\n  tier: premium\n  low_budget: {below_usd: 0.5, tier: cheap}\n",
+        )
+    )
+    why = "Why is the sky blue? Explain step by step."
+    assert c.complete(why, max_tokens=16).content == "premium"  # no session budget: routing.tier
+    c.budgets.set(session_usd=1.0)
+    assert c.complete(why, max_tokens=16).content == "premium"  # $1 left: not low
+    c.budgets.set(session_usd=0.4)
+    r = c.complete(why, max_tokens=16)
+    assert r.content == "cheap" and r.target == "deep:cheap"
+    # $0.4 less what the two premium calls spent
+    assert re.search(
+        r"routes\.reasoning\.cheap \(session budget \$0\.39\d* left < low_budget\.below_usd \$0\.5\)",
+        r.decision.rationale,
+    )
+    assert c.complete(why, max_tokens=16, tier="premium").content == "premium"  # the call's tier wins
+
+
+def test_low_budget_names_a_tier_the_routes_have(write_config) -> None:
+    base = CONFIG.replace(
+        "  default: general\n", "  default: general\n  low_budget: {below_usd: 1, tier: cheep}\n"
+    )
+    with pytest.raises(
+        ConfigValidationError,
+        match=r"low_budget\.tier 'cheep' is not a tier of any route \(tiers in routes: cheap, default, pre",
+    ):
+        orchlab.load_config(write_config(base))
+
+
 def test_a_role_with_strategy_auto_and_a_task_type_given_by_the_caller(client) -> None:
     r = client.run("smart", [{"role": "user", "content": "Hello"}])
     assert r.decision.strategy == "auto" and r.decision.task_type == "general"
@@ -147,22 +185,19 @@ def test_a_role_with_strategy_auto_and_a_task_type_given_by_the_caller(client) -
     assert "task code_generation (given: named by the caller" in r.decision.rationale
 
 
-def test_auto_over_the_calls_own_candidates_when_nothing_is_routed(write_config) -> None:
-    c = orchlab.get_llm_client(write_config(CONFIG.replace("  default: general\n", "")))
+def test_auto_over_the_calls_own_candidates_when_nothing_is_routed(client_for) -> None:
+    c = client_for(CONFIG.replace("  default: general\n", ""))
     c.provider("slow").script("m", Step(error="auth"))
     r = c.complete("Hello there", strategy="auto", candidates=["slow:m", "fast:m"])
     assert r.content == "fast" and r.decision.task_type == "general"
     assert "no route: the call's candidates (fallback)" in r.decision.rationale
-    c.close()
 
 
-def test_llm_classifier_and_hybrid(write_config) -> None:
+def test_llm_classifier_and_hybrid(client_for) -> None:
     for mode, expected_calls in (("llm", 2), ("hybrid", 1)):
-        c = orchlab.get_llm_client(
-            write_config(
-                CONFIG.replace("routing:\n", f"routing:\n  classifier: {mode}\n  classifier_role: clf\n")
-                + "  clf: {provider: router, model: clf}\n"
-            )
+        c = client_for(
+            CONFIG.replace("routing:\n", f"routing:\n  classifier: {mode}\n  classifier_role: clf\n")
+            + "  clf: {provider: router, model: clf}\n"
         )
         r = c.complete("Notes from the meeting: we agreed to ship on Friday.")
         assert r.decision.task_type == "summarization" and r.target == "fast:m"
@@ -174,7 +209,6 @@ def test_llm_classifier_and_hybrid(write_config) -> None:
         r = c.complete("Write a Python function that parses ISO dates.")
         assert r.decision.task_type == "code_generation"
         assert len(c.provider("router").calls) == expected_calls
-        c.close()
 
 
 def test_routing_yaml_is_checked(write_config) -> None:
@@ -192,27 +226,25 @@ def test_routing_yaml_is_checked(write_config) -> None:
 
 
 @pytest.mark.slow
-def test_auto_with_the_real_local_model(write_config, gguf_path) -> None:
-    c = orchlab.get_llm_client(
-        write_config(
-            f"""
-            project: t
-            tracking: {{enabled: false}}
-            providers:
-              local: {{type: llamacpp, options: {{model_path: "{gguf_path}", n_ctx: 1024}}}}
-              cloud: {{type: test, options: {{models: {{m: {{reply: "from the cloud"}}}}}}}}
-            routing:
-              classifier: hybrid
-              classifier_role: clf
-              default: chat
-              routes:
-                reasoning: thinker
-            roles:
-              chat: {{provider: cloud, model: m}}
-              thinker: {{provider: local, model: gemma-3-270m, params: {{temperature: 0, max_tokens: 8}}}}
-              clf: {{provider: local, model: gemma-3-270m, params: {{temperature: 0}}}}
-            """
-        )
+def test_auto_with_the_real_local_model(client_for, gguf_path) -> None:
+    c = client_for(
+        f"""
+        project: t
+        tracking: {{enabled: false}}
+        providers:
+          local: {{type: llamacpp, options: {{model_path: "{gguf_path}", n_ctx: 1024}}}}
+          cloud: {{type: test, options: {{models: {{m: {{reply: "from the cloud"}}}}}}}}
+        routing:
+          classifier: hybrid
+          classifier_role: clf
+          default: chat
+          routes:
+            reasoning: thinker
+        roles:
+          chat: {{provider: cloud, model: m}}
+          thinker: {{provider: local, model: gemma-3-270m, params: {{temperature: 0, max_tokens: 8}}}}
+          clf: {{provider: local, model: gemma-3-270m, params: {{temperature: 0}}}}
+        """
     )
     r = c.complete("What is 2+2?")  # rules: arithmetic -> reasoning
     assert r.decision.task_type == "reasoning" and r.target == "local:gemma-3-270m"
@@ -227,4 +259,3 @@ def test_auto_with_the_real_local_model(write_config, gguf_path) -> None:
     assert (
         "the LLM classifier said" in r.decision.rationale or "local:gemma-3-270m said" in r.decision.rationale
     )
-    c.close()

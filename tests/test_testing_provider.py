@@ -51,10 +51,8 @@ def request(model: str, text: str = "What is 2+2?", **params: object) -> ModelRe
 
 
 @pytest.fixture
-def client(write_config):
-    c = orchlab.get_llm_client(write_config(CONFIG))
-    yield c
-    c.close()
+def client(client_for):
+    return client_for(CONFIG)
 
 
 def test_it_is_labelled_as_a_test_double(client) -> None:

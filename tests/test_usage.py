@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-import textwrap
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -25,28 +23,25 @@ HI = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture
 def client(
-    openai_server: OpenAIWireServer, write_config: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+    openai_server: OpenAIWireServer, client_for: Callable[..., Orchestrator], monkeypatch: pytest.MonkeyPatch
 ) -> Orchestrator:
     monkeypatch.setenv("ORCH_AUTH_OPENAI_API_KEY", "sk-test-usage")
-    path = write_config(
-        textwrap.dedent(
-            f"""
-            project: usage
-            tracking: {{enabled: false}}
-            providers:
-              # the SDK's own retries absorb the loopback server dropping a connection under load
-              openai: {{api_base: "{openai_server.base_url}", max_retries: 2}}
-              box: {{type: vllm, api_base: "{openai_server.base_url}"}}
-            models:
-              "openai:house-model": {{input_price_per_mtok: 1000, output_price_per_mtok: 1000}}
-            roles:
-              llm.a: {{provider: openai, model: house-model, params: {{max_tokens: 10}}}}
-              llm.b: {{provider: box, model: llama-3.1-8b}}
-              llm.c: {{provider: openai, model: mystery-model}}
-            """
-        )
+    return client_for(
+        f"""
+        project: usage
+        tracking: {{enabled: false}}
+        providers:
+          # the SDK's own retries absorb the loopback server dropping a connection under load
+          openai: {{api_base: "{openai_server.base_url}", max_retries: 2}}
+          box: {{type: vllm, api_base: "{openai_server.base_url}"}}
+        models:
+          "openai:house-model": {{input_price_per_mtok: 1000, output_price_per_mtok: 1000}}
+        roles:
+          llm.a: {{provider: openai, model: house-model, params: {{max_tokens: 10}}}}
+          llm.b: {{provider: box, model: llama-3.1-8b}}
+          llm.c: {{provider: openai, model: mystery-model}}
+        """
     )
-    return orchlab.get_llm_client(path)
 
 
 def reply(prompt: int, completion: int, model: str = "house-model") -> Reply:

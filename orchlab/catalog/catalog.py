@@ -10,8 +10,8 @@ Where each fact comes from, first found wins:
 
 - prices: the YAML ``models:`` entry; $0 for a local provider; genai-prices' bundled data; else
   unknown (``None`` with a ``price_note`` saying why, never a silent 0);
-- context window: ``models:``; the provider itself (llama.cpp's ``n_ctx``); discovery; the
-  packaged metadata; genai-prices;
+- context window: ``models:``; the local adapter itself (llama.cpp's ``n_ctx``, Ollama's
+  ``options.num_ctx``); discovery; the packaged metadata; genai-prices;
 - capabilities, tier, max output tokens, display name: ``models:``; the packaged metadata;
   defaults (``{"chat"}``, STANDARD, unknown, the model id).
 
@@ -306,7 +306,9 @@ class Catalog:
         spec = self._orch.resolver.provider_config(provider)
         kind = kind_of(provider, spec.type)
         if kind is None:
-            raise UnknownProviderError(f"providers.{provider}: unknown adapter type", provider=provider)
+            raise UnknownProviderError(
+                f"providers.{provider}: unknown adapter type {spec.type or provider!r}", provider=provider
+            )
         cls = provider_class(kind)
         target = f"{provider}:{model}"
         kind_info = metadata().kind(kind)
@@ -357,8 +359,9 @@ class Catalog:
         if override is not None and override.context_window is not None:
             context = override.context_window
             sources.append("config")
-        if context is None and cls.is_local and callable(getattr(cls, "context_window", None)):
-            context = self._provider_window(provider)
+        if context is None and cls.is_local:
+            # only a local adapter is built here: a cloud one would need its key
+            context = self._orch.provider(provider).context_window()
             if context is not None:
                 sources.append("provider")
         if context is None and discovered is not None:
@@ -412,13 +415,6 @@ class Catalog:
             sources=tuple(dict.fromkeys(sources)),
         )
         return Entry(info, price)
-
-    def _provider_window(self, provider: str) -> int | None:
-        try:
-            window = self._orch.provider(provider).context_window()  # type: ignore[attr-defined]
-        except Exception:
-            return None
-        return window if isinstance(window, int) and window > 0 else None
 
 
 # Ollama's /api/show capability names -> orchlab's

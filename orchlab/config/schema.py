@@ -141,6 +141,14 @@ class EnsembleConfig(_Strict):
     aggregator: str | None = Field(default=None, description="fuse mode: a role or 'provider:model'")
 
 
+class LowBudgetRouting(_Strict):
+    """AUTO by budget: while the session budget has less than ``below_usd`` left, routes given per
+    tier use ``tier`` (a call's own ``tier=`` still wins)."""
+
+    below_usd: float = Field(ge=0, description="the session budget's remaining USD under which it applies")
+    tier: str = Field(description="the tier routes use then, e.g. cheap")
+
+
 class RoutingConfig(_Strict):
     """AUTO: task type -> a role or ``'provider:model'`` (optionally per tier)."""
 
@@ -150,12 +158,22 @@ class RoutingConfig(_Strict):
     )
     classifier_role: str | None = None
     tier: str | None = Field(default=None, description="default tier for routes given per tier")
+    low_budget: LowBudgetRouting | None = Field(
+        default=None, description="a cheaper tier while the session budget runs low"
+    )
     routes: dict[TaskTypeName, str | dict[str, str]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _needs_role(self) -> RoutingConfig:
+    def _check(self) -> RoutingConfig:
         if self.classifier != "rules" and not self.classifier_role:
             raise ValueError(f"classifier {self.classifier!r} needs classifier_role:")
+        if self.low_budget is not None:
+            tiers = sorted({t for route in self.routes.values() if isinstance(route, dict) for t in route})
+            if self.low_budget.tier not in tiers:
+                raise ValueError(
+                    f"low_budget.tier {self.low_budget.tier!r} is not a tier of any route "
+                    f"(tiers in routes: {', '.join(tiers) or 'none'})"
+                )
         return self
 
 
@@ -176,6 +194,11 @@ class RoleConfig(_Strict):
     budget_usd: float | None = Field(
         default=None, ge=0, description="this role's budget in USD (or budgets.per_role_usd)"
     )
+
+    @property
+    def has_strategy(self) -> bool:
+        """Whether a call of this role runs a strategy: it names one, or has candidates or fallbacks."""
+        return bool(self.strategy or self.candidates or self.fallbacks)
 
 
 class EnvOverlay(_Strict):

@@ -33,7 +33,6 @@ from orchlab.errors import (
     ProviderConnectionError,
     ProviderError,
     ProviderResponseError,
-    ProviderTimeoutError,
     UnsupportedCapabilityError,
 )
 from orchlab.providers.base import DiscoveredModel, Provider
@@ -155,7 +154,7 @@ class AnthropicProvider(Provider):
         try:
             resp = await self.client.messages.create(**kwargs)
         except Exception as exc:
-            raise self.translate(exc, request.model, request.params.timeout_s) from exc
+            raise self.failure(exc, request.model, request.params.timeout_s) from self.cause_of(exc)
         content = getattr(resp, "content", None)
         usage = getattr(resp, "usage", None)
         if not isinstance(content, list) or usage is None:
@@ -204,7 +203,7 @@ class AnthropicProvider(Provider):
             finally:
                 await stream.close()
         except Exception as exc:
-            raise self.translate(exc, request.model, request.params.timeout_s) from exc
+            raise self.failure(exc, request.model, request.params.timeout_s) from self.cause_of(exc)
         if "input_tokens" not in usage:
             raise ProviderResponseError(
                 "the stream ended without a message_start event (no usage)",
@@ -239,7 +238,7 @@ class AnthropicProvider(Provider):
                 async for m in page
             ]
         except Exception as exc:
-            raise self.translate(exc, None) from exc
+            raise self.failure(exc, None) from self.cause_of(exc)
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -253,11 +252,7 @@ class AnthropicProvider(Provider):
         if isinstance(exc, ProviderError):
             return exc
         if isinstance(exc, anthropic.APITimeoutError):
-            return ProviderTimeoutError(
-                f"no answer within {timeout_s or self.settings.timeout_s:g}s from {self.api_base}",
-                provider=self.name,
-                model=model,
-            )
+            return self.timeout_error(model, timeout_s)
         if isinstance(exc, anthropic.APIConnectionError):
             return ProviderConnectionError(
                 f"cannot connect to {self.api_base}: {exc.__cause__ or exc}",

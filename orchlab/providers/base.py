@@ -1,8 +1,11 @@
 """The provider interface every adapter implements.
 
-One required method, ``complete``. ``stream``, ``list_models`` and ``is_available`` have honest
-defaults: a capability the adapter lacks raises `UnsupportedCapabilityError`, it is never faked.
-Each adapter validates its own ``options:`` (from the YAML) with its ``Options`` model.
+One required method, ``complete``. ``stream``, ``list_models``, ``is_available`` and
+``context_window`` have honest defaults: a capability the adapter lacks raises
+`UnsupportedCapabilityError`, it is never faked; a window the adapter does not set is None.
+Each adapter validates its own ``options:`` (from the YAML) with its ``Options`` model, and
+turns SDK exceptions into orchlab's errors in ``translate`` (raised through ``failure``, which
+keeps the API key out of messages and tracebacks).
 """
 
 from __future__ import annotations
@@ -15,9 +18,16 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from orchlab.auth import Secret
-from orchlab.errors import ConfigValidationError, ProviderError, UnsupportedCapabilityError
+from orchlab.errors import (
+    ConfigValidationError,
+    ProviderError,
+    ProviderTimeoutError,
+    UnsupportedCapabilityError,
+)
 from orchlab.loop import iterate_sync, run_sync
 from orchlab.types import LLMResponse, ModelRequest, StreamChunk
+
+MASK = "**********"
 
 
 class NoOptions(BaseModel):
@@ -105,6 +115,43 @@ class Provider(ABC):
 
     async def aclose(self) -> None:
         """Release clients and connections."""
+
+    # --- errors ----------------------------------------------------------------------------
+
+    def translate(self, exc: Exception, model: str | None, timeout_s: float | None = None) -> Exception:
+        """The orchlab error for an SDK or transport exception (the default: ``exc`` itself)."""
+        return exc
+
+    def failure(self, exc: Exception, model: str | None, timeout_s: float | None = None) -> Exception:
+        """What an adapter raises for ``exc``: `translate`'s error, with the API key masked in its
+        message (a server may echo the key back). Raise it ``from self.cause_of(exc)``."""
+        error = self.translate(exc, model, timeout_s)
+        key = self._key()
+        if key and error is not exc and error.args and isinstance(error.args[0], str):
+            error.args = (error.args[0].replace(key, MASK), *error.args[1:])
+        return error
+
+    def cause_of(self, exc: Exception) -> Exception | None:
+        """``exc``, or None when chaining it would carry the API key (a server that echoes it)."""
+        key = self._key()
+        if key and (key in str(exc) or key in repr(getattr(exc, "body", None))):
+            return None
+        return exc
+
+    def _key(self) -> str:
+        return self.settings.api_key.reveal() if self.settings.api_key else ""
+
+    def timeout_error(self, model: str | None, timeout_s: float | None) -> ProviderTimeoutError:
+        return ProviderTimeoutError(
+            f"no answer within {timeout_s or self.settings.timeout_s:g}s from {self.api_base}",
+            provider=self.name,
+            model=model,
+        )
+
+    def context_window(self) -> int | None:
+        """The context window this adapter loads its models with, when it sets one (llama.cpp's
+        ``n_ctx``, Ollama's ``num_ctx``); None: each model's own, as the catalog knows it."""
+        return None
 
     # --- sync twins --------------------------------------------------------------------------
 

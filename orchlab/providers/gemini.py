@@ -37,7 +37,6 @@ from orchlab.errors import (
     ProviderConnectionError,
     ProviderError,
     ProviderResponseError,
-    ProviderTimeoutError,
 )
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status, retry_after_seconds
@@ -149,7 +148,7 @@ class GeminiProvider(Provider):
         try:
             resp = await self.client.aio.models.generate_content(**kwargs)
         except Exception as exc:
-            raise self.translate(exc, request.model, request.params.timeout_s) from exc
+            raise self.failure(exc, request.model, request.params.timeout_s) from self.cause_of(exc)
         candidates = getattr(resp, "candidates", None)
         feedback = getattr(resp, "prompt_feedback", None)
         if not candidates and getattr(feedback, "block_reason", None) is None:
@@ -197,7 +196,7 @@ class GeminiProvider(Provider):
                 if aclose is not None:
                     await aclose()
         except Exception as exc:
-            raise self.translate(exc, request.model, request.params.timeout_s) from exc
+            raise self.failure(exc, request.model, request.params.timeout_s) from self.cause_of(exc)
         if usage is None and finish_reason is None:
             raise ProviderResponseError(
                 "the stream ended without a finish reason or usage metadata",
@@ -233,7 +232,7 @@ class GeminiProvider(Provider):
                 async for m in pager
             ]
         except Exception as exc:
-            raise self.translate(exc, None) from exc
+            raise self.failure(exc, None) from self.cause_of(exc)
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -250,11 +249,7 @@ class GeminiProvider(Provider):
         if isinstance(exc, errors.APIError):
             return self._api_error(exc, model)
         if _is_timeout(exc):
-            return ProviderTimeoutError(
-                f"no answer within {timeout_s or self.settings.timeout_s:g}s from {self.api_base}",
-                provider=self.name,
-                model=model,
-            )
+            return self.timeout_error(model, timeout_s)
         if _is_connection_error(exc):
             return ProviderConnectionError(
                 f"cannot connect to {self.api_base}: {exc}", provider=self.name, model=model

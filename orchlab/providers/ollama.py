@@ -35,7 +35,6 @@ from orchlab.errors import (
     ProviderConnectionError,
     ProviderError,
     ProviderResponseError,
-    ProviderTimeoutError,
     ProviderUnavailableError,
 )
 from orchlab.providers.base import DiscoveredModel, Provider
@@ -148,7 +147,7 @@ class OllamaProvider(Provider):
             async with asyncio.timeout(request.params.timeout_s):
                 resp = await self.client.chat(**kwargs, stream=False)
         except Exception as exc:
-            raise self.translate(exc, request.model, request.params.timeout_s) from exc
+            raise self.failure(exc, request.model, request.params.timeout_s) from self.cause_of(exc)
         return LLMResponse(
             content=resp.message.content or "",
             provider=self.name,
@@ -192,7 +191,7 @@ class OllamaProvider(Provider):
                 if aclose is not None:
                     await aclose()
         except Exception as exc:
-            raise self.translate(exc, request.model, timeout_s) from exc
+            raise self.failure(exc, request.model, timeout_s) from self.cause_of(exc)
         if last is None or not last.done:
             raise ProviderResponseError(
                 "the stream ended before its final (done) line", provider=self.name, model=request.model
@@ -214,7 +213,7 @@ class OllamaProvider(Provider):
         try:
             listed = await self.client.list()
         except Exception as exc:
-            raise self.translate(exc, None) from exc
+            raise self.failure(exc, None) from self.cause_of(exc)
         shown: list[Any] = [None] * len(listed.models)
         if self.options.discover_context:
             # One /api/show per model, concurrently; a model the server cannot describe is still
@@ -237,6 +236,10 @@ class OllamaProvider(Provider):
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
+
+    def context_window(self) -> int | None:
+        """``options.num_ctx``: every request loads the model with that window (None: unset)."""
+        return self.options.num_ctx
 
     def translate(self, exc: Exception, model: str | None, timeout_s: float | None = None) -> Exception:
         """The orchlab error for an SDK or transport exception (anything else passes through)."""
@@ -261,11 +264,7 @@ class OllamaProvider(Provider):
                 exc.status_code, message, provider=self.name, model=model, headers=_error_headers.get()
             )
         if isinstance(exc, TimeoutError | httpx.TimeoutException):
-            return ProviderTimeoutError(
-                f"no answer within {timeout_s or self.settings.timeout_s:g}s from {self.api_base}",
-                provider=self.name,
-                model=model,
-            )
+            return self.timeout_error(model, timeout_s)
         if isinstance(exc, ConnectionError | httpx.TransportError):
             return ProviderConnectionError(
                 f"cannot connect to the Ollama server at {self.api_base} ({type(exc).__name__}); "

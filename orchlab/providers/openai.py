@@ -15,7 +15,6 @@ from orchlab.errors import (
     ProviderConnectionError,
     ProviderError,
     ProviderResponseError,
-    ProviderTimeoutError,
 )
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status
@@ -95,7 +94,7 @@ class OpenAIProvider(Provider):
         try:
             resp = await self.client.chat.completions.create(**self.request_kwargs(request))
         except Exception as exc:
-            raise self.translate(exc, request.model, timeout_s=request.params.timeout_s) from self._cause(exc)
+            raise self.failure(exc, request.model, request.params.timeout_s) from self.cause_of(exc)
         return self.response_from(resp, request, started)
 
     def complete_sync(self, request: ModelRequest) -> LLMResponse:
@@ -108,7 +107,7 @@ class OpenAIProvider(Provider):
         try:
             resp = self.sync_client.chat.completions.create(**self.request_kwargs(request))
         except Exception as exc:
-            raise self.translate(exc, request.model, timeout_s=request.params.timeout_s) from self._cause(exc)
+            raise self.failure(exc, request.model, request.params.timeout_s) from self.cause_of(exc)
         return self.response_from(resp, request, started)
 
     def response_from(self, resp: Any, request: ModelRequest, started: float) -> LLMResponse:
@@ -172,7 +171,7 @@ class OpenAIProvider(Provider):
             finally:
                 await stream.close()
         except Exception as exc:
-            raise self.translate(exc, request.model, timeout_s=request.params.timeout_s) from self._cause(exc)
+            raise self.failure(exc, request.model, request.params.timeout_s) from self.cause_of(exc)
         yield StreamChunk(
             response=LLMResponse(
                 content="".join(parts),
@@ -193,7 +192,7 @@ class OpenAIProvider(Provider):
                 async for m in page
             ]
         except Exception as exc:
-            raise self.translate(exc, None) from self._cause(exc)
+            raise self.failure(exc, None) from self.cause_of(exc)
 
     async def aclose(self) -> None:
         client, sync_client = self._client, self._sync_client
@@ -203,31 +202,24 @@ class OpenAIProvider(Provider):
         if client is not None:
             await client.close()
 
-    def translate(self, exc: Exception, model: str | None, *, timeout_s: float | None = None) -> Exception:
-        """The orchlab error for an SDK exception (anything else passes through unchanged).
-
-        The API key is masked in every message, even when a server echoes it back.
-        """
+    def translate(self, exc: Exception, model: str | None, timeout_s: float | None = None) -> Exception:
+        """The orchlab error for an SDK exception (anything else passes through unchanged)."""
         import openai
 
         if isinstance(exc, ProviderError):
             return exc
         if isinstance(exc, openai.APITimeoutError):
-            return ProviderTimeoutError(
-                f"no answer within {timeout_s or self.settings.timeout_s:g}s from {self.api_base}",
-                provider=self.name,
-                model=model,
-            )
+            return self.timeout_error(model, timeout_s)
         if isinstance(exc, openai.APIConnectionError):
             return ProviderConnectionError(
-                self._redact(f"cannot connect to {self.api_base}: {exc.__cause__ or exc}"),
+                f"cannot connect to {self.api_base}: {exc.__cause__ or exc}",
                 provider=self.name,
                 model=model,
             )
         if isinstance(exc, openai.APIStatusError):
             return error_for_status(
                 exc.status_code,
-                self._redact(_message_of(exc)),
+                _message_of(exc),
                 provider=self.name,
                 model=model,
                 headers=exc.response.headers,
@@ -235,28 +227,17 @@ class OpenAIProvider(Provider):
             )
         if isinstance(exc, openai.APIResponseValidationError | ValueError):
             return ProviderResponseError(
-                self._redact(f"malformed response from {self.api_base}: {exc}"),
+                f"malformed response from {self.api_base}: {exc}",
                 provider=self.name,
                 model=model,
             )
         if isinstance(exc, openai.APIError):
             # An error event inside a stream (the HTTP status was 200): use its code when it has one.
-            message = self._redact(f"error event in the stream: {_message_of(exc)}")
+            message = f"error event in the stream: {_message_of(exc)}"
             status = _status_in(exc.body)
             if status is not None:
                 return error_for_status(status, message, provider=self.name, model=model)
             return ProviderError(message, provider=self.name, model=model)
-        return exc
-
-    def _redact(self, text: str) -> str:
-        key = self.settings.api_key.reveal() if self.settings.api_key else ""
-        return text.replace(key, "**********") if key else text
-
-    def _cause(self, exc: Exception) -> Exception | None:
-        """``exc``, or None when chaining it would carry the key (a server that echoes it)."""
-        key = self.settings.api_key.reveal() if self.settings.api_key else ""
-        if key and (key in str(exc) or key in repr(getattr(exc, "body", None))):
-            return None
         return exc
 
 

@@ -163,19 +163,9 @@ class Run:
             resolved = self.orch.resolver.resolve_target(cand.provider, cand.model, merged, role=cand.role)
         except AuthError as exc:
             # No key: nothing was sent, but the trail and the error group should say so.
-            self.ctx.attempts.append(
-                Attempt(
-                    provider=cand.provider,
-                    model=cand.model,
-                    outcome="error",
-                    latency_s=0.0,
-                    stage=stage,
-                    started_at=time.time(),
-                    error=str(exc),
-                    error_type=type(exc).__name__,
-                    note="not sent: no API key",
-                )
-            )
+            unsent = self.ctx.new_attempt(cand.provider, cand.model, stage=stage)
+            unsent.error, unsent.error_type = str(exc), type(exc).__name__
+            unsent.note = "not sent: no API key"
             self.errors.append(exc)
             raise
         request = ModelRequest(model=resolved.model, messages=tuple(messages or self.messages), params=merged)
@@ -207,8 +197,7 @@ class Run:
             self.errors.append(exc)
             raise
         attempt = self._find(stage)
-        if attempt is None:  # pragma: no cover - _attempt always records one
-            attempt = Attempt(cand.provider, cand.model, "ok", response.latency_s, stage=stage)
+        assert attempt is not None, "Orchestrator._attempt records every attempt it makes"
         return Answer(response, attempt, cand)
 
     def _find(self, stage: str) -> Attempt | None:
@@ -254,15 +243,8 @@ def unique_key(scores: Mapping[str, float], key: str) -> str:
 
 def _free(orch: Orchestrator, provider: str, model: str) -> bool:
     """Priced at $0 by the catalog (a local model without a YAML price)."""
-    catalog = getattr(orch, "catalog", None)
-    entry = getattr(catalog, "entry", None)
-    if entry is None:
-        return is_local(orch, provider)
-    try:
-        price = entry(provider, model).price
-    except Exception:
-        return False
-    return bool(price is not None and price.free)
+    price = orch.catalog.entry(provider, model).price
+    return price is not None and price.free
 
 
 def _settle_cancelled(run: Run) -> None:

@@ -28,7 +28,6 @@ from orchlab.strategies.base import (
     Run,
     Strategy,
     finalize,
-    is_local,
     ms,
     resolve_ref,
 )
@@ -254,18 +253,9 @@ async def _cascade(run: Run, plan: Plan) -> Outcome:
 
 
 def _price(run: Run, cand: Candidate) -> float:
-    """Catalog price (input + output per Mtok) for ordering; unknown sorts last, local first."""
-    catalog = getattr(run.orch, "catalog", None)
-    get_info = getattr(catalog, "get_model_info", None)
-    if get_info is not None:
-        try:
-            info = get_info(cand.target)
-        except Exception:
-            info = None
-        prices = [getattr(info, "input_price_per_mtok", None), getattr(info, "output_price_per_mtok", None)]
-        if all(isinstance(p, int | float) for p in prices):
-            return float(sum(p for p in prices if p is not None))
-    return 0.0 if is_local(run.orch, cand.provider) else math.inf
+    """Catalog price (input + output per Mtok) for ordering; local models cost 0, unknown sorts last."""
+    price = run.orch.catalog.entry(cand.provider, cand.model).price
+    return math.inf if price is None else price.input_per_mtok + price.output_per_mtok
 
 
 async def _classify(run: Run, plan: Plan) -> Classification:
@@ -299,7 +289,8 @@ async def _auto(run: Run, plan: Plan) -> Outcome:
     cls = await _classify(run, plan)
     run.ctx.task_type = cls.task_type.value
     routing = run.orch.config.routing
-    ref, why = route_for(routing, cls.task_type, plan.tier)
+    remaining = run.orch.budgets.remaining_usd() if routing.low_budget is not None else None
+    ref, why = route_for(routing, cls.task_type, plan.tier, remaining_usd=remaining)
     took = f"{cls.elapsed_s * 1e6:.0f} µs" if cls.source == "rules" else cls.source
     head = f"task {cls.task_type.value} ({cls.source}: {cls.reason}; {took})"
     if ref is None:

@@ -90,29 +90,8 @@ async def call_with_retries(
 
 
 def context_window(orch: Orchestrator, cand: Candidate) -> int | None:
-    """The candidate's context window when something knows it (the catalog, or the adapter)."""
-    catalog = getattr(orch, "catalog", None)
-    get_info = getattr(catalog, "get_model_info", None)
-    if get_info is not None:
-        try:
-            info = get_info(cand.target)
-        except Exception:
-            info = None
-        window = getattr(info, "context_window", None)
-        if isinstance(window, int):
-            return window
-    try:
-        adapter = orch.provider(cand.provider)
-    except Exception:
-        return None
-    get_window = getattr(adapter, "context_window", None)
-    if callable(get_window):
-        try:
-            window = get_window()
-        except Exception:
-            return None
-        return window if isinstance(window, int) else None
-    return None
+    """The candidate's context window when the catalog knows it (a local adapter's own included)."""
+    return orch.catalog.entry(cand.provider, cand.model).info.context_window
 
 
 def _tokens_needed(orch: Orchestrator, cand: Candidate, exc: Exception) -> int | None:

@@ -14,6 +14,8 @@ Example::
         code_generation: llm.code               # a role (with its own strategy, if it has one)
         summarization: "local:gemma-3-270m"     # or a target
         reasoning: {cheap: llm.inference, premium: "openai:o4-mini"}   # per tier
+      tier: premium                             # the tier per-tier routes use...
+      low_budget: {below_usd: 0.50, tier: cheap}   # ...unless the session budget runs low
 """
 
 from __future__ import annotations
@@ -255,17 +257,34 @@ def parse_task_type(text: str) -> TaskType | None:
     return min(found, key=lambda item: item[0])[1] if found else None
 
 
-def route_for(routing: RoutingConfig, task: TaskType, tier: str | None) -> tuple[str | None, str]:
-    """(role or target, why) for a task type; (None, why) when nothing is routed."""
+def route_for(
+    routing: RoutingConfig, task: TaskType, tier: str | None, *, remaining_usd: float | None = None
+) -> tuple[str | None, str]:
+    """(role or target, why) for a task type; (None, why) when nothing is routed.
+
+    A route given per tier uses the call's ``tier``; else ``routing.low_budget.tier`` while the
+    session budget has ``remaining_usd`` under ``low_budget.below_usd``; else ``routing.tier``.
+    """
     entry = routing.routes.get(task.value)
     if isinstance(entry, str):
         return entry, f"routes.{task.value}"
     if isinstance(entry, dict):
-        wanted = tier or routing.tier
+        wanted, because = _tier(routing, tier, remaining_usd)
         if wanted is not None and wanted in entry:
-            return entry[wanted], f"routes.{task.value}.{wanted}"
+            return entry[wanted], f"routes.{task.value}.{wanted}{because}"
         if "default" in entry:
             return entry["default"], f"routes.{task.value}.default (no tier {wanted!r})"
     if routing.default is not None:
         return routing.default, "routing.default"
     return None, "no route"
+
+
+def _tier(routing: RoutingConfig, tier: str | None, remaining_usd: float | None) -> tuple[str | None, str]:
+    """The tier a per-tier route uses, and why when the budget chose it."""
+    low = routing.low_budget
+    if tier is None and low is not None and remaining_usd is not None and remaining_usd < low.below_usd:
+        return (
+            low.tier,
+            f" (session budget ${remaining_usd:.4g} left < low_budget.below_usd ${low.below_usd:g})",
+        )
+    return tier or routing.tier, ""

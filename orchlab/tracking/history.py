@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from orchlab.errors import TrackingError
+from orchlab.usage import COLUMNS as USAGE_COLUMNS
+from orchlab.usage import KEYS as USAGE_KEYS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,7 +52,6 @@ HISTORY_COLUMNS = (
     "prompt_version",
     "run_id",
 )
-USAGE_KEYS = ("role", "provider", "model", "strategy")
 PAGE = 500
 
 
@@ -271,19 +272,8 @@ def usage_history(
         tracking_uri=tracking_uri,
         experiment=experiment,
     )
-    columns = [
-        *keys,
-        "calls",
-        "errors",
-        "input_tokens",
-        "output_tokens",
-        "cost_usd",
-        "unpriced_calls",
-        "mean_latency_s",
-        "p95_latency_s",
-        "mean_rating",
-        "rated",
-    ]
+    # client.usage()'s columns, and what only the store knows
+    columns = [*keys, *USAGE_COLUMNS, "p95_latency_s", "mean_rating", "rated"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     frame = frame.assign(

@@ -1,4 +1,4 @@
-"""The shared machinery of the native-wire loopback servers (Anthropic, Gemini, Ollama).
+"""The shared machinery of the loopback wire servers (OpenAI, Anthropic, Gemini, Ollama).
 
 A threaded stdlib HTTP server on 127.0.0.1, port 0. Every request is recorded (method, path with
 its query, headers, JSON body). Replies are scripted with `push` (optionally only for paths that
@@ -69,7 +69,11 @@ class Reply:
 
 
 class LoopbackServer:
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    """``nodelay=True`` sets TCP_NODELAY on accepted sockets: headers and body go out as separate
+    writes, and without it Nagle's algorithm plus the client's delayed ACK can stall a reply by
+    ~40 ms (benchmarks use it; the default keeps the stock socket settings)."""
+
+    def __init__(self, host: str = "127.0.0.1", *, nodelay: bool = False) -> None:
         self.requests: list[Recorded] = []
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
@@ -77,6 +81,7 @@ class LoopbackServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = nodelay
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -108,6 +113,10 @@ class LoopbackServer:
     def default_reply(self, method: str, path: str, body: Any) -> Reply:
         return Reply(status=404, body={"error": f"no route for {method} {path}"})
 
+    def reply_for(self, scripted: Reply | None, method: str, path: str, body: Any) -> Reply:
+        """What a request gets: its scripted reply, else `default_reply`."""
+        return scripted if scripted is not None else self.default_reply(method, path, body)
+
     # --- public API ---------------------------------------------------------------------------
 
     @property
@@ -122,6 +131,12 @@ class LoopbackServer:
         """Queue replies; each request takes the first one that matches it (else the default)."""
         with self._lock:
             self._script.extend(replies)
+
+    def reset(self) -> None:
+        """Forget recorded requests and unused scripted replies (a server shared by several tests)."""
+        with self._lock:
+            self.requests.clear()
+            self._script.clear()
 
     @property
     def last(self) -> Recorded:
@@ -154,9 +169,8 @@ class LoopbackServer:
     def _handle(self, h: BaseHTTPRequestHandler, body: Any) -> None:
         with self._lock:
             self.requests.append(Recorded(h.command, h.path, dict(h.headers.items()), body))
-            reply = self._take(h.path)
-        if reply is None:
-            reply = self.default_reply(h.command, h.path, body)
+            scripted = self._take(h.path)
+        reply = self.reply_for(scripted, h.command, h.path, body)
         if reply.delay_s:
             time.sleep(reply.delay_s)
         try:
