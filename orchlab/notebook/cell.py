@@ -216,9 +216,9 @@ def _logging(args: CellArgs) -> contextlib.AbstractContextManager[None]:
 
 
 def _runs_a_strategy(client: Orchestrator, role: str) -> bool:
-    """A role whose YAML names a strategy or candidates is answered by that strategy (not streamed)."""
+    """A role that runs a strategy is answered by it, not streamed (`stream()` refuses such roles)."""
     spec = client.config.roles.get(role)
-    return spec is not None and bool(spec.strategy or spec.candidates or spec.fallbacks)
+    return spec is not None and spec.has_strategy
 
 
 def _target_of(client: Orchestrator, role: str) -> str | None:
