@@ -1,7 +1,7 @@
 """A minimal app on orchlab: it names roles, never models.
 
-    python examples/minimal_app/llm_bindings.py                 # dev: the local model, offline
-    ORCH_ENV=prod python examples/minimal_app/llm_bindings.py   # the same roles on OpenAI
+python examples/minimal_app/llm_bindings.py                 # dev: the local model, offline
+ORCH_ENV=prod python examples/minimal_app/llm_bindings.py   # the same roles on OpenAI
 """
 
 from __future__ import annotations
