@@ -345,3 +345,38 @@ def test_local_first_with_the_real_local_model(client_for, gguf_path) -> None:
     r = c.complete(long_prompt, role="r")
     assert r.content == "cloud"
     assert r.decision.attempts[0].error_type in ("ContextWindowError", "ContextLengthExceededError")
+
+
+@pytest.mark.slow
+def test_local_only_cloud_first_and_cloud_only_with_the_real_local_model(client_for, gguf_path) -> None:
+    c = client_for(
+        f"""
+        project: t
+        tracking: {{enabled: false}}
+        providers:
+          local: {{type: llamacpp, options: {{model_path: "{gguf_path}", n_ctx: 512}}}}
+          cloud:
+            type: test
+            options: {{models: {{m: {{script: [{{error: unavailable}}, {{error: unavailable}}]}}}}}}
+        roles:
+          r:
+            provider: cloud
+            model: m
+            candidates: ["local:gemma-3-270m"]
+            params: {{temperature: 0, max_tokens: 8}}
+            retry: {{retries: 0}}
+        """
+    )
+    # LOCAL_ONLY never sends the prompt to the cloud candidate
+    r = c.complete("What is 2+2?", role="r", strategy="local")
+    assert r.decision.strategy == "local" and r.target == "local:gemma-3-270m"
+    assert "4" in r.content and [a.provider for a in r.decision.attempts] == ["local"]
+    assert c.provider("cloud").calls == []
+    # CLOUD_FIRST tries the (failing) cloud model, then answers with the real local one
+    r = c.complete("What is 2+2?", role="r", strategy="cloud_first")
+    assert [(a.provider, a.outcome) for a in r.decision.attempts] == [("cloud", "error"), ("local", "ok")]
+    assert "4" in r.content and r.usage.output_tokens > 0
+    # CLOUD_ONLY leaves the local model out: the only cloud candidate fails, so the call fails
+    with pytest.raises(orchlab.AllAttemptsFailedError) as info:
+        c.complete("What is 2+2?", role="r", strategy="cloud")
+    assert [type(e).__name__ for e in info.value.exceptions] == ["ProviderUnavailableError"]
