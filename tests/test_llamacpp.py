@@ -177,3 +177,20 @@ def test_list_models_and_availability(client, gguf_path):
     assert model.id == "gemma-3-270m" and model.context_window == 2048
     assert model.size_bytes == gguf_path.stat().st_size
     assert provider.is_available_sync() is True
+
+
+def test_default_config_raw_entry_continues_code(client):
+    # the built-in config's second entry: the same loaded model, raw continuation instead of Q/A
+    assert client.provider("local_raw")._loaded(
+        ModelRequest("gemma-3-270m", (Message("user", "x"),))
+    ) is client.provider("local")._loaded(ModelRequest("gemma-3-270m", (Message("user", "x"),)))
+    client.rebind("llm.inference", "local_raw:gemma-3-270m")
+    try:
+        r = client.run(
+            "llm.inference", [{"role": "user", "content": "def fibonacci(n):"}], {"max_tokens": 24}
+        )
+    finally:
+        client.rebind("llm.inference", "local:gemma-3-270m")
+    assert r.provider == "local_raw"
+    assert r.raw["prompt"] == "def fibonacci(n):"
+    assert "return" in r.content
