@@ -177,9 +177,8 @@ class Orchestrator:
         Strategies do not stream: a role with a ``strategy:``, ``candidates:`` or ``fallbacks:``
         raises `InvalidRequestError` rather than quietly streaming one of its models.
         """
-        spec = self.config.roles.get(role)
-        if spec is not None and spec.has_strategy:
-            strategy = spec.strategy or "fallback"
+        if self._has_strategy(role):
+            strategy = self.config.roles[role].strategy or "fallback"
             raise InvalidRequestError(
                 f"role {role!r} runs the {strategy!r} strategy, which cannot stream (streaming "
                 f"would skip it and call only the role's own model): use client.run({role!r}, ...) "
