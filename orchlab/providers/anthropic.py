@@ -108,7 +108,7 @@ class AnthropicProvider(Provider):
         if self._client is None:
             from anthropic import AsyncAnthropic
 
-            key = self.settings.api_key.reveal() if self.settings.api_key else None
+            key = self._key() or None
             self._client = AsyncAnthropic(
                 api_key=key,
                 base_url=self.api_base,

@@ -139,6 +139,7 @@ class Provider(ABC):
         return exc
 
     def _key(self) -> str:
+        """The API key in clear text ("" when the provider has none): for building SDK clients."""
         return self.settings.api_key.reveal() if self.settings.api_key else ""
 
     def timeout_error(self, model: str | None, timeout_s: float | None) -> ProviderTimeoutError:

@@ -90,7 +90,7 @@ class GeminiProvider(Provider):
             from google import genai
             from google.genai import types
 
-            key = self.settings.api_key.reveal() if self.settings.api_key else None
+            key = self._key() or None
             self._client = genai.Client(
                 api_key=key,
                 vertexai=False,

@@ -96,7 +96,7 @@ class OllamaProvider(Provider):
 
             headers = {}
             if self.settings.api_key is not None:  # Ollama behind an authenticating proxy, ollama.com
-                headers["authorization"] = f"Bearer {self.settings.api_key.reveal()}"
+                headers["authorization"] = f"Bearer {self._key()}"
             self._client = AsyncClient(
                 host=self.api_base,
                 timeout=self.settings.timeout_s,

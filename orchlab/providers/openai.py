@@ -37,7 +37,7 @@ class OpenAIProvider(Provider):
 
     def _client_kwargs(self) -> dict[str, Any]:
         # Keyless local servers (vLLM, LM Studio, llama.cpp) ignore the key, but the SDK needs one.
-        key = self.settings.api_key.reveal() if self.settings.api_key else "not-needed"
+        key = self._key() or "not-needed"
         return {
             "api_key": key,
             "base_url": self.api_base,
