@@ -235,8 +235,6 @@ def test_cascade_with_the_real_local_models_log_probs(client_for, gguf_path) -> 
             strategy: cascade
             candidates: ["cloud:big"]
             cascade: {{scorer: logprob, threshold: 0.999}}
-            # llama-cpp-python's log-probs cost ~1 s a token here (it sorts the whole
-            # 262k-token vocabulary per token), so few tokens
             params: {{temperature: 0, max_tokens: 4}}
         """
     )
