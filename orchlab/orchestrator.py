@@ -26,7 +26,7 @@ from orchlab.errors import InvalidRequestError
 from orchlab.loop import run_async, run_sync, sync_twin
 from orchlab.providers.base import Provider
 from orchlab.providers.registry import provider_class
-from orchlab.resolution import ResolvedLLMConfig, Resolver, parse_target
+from orchlab.resolution import Binding, ResolvedLLMConfig, Resolver, parse_target
 from orchlab.strategies.health import ProviderHealth
 from orchlab.tracking.observer import attach as attach_tracking
 from orchlab.types import (
@@ -91,16 +91,23 @@ class Orchestrator:
         return self.resolver.role_names()
 
     def resolve(self, role: str) -> ResolvedLLMConfig:
-        """The provider, model and params a role runs on now (session rebinds included)."""
-        resolved = self.resolver.resolve(role)
-        bound = self._bindings.get(role)
-        if bound is None:
-            return resolved
-        return self.resolver.resolve_target(bound[0], bound[1], resolved.params, role=role)
+        """The provider, model, params and key a role runs on now (session rebinds included);
+        `AuthError` when that provider's key is missing."""
+        bound = self.binding(role)
+        return self.resolver.resolve_target(bound.provider, bound.model, bound.params, role=role)
+
+    def binding(self, role: str) -> Binding:
+        """What `resolve` returns, without looking up a key (strategies plan with this: each
+        candidate's key is looked up when that candidate is tried)."""
+        bound = self.resolver.binding(role)
+        rebound = self._bindings.get(role)
+        if rebound is None:
+            return bound
+        return Binding(rebound[0], rebound[1], bound.params, role)
 
     def rebind(self, role: str, target: str) -> ResolvedLLMConfig:
         """Point ``role`` at ``'provider:model'`` for this session (the YAML is not changed)."""
-        self.resolver.resolve(role)
+        self.resolver.binding(role)
         provider, model = parse_target(target)
         self.resolver.provider_settings(provider)
         self._bindings[role] = (provider, model)

@@ -33,6 +33,21 @@ class ResolvedLLMConfig:
         return f"{self.provider}:{self.model}"
 
 
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """What a role runs on, before any key is looked up: a strategy plans with this, and each
+    candidate's key is looked up only when that candidate is tried (`Resolver.resolve_target`)."""
+
+    provider: str
+    model: str
+    params: GenerationParams
+    role: str
+
+    @property
+    def target(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
 def params_from(role_params: RoleParams) -> GenerationParams:
     return GenerationParams(
         temperature=role_params.temperature,
@@ -55,7 +70,12 @@ def parse_target(target: str) -> tuple[str, str]:
 
 
 class Resolver:
-    """Resolves roles and targets against one config (auth is looked up lazily, per provider)."""
+    """Resolves roles and targets against one config.
+
+    Keys are looked up by `resolve_target` / `provider_settings` only, so a role's `binding`
+    (provider, model, params) is known without one: a fallback chain whose first candidate has no
+    key moves on to the next instead of failing before it starts.
+    """
 
     def __init__(self, config: OrchestratorConfig, *, base_dir: Path | None = None) -> None:
         self.config = config
@@ -65,11 +85,12 @@ class Resolver:
     def role_names(self) -> list[str]:
         return sorted(self.config.roles)
 
-    def resolve(self, role: str, *, project: str | None = None, env: str | None = None) -> ResolvedLLMConfig:
+    def binding(self, role: str, *, project: str | None = None, env: str | None = None) -> Binding:
+        """The provider, model and params ``role`` is bound to in the YAML (no key lookup)."""
         if project is not None and project != self.config.project:
             raise InvalidRequestError(f"this config is for project {self.config.project!r}, not {project!r}")
         if env is not None and env != self.config.env:
-            return Resolver(self.config.for_env(env), base_dir=self.base_dir).resolve(role)
+            return Resolver(self.config.for_env(env), base_dir=self.base_dir).binding(role)
         spec = self.config.roles.get(role)
         if spec is None:
             close = difflib.get_close_matches(role, self.config.roles, n=3, cutoff=0.5)
@@ -81,7 +102,15 @@ class Resolver:
                 role=role,
                 suggestions=close,
             )
-        return self.resolve_target(spec.provider, spec.model, params_from(spec.params), role=role)
+        self.provider_kind(spec.provider)
+        return Binding(spec.provider, spec.model, params_from(spec.params), role)
+
+    def resolve(self, role: str, *, project: str | None = None, env: str | None = None) -> ResolvedLLMConfig:
+        """The role's binding with its provider's key (`AuthError` when that key is missing)."""
+        if env is not None and env != self.config.env:
+            return Resolver(self.config.for_env(env), base_dir=self.base_dir).resolve(role, project=project)
+        bound = self.binding(role, project=project)
+        return self.resolve_target(bound.provider, bound.model, bound.params, role=role)
 
     def resolve_target(
         self,
@@ -116,16 +145,27 @@ class Resolver:
             )
         return spec
 
-    def provider_settings(self, name: str) -> ProviderSettings:
-        cached = self._settings.get(name)
-        if cached is not None:
-            return cached
+    def provider_kind(self, name: str) -> str:
+        """The adapter kind of provider entry ``name`` (no key lookup)."""
         spec = self.provider_config(name)
         kind = kind_of(name, spec.type)
         if kind is None:
             raise UnknownProviderError(
                 f"providers.{name}: unknown adapter type {spec.type or name!r}", provider=name
             )
+        return kind
+
+    def provider_settings(self, name: str) -> ProviderSettings:
+        """The entry with its key: looked up here, when a call to ``name`` is about to be made.
+
+        A missing key raises `AuthError` and is not remembered, so a key set later in the
+        session is found by the next call.
+        """
+        cached = self._settings.get(name)
+        if cached is not None:
+            return cached
+        kind = self.provider_kind(name)
+        spec = self.config.providers[name]
         cls = provider_class(kind)
         key = None
         if cls.requires_key or spec.auth_profile or spec.key_file:

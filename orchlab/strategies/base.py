@@ -215,13 +215,13 @@ class Run:
 
 def resolve_ref(orch: Orchestrator, ref: str, *, params: GenerationParams | None = None) -> Candidate:
     if ref in orch.config.roles:
-        resolved = orch.resolve(ref)
-        return Candidate(resolved.provider, resolved.model, resolved.params, role=ref)
+        bound = orch.binding(ref)  # its key is looked up when it is tried
+        return Candidate(bound.provider, bound.model, bound.params, role=ref)
     if ":" in ref:
         provider, model = parse_target(ref)
         orch.resolver.provider_config(provider)  # unknown provider: fail now, with suggestions
         return Candidate(provider, model, params or GenerationParams())
-    orch.resolve(ref)  # raises UnknownRoleError with "did you mean"
+    orch.binding(ref)  # raises UnknownRoleError with "did you mean"
     raise UnknownRoleError(f"{ref!r} is neither a role nor a 'provider:model' target", role=ref)
 
 

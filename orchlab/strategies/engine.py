@@ -100,13 +100,13 @@ def default_role(orch: Orchestrator) -> str:
 
 def role_candidates(orch: Orchestrator, role: str, model: str | None = None) -> list[Candidate]:
     """The role's model (or ``model``), then its ``candidates:``, then its ``fallbacks:``."""
-    resolved = orch.resolve(role)
-    base = resolved.params
+    bound = orch.binding(role)
+    base = bound.params
     if model is not None:
         provider, name = parse_target(model)
         out = [Candidate(provider, name, base, role=role)]
     else:
-        out = [Candidate(resolved.provider, resolved.model, base, role=role)]
+        out = [Candidate(bound.provider, bound.model, base, role=role)]
     spec = orch.config.roles[role]
     for entry in [*spec.candidates, *spec.fallbacks]:
         if isinstance(entry, CandidateConfig):
@@ -135,9 +135,8 @@ def make_plan(
         role = default_role(orch)
         chosen = chosen or Strategy.AUTO
     spec = orch.config.roles.get(role) if role is not None else None
-    if role is not None and spec is None:
-        orch.resolve(role)  # UnknownRoleError with suggestions
-    base = orch.resolve(role).params if role is not None else GenerationParams()
+    # the binding, not `resolve`: no key is looked up before a candidate is tried
+    base = orch.binding(role).params if role is not None else GenerationParams()
     if candidates:
         cands = [resolve_ref(orch, ref, params=base) for ref in candidates]
         if model is not None:
@@ -320,5 +319,5 @@ def _routed_plan(orch: Orchestrator, plan: Plan, role: str) -> Plan:
     strategy = spec.strategy if spec.strategy not in (None, "auto") else None
     name = strategy or (FALLBACK if len(cands) > 1 else SINGLE)
     return replace(
-        plan, role=role, spec=spec, strategy=name, candidates=cands, base_params=orch.resolve(role).params
+        plan, role=role, spec=spec, strategy=name, candidates=cands, base_params=orch.binding(role).params
     )
