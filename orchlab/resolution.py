@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from orchlab.auth import Secret, resolve_api_key
-from orchlab.config.schema import OrchestratorConfig, ProviderConfig, RoleParams
+from orchlab.config.schema import OrchestratorConfig, ProviderConfig, RoleParams, unsendable
 from orchlab.errors import InvalidRequestError, UnknownProviderError, UnknownRoleError
 from orchlab.providers.base import ProviderSettings
 from orchlab.providers.registry import kind_of, provider_class
@@ -59,6 +63,94 @@ def params_from(role_params: RoleParams) -> GenerationParams:
         timeout_s=role_params.timeout_s,
         extra=dict(role_params.extra),
     )
+
+
+PARAM_NAMES: frozenset[str] = frozenset(RoleParams.model_fields)
+"""The generation parameters orchlab knows; any other name is passed to the provider as an extra."""
+_NOT_PARAMS = {
+    "model": "pick the model with the role (client.rebind) or complete(model='provider:model')",
+    "messages": "pass messages as the call's messages argument",
+    "stream": "use client.stream(...) to stream",
+}
+# Real provider parameters within a typo's distance of one of orchlab's names (top_k ~ top_p):
+# passed through, never "did you mean".
+_PROVIDER_NAMES = frozenset({"top_k", "top_a", "top_logprobs"})
+
+
+def check_params(
+    params: object, *, where: str = "params_override", keywords: Iterable[str] = ()
+) -> dict[str, Any]:
+    """A call's parameter overrides, validated by the model that validates YAML ``params:``.
+
+    Returns the overrides as given (values normalised: ``stop="x"`` -> ``["x"]``), unknown names
+    under ``extra``. Refused with `InvalidRequestError` naming the parameter, before anything is
+    sent: a non-mapping, a wrong type (strict: ``max_tokens="10"``), a value out of range
+    (``temperature=5``, negative ``max_tokens``, a NaN or infinite ``timeout_s``), a value that
+    cannot be sent (not JSON-encodable, a lone surrogate), a name orchlab sets itself (``model``),
+    and a name close to a known one (``max_token``: "did you mean 'max_tokens'?"; ``keywords``
+    adds the call's own keyword names to the suggestions). A provider-specific parameter whose
+    name looks like a typo goes through ``extra={...}``, which is not name-checked.
+    """
+    if not isinstance(params, Mapping):
+        raise InvalidRequestError(
+            f"{where} must be a mapping of parameter names to values (e.g. {{'max_tokens': 64}}), "
+            f"got {type(params).__name__}"
+        )
+    known: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for name, value in params.items():
+        if not isinstance(name, str):
+            raise InvalidRequestError(f"{where}: parameter names must be strings, got {name!r}")
+        if name in PARAM_NAMES:
+            known[name] = value
+            continue
+        if name in _NOT_PARAMS:
+            raise InvalidRequestError(
+                f"{where}: {name!r} is not a generation parameter: {_NOT_PARAMS[name]}", parameter=name
+            )
+        if name not in _PROVIDER_NAMES:
+            close = _close_name(name, keywords)
+            if close is not None:
+                raise InvalidRequestError(
+                    f"{where}: unknown parameter {name!r}; did you mean {close!r}? (to send a "
+                    f"provider-specific parameter of that name, pass extra={{{name!r}: ...}})",
+                    parameter=name,
+                )
+        extra[name] = value
+    try:
+        checked = RoleParams.model_validate(known, strict=True)
+    except ValidationError as exc:
+        raise _invalid(exc, where) from None
+    out = {name: getattr(checked, name) for name in known}
+    if extra:
+        for name, value in extra.items():
+            problem = unsendable(value)
+            if problem:
+                raise InvalidRequestError(
+                    f"{where}: parameter {name!r} {problem}; nothing was sent", parameter=name
+                )
+        out["extra"] = {**out.get("extra", {}), **extra}
+    return out
+
+
+def _close_name(name: str, keywords: Iterable[str]) -> str | None:
+    lowered = name.lower()
+    choices = {n.lower(): n for n in (*keywords, *sorted(PARAM_NAMES))}
+    close = difflib.get_close_matches(lowered, list(choices), n=1, cutoff=0.8)
+    return choices[close[0]] if close else None
+
+
+def _invalid(exc: ValidationError, where: str) -> InvalidRequestError:
+    """The first problem of ``exc`` as an `InvalidRequestError` naming its parameter."""
+    err = exc.errors()[0]
+    parameter = ".".join(str(part) for part in err["loc"]) or None
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "value_error":
+        what = msg if msg.startswith(("stop[", "extra[")) else f"parameter {parameter!r} {msg}"
+    else:
+        what = f"parameter {parameter!r}: {msg[:1].lower()}{msg[1:]} (got {err.get('input')!r})"
+    more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+    return InvalidRequestError(f"{where}: {what}{more}; nothing was sent", parameter=parameter)
 
 
 def parse_target(target: str) -> tuple[str, str]:

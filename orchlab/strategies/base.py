@@ -297,6 +297,8 @@ def finalize(run: Run, outcome: Outcome) -> LLMResponse:
     response.usage = total
     response.cost_usd = decision.total_cost_usd
     response.cost_note = cost_note(ctx.attempts) if response.cost_usd is None else None
+    overruns = [a.overrun_usd for a in ctx.attempts if a.overrun_usd]
+    response.overrun_usd = sum(overruns) if overruns else None
     response.latency_s = time.perf_counter() - ctx.started_perf
     response.role = ctx.role
     response.decision = decision
