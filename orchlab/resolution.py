@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ _PROVIDER_NAMES = frozenset({"top_k", "top_a", "top_logprobs"})
 
 
 def check_params(
-    params: object, *, where: str = "params_override", keywords: Iterable[str] = ()
+    params: object, *, where: str = "params_override", keywords: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     """A call's parameter overrides, validated by the model that validates YAML ``params:``.
 
@@ -91,6 +92,11 @@ def check_params(
     adds the call's own keyword names to the suggestions). A provider-specific parameter whose
     name looks like a typo goes through ``extra={...}``, which is not name-checked.
     """
+    if isinstance(params, GenerationParams):  # already typed: its set values, extras apart
+        params = {
+            **{k: v for k, v in params.as_dict().items() if k in PARAM_NAMES},
+            "extra": dict(params.extra),
+        }
     if not isinstance(params, Mapping):
         raise InvalidRequestError(
             f"{where} must be a mapping of parameter names to values (e.g. {{'max_tokens': 64}}), "
@@ -133,7 +139,9 @@ def check_params(
     return out
 
 
-def _close_name(name: str, keywords: Iterable[str]) -> str | None:
+@functools.lru_cache(maxsize=512)
+def _close_name(name: str, keywords: tuple[str, ...]) -> str | None:
+    """A known name ``name`` looks like a typo of (cached: the same extras recur on every call)."""
     lowered = name.lower()
     choices = {n.lower(): n for n in (*keywords, *sorted(PARAM_NAMES))}
     close = difflib.get_close_matches(lowered, list(choices), n=1, cutoff=0.8)

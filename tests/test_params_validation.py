@@ -15,7 +15,7 @@ import pytest
 
 from orchlab.errors import ConfigValidationError, InvalidRequestError
 from orchlab.resolution import check_params
-from orchlab.types import Message, to_messages
+from orchlab.types import GenerationParams, Message, to_messages
 from tests.servers.openai_wire import OpenAIWireServer
 
 Q = [{"role": "user", "content": "What is 2+2?"}]
@@ -184,6 +184,8 @@ def test_check_params_returns_only_what_was_given() -> None:
     assert check_params({"stop": ("a", "b"), "seed": 1}) == {"stop": ["a", "b"], "seed": 1}
     assert check_params({"temperature": None}) == {"temperature": None}
     assert check_params({"n": 2, "extra": {"a": 1}}) == {"extra": {"a": 1, "n": 2}}
+    typed = GenerationParams(max_tokens=3, stop=("x",), extra={"max_token": 1})
+    assert check_params(typed) == {"max_tokens": 3, "stop": ["x"], "extra": {"max_token": 1}}
 
 
 def test_a_bad_override_never_reaches_the_openai_sdk(

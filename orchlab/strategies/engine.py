@@ -181,7 +181,7 @@ async def complete(
     system: str | None = None,
     params: object = None,
     where: str = "params_override",
-    keywords: Sequence[str] = (),
+    keywords: tuple[str, ...] = (),
     **options: Any,
 ) -> LLMResponse:
     """The engine behind ``client.complete`` / ``ensemble`` / ``run`` (runs on the engine loop).
