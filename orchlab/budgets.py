@@ -7,7 +7,10 @@ at the actual cost, or released when the attempt failed. A cloud attempt cancell
 sent (a race's loser, an attempt cut off by a timeout) keeps its worst case as spent: the provider
 may bill the prompt and the tokens generated before the cancel, and reports no usage for it; a
 cancelled local attempt is released. Reserving and settling are atomic under one lock, so
-concurrent calls, from threads or tasks, cannot overspend: spent + reserved never exceeds a limit.
+concurrent calls, from threads or tasks, cannot overspend: spent + reserved never exceeds a limit,
+unless a provider reports more usage than the worst case reserved for it. That call is charged
+what it reports and the overrun is recorded and warned about (`orchlab.costs`); a reservation is
+never negative, whatever the params.
 
 Spending is counted from the orchestrator's start whether or not a limit is set, so a budget set
 later in a session sees what was already spent (a cancelled cloud attempt only counts while a
@@ -108,11 +111,11 @@ class Budgets:
         )
 
     def __repr__(self) -> str:
-        parts = [f"session={_money(self._session.limit)} spent={_money(self._session.spent)}"]
+        parts = [f"session={money(self._session.limit)} spent={money(self._session.spent)}"]
         if self._per_call is not None:
-            parts.append(f"per_call={_money(self._per_call)}")
+            parts.append(f"per_call={money(self._per_call)}")
         parts += [
-            f"{role!r}={_money(s.limit)}" for role, s in sorted(self._roles.items()) if s.limit is not None
+            f"{role!r}={money(s.limit)}" for role, s in sorted(self._roles.items()) if s.limit is not None
         ]
         return f"Budgets({', '.join(parts)})"
 
@@ -231,8 +234,11 @@ class Budgets:
         """Hold ``amount`` against every budget of this call, or raise `BudgetExceededError`.
 
         ``call`` identifies the user call (its per-call budget); ``tokens`` (prompt at most,
-        output at most) only explain a refusal.
+        output at most) only explain a refusal. A reservation is never negative: a negative
+        amount holds 0, and a NaN one counts as unbounded (refused under any limit).
         """
+        if not amount >= 0.0:
+            amount = 0.0 if amount < 0.0 else math.inf
         with self._lock:
             scopes = [self._session]
             if role is not None:
@@ -252,9 +258,9 @@ class Budgets:
                         else ""
                     )
                     raise BudgetExceededError(
-                        f"{scope.label} {_money(scope.limit)}: {_money(scope.spent)} spent + "
-                        f"{_money(scope.reserved)} reserved by calls in flight; this call to {target} "
-                        f"may cost up to {_money(amount)}{detail}. Nothing was sent. Set a lower "
+                        f"{scope.label} {money(scope.limit)}: {money(scope.spent)} spent + "
+                        f"{money(scope.reserved)} reserved by calls in flight; this call to {target} "
+                        f"may cost up to {money(amount)}{detail}. Nothing was sent. Set a lower "
                         "max_tokens to reserve less, or raise the limit (client.budgets.set(...) or "
                         "budgets: in the YAML).",
                         scope=scope.label,
@@ -268,26 +274,32 @@ class Budgets:
 
     def settle(
         self, reservation: Reservation | None, actual_usd: float | None, role: str | None = None
-    ) -> None:
+    ) -> float:
         """Replace the reservation by the actual cost. Unknown actual cost: the reserved worst case counts.
 
         Without a reservation (no limit applied) the actual cost is still added to the session
-        and role spending.
+        and role spending. A provider that reports more than was reserved is charged what it
+        reports (a budget may then end above its limit by that much): the overrun is returned,
+        for the caller to record (0.0 when there is none, or nothing was reserved).
         """
+        if actual_usd is not None and not actual_usd >= 0.0:
+            actual_usd = None  # a negative or NaN cost is no cost: count the reserved worst case
         with self._lock:
             if reservation is None:
                 if actual_usd:
                     self._session.spent += actual_usd
                     if role is not None:
                         self._role(role).spent += actual_usd
-                return
+                return 0.0
             if reservation.done:
-                return
+                return 0.0
             reservation.done = True
             charged = reservation.amount if actual_usd is None else actual_usd
             for scope in reservation.scopes:
                 scope.unhold(reservation.amount)
                 scope.spent += charged
+        overrun = charged - reservation.amount
+        return overrun if overrun > _EPSILON else 0.0
 
     def release(self, reservation: Reservation | None) -> None:
         """Give the reservation back: nothing was billed (the attempt failed, or it was local)."""
@@ -322,7 +334,8 @@ class Budgets:
         return self._roles.get(role) or _Scope(f"budget of role {role!r}")
 
 
-def _money(usd: float | None) -> str:
+def money(usd: float | None) -> str:
+    """``$0.028``, ``$1,234.50``; None (no limit) is ``unlimited``."""
     if usd is None:
         return "unlimited"
     if math.isinf(usd):

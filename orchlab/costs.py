@@ -19,6 +19,10 @@ might not fit; then by the model's own tokenizer, tiktoken, or a documented esti
 (`orchlab.catalog.tokens`). The check is ``prompt + max_tokens > context window`` (``max_tokens``
 unset counts as 0: the provider then fits the answer in what is left).
 
+A provider that reports more usage than was reserved for it is charged what it reports; the
+difference is recorded as ``overrun_usd`` (response, attempt, ``client.usage()``) and an
+`OrchlabWarning` is emitted once per role and model.
+
 An unpriced model under a budget is refused (`UnknownCostError`, a `BudgetExceededError`): its
 worst case cannot be bounded. So is a priced model when neither ``max_tokens``, the model's max
 output tokens nor its context window bounds the output.
@@ -27,10 +31,11 @@ output tokens nor its context window bounds the output.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from orchlab.budgets import Reservation
+from orchlab.budgets import Reservation, money
 from orchlab.catalog.tokens import (
     PER_MESSAGE,
     REPLY_PRIMING,
@@ -39,7 +44,7 @@ from orchlab.catalog.tokens import (
     count_prompt_sync,
     upper_bound,
 )
-from orchlab.errors import ContextWindowError, UnknownCostError
+from orchlab.errors import ContextWindowError, OrchlabWarning, UnknownCostError
 from orchlab.types import Usage
 
 if TYPE_CHECKING:
@@ -67,6 +72,7 @@ class Meter:
 
     def __init__(self, orchestrator: Orchestrator) -> None:
         self._orch = orchestrator
+        self._warned: set[tuple[str | None, str]] = set()
 
     async def preflight(self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest) -> Ticket:
         """Check the context window and reserve the worst-case cost; raise before anything is sent."""
@@ -143,7 +149,9 @@ class Meter:
         if count is not None and count.exact:
             # an exact count, with the chat overhead allowed for twice
             prompt = min(ceiling, count.tokens + PER_MESSAGE * len(request.messages) + REPLY_PRIMING)
-        out = request.params.max_tokens or info.max_output_tokens
+        out = request.params.max_tokens
+        if out is None:
+            out = info.max_output_tokens
         if out is None and info.context_window is not None:
             out = max(info.context_window - prompt, 0)
         if out is None:
@@ -157,6 +165,7 @@ class Meter:
                 requested_usd=math.inf,
                 spent_usd=budgets.spent_usd(),
             )
+        out = max(out, 0)  # a reservation is never negative (nor is Budgets.reserve's amount)
         amount = price.cost(Usage(input_tokens=prompt, output_tokens=out))
         return budgets.reserve(ctx, ticket.role, info.target, amount, tokens=(prompt, out))
 
@@ -185,7 +194,29 @@ class Meter:
         else:
             cost, note = None, entry.info.price_note
         response.cost_usd, response.cost_note = cost, note
-        self._orch.budgets.settle(ticket.reservation, cost, ticket.role)
+        overrun = self._orch.budgets.settle(ticket.reservation, cost, ticket.role)
+        if overrun:
+            self._overrun(ticket, response, overrun)
+
+    def _overrun(self, ticket: Ticket, response: LLMResponse, overrun: float) -> None:
+        """Record an answer that cost more than its reservation; warn once per role and model."""
+        assert ticket.reservation is not None
+        response.overrun_usd = overrun
+        key = (ticket.role, ticket.entry.info.target)
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        role = f" (role {ticket.role!r})" if ticket.role is not None else ""
+        warnings.warn(
+            f"orchlab: {ticket.entry.info.target}{role} reported usage costing "
+            f"{money(response.cost_usd)}, {money(overrun)} more than the worst case reserved "
+            f"before sending ({money(ticket.reservation.amount)}). It is charged what it reported, so "
+            "a budget may end above its limit by that much; the overrun is recorded as overrun_usd "
+            "on the response, its attempt and in client.usage(). Further overruns of this role and "
+            "model are recorded without a warning.",
+            OrchlabWarning,
+            stacklevel=2,
+        )
 
     def release(self, ticket: Ticket | None, *, cancelled_after_send: bool = False) -> None:
         """The attempt failed or was cancelled: settle its reservation without a response.

@@ -105,7 +105,15 @@ class UnknownProviderError(ConfigError):
 
 
 class InvalidRequestError(ConfigError):
-    """The call's arguments are wrong (messages, params, strategy names)."""
+    """The call's arguments are wrong (messages, params, strategy names).
+
+    ``parameter`` names the generation parameter at fault (``"max_tokens"``, ``"extra.user"``),
+    or ``messages[i]`` for a message, when one is.
+    """
+
+    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
 
 
 # --- auth ----------------------------------------------------------------------------------

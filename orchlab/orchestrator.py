@@ -26,7 +26,7 @@ from orchlab.errors import InvalidRequestError
 from orchlab.loop import run_async, run_sync, sync_twin
 from orchlab.providers.base import Provider
 from orchlab.providers.registry import provider_class
-from orchlab.resolution import ResolvedLLMConfig, Resolver, parse_target
+from orchlab.resolution import Binding, ResolvedLLMConfig, Resolver, check_params, parse_target
 from orchlab.strategies.health import ProviderHealth
 from orchlab.tracking.observer import attach as attach_tracking
 from orchlab.types import (
@@ -48,6 +48,20 @@ if TYPE_CHECKING:
     from orchlab.tracking.feedback import Rating
 
 ParamsOverride = Mapping[str, Any] | None
+# keyword names of complete() / ensemble(), for "did you mean" on a misspelt one that would
+# otherwise land in **params and be sent to the provider
+_COMPLETE_KEYWORDS = (
+    "role",
+    "strategy",
+    "task_type",
+    "model",
+    "system",
+    "candidates",
+    "scorer",
+    "threshold",
+    "tier",
+)
+_ENSEMBLE_KEYWORDS = ("models", "mode", "role", "judge", "aggregator", "system", "normalizer")
 
 
 class Orchestrator:
@@ -91,16 +105,23 @@ class Orchestrator:
         return self.resolver.role_names()
 
     def resolve(self, role: str) -> ResolvedLLMConfig:
-        """The provider, model and params a role runs on now (session rebinds included)."""
-        resolved = self.resolver.resolve(role)
-        bound = self._bindings.get(role)
-        if bound is None:
-            return resolved
-        return self.resolver.resolve_target(bound[0], bound[1], resolved.params, role=role)
+        """The provider, model, params and key a role runs on now (session rebinds included);
+        `AuthError` when that provider's key is missing."""
+        bound = self.binding(role)
+        return self.resolver.resolve_target(bound.provider, bound.model, bound.params, role=role)
+
+    def binding(self, role: str) -> Binding:
+        """What `resolve` returns, without looking up a key (strategies plan with this: each
+        candidate's key is looked up when that candidate is tried)."""
+        bound = self.resolver.binding(role)
+        rebound = self._bindings.get(role)
+        if rebound is None:
+            return bound
+        return Binding(rebound[0], rebound[1], bound.params, role)
 
     def rebind(self, role: str, target: str) -> ResolvedLLMConfig:
         """Point ``role`` at ``'provider:model'`` for this session (the YAML is not changed)."""
-        self.resolver.resolve(role)
+        self.resolver.binding(role)
         provider, model = parse_target(target)
         self.resolver.provider_settings(provider)
         self._bindings[role] = (provider, model)
@@ -226,6 +247,8 @@ class Orchestrator:
                 threshold=threshold,
                 tier=tier,
                 params=params,
+                where="complete()",
+                keywords=_COMPLETE_KEYWORDS,
             )
         )
 
@@ -261,6 +284,8 @@ class Orchestrator:
                 system=system,
                 normalizer=normalizer,
                 params=params,
+                where="ensemble()",
+                keywords=_ENSEMBLE_KEYWORDS,
             )
         )
 
@@ -283,7 +308,9 @@ class Orchestrator:
         return ModelRequest(
             model=resolved.model,
             messages=tuple(to_messages(messages)),
-            params=resolved.params.merged(params_override),
+            params=resolved.params
+            if params_override is None
+            else resolved.params.merged(check_params(params_override)),
         )
 
     def _single(
@@ -306,6 +333,8 @@ class Orchestrator:
         attempt = self._open(ctx, resolved, request, stage)
         try:
             attempt.ticket = await self._meter.preflight(ctx, resolved, request)
+            if request.params.max_tokens == 0:
+                return attempt.unsent(resolved.provider, request.model)
             attempt.sent = True
             response = await self.provider(resolved.provider).complete(request)
         except BaseException as exc:
@@ -320,6 +349,8 @@ class Orchestrator:
         attempt = self._open(ctx, resolved, request, None)
         try:
             attempt.ticket = self._meter.preflight_sync(ctx, resolved, request)
+            if request.params.max_tokens == 0:
+                return attempt.unsent(resolved.provider, request.model)
             attempt.sent = True
             response = self.provider(resolved.provider).complete_sync(request)
         except BaseException as exc:
@@ -335,6 +366,11 @@ class Orchestrator:
         parts: list[str] = []
         try:
             attempt.ticket = await self._meter.preflight(ctx, resolved, request)
+            if request.params.max_tokens == 0:
+                yield StreamChunk(
+                    response=self._settle(ctx, attempt.unsent(resolved.provider, request.model))
+                )
+                return
             attempt.sent = True
             stream = cast(
                 "AsyncGenerator[StreamChunk, None]", self.provider(resolved.provider).stream(request)
@@ -404,6 +440,9 @@ class Orchestrator:
         self.close()
 
 
+UNSENT_NOTE = "max_tokens=0: an empty answer, nothing was sent"
+
+
 class _InFlight:
     """One provider call in progress: its trail record, its budget ticket, whether it was sent."""
 
@@ -426,7 +465,28 @@ class _InFlight:
         record.outcome, record.usage = "ok", response.usage
         record.cost_usd, record.output = response.cost_usd, response.content
         record.latency_s = time.perf_counter() - self.started
+        if response.overrun_usd:
+            record.overrun_usd = response.overrun_usd
+            record.note = f"cost ${response.overrun_usd:.6f} more than its budget reservation"
         return response
+
+    def unsent(self, provider: str, model: str) -> LLMResponse:
+        """``max_tokens=0``: the empty answer, given without sending anything (so nothing is
+        billed), the same on every provider (their APIs refuse 0 or read it as "no limit")."""
+        self.meter.release(self.ticket)
+        record = self.record
+        record.latency_s = time.perf_counter() - self.started
+        record.outcome, record.cost_usd, record.output, record.note = "ok", 0.0, "", UNSENT_NOTE
+        return LLMResponse(
+            "",
+            provider,
+            model,
+            role=self.role,
+            latency_s=record.latency_s,
+            finish_reason="length",
+            cost_usd=0.0,
+            cost_note=UNSENT_NOTE,
+        )
 
     def failed(self, exc: BaseException, *, output: str | None = None) -> None:
         """Record the error, or the cancel (anything that is not an `Exception`: a task's

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import difflib
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from orchlab.auth import Secret, resolve_api_key
-from orchlab.config.schema import OrchestratorConfig, ProviderConfig, RoleParams
+from orchlab.config.schema import OrchestratorConfig, ProviderConfig, RoleParams, unsendable
 from orchlab.errors import InvalidRequestError, UnknownProviderError, UnknownRoleError
 from orchlab.providers.base import ProviderSettings
 from orchlab.providers.registry import kind_of, provider_class
@@ -33,6 +38,21 @@ class ResolvedLLMConfig:
         return f"{self.provider}:{self.model}"
 
 
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """What a role runs on, before any key is looked up: a strategy plans with this, and each
+    candidate's key is looked up only when that candidate is tried (`Resolver.resolve_target`)."""
+
+    provider: str
+    model: str
+    params: GenerationParams
+    role: str
+
+    @property
+    def target(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
 def params_from(role_params: RoleParams) -> GenerationParams:
     return GenerationParams(
         temperature=role_params.temperature,
@@ -46,6 +66,101 @@ def params_from(role_params: RoleParams) -> GenerationParams:
     )
 
 
+PARAM_NAMES: frozenset[str] = frozenset(RoleParams.model_fields)
+"""The generation parameters orchlab knows; any other name is passed to the provider as an extra."""
+_NOT_PARAMS = {
+    "model": "pick the model with the role (client.rebind) or complete(model='provider:model')",
+    "messages": "pass messages as the call's messages argument",
+    "stream": "use client.stream(...) to stream",
+}
+# Real provider parameters within a typo's distance of one of orchlab's names (top_k ~ top_p):
+# passed through, never "did you mean".
+_PROVIDER_NAMES = frozenset({"top_k", "top_a", "top_logprobs"})
+
+
+def check_params(
+    params: object, *, where: str = "params_override", keywords: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A call's parameter overrides, validated by the model that validates YAML ``params:``.
+
+    Returns the overrides as given (values normalised: ``stop="x"`` -> ``["x"]``), unknown names
+    under ``extra``. Refused with `InvalidRequestError` naming the parameter, before anything is
+    sent: a non-mapping, a wrong type (strict: ``max_tokens="10"``), a value out of range
+    (``temperature=5``, negative ``max_tokens``, a NaN or infinite ``timeout_s``), a value that
+    cannot be sent (not JSON-encodable, a lone surrogate), a name orchlab sets itself (``model``),
+    and a name close to a known one (``max_token``: "did you mean 'max_tokens'?"; ``keywords``
+    adds the call's own keyword names to the suggestions). A provider-specific parameter whose
+    name looks like a typo goes through ``extra={...}``, which is not name-checked.
+    """
+    if isinstance(params, GenerationParams):  # already typed: its set values, extras apart
+        params = {
+            **{k: v for k, v in params.as_dict().items() if k in PARAM_NAMES},
+            "extra": dict(params.extra),
+        }
+    if not isinstance(params, Mapping):
+        raise InvalidRequestError(
+            f"{where} must be a mapping of parameter names to values (e.g. {{'max_tokens': 64}}), "
+            f"got {type(params).__name__}"
+        )
+    known: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for name, value in params.items():
+        if not isinstance(name, str):
+            raise InvalidRequestError(f"{where}: parameter names must be strings, got {name!r}")
+        if name in PARAM_NAMES:
+            known[name] = value
+            continue
+        if name in _NOT_PARAMS:
+            raise InvalidRequestError(
+                f"{where}: {name!r} is not a generation parameter: {_NOT_PARAMS[name]}", parameter=name
+            )
+        if name not in _PROVIDER_NAMES:
+            close = _close_name(name, keywords)
+            if close is not None:
+                raise InvalidRequestError(
+                    f"{where}: unknown parameter {name!r}; did you mean {close!r}? (to send a "
+                    f"provider-specific parameter of that name, pass extra={{{name!r}: ...}})",
+                    parameter=name,
+                )
+        extra[name] = value
+    try:
+        checked = RoleParams.model_validate(known, strict=True)
+    except ValidationError as exc:
+        raise _invalid(exc, where) from None
+    out = {name: getattr(checked, name) for name in known}
+    if extra:
+        for name, value in extra.items():
+            problem = unsendable(value)
+            if problem:
+                raise InvalidRequestError(
+                    f"{where}: parameter {name!r} {problem}; nothing was sent", parameter=name
+                )
+        out["extra"] = {**out.get("extra", {}), **extra}
+    return out
+
+
+@functools.lru_cache(maxsize=512)
+def _close_name(name: str, keywords: tuple[str, ...]) -> str | None:
+    """A known name ``name`` looks like a typo of (cached: the same extras recur on every call)."""
+    lowered = name.lower()
+    choices = {n.lower(): n for n in (*keywords, *sorted(PARAM_NAMES))}
+    close = difflib.get_close_matches(lowered, list(choices), n=1, cutoff=0.8)
+    return choices[close[0]] if close else None
+
+
+def _invalid(exc: ValidationError, where: str) -> InvalidRequestError:
+    """The first problem of ``exc`` as an `InvalidRequestError` naming its parameter."""
+    err = exc.errors()[0]
+    parameter = ".".join(str(part) for part in err["loc"]) or None
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "value_error":
+        what = msg if msg.startswith(("stop[", "extra[")) else f"parameter {parameter!r} {msg}"
+    else:
+        what = f"parameter {parameter!r}: {msg[:1].lower()}{msg[1:]} (got {err.get('input')!r})"
+    more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+    return InvalidRequestError(f"{where}: {what}{more}; nothing was sent", parameter=parameter)
+
+
 def parse_target(target: str) -> tuple[str, str]:
     """``'provider:model'`` -> ``(provider, model)``; the model part may itself contain colons."""
     provider, sep, model = target.partition(":")
@@ -55,7 +170,12 @@ def parse_target(target: str) -> tuple[str, str]:
 
 
 class Resolver:
-    """Resolves roles and targets against one config (auth is looked up lazily, per provider)."""
+    """Resolves roles and targets against one config.
+
+    Keys are looked up by `resolve_target` / `provider_settings` only, so a role's `binding`
+    (provider, model, params) is known without one: a fallback chain whose first candidate has no
+    key moves on to the next instead of failing before it starts.
+    """
 
     def __init__(self, config: OrchestratorConfig, *, base_dir: Path | None = None) -> None:
         self.config = config
@@ -65,11 +185,12 @@ class Resolver:
     def role_names(self) -> list[str]:
         return sorted(self.config.roles)
 
-    def resolve(self, role: str, *, project: str | None = None, env: str | None = None) -> ResolvedLLMConfig:
+    def binding(self, role: str, *, project: str | None = None, env: str | None = None) -> Binding:
+        """The provider, model and params ``role`` is bound to in the YAML (no key lookup)."""
         if project is not None and project != self.config.project:
             raise InvalidRequestError(f"this config is for project {self.config.project!r}, not {project!r}")
         if env is not None and env != self.config.env:
-            return Resolver(self.config.for_env(env), base_dir=self.base_dir).resolve(role)
+            return Resolver(self.config.for_env(env), base_dir=self.base_dir).binding(role)
         spec = self.config.roles.get(role)
         if spec is None:
             close = difflib.get_close_matches(role, self.config.roles, n=3, cutoff=0.5)
@@ -81,7 +202,15 @@ class Resolver:
                 role=role,
                 suggestions=close,
             )
-        return self.resolve_target(spec.provider, spec.model, params_from(spec.params), role=role)
+        self.provider_kind(spec.provider)
+        return Binding(spec.provider, spec.model, params_from(spec.params), role)
+
+    def resolve(self, role: str, *, project: str | None = None, env: str | None = None) -> ResolvedLLMConfig:
+        """The role's binding with its provider's key (`AuthError` when that key is missing)."""
+        if env is not None and env != self.config.env:
+            return Resolver(self.config.for_env(env), base_dir=self.base_dir).resolve(role, project=project)
+        bound = self.binding(role, project=project)
+        return self.resolve_target(bound.provider, bound.model, bound.params, role=role)
 
     def resolve_target(
         self,
@@ -116,16 +245,27 @@ class Resolver:
             )
         return spec
 
-    def provider_settings(self, name: str) -> ProviderSettings:
-        cached = self._settings.get(name)
-        if cached is not None:
-            return cached
+    def provider_kind(self, name: str) -> str:
+        """The adapter kind of provider entry ``name`` (no key lookup)."""
         spec = self.provider_config(name)
         kind = kind_of(name, spec.type)
         if kind is None:
             raise UnknownProviderError(
                 f"providers.{name}: unknown adapter type {spec.type or name!r}", provider=name
             )
+        return kind
+
+    def provider_settings(self, name: str) -> ProviderSettings:
+        """The entry with its key: looked up here, when a call to ``name`` is about to be made.
+
+        A missing key raises `AuthError` and is not remembered, so a key set later in the
+        session is found by the next call.
+        """
+        cached = self._settings.get(name)
+        if cached is not None:
+            return cached
+        kind = self.provider_kind(name)
+        spec = self.config.providers[name]
         cls = provider_class(kind)
         key = None
         if cls.requires_key or spec.auth_profile or spec.key_file:

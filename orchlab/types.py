@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from orchlab.errors import InvalidRequestError
 from orchlab.loop import iterate_async, iterate_sync
@@ -25,36 +25,68 @@ class Message:
 
 
 def to_messages(messages: object) -> list[Message]:
-    """Validate what a user passed as ``messages`` (a list of dicts or `Message`)."""
+    """Validate what a user passed as ``messages`` (a list of dicts or `Message`).
+
+    Each message needs a known role and text content that can be sent (UTF-8 encodable: a lone
+    surrogate such as ``"\\ud800"`` is refused here, naming the message, not deep in an SDK).
+    """
     if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
         raise InvalidRequestError(
             f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got {type(messages).__name__}"
         )
     out: list[Message] = []
+    role: object
+    content: object
     for i, m in enumerate(messages):
         if isinstance(m, Message):
-            out.append(m)
-            continue
-        if not isinstance(m, Mapping):
+            role, content = m.role, m.content
+        elif isinstance(m, Mapping):
+            role, content = m.get("role"), m.get("content")
+            extra = set(m) - {"role", "content"}
+            if extra:
+                raise InvalidRequestError(
+                    f"messages[{i}] has unknown keys {sorted(extra, key=str)}; only 'role' and 'content' "
+                    "are used",
+                    parameter=f"messages[{i}]",
+                )
+        else:
             raise InvalidRequestError(
-                f"messages[{i}] must be a dict with 'role' and 'content', got {type(m).__name__}"
+                f"messages[{i}] must be a dict with 'role' and 'content', got {type(m).__name__}",
+                parameter=f"messages[{i}]",
             )
-        role, content = m.get("role"), m.get("content")
         if role not in MESSAGE_ROLES:
             raise InvalidRequestError(
-                f"messages[{i}].role is {role!r}; expected one of {', '.join(MESSAGE_ROLES)}"
+                f"messages[{i}].role is {role!r}; expected one of {', '.join(MESSAGE_ROLES)}",
+                parameter=f"messages[{i}].role",
             )
-        if not isinstance(content, str):
-            raise InvalidRequestError(f"messages[{i}].content must be a string, got {type(content).__name__}")
-        extra = set(m) - {"role", "content"}
-        if extra:
-            raise InvalidRequestError(
-                f"messages[{i}] has unknown keys {sorted(extra)}; only 'role' and 'content' are used"
-            )
-        out.append(Message(role, content))
+        check_text(content, f"messages[{i}].content")
+        out.append(m if isinstance(m, Message) else Message(cast(MessageRole, role), cast(str, content)))
     if not out:
         raise InvalidRequestError("messages is empty: pass at least one {'role': 'user', ...}")
     return out
+
+
+def check_text(text: object, where: str) -> None:
+    """Refuse text that cannot be sent: not a ``str``, or not UTF-8 encodable (a lone surrogate).
+
+    ASCII text (the common case) is checked in constant time; other text is encoded once.
+    NUL and other control characters are valid in JSON and are sent as they are.
+    """
+    if not isinstance(text, str):
+        raise InvalidRequestError(
+            f"{where} must be a string (orchlab sends text), got {type(text).__name__}", parameter=where
+        )
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(
+            f"{where} holds a lone surrogate {text[exc.start : exc.end]!r} at character {exc.start}: "
+            "it is not valid Unicode text and cannot be sent (often half of an emoji cut in two, or "
+            "bytes decoded with errors='surrogateescape'); nothing was sent",
+            parameter=where,
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +182,8 @@ class Attempt:
     error_type: str | None = None
     note: str | None = None
     """What the numbers cannot say (e.g. a cancelled call's tokens were never reported)."""
+    overrun_usd: float | None = None
+    """How much more than its budget reservation this call cost (charged as reported)."""
 
 
 @dataclass(slots=True)
@@ -200,6 +234,9 @@ class LLMResponse:
     decision: Decision | None = field(default=None, repr=False)
     trace_id: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    overrun_usd: float | None = None
+    """Set when the provider reported more usage than the worst case reserved under a budget:
+    by how much the cost exceeded that reservation (it is charged in full; see `orchlab.costs`)."""
 
     @property
     def target(self) -> str:

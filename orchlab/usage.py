@@ -33,6 +33,9 @@ COLUMNS: tuple[str, ...] = (
     "unpriced_calls",
     "mean_latency_s",
 )
+SESSION_COLUMNS: tuple[str, ...] = (*COLUMNS, "overrun_usd")
+"""`client.usage()`'s columns: `COLUMNS` (which the tracking store's history shares) and the
+budget overrun, which only the session knows."""
 
 
 @dataclass(slots=True)
@@ -48,6 +51,7 @@ class _Totals:
     priced_calls: int = 0
     unpriced_calls: int = 0
     latency_s: float = 0.0
+    overrun_usd: float = 0.0
 
     def add(self, other: _Totals) -> None:
         for f in fields(self):
@@ -87,6 +91,8 @@ class UsageTracker:
                 totals.output_tokens += usage.output_tokens
                 totals.cache_read_tokens += usage.cache_read_tokens
                 totals.reasoning_tokens += usage.reasoning_tokens
+                if attempt.overrun_usd:
+                    totals.overrun_usd += attempt.overrun_usd
                 if attempt.cost_usd is not None:
                     totals.cost_usd += attempt.cost_usd
                     totals.priced_calls += 1
@@ -124,6 +130,7 @@ class UsageTracker:
                     "cost_usd": math.nan if unknown else t.cost_usd,
                     "unpriced_calls": t.unpriced_calls,
                     "mean_latency_s": t.latency_s / t.calls if t.calls else math.nan,
+                    "overrun_usd": t.overrun_usd,
                 }
             )
         return rows
@@ -132,12 +139,13 @@ class UsageTracker:
         """A pandas DataFrame: one row per group of ``by`` (any of role, provider, model, strategy).
 
         Columns: calls (provider calls, failures included), errors, input/output tokens, cost_usd
-        (NaN when no call of the group had a price), unpriced_calls, mean_latency_s.
+        (NaN when no call of the group had a price), unpriced_calls, mean_latency_s, overrun_usd
+        (what providers charged beyond the worst case reserved under a budget; see `orchlab.costs`).
         """
         import pandas as pd
 
         keys = _keys(by)
-        return pd.DataFrame(self.totals(keys), columns=[*keys, *COLUMNS])
+        return pd.DataFrame(self.totals(keys), columns=[*keys, *SESSION_COLUMNS])
 
 
 def _keys(by: str | Sequence[str]) -> list[str]:

@@ -7,6 +7,7 @@ count proves that refused calls were never sent.
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +20,7 @@ from orchlab.errors import (
     BudgetExceededError,
     ConfigValidationError,
     InvalidRequestError,
+    OrchlabWarning,
     UnknownCostError,
     UnknownRoleError,
 )
@@ -371,3 +373,73 @@ def test_a_cloud_stream_closed_early_keeps_its_worst_case_as_spent(client_for: M
     assert stream.response is None
     assert client.budgets.spent_usd() == pytest.approx(RACE_WORST)
     assert client.budgets.reserved_usd() == 0.0
+
+
+# --- issue 10, item 8: no negative reservation; a provider's overrun is charged, recorded, warned ---
+
+
+def test_a_negative_max_tokens_is_refused_and_reserves_nothing(
+    make_client: MakeClient, openai_server: OpenAIWireServer
+) -> None:
+    """Today's bug: -1000 made the reservation negative, and 100 calls went out past $0.05."""
+    client = make_client(PRICED + "budgets: {session_usd: 0.05}\n")
+    for _ in range(100):
+        with pytest.raises(InvalidRequestError, match="'max_tokens'"):
+            client.run("r", HI, {"max_tokens": -1000})
+        with pytest.raises(InvalidRequestError, match="'max_tokens'"):
+            client.complete("hi", role="r", max_tokens=-1000)
+    assert chat_requests(openai_server) == 0
+    assert (client.budgets.spent_usd(), client.budgets.reserved_usd()) == (0.0, 0.0)
+
+
+def test_the_budget_itself_never_holds_a_negative_or_nan_reservation() -> None:
+    budgets = Budgets(session_usd=0.05)
+    call = object()
+    held = budgets.reserve(call, "r", "openai:m", -5.0)
+    assert held.amount == 0.0 and budgets.reserved_usd() == 0.0 and budgets.remaining_usd() == 0.05
+    with pytest.raises(BudgetExceededError):
+        budgets.reserve(call, "r", "openai:m", float("nan"))
+    # a negative or NaN actual cost is no cost: the reserved worst case counts
+    worst = budgets.reserve(call, "r", "openai:m", 0.02)
+    assert budgets.settle(worst, -1.0) == 0.0
+    assert budgets.spent_usd() == pytest.approx(0.02)
+
+
+def test_usage_beyond_the_reservation_is_charged_recorded_and_warned_once(
+    make_client: MakeClient, openai_server: OpenAIWireServer
+) -> None:
+    client = make_client(PRICED + "budgets: {session_usd: 0.2}\n")
+    # max_tokens is 10, but the provider reports 100 output tokens: $0.118 against $0.028 reserved
+    over = completion_body("ok", model="house-model", prompt_tokens=18, completion_tokens=100)
+    openai_server.push(Reply(body=over), Reply(body=over))
+    with pytest.warns(OrchlabWarning, match=r"house-model \(role 'r'\) reported usage costing") as seen:
+        r = client.run("r", HI)
+    assert len(seen) == 1 and "$0.09 more than the worst case reserved" in str(seen[0].message)
+    assert r.cost_usd == pytest.approx(0.118) and r.overrun_usd == pytest.approx(0.09)
+    (attempt,) = r.decision.attempts
+    assert attempt.overrun_usd == pytest.approx(0.09) and "more than its budget reservation" in (
+        attempt.note or ""
+    )
+    assert client.budgets.spent_usd() == pytest.approx(0.118)  # charged what it reported
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second overrun of role and model is recorded, not warned
+        r2 = client.complete("hi", role="r")
+    assert r2.overrun_usd == pytest.approx(0.09)
+    assert client.budgets.spent_usd() == pytest.approx(0.236)  # above the limit, by the overruns
+    usage = client.usage(by=[])
+    assert usage.loc[0, "overrun_usd"] == pytest.approx(0.18)
+    # the budget is exhausted now: the next call is refused before sending
+    with pytest.raises(BudgetExceededError):
+        client.run("r", HI)
+    assert chat_requests(openai_server) == 2
+
+
+def test_usage_within_the_reservation_is_no_overrun(
+    make_client: MakeClient, openai_server: OpenAIWireServer
+) -> None:
+    client = make_client(PRICED + "budgets: {session_usd: 1.0}\n")
+    openai_server.push(*full_usage_replies(1))
+    r = client.run("r", HI)
+    assert r.cost_usd == pytest.approx(WORST) and r.overrun_usd is None
+    assert r.decision.attempts[0].overrun_usd is None
+    assert client.usage(by=[]).loc[0, "overrun_usd"] == 0.0

@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -50,15 +51,21 @@ class ProviderConfig(_Strict):
 
 
 class RoleParams(_Strict):
-    """Generation defaults for a role; a call's ``params_override`` goes on top."""
+    """Generation defaults for a role; a call's ``params_override`` goes on top, checked by this
+    same model (strictly: no ``"10"`` for 10) in `orchlab.resolution.check_params`.
+
+    Ranges are the widest the providers document (OpenAI and Gemini take temperature 0-2;
+    Anthropic's 0-1 is left to its API). ``max_tokens: 0`` asks for an empty answer: orchlab
+    returns it without sending anything.
+    """
 
     temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, ge=0)
     top_p: float | None = Field(default=None, gt=0, le=1)
     stop: list[str] | None = None
     seed: int | None = None
     logprobs: bool = False
-    timeout_s: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     extra: dict[str, Any] = Field(
         default_factory=dict, description="provider-specific parameters passed through as they are"
     )
@@ -66,7 +73,38 @@ class RoleParams(_Strict):
     @field_validator("stop", mode="before")
     @classmethod
     def _one_stop(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
+        if isinstance(value, str):
+            return [value]
+        return list(value) if isinstance(value, tuple) else value
+
+    @field_validator("stop")
+    @classmethod
+    def _sendable_stop(cls, value: list[str] | None) -> list[str] | None:
+        for i, item in enumerate(value or ()):
+            problem = unsendable(item)
+            if problem:
+                raise ValueError(f"stop[{i}] {problem}")
+        return value
+
+    @field_validator("extra")
+    @classmethod
+    def _sendable_extra(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, item in value.items():
+            problem = unsendable(item)
+            if problem:
+                raise ValueError(f"extra[{key!r}] {problem}")
+        return value
+
+
+def unsendable(value: Any) -> str | None:
+    """Why ``value`` cannot go into a request body (JSON, UTF-8), or None when it can."""
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"holds a character that cannot be sent ({exc.reason}: {exc.object[exc.start : exc.end]!r})"
+    except (TypeError, ValueError, RecursionError) as exc:
+        return f"is not JSON-encodable ({exc})"
+    return None
 
 
 # --- strategies (orchlab.strategies reads these; the names match its enums) ------------------

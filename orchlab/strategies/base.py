@@ -215,13 +215,13 @@ class Run:
 
 def resolve_ref(orch: Orchestrator, ref: str, *, params: GenerationParams | None = None) -> Candidate:
     if ref in orch.config.roles:
-        resolved = orch.resolve(ref)
-        return Candidate(resolved.provider, resolved.model, resolved.params, role=ref)
+        bound = orch.binding(ref)  # its key is looked up when it is tried
+        return Candidate(bound.provider, bound.model, bound.params, role=ref)
     if ":" in ref:
         provider, model = parse_target(ref)
         orch.resolver.provider_config(provider)  # unknown provider: fail now, with suggestions
         return Candidate(provider, model, params or GenerationParams())
-    orch.resolve(ref)  # raises UnknownRoleError with "did you mean"
+    orch.binding(ref)  # raises UnknownRoleError with "did you mean"
     raise UnknownRoleError(f"{ref!r} is neither a role nor a 'provider:model' target", role=ref)
 
 
@@ -297,6 +297,8 @@ def finalize(run: Run, outcome: Outcome) -> LLMResponse:
     response.usage = total
     response.cost_usd = decision.total_cost_usd
     response.cost_note = cost_note(ctx.attempts) if response.cost_usd is None else None
+    overruns = [a.overrun_usd for a in ctx.attempts if a.overrun_usd]
+    response.overrun_usd = sum(overruns) if overruns else None
     response.latency_s = time.perf_counter() - ctx.started_perf
     response.role = ctx.role
     response.decision = decision

@@ -12,14 +12,14 @@ model (or the call's ``model=``), then its ``candidates:``, then its ``fallbacks
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from orchlab.calls import CallContext
 from orchlab.config.schema import CandidateConfig, RoleConfig
 from orchlab.errors import InvalidRequestError
-from orchlab.resolution import params_from, parse_target
+from orchlab.resolution import check_params, params_from, parse_target
 from orchlab.strategies.base import (
     FALL_THROUGH,
     Candidate,
@@ -45,7 +45,7 @@ from orchlab.strategies.routing import (
 )
 from orchlab.strategies.scorers import Scorer, make_scorer, normalize
 from orchlab.strategies.selection import select
-from orchlab.types import GenerationParams, LLMResponse, Message, ModelRequest, to_messages
+from orchlab.types import GenerationParams, LLMResponse, Message, ModelRequest, check_text, to_messages
 
 if TYPE_CHECKING:
     from orchlab.orchestrator import Orchestrator
@@ -72,8 +72,13 @@ class Plan:
 
 
 def as_messages(prompt: object, system: str | None = None) -> tuple[Message, ...]:
-    messages = [Message("user", prompt)] if isinstance(prompt, str) else to_messages(prompt)
+    if isinstance(prompt, str):
+        check_text(prompt, "prompt")
+        messages = [Message("user", prompt)]
+    else:
+        messages = to_messages(prompt)
     if system is not None:
+        check_text(system, "system")
         messages.insert(0, Message("system", system))
     return tuple(messages)
 
@@ -100,13 +105,13 @@ def default_role(orch: Orchestrator) -> str:
 
 def role_candidates(orch: Orchestrator, role: str, model: str | None = None) -> list[Candidate]:
     """The role's model (or ``model``), then its ``candidates:``, then its ``fallbacks:``."""
-    resolved = orch.resolve(role)
-    base = resolved.params
+    bound = orch.binding(role)
+    base = bound.params
     if model is not None:
         provider, name = parse_target(model)
         out = [Candidate(provider, name, base, role=role)]
     else:
-        out = [Candidate(resolved.provider, resolved.model, base, role=role)]
+        out = [Candidate(bound.provider, bound.model, base, role=role)]
     spec = orch.config.roles[role]
     for entry in [*spec.candidates, *spec.fallbacks]:
         if isinstance(entry, CandidateConfig):
@@ -135,9 +140,8 @@ def make_plan(
         role = default_role(orch)
         chosen = chosen or Strategy.AUTO
     spec = orch.config.roles.get(role) if role is not None else None
-    if role is not None and spec is None:
-        orch.resolve(role)  # UnknownRoleError with suggestions
-    base = orch.resolve(role).params if role is not None else GenerationParams()
+    # the binding, not `resolve`: no key is looked up before a candidate is tried
+    base = orch.binding(role).params if role is not None else GenerationParams()
     if candidates:
         cands = [resolve_ref(orch, ref, params=base) for ref in candidates]
         if model is not None:
@@ -175,10 +179,18 @@ async def complete(
     model: str | None = None,
     candidates: Sequence[str] | None = None,
     system: str | None = None,
-    params: Mapping[str, Any] | None = None,
+    params: object = None,
+    where: str = "params_override",
+    keywords: tuple[str, ...] = (),
     **options: Any,
 ) -> LLMResponse:
-    """The engine behind ``client.complete`` / ``ensemble`` / ``run`` (runs on the engine loop)."""
+    """The engine behind ``client.complete`` / ``ensemble`` / ``run`` (runs on the engine loop).
+
+    ``params`` are the caller's overrides, checked here (`check_params`; ``where`` and
+    ``keywords`` word its errors) before any plan is made or anything is sent.
+    """
+    if params is not None:
+        params = check_params(params, where=where, keywords=keywords)
     messages = as_messages(prompt, system)
     plan = make_plan(orch, role=role, strategy=strategy, model=model, candidates=candidates, **options)
     ctx = CallContext(role=plan.role, strategy=plan.strategy, messages=messages)
@@ -320,5 +332,5 @@ def _routed_plan(orch: Orchestrator, plan: Plan, role: str) -> Plan:
     strategy = spec.strategy if spec.strategy not in (None, "auto") else None
     name = strategy or (FALLBACK if len(cands) > 1 else SINGLE)
     return replace(
-        plan, role=role, spec=spec, strategy=name, candidates=cands, base_params=orch.resolve(role).params
+        plan, role=role, spec=spec, strategy=name, candidates=cands, base_params=orch.binding(role).params
     )
