@@ -48,6 +48,27 @@ def env_var_for(profile: str) -> str:
     return f"ORCH_AUTH_{re.sub(r'[^A-Za-z0-9]+', '_', profile).strip('_').upper()}_API_KEY"
 
 
+def _key_text(raw: bytes, *, provider: str, env_var: str, key_file: str) -> str:
+    """The key in a key file: UTF-8 text holding one key of printable ASCII (what an HTTP header
+    carries), surrounding whitespace ignored. The error says where it is wrong, never what is there."""
+    try:
+        value = raw.decode("utf-8-sig").strip()
+    except UnicodeDecodeError as exc:
+        problem = f"is not UTF-8 text (byte {exc.start} of the file)"
+    else:
+        bad = next((i for i, c in enumerate(value) if not "!" <= c <= "~"), None)
+        if bad is None:
+            return value
+        problem = f"holds a character no key has (character {bad + 1} of the key), or more than one key"
+    raise AuthError(
+        f"provider {provider!r}: key file {key_file} {problem}; put the key alone in the file as "
+        f"plain text, or set {env_var}",
+        provider=provider,
+        env_var=env_var,
+        key_file=key_file,
+    )
+
+
 def resolve_api_key(
     *,
     provider: str,
@@ -68,7 +89,7 @@ def resolve_api_key(
             path = base_dir / path
         tried_file = str(path)
         try:
-            value = path.read_text(encoding="utf-8").strip()
+            raw = path.read_bytes()
         except FileNotFoundError:
             value = ""
         except OSError as exc:
@@ -79,6 +100,8 @@ def resolve_api_key(
                 env_var=env_var,
                 key_file=tried_file,
             ) from None
+        else:
+            value = _key_text(raw, provider=provider, env_var=env_var, key_file=tried_file)
         if value:
             return Secret(value)
     if not required:

@@ -60,7 +60,7 @@ class ConfigError(OrchlabError):
 
 
 class ConfigFileError(ConfigError):
-    """The config file is missing, unreadable, or not valid YAML."""
+    """The config file is missing, unreadable, or not valid YAML (``key_path``: where, when known)."""
 
     def __init__(
         self,
@@ -69,11 +69,13 @@ class ConfigFileError(ConfigError):
         path: str | None = None,
         line: int | None = None,
         column: int | None = None,
+        key_path: str | None = None,
     ) -> None:
         super().__init__(message)
         self.path = path
         self.line = line
         self.column = column
+        self.key_path = key_path
 
 
 class ConfigValidationError(ConfigError):

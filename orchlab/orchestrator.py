@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from orchlab.budgets import Budgets
 from orchlab.calls import CallContext, CallRecord, Observers
-from orchlab.config.loader import default_config_path, load_config
+from orchlab.config.loader import check_env, default_config_path, load_config
 from orchlab.config.schema import OrchestratorConfig
 from orchlab.costs import Meter, Ticket
 from orchlab.errors import InvalidRequestError
@@ -504,6 +505,16 @@ class _InFlight:
 
 
 def get_llm_client(config_path: str | Path | None = None, *, env: str | None = None) -> Orchestrator:
-    """An `Orchestrator` for ``config_path`` (no path: the embedded offline default)."""
+    """An `Orchestrator` for ``config_path`` (no path: the embedded offline default).
+
+    ``env`` (else the ``ORCH_ENV`` environment variable) picks the config's base env or one of its
+    ``envs:`` overlays; any other name is a `ConfigError` listing the envs that exist.
+    """
     path = Path(config_path).expanduser().resolve() if config_path else default_config_path()
-    return Orchestrator(load_config(path), config_path=path, env=env)
+    config = load_config(path)
+    origin = "env="
+    if env is None and os.environ.get("ORCH_ENV"):
+        env, origin = os.environ["ORCH_ENV"], "ORCH_ENV"
+    if env is not None:
+        check_env(config, env, source=str(path), origin=origin)
+    return Orchestrator(config, config_path=path, env=env)

@@ -1,7 +1,8 @@
 """Changing a config file in place without losing its comments, order, quoting or other keys.
 
 Round-trips through ruamel.yaml (imported on use), checks the result against the schema before
-anything is written, then replaces the file atomically.
+anything is written, then replaces the file atomically. ``${VAR}`` values are written back as the
+file has them, never expanded.
 
 Example::
 
@@ -16,8 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from orchlab.config.loader import default_config_path, parse_config
-from orchlab.errors import ConfigError, ConfigFileError, UnknownRoleError
+from orchlab.config.loader import default_config_path, parse_config, read_config_text
+from orchlab.errors import ConfigError, UnknownRoleError
 from orchlab.resolution import parse_target
 
 
@@ -36,10 +37,10 @@ def save_role_binding(path: str | Path, role: str, target: str, *, env: str | No
             "the built-in default config is part of the installed package and is not edited: copy it "
             "to a file of your own and load that (%llm config PATH, or get_llm_client(PATH))"
         )
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigFileError(f"cannot read config file {file}: {exc}", path=str(file)) from exc
+    text = read_config_text(file)
+    # the file as it is must load: ruamel.yaml would meet duplicate keys, alias bombs or deep
+    # nesting with its own exceptions (or take as long as they ask)
+    parse_config(text, source=str(file))
     provider, model = parse_target(target)
     yaml = YAML()
     yaml.preserve_quotes = True

@@ -8,14 +8,22 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
+from orchlab.config.document import Problem, decode, key_path, read_document
 from orchlab.config.schema import OrchestratorConfig
-from orchlab.errors import ConfigFileError, ConfigValidationError, UnknownProviderError, UnknownRoleError
+from orchlab.errors import (
+    ConfigError,
+    ConfigFileError,
+    ConfigValidationError,
+    UnknownProviderError,
+    UnknownRoleError,
+)
 from orchlab.providers.registry import KNOWN_KINDS, kind_of
 
 DEFAULT_CONFIG_NAME = "local.yaml"
+MAX_SHOWN = 50
+"""Problems listed in a `ConfigValidationError` message (all of them are in ``.problems``)."""
 
 
 def default_config_path() -> Path:
@@ -26,28 +34,27 @@ def default_config_path() -> Path:
 def load_config(path: str | Path | None = None) -> OrchestratorConfig:
     """Load and check a YAML config; ``None`` loads the embedded default."""
     file = Path(path).expanduser() if path is not None else default_config_path()
+    return parse_config(read_config_text(file), source=str(file))
+
+
+def read_config_text(file: Path) -> str:
+    """The text of a config file (UTF-8), or a `ConfigFileError` saying why it cannot be read."""
     try:
-        text = file.read_text(encoding="utf-8")
+        raw = file.read_bytes()
     except FileNotFoundError:
         raise ConfigFileError(f"config file not found: {file}", path=str(file)) from None
     except OSError as exc:
         raise ConfigFileError(f"cannot read config file {file}: {exc}", path=str(file)) from exc
-    return parse_config(text, source=str(file))
+    return decode(raw, source=str(file))
 
 
 def parse_config(text: str, *, source: str = "<string>") -> OrchestratorConfig:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        column = mark.column + 1 if mark is not None else None
-        where = f"{source}:{line}:{column}" if line is not None else source
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigFileError(
-            f"{where}: invalid YAML: {problem}", path=source, line=line, column=column
-        ) from exc
+    """Check YAML text into an `OrchestratorConfig`; ``${VAR}`` values are expanded from the
+    environment (rules in `orchlab.config.envvars`, refusals in `orchlab.config.document`)."""
+    doc = read_document(text, source=source)
+    if doc.problems:
+        raise problems_error(source, doc.problems)
+    data = doc.data
     if data is None:
         raise ConfigFileError(f"{source}: the file is empty", path=source)
     if not isinstance(data, Mapping):
@@ -59,20 +66,55 @@ def parse_config(text: str, *, source: str = "<string>") -> OrchestratorConfig:
     try:
         config = OrchestratorConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [(_key_path(err["loc"]), _explain(err)) for err in exc.errors()]
-        lines = [
-            f"  {key}{_line_of(node, err['loc'])}: {msg}"
-            for (key, msg), err in zip(problems, exc.errors(), strict=True)
-        ]
-        raise ConfigValidationError(
-            f"{source}: {len(problems)} problem(s) in the config:\n" + "\n".join(lines),
-            path=source,
-            problems=problems,
-        ) from None
-    check_references(config, source=source)
-    check_models_and_budgets(config, source=source)
-    check_strategy_references(config, source=source)
+        problems = []
+        for err in exc.errors(include_url=False):
+            path = doc.locate(err["loc"])
+            written = doc.from_env[path][0] if path in doc.from_env else None
+            message = doc.redact(_explain(err, written), path)
+            line = doc.lines.get(path) if path else None
+            problems.append(Problem(key_path(err["loc"]), line, message))
+        raise problems_error(source, problems) from None
+    try:
+        check_references(config, source=source)
+        check_models_and_budgets(config, source=source)
+        check_strategy_references(config, source=source)
+    except ConfigError as exc:
+        if doc.from_env:
+            exc.args = tuple(doc.redact(a) if isinstance(a, str) else a for a in exc.args)
+            for attr in ("provider", "role"):
+                value = getattr(exc, attr, None)
+                for written, expanded in doc.from_env.values():
+                    if value == expanded:
+                        setattr(exc, attr, written)
+        raise
     return config
+
+
+def problems_error(source: str, problems: Sequence[Problem]) -> ConfigValidationError:
+    """One error listing the first `MAX_SHOWN` problems with their lines, and how many there are."""
+    shown = [
+        f"  {p.key}{f' (line {p.line})' if p.line is not None else ''}: {p.message}"
+        for p in problems[:MAX_SHOWN]
+    ]
+    if len(problems) > MAX_SHOWN:
+        shown.append(f"  … and {len(problems) - MAX_SHOWN} more ({len(problems)} in total)")
+    return ConfigValidationError(
+        f"{source}: {len(problems)} problem(s) in the config:\n" + "\n".join(shown),
+        path=source,
+        problems=[(p.key, p.message) for p in problems],
+    )
+
+
+def check_env(config: OrchestratorConfig, env: str, *, source: str, origin: str = "env=") -> None:
+    """``env`` is the base env (``env:``) or has an overlay under ``envs:``; else a `ConfigError`
+    listing the envs that exist."""
+    known = list(dict.fromkeys([config.env, *config.envs]))
+    if env not in known:
+        raise ConfigError(
+            f"{source}: env {env!r} (from {origin}) is not defined; the envs are "
+            f"{', '.join(known)} ({config.env!r} is the base, set by env:; the others are under envs:)"
+            + _did_you_mean(env, known)
+        )
 
 
 def check_references(config: OrchestratorConfig, *, source: str = "<config>") -> None:
@@ -184,41 +226,18 @@ def _did_you_mean(word: str, choices: Any) -> str:
     return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
-def _key_path(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "<top level>"
-
-
-def _explain(err: Mapping[str, Any]) -> str:
+def _explain(err: Mapping[str, Any], written: str | None = None) -> str:
+    """Pydantic's message, and the value it got (as the file writes it when it came from ``${VAR}``)."""
     if err["type"] == "extra_forbidden":
         return "unknown key (not part of the schema)"
     if err["type"] == "missing":
         return "required key is missing"
     got = err.get("input")
-    shown = "" if isinstance(got, Mapping | list) else f" (got {got!r})"
+    if isinstance(got, Mapping | list):
+        shown = ""
+    elif written is not None:
+        shown = f" (got {written!r} from the environment)"
+    else:
+        text = repr(got)
+        shown = f" (got {text if len(text) <= 80 else text[:80] + '…'})"
     return f"{err['msg']}{shown}"
-
-
-def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> str:
-    """' (line N)' for the deepest YAML node along ``loc`` that exists."""
-    found = node
-    for part in loc:
-        child = None
-        if isinstance(found, yaml.MappingNode) and isinstance(part, str):
-            for key, value in found.value:
-                if key.value == part:
-                    child = value if part != loc[-1] else key
-                    break
-        elif isinstance(found, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(found.value):
-            child = found.value[part]
-        if child is None:
-            break
-        found = child
-    if found is None or found is node:
-        return ""
-    return f" (line {found.start_mark.line + 1})"

@@ -15,13 +15,15 @@ Example::
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: an infinite timeout or price, or a NaN, is never what a config means
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_target(value: str) -> str:
@@ -144,6 +146,16 @@ class ScorerConfig(_Strict):
     samples: int = Field(default=3, ge=2, description="agreement scorer: answers compared (k)")
     sample_temperature: float = Field(default=0.8, ge=0, le=2)
 
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
     @model_validator(mode="after")
     def _needs(self) -> ScorerConfig:
         if self.scorer == "regex" and not self.pattern:
@@ -219,7 +231,7 @@ class RoleConfig(_Strict):
     provider: str
     model: str
     description: str | None = None
-    params: RoleParams = RoleParams()
+    params: RoleParams = Field(default_factory=RoleParams)
     fallbacks: list[Target] = Field(default_factory=list, description="'provider:model' targets")
     strategy: StrategyName | None = None
     candidates: list[Target | CandidateConfig] = Field(
