@@ -75,15 +75,15 @@ def remember_configured(config: OrchestratorConfig, base_dir: Path | None) -> No
     """Every ``ORCH_AUTH_*`` environment value, and each configured provider's key (from its env
     var or key file), before any provider is used."""
     from orchlab.auth import resolve_api_key
-    from orchlab.errors import AuthError
+    from orchlab.errors import OrchlabError
 
     for name, value in os.environ.items():
         if name.startswith("ORCH_AUTH_") and value:
             remember(value)
     for name, spec in config.providers.items():
-        # resolving makes a Secret, which remembers its value; an unreadable key file is
-        # reported by the provider's first call
-        with contextlib.suppress(AuthError):
+        # resolving makes a Secret, which remembers its value; a key file that cannot be read
+        # (or decoded) is reported by the provider's first call, as before
+        with contextlib.suppress(OrchlabError, ValueError):
             resolve_api_key(
                 provider=name,
                 profile=spec.auth_profile or name,

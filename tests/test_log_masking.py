@@ -111,3 +111,20 @@ def test_the_masking_is_installed_once_and_keeps_an_earlier_factory(
         logging.getLogger("x").info("key %s", KEY)
     [record] = caplog.records
     assert (record.getMessage(), record.tagged) == (f"key {MASK}", True)
+
+
+def test_a_key_file_that_cannot_be_read_still_fails_at_first_use_not_at_build(
+    client_for: Callable[..., Orchestrator], tmp_path: Path
+) -> None:
+    (tmp_path / "binary.key").write_bytes(b"\xff\xfe\x00 not text")
+    (tmp_path / "folder.key").mkdir()
+    client = client_for(
+        """\
+        project: t
+        providers:
+          a: {type: openai, api_base: "http://127.0.0.1:9/v1", key_file: binary.key}
+          b: {type: openai, api_base: "http://127.0.0.1:9/v1", key_file: folder.key}
+        roles: {r: {provider: b, model: m}}
+        """
+    )
+    assert client.roles() == ["r"]
