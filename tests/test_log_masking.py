@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchlab.errors import AuthenticationError
+from orchlab.errors import AuthenticationError, AuthError
 from orchlab.orchestrator import Orchestrator
 from orchlab.redaction import MASK
 from tests.servers.openai_wire import OpenAIWireServer, Reply
@@ -128,3 +128,5 @@ def test_a_key_file_that_cannot_be_read_still_fails_at_first_use_not_at_build(
         """
     )
     assert client.roles() == ["r"]
+    with pytest.raises(AuthError, match="cannot read key file"):
+        client.run("r", Q)
