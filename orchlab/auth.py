@@ -12,15 +12,18 @@ import re
 from pathlib import Path
 
 from orchlab.errors import AuthError
+from orchlab.redaction import remember
 
 
 class Secret:
-    """A string that shows as ``'**********'`` in every repr, str and format."""
+    """A string that shows as ``'**********'`` in every repr, str and format, and is masked in
+    every log record from the moment it is made (`orchlab.redaction`)."""
 
     __slots__ = ("_value",)
 
     def __init__(self, value: str) -> None:
         self._value = value
+        remember(value)
 
     def reveal(self) -> str:
         return self._value

@@ -8,7 +8,9 @@
     │   ├── ConfigValidationError        schema violation (key path + what was expected)
     │   ├── UnknownRoleError             role not defined (lists close matches)
     │   ├── UnknownProviderError         provider not defined / unknown adapter type
-    │   └── InvalidRequestError          empty or non-list messages, unknown message role, bad params
+    │   ├── UnknownModelError            a model name the provider does not serve (lists those it does)
+    │   ├── InvalidRequestError          empty or non-list messages, unknown message role, bad params
+    │   └── MissingDependencyError       an adapter's SDK is not installed (names the extra to install)
     ├── AuthError                        no key: names the env var and the key file it tried
     ├── ProviderError                    anything a provider call did wrong (provider, model, status,
     │   │                                retry_after, retryable)
@@ -106,6 +108,17 @@ class UnknownProviderError(ConfigError):
         self.provider = provider
 
 
+class UnknownModelError(ConfigError):
+    """A model the provider does not serve (a local GGUF's name that does not match); ``available``
+    lists the names it answers to."""
+
+    def __init__(self, message: str, *, provider: str, model: str, available: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.model = model
+        self.available = list(available)
+
+
 class InvalidRequestError(ConfigError):
     """The call's arguments are wrong (messages, params, strategy names).
 
@@ -116,6 +129,20 @@ class InvalidRequestError(ConfigError):
     def __init__(self, message: str, *, parameter: str | None = None) -> None:
         super().__init__(message)
         self.parameter = parameter
+
+
+class MissingDependencyError(ConfigError):
+    """A provider's SDK (or another package its adapter needs) cannot be imported: ``module``, and
+    the ``extra`` that installs it (``pip install 'orchlab[openai]'``)."""
+
+    def __init__(
+        self, message: str, *, provider: str, kind: str, module: str | None, extra: str | None
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.kind = kind
+        self.module = module
+        self.extra = extra
 
 
 # --- auth ----------------------------------------------------------------------------------

@@ -83,33 +83,65 @@ def sync_twin(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
     return twin
 
 
+CLOSE_WAIT_S = 5.0
+"""How long closing a stream waits for its interrupted step to unwind (the adapter closing its
+connection, the attempt being recorded) before giving up on ``aclose``."""
+
+
+class _Steps:
+    """The steps (``__anext__`` calls) of an async iterator driven from another thread or loop.
+
+    Ctrl-C or a cancel while a step runs on the engine loop only *requests* the step's
+    cancellation; calling ``aclose`` before the step has unwound raises ``RuntimeError:
+    aclose(): asynchronous generator is already running`` over the user's ``KeyboardInterrupt``.
+    So `close` first waits (bounded) for the interrupted step to finish.
+    """
+
+    __slots__ = ("agen", "task")
+
+    def __init__(self, agen: AsyncIterator[Any]) -> None:
+        self.agen = agen
+        self.task: asyncio.Task[Any] | None = None
+
+    async def next(self) -> Any:
+        self.task = asyncio.current_task()
+        return await self.agen.__anext__()
+
+    async def close(self) -> None:
+        task = self.task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=CLOSE_WAIT_S)
+            if not task.done():
+                return  # still unwinding: it finishes on its own; aclose now would only raise
+        aclose = getattr(self.agen, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:
     """Drive an async iterator that lives on the engine loop from synchronous code."""
+    steps = _Steps(agen)
     try:
         while True:
             try:
-                yield run_sync(_anext(agen))
+                item: T = run_sync(steps.next())
             except StopAsyncIteration:
                 return
+            yield item
     finally:
-        aclose = getattr(agen, "aclose", None)
-        if aclose is not None:
-            run_sync(aclose())
+        run_sync(steps.close())
 
 
 async def iterate_async(agen: AsyncIterator[T]) -> AsyncIterator[T]:
     """Drive an async iterator that lives on the engine loop from another loop."""
+    steps = _Steps(agen)
     try:
         while True:
             try:
-                yield await run_async(_anext(agen))
+                item: T = await run_async(steps.next())
             except StopAsyncIteration:
                 return
+            yield item
     finally:
-        aclose = getattr(agen, "aclose", None)
-        if aclose is not None:
-            await run_async(aclose())
-
-
-async def _anext(agen: AsyncIterator[T]) -> T:
-    return await agen.__anext__()
+        await run_async(steps.close())

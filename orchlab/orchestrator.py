@@ -27,6 +27,7 @@ from orchlab.errors import InvalidRequestError
 from orchlab.loop import run_async, run_sync, sync_twin
 from orchlab.providers.base import Provider
 from orchlab.providers.registry import provider_class
+from orchlab.redaction import mask_keys_in_logs
 from orchlab.resolution import Binding, ResolvedLLMConfig, Resolver, check_params, parse_target
 from orchlab.strategies.health import ProviderHealth
 from orchlab.tracking.observer import attach as attach_tracking
@@ -80,6 +81,7 @@ class Orchestrator:
         self.config = config
         self.config_path = config_path
         self.resolver = Resolver(config, base_dir=config_path.parent if config_path else None)
+        mask_keys_in_logs(config, self.resolver.base_dir)
         self._providers: dict[str, Provider] = {}
         self._bindings: dict[str, tuple[str, str]] = {}
         self.observers = Observers()

@@ -14,6 +14,7 @@ from orchlab.errors import (
     ContextLengthExceededError,
     ContextWindowError,
     ProviderError,
+    UnknownModelError,
 )
 from orchlab.providers.base import ProviderSettings
 from orchlab.providers.llamacpp import LlamaCppProvider, completion_prompt
@@ -194,3 +195,48 @@ def test_default_config_raw_entry_continues_code(client):
     assert r.provider == "local_raw"
     assert r.raw["prompt"] == "def fibonacci(n):"
     assert "return" in r.content
+
+
+def test_a_model_name_the_gguf_does_not_answer_to_is_refused_before_generating(client):
+    loaded = client.provider("local")._loaded(ModelRequest("gemma-3-270m", (Message("user", "x"),)))
+    sampled, n_tokens = list(loaded.sampled), loaded.llama.n_tokens
+    with pytest.raises(UnknownModelError) as caught:
+        client.complete("Name a fruit.", model="local:llama-3.1-70b", max_tokens=4)
+    exc = caught.value
+    assert (exc.provider, exc.model) == ("local", "llama-3.1-70b")
+    assert exc.available == ["gemma-3-270m", "gemma-3-270m-q4_k_m"]
+    assert str(exc) == (
+        "provider 'local' serves gemma-3-270m-q4_k_m.gguf, which answers to 'gemma-3-270m', "
+        "'gemma-3-270m-q4_k_m', not 'llama-3.1-70b': use one of those, add the name to "
+        "providers.local.options.aliases, or give the path to another .gguf file as the model"
+    )
+    assert (loaded.sampled, loaded.llama.n_tokens) == (sampled, n_tokens)  # nothing generated
+    # the GGUF's file name answers too
+    r = client.complete("What is 2+2?", model="local:gemma-3-270m-q4_k_m", max_tokens=8)
+    assert r.model == "gemma-3-270m-q4_k_m" and "4" in r.content
+
+
+def test_aliases_and_a_gguf_path_given_as_the_model(client, client_for, gguf_path, tmp_path, monkeypatch):
+    c = client_for(
+        f"""
+        project: t
+        tracking: {{enabled: false}}
+        providers:
+          named: {{type: llamacpp, options: {{aliases: [Tiny-Model]}}}}
+          elsewhere: {{type: llamacpp, options: {{model_path: "{tmp_path}/absent.gguf"}}}}
+        roles:
+          r: {{provider: named, model: tiny-model, params: {{temperature: 0, max_tokens: 8}}}}
+        """
+    )
+    r = c.run("r", Q)
+    assert (r.target, "4" in r.content) == ("named:tiny-model", True)
+    # a path as the model loads that file, whatever options.model_path says...
+    r = c.complete("What is 2+2?", model=f"elsewhere:{gguf_path}", max_tokens=8, temperature=0)
+    assert r.model == str(gguf_path) and "4" in r.content
+    # ...once per file however it is spelt (the module client loaded it with the same options)
+    monkeypatch.chdir(gguf_path.parent)
+    shared = client.provider("local")._loaded(ModelRequest("gemma-3-270m", (Message("user", "x"),)))
+    assert c.provider("elsewhere")._loaded(ModelRequest(gguf_path.name, (Message("user", "x"),))) is shared
+    # a name still means options.model_path's file
+    with pytest.raises(ProviderError, match="GGUF file not found"):
+        c.complete("hi", model="elsewhere:gemma-3-270m")

@@ -25,6 +25,7 @@ from orchlab.errors import (
     UnsupportedCapabilityError,
 )
 from orchlab.loop import iterate_sync, run_sync
+from orchlab.providers.registry import missing_dependency
 from orchlab.types import LLMResponse, ModelRequest, StreamChunk
 
 MASK = "**********"
@@ -124,7 +125,13 @@ class Provider(ABC):
 
     def failure(self, exc: Exception, model: str | None, timeout_s: float | None = None) -> Exception:
         """What an adapter raises for ``exc``: `translate`'s error, with the API key masked in its
-        message (a server may echo the key back). Raise it ``from self.cause_of(exc)``."""
+        message (a server may echo the key back). Raise it ``from self.cause_of(exc)``.
+
+        An ``ImportError`` (the SDK, imported lazily on first use, is not installed) becomes a
+        `MissingDependencyError` naming the extra to install, before `translate` would import
+        the missing SDK a second time."""
+        if isinstance(exc, ImportError):
+            return missing_dependency(self, exc)
         error = self.translate(exc, model, timeout_s)
         key = self._key()
         if key and error is not exc and error.args and isinstance(error.args[0], str):

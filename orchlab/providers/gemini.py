@@ -106,7 +106,10 @@ class GeminiProvider(Provider):
         return self._client
 
     def request_kwargs(self, request: ModelRequest) -> dict[str, Any]:
-        from google.genai import types
+        try:
+            from google.genai import types
+        except ImportError as exc:  # built before the call's own try: translate here
+            raise self.failure(exc, request.model) from self.cause_of(exc)
 
         p = request.params
         system, contents = to_gemini(request.messages)

