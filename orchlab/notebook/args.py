@@ -200,7 +200,9 @@ def cell_help() -> str:
 
 # --- the %llm line magic ----------------------------------------------------------------------
 
-Command = Literal["roles", "models", "config", "use", "usage", "budget", "history", "chats", "reset", "help"]
+Command = Literal[
+    "roles", "models", "config", "use", "usage", "budget", "history", "mlflow", "chats", "reset", "help"
+]
 COMMANDS: tuple[str, ...] = (
     "roles",
     "models",
@@ -209,6 +211,7 @@ COMMANDS: tuple[str, ...] = (
     "usage",
     "budget",
     "history",
+    "mlflow",
     "chats",
     "reset",
     "help",
@@ -230,6 +233,7 @@ class LineArgs(BaseModel):
     max_cost: float | None = Field(default=None, ge=0)
     local: bool | None = None
     limit: int = Field(default=20, gt=0)
+    port: int | None = Field(default=None, gt=0, lt=65536)
 
     @field_validator("target")
     @classmethod
@@ -262,6 +266,8 @@ def line_parser() -> _Parser:
     history = sub.add_parser("history", add_help=False, help="recent calls from MLflow")
     history.add_argument("--limit", type=int, default=20)
     history.add_argument("--role")
+    mlflow = sub.add_parser("mlflow", add_help=False, help="the MLflow store, and the command to open its UI")
+    mlflow.add_argument("--port", type=int, help="the UI's port (default: ORCH_MLFLOW_PORT, else 5000)")
     sub.add_parser("chats", add_help=False, help="the named conversations")
     reset = sub.add_parser("reset", add_help=False, help="forget a conversation (all without NAME)")
     reset.add_argument("name", nargs="?")
