@@ -75,6 +75,7 @@ class CellArgs(BaseModel):
     config: Path | None = None
     no_log: bool = False
     no_stream: bool = False
+    insert: bool = False
     help: bool = False
 
     @field_validator("model")
@@ -108,6 +109,8 @@ class CellArgs(BaseModel):
             raise ValueError("--compare needs at least two comma-separated targets")
         if self.ensemble and (self.strategy or self.model):
             raise ValueError("--ensemble picks its own models: drop --strategy/--model")
+        if self.insert and self.format != "code":
+            raise ValueError("--insert puts the answer's code in a new cell: add -f code")
         return self
 
     def params_override(self) -> dict[str, Any]:
@@ -158,6 +161,9 @@ def cell_parser() -> _Parser:
     p.add_argument("--config", metavar="PATH", help="a config file for this cell")
     p.add_argument("--no-log", action="store_true", dest="no_log", help="do not record this call")
     p.add_argument("--no-stream", action="store_true", dest="no_stream", help="show only the final answer")
+    p.add_argument(
+        "--insert", action="store_true", help="-f code: also put the code in a new cell (if it compiles)"
+    )
     p.add_argument("-h", "--help", action="store_true")
     return p
 
@@ -244,7 +250,13 @@ class LineArgs(BaseModel):
 
 
 def line_parser() -> _Parser:
-    p = _Parser(prog="%llm", add_help=False, allow_abbrev=False)
+    p = _Parser(
+        prog="%llm",
+        add_help=False,
+        allow_abbrev=False,
+        # wide enough that the subcommands stay on the usage line in a notebook
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, width=110),
+    )
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="{" + ",".join(COMMANDS) + "}")
     sub.add_parser("roles", add_help=False, help="the roles and what they are bound to now")
     models = sub.add_parser("models", add_help=False, help="the model catalog, filtered")
