@@ -134,6 +134,12 @@ def test_rated_comparison_plots_rating_against_cost_per_1000_calls(tracked: Orch
     for target, stars in {"cheap": [3, 3], "mid": [2, 2], "big": [5, 4]}.items():
         for i, s in enumerate(stars):
             result.rate(i, target, s)
+    result.rate(1, "mid", False)
+    assert "👎" in result.results._repr_html_()
+    history = orchlab.history(client=tracked, thumbs=False)
+    assert history["thumbs"].tolist() == [False] and "<td style='vertical-align:top'>👎</td>" in (
+        history._repr_html_()
+    )
     pareto = result.pareto()
     assert pareto["on_front"].to_dict() == {"cheap": True, "mid": False, "big": True}
     assert pareto["mean_rating"].to_dict() == {"cheap": 3.0, "mid": 2.0, "big": 4.5}
