@@ -91,9 +91,12 @@ class ReadableFrame(pd.DataFrame):
 
     def display_frame(self) -> pd.DataFrame:
         """A plain DataFrame of the shown strings (what the text rendering prints)."""
-        return pd.DataFrame(
-            {c: [cell_text(c, v) for v in self[c]] for c in self.columns}, index=self.index, dtype=object
-        ).rename(columns=str)
+        shown = pd.DataFrame(
+            {_label(c): [cell_text(c, v) for v in self[c]] for c in self.columns},
+            index=self.index,
+            dtype=object,
+        )
+        return shown.rename_axis(columns=self.columns.name)
 
     def __repr__(self) -> str:
         if self.columns.has_duplicates:
