@@ -117,7 +117,12 @@ class ReadableFrame(pd.DataFrame):
         header = [
             "<tr>"
             + "".join(head_cells)
-            + "".join(f"<th>{esc(_label(c))}</th>" for c in shown.columns)
+            + "".join(
+                f"<th style='text-align:left'>{esc(_label(c))}</th>"
+                if style
+                else f"<th>{esc(_label(c))}</th>"
+                for c, style in zip(shown.columns, styles, strict=True)
+            )
             + "</tr>"
         ]
         if any(n is not None for n in shown.index.names):

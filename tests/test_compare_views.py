@@ -190,7 +190,8 @@ def test_answers_are_left_aligned_and_wrapped_with_line_breaks(client: Orchestra
     answers = result.answers
     assert answers.loc[("0", PROMPTS[0]), "big"] == "2 + 2 =\n4"  # the data is unchanged
     page = answers._repr_html_()
-    assert "<th>target</th><th>cheap</th><th>mid</th><th>big</th>" in page
+    left = "<th style='text-align:left'>"
+    assert f"<th>target</th>{left}cheap</th>{left}mid</th>{left}big</th>" in page
     cell = re.search(r"<div style='([^']*)'>2 \+ 2 =\n4</div>", page)
     assert cell is not None
     assert "text-align:left" in cell.group(1) and "white-space:pre-wrap" in cell.group(1)
