@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,19 @@ def format_cost(cost_usd: float | None, note: str | None = None) -> str:
     if cost_usd >= 0.01:
         return f"${cost_usd:.4f}"
     return f"${cost_usd:.6f}" if cost_usd >= 1e-6 else f"${cost_usd:.2e}"
+
+
+def format_usd(value: float) -> str:
+    """Dollars for tables and axes: ``$0``, ``$12.40``, ``$1,250.00``, two significant digits below
+    $1 (``$0.0063``, ``$0.0000025``) — never ``6.3e-06``."""
+    if value == 0:
+        return "$0"
+    sign, value = ("-", -value) if value < 0 else ("", value)
+    value = float(f"{value:.2g}") if value < 1 else value  # 0.00999 -> 0.010, not 0.0100
+    if value >= 1:
+        return f"{sign}${value:,.2f}"
+    decimals = max(2, 1 - math.floor(math.log10(value)))
+    return f"{sign}${value:.{decimals}f}"
 
 
 def format_latency(seconds: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
@@ -26,8 +27,27 @@ Q = [{"role": "user", "content": "What is 2+2?"}]
 
 
 @pytest.fixture(scope="module")
-def client():
-    return orchlab.get_llm_client()
+def client(tmp_path_factory):
+    """One client for the module, built with tracking off in a temp directory.
+
+    A module-scoped fixture is set up before the function-scoped isolation fixture of conftest,
+    so it isolates itself: otherwise it would write ./mlflow.db where pytest runs, or send traces
+    to a user's ORCH_TRACKING_URI."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith(("ORCH_", "MLFLOW_")):
+                mp.delenv(name)
+        mp.setenv("ORCH_TRACKING", "0")
+        mp.chdir(tmp_path_factory.mktemp("llamacpp"))
+        client = orchlab.get_llm_client()
+    yield client
+    client.close()
+
+
+def test_module_client_is_isolated_from_the_repository_and_the_user_store(client):
+    settings = client.tracking.settings
+    assert settings.enabled is False
+    assert "llamacpp" in settings.tracking_uri  # the module's temp dir, not where pytest started
 
 
 def test_embedded_default_generates_real_tokens(client, gguf_path):

@@ -102,6 +102,7 @@ def test_options_parse_into_the_args_model() -> None:
         ("--param novalue", "--param takes key=value"),
         ("--system 'unclosed", "No closing quotation"),
         ("--compare llm.inference", "--compare needs at least two"),
+        ("--insert", "--insert puts the answer's code in a new cell: add -f code"),
     ],
 )
 def test_bad_options_are_usage_errors_with_the_usage_line(
@@ -221,21 +222,47 @@ def test_json_format_on_text_is_a_clear_error(shell: InteractiveShell, session: 
     assert "not JSON" in raw["text/html"]
 
 
+CODE_PROMPT = (
+    "Q: Write a Python function add(a, b).\nA: ```python\ndef add(a, b):\n    return a + b\n```\n"
+    "Q: Write a Python function mul(a, b)."
+)
+
+
 @pytest.mark.slow
-def test_code_format_strips_fences_and_offers_the_next_cell(
+def test_code_format_strips_fences_and_adds_no_cell_unless_asked(
     shell: InteractiveShell, session: NotebookSession
 ) -> None:
     shell.rl_next_input = None
-    prompt = (
-        "Q: Write a Python function add(a, b).\nA: ```python\ndef add(a, b):\n    return a + b\n```\n"
-        "Q: Write a Python function mul(a, b)."
-    )
-    cap, ns = cell(shell, "-f code --max-tokens 24 -o r", prompt)
+    cap, ns = cell(shell, "-f code --max-tokens 24 -o r", CODE_PROMPT)
     code = "def mul(a, b):\n    return a * b"
     assert ns["r"].content == f"```python\n{code}\n```"
-    assert shell.rl_next_input == code
+    assert shell.rl_next_input is None  # a notebook run twice does not grow a cell per run
     assert cap.outputs[-1].data["text/plain"].startswith(f"{code}\n── local")
     assert cap.outputs[-1].data["text/markdown"].startswith(f"```python\n{code}\n```\n\n<sub>local")
+
+
+@pytest.mark.slow
+def test_insert_puts_code_that_compiles_in_a_new_cell(
+    shell: InteractiveShell, session: NotebookSession
+) -> None:
+    shell.rl_next_input = None
+    cell(shell, "-f code --insert --max-tokens 24", CODE_PROMPT)
+    assert shell.rl_next_input == (
+        "# code from an %%llm answer (-f code --insert): read it before running it\n"
+        "def mul(a, b):\n    return a * b"
+    )
+
+
+@pytest.mark.slow
+def test_insert_refuses_a_cut_off_answer(shell: InteractiveShell, session: NotebookSession) -> None:
+    shell.rl_next_input = None
+    cap, ns = cell(shell, "-f code --insert --max-tokens 8 -o r", CODE_PROMPT)
+    assert ns["r"].content == "```python\ndef mul(a,"  # cut off by max_tokens
+    assert shell.rl_next_input is None
+    assert cap.outputs[-1].data["text/plain"] == (
+        "not put in a new cell: the code does not compile as Python "
+        "(SyntaxError: '(' was never closed, line 1)"
+    )
 
 
 @pytest.mark.slow
@@ -459,7 +486,9 @@ def test_compare_option_shows_targets_side_by_side(
     results = ns["results"]
     assert [r.target for r in results] == ["llm.preprocess", "local2:gemma-3-270m"]
     text = cap.outputs[-1].data["text/plain"]
-    assert text.startswith("── llm.preprocess\n2+2 = 4\nlocal · gemma-3-270m · 13 → 8 tokens · $0 · ")
+    assert text.startswith(
+        "prompt: What is 2+2?\n── llm.preprocess\n2+2 = 4\nlocal · gemma-3-270m · 13 → 8 tokens"
+    )
     assert "\n── local2:gemma-3-270m\n2+2 = 4\nlocal2 · gemma-3-270m · 13 → 8 tokens · $0 · " in text
     assert all(r.trace_id for r in results)
     assert {r.comparison.runs[r.target] is not None for r in results} == {True}
@@ -530,3 +559,45 @@ def test_usage_and_budget_subcommands(shell: InteractiveShell, session: Notebook
         "reserved": "$0",
         "remaining": "$0.5",
     }
+
+
+def test_budget_shows_whole_dollars_without_a_trailing_dot(
+    shell: InteractiveShell, session: NotebookSession
+) -> None:
+    session.client.budgets.set(session_usd=1.0)
+    assert shell.run_line_magic("llm", "budget").records()[0]["limit"] == "$1"
+
+
+def test_mlflow_subcommand_names_the_store_in_use_and_a_command_for_it(
+    shell: InteractiveShell,
+    write_config: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setenv("ORCH_TRACKING", "1")
+    monkeypatch.setenv("ORCH_TRACKING_URI", f"sqlite:///{tmp_path}/elsewhere/store.db")
+    s = NotebookSession(write_config(CONFIG))
+    set_session(s)
+    try:
+        hint = repr(shell.run_line_magic("llm", "mlflow --port 5077"))
+    finally:
+        set_session(None)
+        s.close()
+    store = f"sqlite:///{tmp_path}/elsewhere/store.db"
+    assert hint.splitlines()[0] == f"MLflow store: {store}  (experiment 'orchlab/magic_tests/dev')"
+    mlflow_cli = Path(sys.executable).parent / "mlflow"
+    assert (
+        f"  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {mlflow_cli} server --backend-store-uri {store} "
+        "--workers 1 --host 127.0.0.1 --port 5077"
+    ) in hint.splitlines()
+    assert "then open http://127.0.0.1:5077" in hint
+    monkeypatch.setenv("ORCH_TRACKING", "0")
+    off = NotebookSession(write_config(CONFIG))
+    set_session(off)
+    try:
+        assert repr(shell.run_line_magic("llm", "mlflow")).startswith("tracking is off for this client")
+    finally:
+        set_session(None)
+        off.close()

@@ -149,3 +149,28 @@ def test_table_renders_text_and_html() -> None:
     ]
     assert "<td>llm.inference</td><td>gemma-3-270m</td>" in table._repr_html_()
     assert table.records()[1] == {"role": "a", "model": ""}
+
+
+# --- outputs that do not depend on the machine's speed (nbval compares them) -------------------
+
+
+def _trail(*latencies: float) -> str:
+    attempts = [
+        Attempt("local", "gemma-3-270m", "ok", s, Usage(16, 16), 0.0, stage=f"vote {i}")
+        for i, s in enumerate(latencies, 1)
+    ]
+    return Decision("ensemble", attempts=attempts, winner="local:gemma-3-270m", rationale="vote").explain()
+
+
+def test_explain_keeps_its_columns_when_a_call_takes_ten_seconds_or_more() -> None:
+    fast, slow = _trail(0.7, 1.3).splitlines(), _trail(0.7, 12.345).splitlines()
+    assert fast[2:4] == slow[2:4]  # the header and the rows before the slow one are unchanged
+    assert fast[4].index("16/16") == slow[4].index("16/16") == slow[3].index("16/16")
+    assert slow[4].split()[5:7] == ["12345", "ms"]  # one unit, however long it took
+    assert _trail(0.0042).splitlines()[2].index("tokens") == fast[2].index("tokens")
+
+
+def test_rationale_latency_is_always_in_milliseconds() -> None:
+    from orchlab.strategies.base import ms
+
+    assert (ms(0.0421), ms(9.9994), ms(12.3456)) == ("42 ms", "9999 ms", "12346 ms")

@@ -327,8 +327,12 @@ def test_compare_logs_one_run_per_target_with_its_traces(loop_config: Path) -> N
     assert result.ui_url().startswith("http://127.0.0.1:5000/#/compare-runs?runs=[%22")
 
     fig = result.plot()
-    cost_ax, rating_ax = fig.axes
-    assert len(cost_ax.texts) == 3 and [t.get_text() for t in rating_ax.texts] == ["3.0", "5.0", "unrated"]
+    quality_ax, _latency_ax = fig.axes
+    assert [t.get_text() for t in quality_ax.texts] == [
+        "chat",
+        "safe",
+        "not shown (unrated or unpriced): loop:big",
+    ]
     fig.savefig(Path.cwd() / "compare.png")
     assert (Path.cwd() / "compare.png").stat().st_size > 10_000
 

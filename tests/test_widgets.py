@@ -246,9 +246,11 @@ def test_compare_view_runs_targets_side_by_side_and_logs_runs(tracked: Orchestra
     assert all(r.ok and r.row["output_tokens"] <= 8 for r in results)
     assert results[1].row["provider"] == "local2"
     assert results[0].text() == results[1].text() == "2+2 = 4"
-    assert view.panel is not None and len(view.panel.widget.children) == 2
+    assert view.panel is not None
+    head, answers = view.panel.widget.children
+    assert "<b>prompt:</b> What is 2+2?" in head.value and len(answers.children) == 2
     text = view.panel.text()
-    assert text.startswith("── llm.preprocess\n2+2 = 4\nlocal · gemma-3-270m · ")
+    assert text.startswith("prompt: What is 2+2?\n── llm.preprocess\n2+2 = 4\nlocal · gemma-3-270m · ")
     assert "── local2:gemma-3-270m\n2+2 = 4\nlocal2 · gemma-3-270m · " in text
 
     view.panel.feedback["local2:gemma-3-270m"].down.click()
@@ -272,6 +274,35 @@ def test_compare_view_with_a_bad_target_says_so(client: Orchestrator) -> None:
     assert view.run_now() == []
     assert view.progress.bar_style == "danger"
     assert "provider 'nowhere' is not defined" in view.progress_text.value
+
+
+def test_compare_view_clears_the_old_answers_when_it_runs_again(
+    client: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchlab.errors import InvalidRequestError
+    from orchlab.widgets import compare as compare_module
+    from orchlab.widgets.compare import TargetResult
+
+    seen_on_screen: list[tuple[Any, ...]] = []
+
+    def first(client: Any, prompt: str, targets: list[str], **kwargs: Any) -> list[TargetResult]:
+        return [TargetResult(t, {"target": t, "ok": True, "answer": f"old answer of {t}"}) for t in targets]
+
+    def second(client: Any, prompt: str, targets: list[str], **kwargs: Any) -> list[TargetResult]:
+        seen_on_screen.append(view.output.children)
+        raise InvalidRequestError("session budget reached")
+
+    view = widgets.compare_view(client, prompt="What is 2+2?", targets=["llm.preprocess", "llm.inference"])
+    monkeypatch.setattr(compare_module, "run_targets", first)
+    view.run.click()
+    assert view.panel is not None and "old answer of llm.inference" in view.panel.text()
+    assert len(view.output.children) == 1
+    view.prompt.value = "What is 3+3?"
+    monkeypatch.setattr(compare_module, "run_targets", second)
+    view.run.click()
+    assert seen_on_screen == [()]  # cleared before the new run started
+    assert view.output.children == () and view.panel is None and view.last == []
+    assert view.progress_text.value == "✗ session budget reached"
 
 
 def test_picker_asks_a_local_provider_for_its_models(config_path: Path) -> None:

@@ -75,6 +75,7 @@ class CellArgs(BaseModel):
     config: Path | None = None
     no_log: bool = False
     no_stream: bool = False
+    insert: bool = False
     help: bool = False
 
     @field_validator("model")
@@ -108,6 +109,8 @@ class CellArgs(BaseModel):
             raise ValueError("--compare needs at least two comma-separated targets")
         if self.ensemble and (self.strategy or self.model):
             raise ValueError("--ensemble picks its own models: drop --strategy/--model")
+        if self.insert and self.format != "code":
+            raise ValueError("--insert puts the answer's code in a new cell: add -f code")
         return self
 
     def params_override(self) -> dict[str, Any]:
@@ -158,6 +161,9 @@ def cell_parser() -> _Parser:
     p.add_argument("--config", metavar="PATH", help="a config file for this cell")
     p.add_argument("--no-log", action="store_true", dest="no_log", help="do not record this call")
     p.add_argument("--no-stream", action="store_true", dest="no_stream", help="show only the final answer")
+    p.add_argument(
+        "--insert", action="store_true", help="-f code: also put the code in a new cell (if it compiles)"
+    )
     p.add_argument("-h", "--help", action="store_true")
     return p
 
@@ -200,7 +206,9 @@ def cell_help() -> str:
 
 # --- the %llm line magic ----------------------------------------------------------------------
 
-Command = Literal["roles", "models", "config", "use", "usage", "budget", "history", "chats", "reset", "help"]
+Command = Literal[
+    "roles", "models", "config", "use", "usage", "budget", "history", "mlflow", "chats", "reset", "help"
+]
 COMMANDS: tuple[str, ...] = (
     "roles",
     "models",
@@ -209,6 +217,7 @@ COMMANDS: tuple[str, ...] = (
     "usage",
     "budget",
     "history",
+    "mlflow",
     "chats",
     "reset",
     "help",
@@ -230,6 +239,7 @@ class LineArgs(BaseModel):
     max_cost: float | None = Field(default=None, ge=0)
     local: bool | None = None
     limit: int = Field(default=20, gt=0)
+    port: int | None = Field(default=None, gt=0, lt=65536)
 
     @field_validator("target")
     @classmethod
@@ -240,7 +250,13 @@ class LineArgs(BaseModel):
 
 
 def line_parser() -> _Parser:
-    p = _Parser(prog="%llm", add_help=False, allow_abbrev=False)
+    p = _Parser(
+        prog="%llm",
+        add_help=False,
+        allow_abbrev=False,
+        # wide enough that the subcommands stay on the usage line in a notebook
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, width=110),
+    )
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="{" + ",".join(COMMANDS) + "}")
     sub.add_parser("roles", add_help=False, help="the roles and what they are bound to now")
     models = sub.add_parser("models", add_help=False, help="the model catalog, filtered")
@@ -262,6 +278,8 @@ def line_parser() -> _Parser:
     history = sub.add_parser("history", add_help=False, help="recent calls from MLflow")
     history.add_argument("--limit", type=int, default=20)
     history.add_argument("--role")
+    mlflow = sub.add_parser("mlflow", add_help=False, help="the MLflow store, and the command to open its UI")
+    mlflow.add_argument("--port", type=int, help="the UI's port (default: ORCH_MLFLOW_PORT, else 5000)")
     sub.add_parser("chats", add_help=False, help="the named conversations")
     reset = sub.add_parser("reset", add_help=False, help="forget a conversation (all without NAME)")
     reset.add_argument("name", nargs="?")

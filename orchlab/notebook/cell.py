@@ -9,6 +9,7 @@ the public client API (``run``, ``stream``, ``complete``, ``ensemble``, ``orchla
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -150,8 +151,31 @@ def show(shell: Any, client: Orchestrator, response: LLMResponse, args: CellArgs
         from orchlab.widgets.rating import FeedbackWidget
 
         display(FeedbackWidget(response, client=client))
-    if args.format == "code" and value:
-        shell.set_next_input(value, replace=False)
+    if args.insert and value:
+        problem = not_runnable(value)
+        if problem is None:
+            shell.set_next_input(f"{INSERTED_HEADER}\n{value}", replace=False)
+        else:
+            display({"text/plain": f"not put in a new cell: {problem}"}, raw=True)
+
+
+INSERTED_HEADER = "# code from an %%llm answer (-f code --insert): read it before running it"
+
+
+def not_runnable(code: str) -> str | None:
+    """Why ``code`` must not become a cell (it does not compile as Python), or None.
+
+    ``--insert`` is opt-in and checked, so a notebook run twice does not gain a new cell of a cut-off
+    answer each time (which the next Run All would then execute)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. SyntaxWarning on "\d": compiling is only a check
+            compile(code, "<llm answer>", "exec")
+    except SyntaxError as exc:
+        return f"the code does not compile as Python ({type(exc).__name__}: {exc.msg}, line {exc.lineno})"
+    except ValueError as exc:
+        return f"the code does not compile as Python ({exc})"
+    return None
 
 
 def _compare(
@@ -168,7 +192,7 @@ def _compare(
         raise CellError(describe_error(exc)) from exc
     if args.out:
         shell.user_ns[args.out] = results
-    display(ComparePanel(results, client=client))
+    display(ComparePanel(results, client=client, prompt=messages))
     return results
 
 

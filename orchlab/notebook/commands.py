@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from orchlab.orchestrator import Orchestrator
 
 
+FLUSH_TIMEOUT_S = 60.0
+
+
 class Message:
     """A short confirmation line (plain text everywhere)."""
 
@@ -111,7 +114,7 @@ def _budget(session: NotebookSession, args: LineArgs) -> Table:
 def _money(value: float | None) -> str:
     if value is None:
         return "-"
-    return "$0" if value == 0 else f"${value:.6f}".rstrip("0")
+    return "$0" if value == 0 else f"${value:.6f}".rstrip("0").rstrip(".")
 
 
 def _history(session: NotebookSession, args: LineArgs) -> Any:
@@ -119,6 +122,17 @@ def _history(session: NotebookSession, args: LineArgs) -> Any:
     from orchlab.tracking.history import history
 
     return history(role=args.role, limit=args.limit, client=session.client)
+
+
+def _mlflow(session: NotebookSession, args: LineArgs) -> Any:
+    """Wait for the traces to be written, then say which store they are in and how to open it."""
+    from orchlab.tracking.api import flush
+    from orchlab.tracking.ui import ui_hint
+
+    client = session.client
+    if client.tracking.settings.enabled:
+        flush(timeout=FLUSH_TIMEOUT_S)  # the UI then shows every call made so far
+    return ui_hint(client.tracking.settings, args.port)
 
 
 def _chats(session: NotebookSession, args: LineArgs) -> Table | Message:
@@ -149,6 +163,7 @@ _HANDLERS = {
     "usage": _usage,
     "budget": _budget,
     "history": _history,
+    "mlflow": _mlflow,
     "config": _config,
     "use": _use,
     "chats": _chats,

@@ -310,4 +310,5 @@ def finalize(run: Run, outcome: Outcome) -> LLMResponse:
 
 
 def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+    """Always milliseconds: a rationale reads the same whether a call took 0.9 s or 12 s."""
+    return f"{seconds * 1000:.0f} ms"

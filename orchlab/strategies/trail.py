@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from orchlab.types import Attempt, Decision
 
+LATENCY_WIDTH = len("999999 ms")
+
 
 def _cost(value: float | None) -> str:
     if value is None:
@@ -55,6 +57,8 @@ def format_trail(decision: Decision) -> str:
             )
         )
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
+    # a fixed width for the one volatile column: a slow call does not shift the others
+    widths[4] = max(widths[4], LATENCY_WIDTH)
     for r in rows:
         cells = [r[c].rjust(widths[c]) if c in (0, 4) else r[c].ljust(widths[c]) for c in range(len(widths))]
         lines.append(("  ".join(cells) + "  " + r[-1]).rstrip())

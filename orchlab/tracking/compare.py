@@ -6,14 +6,19 @@ Example::
     result.summary                       # one row per target: success, latency p50/p95, tokens, cost
     result.rate(0, "llm.inference", 5)   # or client.feedback(trace_id, ...) on any answer
     result.refresh_ratings()             # mean rating per target, also logged to each MLflow run
-    result.plot()                        # cost vs latency, and ratings
-    result.ui_url()                      # MLflow's compare view of the runs
+    result.plot()                        # rating vs $ per 1,000 calls (Pareto front), and latency
+    result.pareto()                      # the same as a table: which targets are on the front
+    result.ui_url()                      # MLflow's compare view of the runs (port: ORCH_MLFLOW_PORT)
 
 A target is a role name, ``"provider:model"``, a strategy name (``"cascade"``, ``"ensemble"``,
 ... on the default role) or a dict of ``client.complete`` arguments with a ``label``. Each target
 gets one MLflow run (params: target, kind, role, provider, model, strategy; metrics: success rate,
 latency p50/p95, tokens, total and mean cost; mean rating once rated); its calls' traces are
 linked to it.
+
+Before timing, each target answers one warm-up call (the first prompt, ``max_tokens=1``, not
+traced, not counted in the results): model loading and SDK imports stay out of p50/p95.
+``warmup=False`` skips it; ``result.warmup`` has what each one took.
 """
 
 from __future__ import annotations
@@ -35,20 +40,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchlab.errors import InvalidRequestError, OrchlabError, OrchlabWarning
-from orchlab.tracking.context import TraceLink, linked
+from orchlab.tracking.context import TraceLink, linked, untracked
 from orchlab.types import Message, to_messages
 
 if TYPE_CHECKING:
     import pandas as pd
-    from matplotlib.figure import Figure
 
+    from orchlab.frames import ReadableFrame
     from orchlab.orchestrator import Orchestrator
+    from orchlab.tracking.plots import ComparisonFigure
     from orchlab.tracking.settings import TrackingSettings
 
 STRATEGIES = ("auto", "local", "cloud", "local_first", "cloud_first", "ensemble", "parallel", "cascade")
 DATASET_SUFFIXES = (".jsonl", ".json", ".csv", ".txt")
 RUN_CREATE_TIMEOUT_S = 60.0
-DEFAULT_UI = "http://127.0.0.1:5000"
+WARMUP_PARAMS = {"max_tokens": 1}
 
 
 @dataclass(frozen=True)
@@ -228,8 +234,10 @@ def compare(
     progress: bool = True,
     name: str | None = None,
     log_runs: bool = True,
+    warmup: bool = True,
 ) -> Comparison:
-    """Run every prompt on every target (at most ``concurrency`` calls at once); see the module doc."""
+    """Run every prompt on every target (at most ``concurrency`` calls at once), after one warm-up
+    call per target (``warmup``); see the module doc."""
     from orchlab.loop import run_sync
     from orchlab.orchestrator import get_llm_client
 
@@ -297,8 +305,27 @@ def compare(
             rows[i] = row
             bar.step()
 
+    warmups: dict[str, Warmup] = {}
+
+    async def warm(target: Target, gate: asyncio.Semaphore) -> None:
+        async with gate:
+            started = time.perf_counter()
+            error = None
+            try:
+                with untracked():
+                    await _call(client, target, cases[0], {**call_params, **WARMUP_PARAMS})
+            except Exception as exc:  # the timed calls meet it again and record it
+                error = f"{type(exc).__name__}: {exc}"
+            warmups[target.label] = Warmup(time.perf_counter() - started, error)
+
     async def run_all() -> None:
         gate = asyncio.Semaphore(concurrency)
+        if warmup:
+            await asyncio.gather(*(warm(t, gate) for t in parsed))
+            if progress:
+                took = ", ".join(f"{t.label} {warmups[t.label].latency_s:.1f} s" for t in parsed)
+                sys.stderr.write(f"compare: warmed up each target once, not counted ({took})\n")
+        bar.started = time.perf_counter()
         await asyncio.gather(*(one(i, c, t, gate) for i, (c, t) in enumerate(cells)))
 
     status = "FAILED"
@@ -307,11 +334,12 @@ def compare(
         status = "FINISHED"
     finally:
         result = Comparison(name, compare_id, parsed, cases, rows, runs, experiment_id, settings, client)
+        result.warmup = {t.label: warmups[t.label] for t in parsed if t.label in warmups}
         if runs:
             result._log_runs(status=status if status == "FINISHED" else "KILLED")
     if progress and runs:
-        where = f"MLflow: {len(runs)} runs in experiment {settings.experiment!r}"
-        print(f"{where}; compare view: {result.ui_url()}")
+        print(f"MLflow: {len(runs)} runs in experiment {settings.experiment!r} of {settings.tracking_uri}")
+        print(f"compare view: {result.ui_url()}  (start the UI first: %llm mlflow prints the command)")
     return result
 
 
@@ -346,6 +374,14 @@ def _create_runs(
 
 
 # --- the result --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Warmup:
+    """The one call a target answered before timing started (not in the results)."""
+
+    latency_s: float
+    error: str | None = None
 
 
 def _quantile(values: list[float], q: float) -> float | None:
@@ -401,25 +437,31 @@ class Comparison:
         self.experiment_id = experiment_id
         self.settings = settings
         self.client = client
+        self.warmup: dict[str, Warmup] = {}
+        """Per target: the warm-up call made before timing (empty with ``warmup=False``)."""
 
     # --- tables ----------------------------------------------------------------------------
 
     @property
-    def results(self) -> pd.DataFrame:
+    def results(self) -> ReadableFrame:
         import pandas as pd
 
-        return pd.DataFrame(self.rows, columns=list(self.RESULT_COLUMNS))
+        from orchlab.frames import readable
 
-    def table(self, value: str = "answer") -> pd.DataFrame:
+        return readable(pd.DataFrame(self.rows, columns=list(self.RESULT_COLUMNS)))
+
+    def table(self, value: str = "answer") -> ReadableFrame:
         """Prompts down, targets across, ``value`` (a results column) in the cells."""
+        from orchlab.frames import readable
+
         frame = self.results
         if value not in frame.columns:
             raise InvalidRequestError(f"no column {value!r}; use one of {list(self.RESULT_COLUMNS)}")
         table = frame.pivot(index=["prompt_id", "prompt"], columns="target", values=value)
-        return table.reindex(columns=[t.label for t in self.targets])
+        return readable(table.reindex(columns=[t.label for t in self.targets]))
 
     @property
-    def answers(self) -> pd.DataFrame:
+    def answers(self) -> ReadableFrame:
         return self.table("answer")
 
     def target_stats(self, label: str) -> dict[str, Any]:
@@ -441,6 +483,7 @@ class Comparison:
             "mean_tokens": sum(tokens) / len(tokens) if tokens else None,
             "total_cost_usd": sum(costs) if costs else (None if ok else 0.0),
             "mean_cost_usd": sum(costs) / len(costs) if costs else None,
+            "cost_per_1k_calls_usd": 1000 * sum(costs) / len(costs) if costs else None,
             "unpriced": len(ok) - len(costs),
             "mean_rating": sum(ratings) / len(ratings) if ratings else None,
             "thumbs_up_rate": sum(thumbs) / len(thumbs) if thumbs else None,
@@ -449,11 +492,37 @@ class Comparison:
         }
 
     @property
-    def summary(self) -> pd.DataFrame:
-        """One row per target: success rate, latency p50/p95, tokens, cost, ratings, MLflow run."""
+    def summary(self) -> ReadableFrame:
+        """One row per target: success rate, latency p50/p95 (warm-up excluded), tokens, cost,
+        ratings, MLflow run."""
         import pandas as pd
 
-        return pd.DataFrame([self.target_stats(t.label) for t in self.targets]).set_index("target")
+        from orchlab.frames import readable
+
+        frame = pd.DataFrame([self.target_stats(t.label) for t in self.targets]).set_index("target")
+        return readable(frame)
+
+    def pareto(self, quality: str = "auto") -> ReadableFrame:
+        """Cost per 1,000 calls against quality per target, and whether it is on the Pareto front
+        (no other target is as good for less). ``quality``: ``mean_rating``, ``thumbs_up_rate``,
+        ``success_rate``, or ``auto`` (stars if any, else thumbs, else success)."""
+        import pandas as pd
+
+        from orchlab.frames import readable
+        from orchlab.tracking.plots import pareto_points, pick_quality
+
+        summary = self.summary
+        column = pick_quality(summary, quality)
+        points = pareto_points(summary, column)
+        frame = pd.DataFrame(
+            {
+                "cost_per_1k_calls_usd": [p.cost_per_1k for p in points],
+                column: [p.quality for p in points],
+                "on_front": [p.on_front for p in points],
+            },
+            index=pd.Index([p.target for p in points], name="target"),
+        )
+        return readable(frame)
 
     # --- ratings ---------------------------------------------------------------------------
 
@@ -555,26 +624,40 @@ class Comparison:
 
     # --- views -----------------------------------------------------------------------------
 
-    def ui_url(self, base: str | None = None) -> str:
-        """MLflow's compare view of these runs (``base``: the UI's address)."""
+    def ui_url(self, base: str | None = None, *, port: int | None = None) -> str:
+        """MLflow's compare view of these runs. ``base``: the UI's address; by default the tracking
+        server, else ``http://127.0.0.1:PORT`` with ``port``, else ``ORCH_MLFLOW_PORT``, else 5000."""
+        from orchlab.tracking.ui import ui_base
+
         if base is None:
-            base = self.settings.tracking_uri if self.settings.is_http else DEFAULT_UI
+            base = ui_base(self.settings, port)
         runs = json.dumps(list(self.runs.values()), separators=(",", ":"))
         exps = json.dumps([self.experiment_id] if self.experiment_id else [], separators=(",", ":"))
         query = urllib.parse.urlencode({"runs": runs, "experiments": exps}, safe="[],")
         return f"{base.rstrip('/')}/#/compare-runs?{query}"
 
-    def plot(self) -> Figure:
-        """Cost vs latency per target, and mean ratings (a matplotlib Figure)."""
+    def plot(self, quality: str = "auto") -> ComparisonFigure:
+        """Quality against $ per 1,000 calls with the Pareto front, beside latency p50/p95.
+
+        A matplotlib Figure that displays itself as a picture in a notebook (``fig.savefig(...)``
+        writes it to a file); ``quality`` as in `pareto`."""
         from orchlab.tracking.plots import comparison_figure
 
-        return comparison_figure(self.summary)
+        return comparison_figure(self.summary, quality)
+
+    def _timing_note(self) -> str:
+        if not self.warmup:
+            return "latency includes each target's first call (no warm-up)"
+        return "latency excludes one warm-up call per target (made first, not counted)"
 
     def __repr__(self) -> str:
         size = f"{len(self.cases)} prompts x {len(self.targets)} targets"
-        return f"Comparison({self.name!r}, {size})\n{self.summary}"
+        return f"Comparison({self.name!r}, {size}; {self._timing_note()})\n{self.summary}"
 
     def _repr_html_(self) -> str:
-        link = f'<p>MLflow: <a href="{self.ui_url()}">{self.ui_url()}</a></p>' if self.runs else ""
-        size = f"{len(self.cases)} prompts x {len(self.targets)} targets"
-        return f"<b>{self.name}</b>: {size}{self.summary.to_html()}{link}"
+        import html
+
+        url = html.escape(self.ui_url())
+        link = f'<p>MLflow: <a href="{url}">{url}</a></p>' if self.runs else ""
+        size = f"{len(self.cases)} prompts x {len(self.targets)} targets; {self._timing_note()}"
+        return f"<b>{html.escape(self.name)}</b>: {size}{self.summary._repr_html_()}{link}"

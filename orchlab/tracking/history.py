@@ -241,7 +241,9 @@ def history(
     frame = pd.DataFrame([_row(i) for i in infos], columns=list(HISTORY_COLUMNS))
     if thumbs is not None:  # the store compares thumbs as text; keep exactly what was asked
         frame = frame[frame["thumbs"] == bool(thumbs)]
-    return frame.reset_index(drop=True)
+    from orchlab.frames import readable  # answers wrapped, thumbs as 👍/👎 when shown
+
+    return readable(frame.reset_index(drop=True))
 
 
 def usage_history(

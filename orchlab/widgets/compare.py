@@ -3,6 +3,7 @@
 Each target is run through `orchlab.compare` (so each gets its MLflow run, params and metrics,
 with its trace linked, exactly as a comparison from Python), all targets at once in threads,
 and the progress bar moves as each finishes. Every answer has its own feedback buttons.
+One prompt is one call per target: no warm-up call, so a footer's latency includes a cold start.
 """
 
 from __future__ import annotations
@@ -84,7 +85,14 @@ def run_targets(
         started = time.perf_counter()
         try:
             comparison = compare(
-                [case], [target], client=client, params=params, progress=False, name=name, log_runs=log
+                [case],
+                [target],
+                client=client,
+                params=params,
+                progress=False,
+                name=name,
+                log_runs=log,
+                warmup=False,  # one interactive call: a warm-up would double its time and cost
             )
         except OrchlabError as exc:
             row = {"target": target, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
@@ -104,15 +112,34 @@ def run_targets(
     return [results[t] for t in targets]
 
 
-class ComparePanel:
-    """Answers side by side, each with its footer and feedback buttons."""
+def prompt_text(prompt: str | Sequence[Any]) -> str:
+    """The prompt as the panel shows it (the last user message of a list of messages)."""
+    if isinstance(prompt, str):
+        return prompt.strip()
+    users = [
+        str(m.get("content", "") if isinstance(m, Mapping) else getattr(m, "content", ""))
+        for m in prompt
+        if (m.get("role") if isinstance(m, Mapping) else getattr(m, "role", None)) == "user"
+    ]
+    return users[-1].strip() if users else ""
 
-    def __init__(self, results: Sequence[TargetResult], *, client: Orchestrator) -> None:
+
+class ComparePanel:
+    """The prompt, then the answers side by side, each with its footer and feedback buttons."""
+
+    def __init__(
+        self,
+        results: Sequence[TargetResult],
+        *,
+        client: Orchestrator,
+        prompt: str | Sequence[Any] = "",
+    ) -> None:
         import ipywidgets as w
 
         from orchlab.widgets.rating import FeedbackWidget
 
         self.results = list(results)
+        self.prompt = prompt_text(prompt)
         self.feedback: dict[str, FeedbackWidget] = {}
         columns = []
         for result in self.results:
@@ -132,10 +159,16 @@ class ComparePanel:
                     ),
                 )
             )
-        self.widget = w.HBox(columns, layout=w.Layout(align_items="stretch", flex_flow="row wrap"))
+        answers = w.HBox(columns, layout=w.Layout(align_items="stretch", flex_flow="row wrap"))
+        head = (
+            "<div style='white-space:pre-wrap;margin:.2em 0 .4em'><b>prompt:</b> "
+            f"{html.escape(self.prompt, quote=False)}</div>"
+        )
+        self.widget = w.VBox([w.HTML(value=head), answers]) if self.prompt else answers
 
     def text(self) -> str:
-        return "\n".join(f"── {r.target}\n{r.text()}\n{r.footer()}" for r in self.results)
+        answers = "\n".join(f"── {r.target}\n{r.text()}\n{r.footer()}" for r in self.results)
+        return f"prompt: {self.prompt}\n{answers}" if self.prompt else answers
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         data = self.widget._repr_mimebundle_(**kwargs)
@@ -208,6 +241,9 @@ class CompareView:
             self.progress_text.value = "write a prompt and select at least one target"
             return []
         params = {"max_tokens": self.max_tokens.value} if self.max_tokens.value else None
+        # the previous answers go now: nothing on screen belongs to another prompt while this runs
+        self.output.children = ()
+        self.panel, self.last = None, []
         self.progress.max, self.progress.value = len(targets), 0
         self.progress.bar_style = ""
         self.progress_text.value = f"0/{len(targets)} running…"
@@ -232,7 +268,7 @@ class CompareView:
         self.progress_text.value = f"{len(targets)}/{len(targets)} done in {took}" + (
             f" ({failed} failed)" if failed else ""
         )
-        self.panel = ComparePanel(self.last, client=self.client)
+        self.panel = ComparePanel(self.last, client=self.client, prompt=prompt)
         self.output.children = (self.panel.widget,)
         return self.last
 
