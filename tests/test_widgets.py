@@ -22,8 +22,8 @@ CONFIG = """\
     providers:
       local: {type: llamacpp, options: {n_ctx: 2048}}
       local2:
-        type: llamacpp          # same GGUF, another entry
-        options: {n_ctx: 2048}
+        type: llamacpp          # same GGUF, another entry, which also answers to another name
+        options: {n_ctx: 2048, aliases: [gemma-3-270m-alt]}
 
     roles:
       # the main answer
