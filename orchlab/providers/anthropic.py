@@ -179,6 +179,8 @@ class AnthropicProvider(Provider):
         started = time.perf_counter()
         kwargs = self.request_kwargs(request)
         kwargs["stream"] = True
+        # The SDK's read timeout must not cut a silence that stream_idle_timeout_s allows.
+        kwargs["timeout"] = max(self.limits(request))
         parts: list[str] = []
         tools: list[str] = []
         usage: dict[str, int | None] = {}

@@ -12,8 +12,9 @@ around the SDK instead:
   blocked read at once.
 - A **stream** is open-ended, so ``timeout_s`` bounds the wait for its first event (the response
   headers and the first event, together) and ``stream_idle_timeout_s`` (the provider's, else
-  ``timeout_s``) the silence between two events (`paced`). Events are what the SDK yields, pings and
-  keep-alive events included; a consumer that takes its time between chunks is not counted.
+  ``timeout_s``) the silence between two events (`paced`). Events are what the SDK yields (some
+  SDKs swallow pings and SSE comments); a consumer that takes its time between chunks is not
+  counted. The SDK's own timeouts are set no lower than these limits, so they only back them up.
 
 A limit that is hit is a `ProviderTimeoutError` (retryable) naming the provider, the model and the
 limit.

@@ -43,6 +43,9 @@ from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
 if TYPE_CHECKING:
     from google.genai import Client
 
+STREAM_SDK_TIMEOUT_S = 24 * 3600.0
+"""The SDK's own timeout for a stream: only a backstop, orchlab paces streams itself."""
+
 # ErrorInfo reasons that mean "the key is wrong" (Google answers those with 400, not 401).
 _KEY_REASONS = {"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "API_KEY_HTTP_REFERRER_BLOCKED"}
 
@@ -103,7 +106,7 @@ class GeminiProvider(Provider):
             )
         return self._client
 
-    def request_kwargs(self, request: ModelRequest) -> dict[str, Any]:
+    def request_kwargs(self, request: ModelRequest, *, stream: bool = False) -> dict[str, Any]:
         from google.genai import types
 
         p = request.params
@@ -123,7 +126,11 @@ class GeminiProvider(Provider):
             config["seed"] = p.seed
         if p.logprobs:
             config["response_logprobs"] = True
-        if p.timeout_s is not None:
+        if stream:
+            # With aiohttp the SDK's timeout is a total: it would cut a long answer. The stream's
+            # first event and its silences are bounded by orchlab (Provider.paced) instead.
+            config["http_options"] = types.HttpOptions(timeout=_ms(STREAM_SDK_TIMEOUT_S))
+        elif p.timeout_s is not None:
             config["http_options"] = types.HttpOptions(timeout=_ms(p.timeout_s))
         known = types.GenerateContentConfig.model_fields
         for key, value in p.extra.items():
@@ -169,7 +176,7 @@ class GeminiProvider(Provider):
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
         started = time.perf_counter()
-        kwargs = self.request_kwargs(request)
+        kwargs = self.request_kwargs(request, stream=True)
         parts: list[str] = []
         logprobs: list[float] = []
         tools: list[str] = []

@@ -99,7 +99,9 @@ class OllamaProvider(Provider):
                 headers["authorization"] = f"Bearer {self._key()}"
             self._client = AsyncClient(
                 host=self.api_base,
-                timeout=self.settings.timeout_s,
+                # No SDK timeout: the boundary's deadline (and a stream's pacing) bound every call,
+                # a role's own timeout_s included, which a client-wide timeout could not follow.
+                timeout=None,
                 headers=headers,
                 # The SDK has no retry of its own; the transport retries failed connections.
                 transport=httpx.AsyncHTTPTransport(retries=self.settings.max_retries),

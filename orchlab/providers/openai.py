@@ -150,6 +150,8 @@ class OpenAIProvider(Provider):
         started = time.perf_counter()
         kwargs = self.request_kwargs(request)
         kwargs["stream"] = True
+        # The SDK's read timeout must not cut a silence that stream_idle_timeout_s allows.
+        kwargs["timeout"] = max(self.limits(request))
         kwargs["stream_options"] = {"include_usage": True}
         parts: list[str] = []
         logprobs: list[float] = []
