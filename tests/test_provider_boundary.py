@@ -583,6 +583,43 @@ def test_an_echoed_key_is_reachable_nowhere(kit: Kit, server: Any, make_client: 
             assert "authorization" not in {k.lower() for k in cause.headers}
 
 
+def test_no_key_in_a_strategy_error_group(
+    client_for: Callable[..., Orchestrator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every candidate fails (one echoes the key, one stalls, one resets): the group holds no key."""
+    monkeypatch.setenv(ENV_VAR, KEY)
+    with (
+        openai_wire.OpenAIWireServer() as one,
+        anthropic_wire.AnthropicWireServer() as two,
+        ollama_wire.OllamaWireServer() as three,
+    ):
+        one.push(KITS["openai"].error(401, f"bad key {KEY}", {"x-echo": KEY}))
+        two.push(Reply(body=KITS["anthropic"].answer(TEXT, "c"), stall_s=10))
+        cut = Reply(body=KITS["ollama"].answer(TEXT, "llama3.1:8b"), reset=True)
+        three.push(cut, cut)  # a connection error is retried once
+        client = client_for(
+            f"""\
+            project: boundary
+            providers:
+              one: {{type: openai, api_base: "{one.base_url}", auth_profile: canary}}
+              two: {{type: anthropic, api_base: "{two.url}", auth_profile: canary, timeout_s: 0.3}}
+              three: {{type: ollama, api_base: "{three.url}", auth_profile: canary}}
+            roles:
+              r: {{provider: one, model: m, fallbacks: ["two:c", "three:llama3.1:8b"]}}
+            """
+        )
+        with pytest.raises(ExceptionGroup) as info:
+            client.run("r", MESSAGES)
+    kinds = [type(e) for e in info.value.exceptions]
+    assert kinds == [
+        AuthenticationError,
+        ProviderTimeoutError,
+        ProviderConnectionError,
+        ProviderConnectionError,
+    ]
+    assert_no_key(info.value)
+
+
 def test_no_key_behind_connection_errors_and_timeouts(kit: Kit, server: Any, make_client: MakeClient) -> None:
     refused = make_client(api_base=f"http://127.0.0.1:{closed_port()}")
     with pytest.raises(ProviderConnectionError) as conn:

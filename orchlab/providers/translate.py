@@ -103,9 +103,11 @@ def translate(
     chain = list(_chain(exc))
     if any(_is_timeout(e) for e in chain):
         limit = f"{timeout_s:g}s" if timeout_s else "the time limit"
-        return ProviderTimeoutError(
+        error = ProviderTimeoutError(
             f"no answer within {limit} from {api_base}", provider=provider, model=model
         )
+        error.limit_s = timeout_s
+        return error
     if any(_is_connection(e) for e in chain):
         detail = _detail(chain)
         if any(_marked(e, _CONNECT_PHASE) or isinstance(e, socket.gaierror) for e in chain):
