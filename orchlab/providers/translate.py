@@ -102,7 +102,7 @@ def translate(
         )
     chain = list(_chain(exc))
     if any(_is_timeout(e) for e in chain):
-        limit = f"{timeout_s:g}s" if timeout_s else "the time limit"
+        limit = f"{timeout_s:g}s (timeout_s)" if timeout_s else "the time limit"
         error = ProviderTimeoutError(
             f"no answer within {limit} from {api_base}", provider=provider, model=model
         )
