@@ -276,19 +276,19 @@ def test_a_stream_that_goes_silent_is_cut_by_stream_idle_timeout_s(
 
 
 def test_a_stream_may_last_longer_than_timeout_s(kit: Kit, server: Any, make_client: MakeClient) -> None:
-    """``timeout_s`` bounds the first event, not the answer: a frame every 0.15 s for 0.75-1.35 s
-    passes with ``timeout_s: 0.5`` (an SDK whose timeout is a total would cut it)."""
-    client = make_client(timeout_s=0.5)
+    """``timeout_s`` bounds the first event, not the answer: a frame every 0.3 s for 1.5-2.7 s
+    passes with ``timeout_s: 1`` (an SDK whose timeout is a total would cut it)."""
+    client = make_client(timeout_s=1)
     pieces = ["a ", "b ", "c ", "d ", "e"]
-    server.push(kit.stream(kit.frames(pieces, kit.model), chunk_delay_s=0.15))
+    server.push(kit.stream(kit.frames(pieces, kit.model), chunk_delay_s=0.3))
     assert stream_text(client) == "a b c d e"
 
 
 def test_an_idle_limit_above_timeout_s_is_honoured(kit: Kit, server: Any, make_client: MakeClient) -> None:
     """A silence longer than ``timeout_s`` but within ``stream_idle_timeout_s`` is no timeout: the
     SDK's own read timeout must not cut it first."""
-    client = make_client(timeout_s=0.3, stream_idle_timeout_s=3)
-    server.push(kit.stream(kit.frames(["slow ", "thinker"], kit.model), chunk_delay_s=0.8))
+    client = make_client(timeout_s=1, stream_idle_timeout_s=5)
+    server.push(kit.stream(kit.frames(["slow ", "thinker"], kit.model), stall_s=1.6, stall_after=1))
     assert stream_text(client) == "slow thinker"
 
 

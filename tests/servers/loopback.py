@@ -72,6 +72,8 @@ class Reply:
     """Write the body (or each stream frame) one byte at a time, this long between bytes."""
     stall_s: float = 0.0
     """Say nothing for this long: after the headers (a body) or after the frames (a stream)."""
+    stall_after: int | None = None
+    """In a stream, stall after this many frames and then send the rest (None: after all)."""
     reset: bool = False
     """End with a TCP reset instead of finishing the reply (a body is cut half way): a server that
     dies mid-reply."""
@@ -239,11 +241,14 @@ class LoopbackServer:
             h.send_header(k, v)
         h.end_headers()
         h.wfile.flush()
-        for frame in reply.stream or []:
+        for i, frame in enumerate(reply.stream or []):
+            if i == reply.stall_after:
+                self._stall(reply)
             self._write(h, frame, reply)
             if reply.chunk_delay_s:
                 time.sleep(reply.chunk_delay_s)
-        self._stall(reply)
+        if reply.stall_after is None:
+            self._stall(reply)
         if reply.reset:
             self._reset(h)
         h.close_connection = True
