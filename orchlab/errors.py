@@ -30,8 +30,11 @@
     └── StrategyError                    a strategy could not produce an answer
         └── AllAttemptsFailedError       also an ExceptionGroup holding every attempt's error
 
-SDK exceptions are translated at the provider boundary with ``raise ... from exc``: the
-original stays on ``__cause__``. Messages never contain an API key.
+SDK exceptions are translated at the provider boundary (by behaviour: timeouts, broken
+connections, HTTP statuses, malformed bodies; see `orchlab.providers.translate`). The SDK's own
+exception holds the request and its API key, so it is not chained: ``__cause__`` is a
+`ScrubbedCause`, a masked summary of it (type, message, status, headers without credentials, a body
+excerpt, where it was raised), and ``__context__`` is cleared. Messages never contain an API key.
 
 Example::
 
@@ -43,7 +46,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 class OrchlabWarning(UserWarning):
@@ -206,6 +209,8 @@ class RateLimitError(ProviderError):
 
 class ProviderTimeoutError(ProviderError):
     default_retryable = True
+    limit_s: float | None = None
+    """The limit that was hit, in seconds (``timeout_s`` or ``stream_idle_timeout_s``)."""
 
 
 class ProviderConnectionError(ProviderError):
@@ -228,6 +233,35 @@ class ContextLengthExceededError(ProviderError):
 
 class UnsupportedCapabilityError(ProviderError):
     """The adapter does not support the requested capability."""
+
+
+class ScrubbedCause(Exception):
+    """The ``__cause__`` of a provider error: a summary of the SDK or transport exception behind it,
+    every string masked, holding no reference to that exception, its request or its response.
+
+    ``str()`` is ``"<module>.<Type>: <message>"``; ``type_name``, ``status_code``, ``headers``
+    (credential headers left out), ``body`` (an excerpt), ``chain`` (what was chained behind it,
+    outermost first) and ``origin`` (its traceback as text) say the rest. Never raised on its own.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        type_name: str,
+        status_code: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: str | None = None,
+        chain: Sequence[str] = (),
+        origin: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.status_code = status_code
+        self.headers = dict(headers or {})
+        self.body = body
+        self.chain = list(chain)
+        self.origin = origin
 
 
 # --- pre-flight checks ---------------------------------------------------------------------

@@ -284,6 +284,7 @@ class Resolver:
             timeout_s=spec.timeout_s,
             max_retries=spec.max_retries,
             options=dict(spec.options),
+            stream_idle_timeout_s=spec.stream_idle_timeout_s,
         )
         self._settings[name] = settings
         return settings

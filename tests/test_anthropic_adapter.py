@@ -18,9 +18,11 @@ from orchlab.errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
     RateLimitError,
+    ScrubbedCause,
     UnsupportedCapabilityError,
 )
 from orchlab.providers.anthropic import AnthropicProvider
+from tests.secret_walk import reachable_strings
 from tests.servers.anthropic_wire import (
     AnthropicWireServer,
     anthropic_error,
@@ -277,7 +279,7 @@ async def test_401_is_an_authentication_error_without_the_key(
     assert KEY not in str(info.value.__cause__)
 
 
-async def test_a_key_the_server_echoes_back_is_masked_and_not_chained(
+async def test_a_key_the_server_echoes_back_is_masked_and_not_reachable(
     server: AnthropicWireServer, make_provider: MakeProvider
 ) -> None:
     server.push(anthropic_error(401, message=f"invalid x-api-key: {KEY}"))
@@ -285,7 +287,10 @@ async def test_a_key_the_server_echoes_back_is_masked_and_not_chained(
         await make_provider().complete(HELLO)
     assert "invalid x-api-key: **********" in str(info.value)
     assert KEY not in str(info.value) and KEY not in repr(info.value)
-    assert info.value.__cause__ is None  # the SDK's exception carries the key: not chained
+    # the SDK's exception carries the key: a masked summary stands in for it
+    assert not [s for s in reachable_strings(info.value) if KEY in s]
+    assert isinstance(info.value.__cause__, ScrubbedCause) and info.value.__context__ is None
+    assert info.value.__cause__.type_name == "anthropic.AuthenticationError"
 
 
 async def test_429_carries_retry_after(server: AnthropicWireServer, make_provider: MakeProvider) -> None:

@@ -18,7 +18,6 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
-import openai
 import pytest
 
 import orchlab
@@ -33,6 +32,7 @@ from orchlab.errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
     RateLimitError,
+    ScrubbedCause,
 )
 from orchlab.orchestrator import Orchestrator
 from orchlab.providers.base import DiscoveredModel
@@ -542,7 +542,8 @@ def test_401_is_an_authentication_error(
     assert (err.provider, err.model, err.status_code, err.retryable) == ("remote", MODEL, 401, False)
     assert "Incorrect API key provided" in str(err)
     assert str(err).startswith(f"remote:{MODEL} [HTTP 401]")
-    assert isinstance(err.__cause__, openai.AuthenticationError)
+    assert isinstance(err.__cause__, ScrubbedCause)  # the SDK's exception holds the key: summarised
+    assert err.__cause__.type_name == "openai.AuthenticationError" and err.__cause__.status_code == 401
     assert len(openai_server.requests) == 1
 
 
@@ -591,7 +592,8 @@ def test_500_is_unavailable_and_not_retried_silently(
     with pytest.raises(ProviderUnavailableError) as info:
         call(client, via)
     assert (info.value.status_code, info.value.retryable) == (500, True)
-    assert isinstance(info.value.__cause__, openai.InternalServerError)
+    assert isinstance(info.value.__cause__, ScrubbedCause)
+    assert info.value.__cause__.type_name == "openai.InternalServerError"
     assert len(openai_server.requests) == 1
 
 

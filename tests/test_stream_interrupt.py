@@ -19,7 +19,6 @@ import pytest
 
 from orchlab.calls import CallRecord
 from orchlab.orchestrator import Orchestrator
-from tests.servers.loopback import LoopbackServer
 from tests.servers.openai_wire import OpenAIWireServer, Reply, stream_chunks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +33,7 @@ class DropRecordingServer(OpenAIWireServer):
 
     def _send_stream(self, h: Any, reply: Any) -> None:  # type: ignore[override]
         try:
-            LoopbackServer._send_stream(h, reply)
+            super()._send_stream(h, reply)
         except (BrokenPipeError, ConnectionResetError):
             self.dropped.set()
             raise

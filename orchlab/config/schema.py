@@ -45,6 +45,9 @@ class ProviderConfig(_Strict):
     api_base: str | None = None
     key_file: str | None = None
     timeout_s: float = Field(default=60.0, gt=0)
+    stream_idle_timeout_s: float | None = Field(
+        default=None, gt=0, description="longest silence inside a stream (default: timeout_s)"
+    )
     max_retries: int = Field(default=0, ge=0, description="retries inside the SDK itself")
     options: dict[str, Any] = Field(
         default_factory=dict,

@@ -30,7 +30,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchlab.errors import (
     InvalidRequestError,
-    ProviderConnectionError,
     ProviderError,
     ProviderResponseError,
     UnsupportedCapabilityError,
@@ -151,10 +150,7 @@ class AnthropicProvider(Provider):
     async def complete(self, request: ModelRequest) -> LLMResponse:
         started = time.perf_counter()
         kwargs = self.request_kwargs(request)
-        try:
-            resp = await self.client.messages.create(**kwargs)
-        except Exception as exc:
-            raise self.failure(exc, request.model, request.params.timeout_s) from self.cause_of(exc)
+        resp = await self.client.messages.create(**kwargs)
         content = getattr(resp, "content", None)
         usage = getattr(resp, "usage", None)
         if not isinstance(content, list) or usage is None:
@@ -163,6 +159,9 @@ class AnthropicProvider(Provider):
                 provider=self.name,
                 model=request.model,
             )
+        tools = [_tool_name(block) for block in content if getattr(block, "type", None) == "tool_use"]
+        if tools:
+            raise self.tool_call_error(tools, request.model)
         text = "".join(
             getattr(block, "text", "") or "" for block in content if getattr(block, "type", None) == "text"
         )
@@ -180,36 +179,40 @@ class AnthropicProvider(Provider):
         started = time.perf_counter()
         kwargs = self.request_kwargs(request)
         kwargs["stream"] = True
+        # The SDK's read timeout must not cut a silence that stream_idle_timeout_s allows.
+        kwargs["timeout"] = max(self.limits(request))
         parts: list[str] = []
+        tools: list[str] = []
         usage: dict[str, int | None] = {}
         finish_reason = None
         model = request.model
-        try:
-            stream = await self.client.messages.create(**kwargs)
-            try:
-                async for event in stream:
-                    kind = getattr(event, "type", None)
-                    if kind == "message_start":
-                        model = getattr(event.message, "model", None) or model
-                        _merge_usage(usage, getattr(event.message, "usage", None))
-                    elif kind == "content_block_delta":
-                        text = getattr(event.delta, "text", None)
-                        if getattr(event.delta, "type", None) == "text_delta" and text:
-                            parts.append(text)
-                            yield StreamChunk(delta=text)
-                    elif kind == "message_delta":
-                        finish_reason = getattr(event.delta, "stop_reason", None) or finish_reason
-                        _merge_usage(usage, getattr(event, "usage", None))
-            finally:
-                await stream.close()
-        except Exception as exc:
-            raise self.failure(exc, request.model, request.params.timeout_s) from self.cause_of(exc)
+        async for event in self.paced(self.client.messages.create(**kwargs), request):
+            kind = getattr(event, "type", None)
+            if kind == "message_start":
+                model = getattr(event.message, "model", None) or model
+                _merge_usage(usage, getattr(event.message, "usage", None))
+            elif kind == "content_block_start":
+                block = getattr(event, "content_block", None)
+                if getattr(block, "type", None) == "tool_use":
+                    tools.append(_tool_name(block))
+            elif kind == "content_block_delta":
+                text = getattr(event.delta, "text", None)
+                if getattr(event.delta, "type", None) == "text_delta" and text:
+                    parts.append(text)
+                    yield StreamChunk(delta=text)
+            elif kind == "message_delta":
+                finish_reason = getattr(event.delta, "stop_reason", None) or finish_reason
+                _merge_usage(usage, getattr(event, "usage", None))
+        if tools:
+            raise self.tool_call_error(tools, request.model)
         if "input_tokens" not in usage:
             raise ProviderResponseError(
                 "the stream ended without a message_start event (no usage)",
                 provider=self.name,
                 model=request.model,
             )
+        if finish_reason is None:
+            raise self.unfinished_stream(request.model, parts)
         yield StreamChunk(
             response=LLMResponse(
                 content="".join(parts),
@@ -222,59 +225,48 @@ class AnthropicProvider(Provider):
         )
 
     async def list_models(self) -> list[DiscoveredModel]:
-        try:
-            page = await self.client.models.list()
-            return [
-                DiscoveredModel(
-                    id=m.id,
-                    provider=self.name,
-                    context_window=getattr(m, "max_input_tokens", None),
-                    details={
-                        "display_name": getattr(m, "display_name", None),
-                        "max_output_tokens": getattr(m, "max_tokens", None),
-                        "created_at": str(getattr(m, "created_at", "") or ""),
-                    },
-                )
-                async for m in page
-            ]
-        except Exception as exc:
-            raise self.failure(exc, None) from self.cause_of(exc)
+        page = await self.client.models.list()
+        return [
+            DiscoveredModel(
+                id=m.id,
+                provider=self.name,
+                context_window=getattr(m, "max_input_tokens", None),
+                details={
+                    "display_name": getattr(m, "display_name", None),
+                    "max_output_tokens": getattr(m, "max_tokens", None),
+                    "created_at": str(getattr(m, "created_at", "") or ""),
+                },
+            )
+            async for m in page
+        ]
 
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
             self._client = None
 
-    def translate(self, exc: Exception, model: str | None, timeout_s: float | None = None) -> Exception:
-        """The orchlab error for an SDK exception (anything else passes through unchanged)."""
+    def translate(
+        self, exc: BaseException, model: str | None, timeout_s: float | None = None
+    ) -> ProviderError:
+        """An ``error`` event inside a 200 stream by its error type; anything else by behaviour
+        (`orchlab.providers.translate`: the SDK's HTTP library is its own httpx fork, ``httpx2``)."""
         import anthropic
 
-        if isinstance(exc, ProviderError):
-            return exc
-        if isinstance(exc, anthropic.APITimeoutError):
-            return self.timeout_error(model, timeout_s)
-        if isinstance(exc, anthropic.APIConnectionError):
-            return ProviderConnectionError(
-                f"cannot connect to {self.api_base}: {exc.__cause__ or exc}",
+        if isinstance(exc, anthropic.APIStatusError) and exc.status_code < 400:
+            error_type = getattr(exc, "type", None) or "api_error"
+            message = getattr(exc, "api_message", None) or exc.message
+            return error_for_status(
+                _STATUS_OF_ERROR_TYPE.get(str(error_type), 500),
+                f"{error_type} during the stream: {message}",
                 provider=self.name,
                 model=model,
+                headers=exc.response.headers,
             )
-        if isinstance(exc, anthropic.APIStatusError):
-            message = getattr(exc, "api_message", None) or exc.message
-            status = exc.status_code
-            if status < 400:
-                # An ``error`` event inside a 200 stream: its type says what went wrong.
-                error_type = getattr(exc, "type", None) or "api_error"
-                status = _STATUS_OF_ERROR_TYPE.get(str(error_type), 500)
-                message = f"{error_type} during the stream: {message}"
-            return error_for_status(
-                status, message, provider=self.name, model=model, headers=exc.response.headers
-            )
-        if isinstance(exc, anthropic.APIResponseValidationError | ValueError):
-            return ProviderResponseError(
-                f"malformed response from {self.api_base}: {exc}", provider=self.name, model=model
-            )
-        return exc
+        return super().translate(exc, model, timeout_s)
+
+
+def _tool_name(block: Any) -> str:
+    return str(getattr(block, "name", None) or "(unnamed)")
 
 
 def _merge_usage(into: dict[str, int | None], usage: Any) -> None:

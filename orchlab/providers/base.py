@@ -1,17 +1,33 @@
-"""The provider interface every adapter implements.
+"""The provider interface every adapter implements, and the boundary every adapter runs inside.
 
 One required method, ``complete``. ``stream``, ``list_models``, ``is_available`` and
 ``context_window`` have honest defaults: a capability the adapter lacks raises
 `UnsupportedCapabilityError`, it is never faked; a window the adapter does not set is None.
-Each adapter validates its own ``options:`` (from the YAML) with its ``Options`` model, and
-turns SDK exceptions into orchlab's errors in ``translate`` (raised through ``failure``, which
-keeps the API key out of messages and tracebacks).
+Each adapter validates its own ``options:`` (from the YAML) with its ``Options`` model.
+
+The boundary: when an adapter class is defined, its ``complete``, ``stream``, ``complete_sync``
+and ``list_models`` are wrapped (`Provider.__init_subclass__`), so that for every adapter
+
+- ``timeout_s`` is a deadline for the whole attempt, and a stream's first event and the silence
+  between its events are bounded (`orchlab.providers.deadline`);
+- whatever the SDK raises becomes an orchlab error (`translate`: the adapter's SDK-specific
+  reading first, then `orchlab.providers.translate`'s reading by behaviour);
+- the error carries no API key: its message is masked, and the SDK's exception (which holds the
+  request's headers) is replaced on ``__cause__`` by a masked `ScrubbedCause`, ``__context__``
+  cleared.
+
+Adapters therefore let SDK exceptions propagate; they raise orchlab errors only for what they
+find wrong themselves (a malformed answer, a tool call, a stream that ends without a finish).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import inspect
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -20,15 +36,23 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from orchlab.auth import Secret
 from orchlab.errors import (
     ConfigValidationError,
+    MissingDependencyError,
+    OrchlabError,
+    ProviderConnectionError,
     ProviderError,
+    ProviderResponseError,
     ProviderTimeoutError,
+    ScrubbedCause,
     UnsupportedCapabilityError,
 )
 from orchlab.loop import iterate_sync, run_sync
+from orchlab.providers import deadline
 from orchlab.providers.registry import missing_dependency
+from orchlab.providers.translate import MASK, mask, scrubbed
+from orchlab.providers.translate import translate as translate_by_behaviour
 from orchlab.types import LLMResponse, ModelRequest, StreamChunk
 
-MASK = "**********"
+__all__ = ["MASK", "DiscoveredModel", "NoOptions", "Provider", "ProviderSettings"]
 
 
 class NoOptions(BaseModel):
@@ -46,6 +70,8 @@ class ProviderSettings:
     timeout_s: float = 60.0
     max_retries: int = 0
     options: Mapping[str, Any] = field(default_factory=dict)
+    stream_idle_timeout_s: float | None = None
+    """The longest silence between two stream events (None: ``timeout_s``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +93,20 @@ class Provider(ABC):
     is_local: ClassVar[bool] = False
     """Runs on the user's own hardware (priced at $0 unless the YAML gives a price)."""
     Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Put the adapter's ``complete``, ``stream`` (an async generator), ``complete_sync`` and
+        ``list_models`` inside the boundary (see the module docstring), once per definition."""
+        super().__init_subclass__(**kwargs)
+        for name, guard in _GUARDS.items():
+            fn = cls.__dict__.get(name)
+            if fn is None or getattr(fn, "__orchlab_boundary__", False):
+                continue
+            if name == "stream" and not inspect.isasyncgenfunction(fn):
+                continue
+            guarded = guard(fn)
+            guarded.__orchlab_boundary__ = True  # type: ignore[attr-defined]
+            setattr(cls, name, guarded)
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.settings = settings
@@ -117,44 +157,107 @@ class Provider(ABC):
     async def aclose(self) -> None:
         """Release clients and connections."""
 
-    # --- errors ----------------------------------------------------------------------------
+    # --- limits and errors ------------------------------------------------------------------
 
-    def translate(self, exc: Exception, model: str | None, timeout_s: float | None = None) -> Exception:
-        """The orchlab error for an SDK or transport exception (the default: ``exc`` itself)."""
-        return exc
+    def limits(self, request: ModelRequest) -> tuple[float, float]:
+        """``(timeout_s, stream_idle_timeout_s)`` for ``request``: the call's deadline (the role's
+        ``timeout_s``, else the provider's), and the longest silence inside a stream."""
+        timeout_s = request.params.timeout_s or self.settings.timeout_s
+        return timeout_s, self.settings.stream_idle_timeout_s or timeout_s
 
-    def failure(self, exc: Exception, model: str | None, timeout_s: float | None = None) -> Exception:
-        """What an adapter raises for ``exc``: `translate`'s error, with the API key masked in its
-        message (a server may echo the key back). Raise it ``from self.cause_of(exc)``.
+    def paced(self, opening: Awaitable[Any], request: ModelRequest) -> AsyncIterator[Any]:
+        """The events of the SDK stream ``opening`` resolves to, within ``request``'s limits: the
+        stream and its first event within ``timeout_s``, then no silence longer than
+        ``stream_idle_timeout_s``. The SDK stream is closed however the iteration ends."""
+        first_s, idle_s = self.limits(request)
 
-        An ``ImportError`` (the SDK, imported lazily on first use, is not installed) becomes a
-        `MissingDependencyError` naming the extra to install, before `translate` would import
-        the missing SDK a second time."""
-        if isinstance(exc, ImportError):
-            return missing_dependency(self, exc)
-        error = self.translate(exc, model, timeout_s)
-        key = self._key()
-        if key and error is not exc and error.args and isinstance(error.args[0], str):
-            error.args = (error.args[0].replace(key, MASK), *error.args[1:])
+        def stalled(phase: str, limit_s: float) -> ProviderTimeoutError:
+            return self.timeout_error(request.model, limit_s, phase=phase)
+
+        return deadline.paced(opening, first_s=first_s, idle_s=idle_s, stalled=stalled)
+
+    def translate(
+        self, exc: BaseException, model: str | None, timeout_s: float | None = None
+    ) -> ProviderError:
+        """The orchlab error for an SDK or transport exception. Adapters read their SDK's own
+        errors first (error events inside streams, error bodies) and call this for the rest."""
+        return translate_by_behaviour(
+            exc,
+            provider=self.name,
+            model=model,
+            api_base=self.api_base,
+            timeout_s=timeout_s or self.settings.timeout_s,
+        )
+
+    def timeout_error(
+        self, model: str | None, limit_s: float, *, phase: str = "call"
+    ) -> ProviderTimeoutError:
+        """The error for a limit hit: ``phase`` is ``call`` (the attempt's deadline), ``first`` (a
+        stream's first event) or ``idle`` (silence inside a stream)."""
+        if phase == "idle":
+            message = f"the stream from {self.api_base} was silent for {limit_s:g}s (stream_idle_timeout_s)"
+        elif phase == "first":
+            message = f"no first stream event within {limit_s:g}s (timeout_s) from {self.api_base}"
+        else:
+            message = f"no answer within {limit_s:g}s (timeout_s) from {self.api_base}"
+        error = ProviderTimeoutError(message, provider=self.name, model=model)
+        error.limit_s = limit_s
         return error
 
-    def cause_of(self, exc: Exception) -> Exception | None:
-        """``exc``, or None when chaining it would carry the API key (a server that echoes it)."""
-        key = self._key()
-        if key and (key in str(exc) or key in repr(getattr(exc, "body", None))):
-            return None
-        return exc
+    def tool_call_error(self, tools: Sequence[str], model: str | None) -> UnsupportedCapabilityError:
+        """The error for an answer that calls tools: orchlab does not run tools yet, and an answer
+        whose call is hidden in ``raw`` would read as an empty reply."""
+        named = ", ".join(dict.fromkeys(tools))  # in order, once each
+        return UnsupportedCapabilityError(
+            f"the model answered with a call to the tool(s) {named} instead of text; orchlab does not "
+            "run tools yet: leave tools (and tool_choice) out of this role's params.extra",
+            provider=self.name,
+            model=model,
+        )
+
+    def unfinished_stream(self, model: str | None, parts: Sequence[str]) -> ProviderError:
+        """The error for a stream that ended without saying it was done (no finish reason): cut
+        short after some text, a `ProviderConnectionError` (retryable); with no text at all, the
+        server sent nothing this adapter can read, a `ProviderResponseError`."""
+        received = sum(len(p) for p in parts)
+        where = f"the stream from {self.api_base} ended without a finish reason"
+        if received:
+            return ProviderConnectionError(
+                f"{where} after {received} characters of text: the answer is cut short",
+                provider=self.name,
+                model=model,
+            )
+        return ProviderResponseError(
+            f"{where} and without any text: the server sent no stream this adapter can read "
+            "(an HTML page, a body that is not a stream, keep-alives only, or nothing)",
+            provider=self.name,
+            model=model,
+        )
 
     def _key(self) -> str:
         """The API key in clear text ("" when the provider has none): for building SDK clients."""
         return self.settings.api_key.reveal() if self.settings.api_key else ""
 
-    def timeout_error(self, model: str | None, timeout_s: float | None) -> ProviderTimeoutError:
-        return ProviderTimeoutError(
-            f"no answer within {timeout_s or self.settings.timeout_s:g}s from {self.api_base}",
-            provider=self.name,
-            model=model,
-        )
+    def _boundary_error(
+        self, exc: Exception, model: str | None, limit_s: float, *, deadline_hit: bool = False
+    ) -> Exception:
+        """What the boundary raises for ``exc``: a deadline hit, an orchlab error as it is, a missing SDK
+        (`MissingDependencyError`), or the
+        translation of an SDK exception; in every case scrubbed of the API key."""
+        if deadline_hit:
+            error: Exception = self.timeout_error(model, limit_s)
+            error.__cause__ = None
+        elif isinstance(exc, OrchlabError):
+            error = exc
+        elif isinstance(exc, ImportError):
+            # the SDK, imported lazily on first use, is not installed: name the extra to install
+            error = missing_dependency(self, exc)
+            error.__cause__ = exc
+        else:
+            error = self.translate(exc, model, limit_s)
+            if error is not exc:
+                error.__cause__ = exc
+        return _scrub(error, (self._key(),))
 
     def context_window(self) -> int | None:
         """The context window this adapter loads its models with, when it sets one (llama.cpp's
@@ -174,3 +277,95 @@ class Provider(ABC):
 
     def is_available_sync(self) -> bool:
         return run_sync(self.is_available())
+
+
+# --- the boundary ----------------------------------------------------------------------------
+
+
+def _scrub(error: Exception, secrets: tuple[str, ...], depth: int = 0) -> Exception:
+    """``error`` with its message masked, an SDK exception on ``__cause__`` (or ``__context__``)
+    replaced by its `ScrubbedCause`, and ``__context__`` cleared. The ``ImportError`` behind a
+    `MissingDependencyError` is kept as it is: it names a module, never a request."""
+    if error.args and isinstance(error.args[0], str) and any(secrets):
+        error.args = (mask(error.args[0], secrets), *error.args[1:])
+    cause = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    if isinstance(error, MissingDependencyError) and isinstance(cause, ImportError):
+        cause.__context__ = None
+    elif cause is not None and not isinstance(cause, ScrubbedCause):
+        if isinstance(cause, OrchlabError) and isinstance(cause, Exception) and depth < 8:
+            cause = _scrub(cause, secrets, depth + 1)
+        else:
+            cause = scrubbed(cause, secrets)
+    error.__cause__ = cause
+    error.__context__ = None
+    error.__suppress_context__ = True
+    return error
+
+
+def _guard_complete(fn: Callable[[Any, ModelRequest], Awaitable[LLMResponse]]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def complete(self: Provider, request: ModelRequest) -> LLMResponse:
+        limit_s, _ = self.limits(request)
+        scope = asyncio.timeout(limit_s)
+        try:
+            async with scope:
+                return await fn(self, request)
+        except Exception as exc:
+            error = self._boundary_error(exc, request.model, limit_s, deadline_hit=scope.expired())
+        raise error  # outside the handler: the SDK's exception must not become __context__
+
+    return complete
+
+
+def _guard_stream(fn: Callable[[Any, ModelRequest], AsyncIterator[StreamChunk]]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def stream(self: Provider, request: ModelRequest) -> AsyncIterator[StreamChunk]:
+        limit_s, _ = self.limits(request)
+        try:
+            async with contextlib.aclosing(fn(self, request)) as chunks:  # type: ignore[type-var]
+                async for chunk in chunks:
+                    yield chunk
+        except Exception as exc:
+            error = self._boundary_error(exc, request.model, limit_s)
+        else:
+            return
+        raise error
+
+    return stream
+
+
+def _guard_sync(fn: Callable[[Any, ModelRequest], LLMResponse]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def complete_sync(self: Provider, request: ModelRequest) -> LLMResponse:
+        limit_s, _ = self.limits(request)
+        with deadline.SyncDeadline(limit_s) as cut:
+            try:
+                return fn(self, request)
+            except Exception as exc:
+                error = self._boundary_error(exc, request.model, limit_s, deadline_hit=cut.fired)
+        raise error
+
+    return complete_sync
+
+
+def _guard_list(fn: Callable[[Any], Awaitable[list[DiscoveredModel]]]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def list_models(self: Provider) -> list[DiscoveredModel]:
+        limit_s = self.settings.timeout_s
+        scope = asyncio.timeout(limit_s)
+        try:
+            async with scope:
+                return await fn(self)
+        except Exception as exc:
+            error = self._boundary_error(exc, None, limit_s, deadline_hit=scope.expired())
+        raise error
+
+    return list_models
+
+
+_GUARDS: dict[str, Callable[[Any], Callable[..., Any]]] = {
+    "complete": _guard_complete,
+    "stream": _guard_stream,
+    "complete_sync": _guard_sync,
+    "list_models": _guard_list,
+}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -34,7 +33,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from orchlab.errors import (
     AuthenticationError,
     InvalidRequestError,
-    ProviderConnectionError,
     ProviderError,
     ProviderResponseError,
 )
@@ -44,6 +42,9 @@ from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
 
 if TYPE_CHECKING:
     from google.genai import Client
+
+STREAM_SDK_TIMEOUT_S = 24 * 3600.0
+"""The SDK's own timeout for a stream: only a backstop, orchlab paces streams itself."""
 
 # ErrorInfo reasons that mean "the key is wrong" (Google answers those with 400, not 401).
 _KEY_REASONS = {"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "API_KEY_HTTP_REFERRER_BLOCKED"}
@@ -105,11 +106,8 @@ class GeminiProvider(Provider):
             )
         return self._client
 
-    def request_kwargs(self, request: ModelRequest) -> dict[str, Any]:
-        try:
-            from google.genai import types
-        except ImportError as exc:  # built before the call's own try: translate here
-            raise self.failure(exc, request.model) from self.cause_of(exc)
+    def request_kwargs(self, request: ModelRequest, *, stream: bool = False) -> dict[str, Any]:
+        from google.genai import types
 
         p = request.params
         system, contents = to_gemini(request.messages)
@@ -128,7 +126,11 @@ class GeminiProvider(Provider):
             config["seed"] = p.seed
         if p.logprobs:
             config["response_logprobs"] = True
-        if p.timeout_s is not None:
+        if stream:
+            # With aiohttp the SDK's timeout is a total: it would cut a long answer. The stream's
+            # first event and its silences are bounded by orchlab (Provider.paced) instead.
+            config["http_options"] = types.HttpOptions(timeout=_ms(STREAM_SDK_TIMEOUT_S))
+        elif p.timeout_s is not None:
             config["http_options"] = types.HttpOptions(timeout=_ms(p.timeout_s))
         known = types.GenerateContentConfig.model_fields
         for key, value in p.extra.items():
@@ -148,10 +150,7 @@ class GeminiProvider(Provider):
     async def complete(self, request: ModelRequest) -> LLMResponse:
         started = time.perf_counter()
         kwargs = self.request_kwargs(request)
-        try:
-            resp = await self.client.aio.models.generate_content(**kwargs)
-        except Exception as exc:
-            raise self.failure(exc, request.model, request.params.timeout_s) from self.cause_of(exc)
+        resp = await self.client.aio.models.generate_content(**kwargs)
         candidates = getattr(resp, "candidates", None)
         feedback = getattr(resp, "prompt_feedback", None)
         if not candidates and getattr(feedback, "block_reason", None) is None:
@@ -160,6 +159,9 @@ class GeminiProvider(Provider):
                 provider=self.name,
                 model=request.model,
             )
+        tools = _tool_names(resp)
+        if tools:
+            raise self.tool_call_error(tools, request.model)
         text, finish_reason, logprobs = _read_candidate(resp)
         return LLMResponse(
             content=text,
@@ -174,38 +176,28 @@ class GeminiProvider(Provider):
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
         started = time.perf_counter()
-        kwargs = self.request_kwargs(request)
+        kwargs = self.request_kwargs(request, stream=True)
         parts: list[str] = []
         logprobs: list[float] = []
+        tools: list[str] = []
         usage = None
         finish_reason = None
         model = request.model
-        try:
-            stream = await self.client.aio.models.generate_content_stream(**kwargs)
-            try:
-                async for chunk in stream:
-                    model = getattr(chunk, "model_version", None) or model
-                    if getattr(chunk, "usage_metadata", None) is not None:
-                        usage = chunk.usage_metadata
-                    text, reason, chunk_logprobs = _read_candidate(chunk)
-                    finish_reason = reason or finish_reason
-                    logprobs.extend(chunk_logprobs or ())
-                    if text:
-                        parts.append(text)
-                        yield StreamChunk(delta=text)
-            finally:
-                # Release the connection even when the caller stops early.
-                aclose = getattr(stream, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-        except Exception as exc:
-            raise self.failure(exc, request.model, request.params.timeout_s) from self.cause_of(exc)
-        if usage is None and finish_reason is None:
-            raise ProviderResponseError(
-                "the stream ended without a finish reason or usage metadata",
-                provider=self.name,
-                model=request.model,
-            )
+        async for chunk in self.paced(self.client.aio.models.generate_content_stream(**kwargs), request):
+            model = getattr(chunk, "model_version", None) or model
+            if getattr(chunk, "usage_metadata", None) is not None:
+                usage = chunk.usage_metadata
+            tools.extend(_tool_names(chunk))
+            text, reason, chunk_logprobs = _read_candidate(chunk)
+            finish_reason = reason or finish_reason
+            logprobs.extend(chunk_logprobs or ())
+            if text:
+                parts.append(text)
+                yield StreamChunk(delta=text)
+        if tools:
+            raise self.tool_call_error(tools, request.model)
+        if finish_reason is None:
+            raise self.unfinished_stream(request.model, parts)
         yield StreamChunk(
             response=LLMResponse(
                 content="".join(parts),
@@ -219,23 +211,20 @@ class GeminiProvider(Provider):
         )
 
     async def list_models(self) -> list[DiscoveredModel]:
-        try:
-            pager = await self.client.aio.models.list()
-            return [
-                DiscoveredModel(
-                    id=(m.name or "").removeprefix("models/"),
-                    provider=self.name,
-                    context_window=m.input_token_limit,
-                    details={
-                        "display_name": m.display_name,
-                        "max_output_tokens": m.output_token_limit,
-                        "supported_actions": list(m.supported_actions or ()),
-                    },
-                )
-                async for m in pager
-            ]
-        except Exception as exc:
-            raise self.failure(exc, None) from self.cause_of(exc)
+        pager = await self.client.aio.models.list()
+        return [
+            DiscoveredModel(
+                id=(m.name or "").removeprefix("models/"),
+                provider=self.name,
+                context_window=m.input_token_limit,
+                details={
+                    "display_name": m.display_name,
+                    "max_output_tokens": m.output_token_limit,
+                    "supported_actions": list(m.supported_actions or ()),
+                },
+            )
+            async for m in pager
+        ]
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -243,25 +232,17 @@ class GeminiProvider(Provider):
             await client.aio.aclose()
             client.close()
 
-    def translate(self, exc: Exception, model: str | None, timeout_s: float | None = None) -> Exception:
-        """The orchlab error for an SDK or transport exception (anything else passes through)."""
+    def translate(
+        self, exc: BaseException, model: str | None, timeout_s: float | None = None
+    ) -> ProviderError:
+        """Google's error body (``ErrorInfo`` reasons, ``RetryInfo``) for the SDK's ``APIError``;
+        anything else by behaviour (`orchlab.providers.translate`: aiohttp or httpx, whichever the
+        SDK sends with)."""
         from google.genai import errors
 
-        if isinstance(exc, ProviderError):
-            return exc
         if isinstance(exc, errors.APIError):
             return self._api_error(exc, model)
-        if _is_timeout(exc):
-            return self.timeout_error(model, timeout_s)
-        if _is_connection_error(exc):
-            return ProviderConnectionError(
-                f"cannot connect to {self.api_base}: {exc}", provider=self.name, model=model
-            )
-        if isinstance(exc, ValueError):
-            return ProviderResponseError(
-                f"malformed response from {self.api_base}: {exc}", provider=self.name, model=model
-            )
-        return exc
+        return super().translate(exc, model, timeout_s)
 
     def _api_error(self, exc: Any, model: str | None) -> ProviderError:
         status = int(exc.code or 0)
@@ -306,6 +287,17 @@ def _read_candidate(resp: Any) -> tuple[str, str | None, list[float] | None]:
     return text, (_enum_text(reason) if reason is not None else None), logprobs
 
 
+def _tool_names(resp: Any) -> list[str]:
+    """The functions the first candidate calls (``functionCall`` parts)."""
+    candidates = getattr(resp, "candidates", None)
+    content = getattr(candidates[0], "content", None) if candidates else None
+    return [
+        str(getattr(part.function_call, "name", None) or "(unnamed)")
+        for part in (getattr(content, "parts", None) or ())
+        if getattr(part, "function_call", None) is not None
+    ]
+
+
 def _enum_text(value: Any) -> str:
     return str(getattr(value, "value", value))
 
@@ -337,29 +329,3 @@ def _retry_delay(details: list[Mapping[str, Any]]) -> float | None:
         if isinstance(delay, str) and (found := re.fullmatch(r"\s*([0-9.]+)s\s*", delay)):
             return retry_after_seconds({"retry-after": found.group(1)})
     return None
-
-
-def _transport_modules() -> list[Any]:
-    """The HTTP libraries the SDK may be using, among those already imported."""
-    return [sys.modules[name] for name in ("httpx", "httpx2", "aiohttp") if name in sys.modules]
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    if isinstance(exc, TimeoutError):  # asyncio's and aiohttp's timeouts are TimeoutError
-        return True
-    return any(
-        isinstance(exc, cls)
-        for mod in _transport_modules()
-        if (cls := getattr(mod, "TimeoutException", None)) is not None
-    )
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    if isinstance(exc, OSError):  # refused/reset, and aiohttp's ClientOSError family
-        return True
-    for mod in _transport_modules():
-        for name in ("TransportError", "ClientConnectionError"):
-            cls = getattr(mod, name, None)
-            if cls is not None and isinstance(exc, cls):
-                return True
-    return False

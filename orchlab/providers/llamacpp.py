@@ -261,7 +261,7 @@ class LlamaCppProvider(Provider):
         try:
             loaded = _load(path.resolve(), self.options)
         except ImportError as exc:
-            raise self.failure(exc, request.model) from self.cause_of(exc)
+            raise missing_dependency(self, exc) from exc
         if not is_gguf_path(request.model):
             names = (*loaded.names, *(a.lower() for a in self.options.aliases))
             if request.model.lower() not in names:

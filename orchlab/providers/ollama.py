@@ -99,7 +99,9 @@ class OllamaProvider(Provider):
                 headers["authorization"] = f"Bearer {self._key()}"
             self._client = AsyncClient(
                 host=self.api_base,
-                timeout=self.settings.timeout_s,
+                # No SDK timeout: the boundary's deadline (and a stream's pacing) bound every call,
+                # a role's own timeout_s included, which a client-wide timeout could not follow.
+                timeout=None,
                 headers=headers,
                 # The SDK has no retry of its own; the transport retries failed connections.
                 transport=httpx.AsyncHTTPTransport(retries=self.settings.max_retries),
@@ -143,11 +145,10 @@ class OllamaProvider(Provider):
         started = time.perf_counter()
         kwargs = self.request_kwargs(request)
         _error_headers.set(None)
-        try:
-            async with asyncio.timeout(request.params.timeout_s):
-                resp = await self.client.chat(**kwargs, stream=False)
-        except Exception as exc:
-            raise self.failure(exc, request.model, request.params.timeout_s) from self.cause_of(exc)
+        resp = await self.client.chat(**kwargs, stream=False)
+        tools = _tool_names(resp.message)
+        if tools:
+            raise self.tool_call_error(tools, request.model)
         return LLMResponse(
             content=resp.message.content or "",
             provider=self.name,
@@ -162,40 +163,24 @@ class OllamaProvider(Provider):
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
         started = time.perf_counter()
         kwargs = self.request_kwargs(request)
-        timeout_s = request.params.timeout_s
         parts: list[str] = []
         logprobs: list[float] = []
+        tools: list[str] = []
         last = None
         _error_headers.set(None)
-        try:
-            async with asyncio.timeout(timeout_s):
-                stream = await self.client.chat(**kwargs, stream=True)
-            try:
-                while True:
-                    # ``timeout_s`` bounds the wait for each piece, as a read timeout does.
-                    async with asyncio.timeout(timeout_s):
-                        try:
-                            part = await anext(stream)
-                        except StopAsyncIteration:
-                            break
-                    last = part
-                    if part.logprobs:
-                        logprobs.extend(lp.logprob for lp in part.logprobs)
-                    text = part.message.content if part.message is not None else None
-                    if text:
-                        parts.append(text)
-                        yield StreamChunk(delta=text)
-            finally:
-                # Release the connection even when the caller stops early.
-                aclose = getattr(stream, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-        except Exception as exc:
-            raise self.failure(exc, request.model, timeout_s) from self.cause_of(exc)
-        if last is None or not last.done:
-            raise ProviderResponseError(
-                "the stream ended before its final (done) line", provider=self.name, model=request.model
-            )
+        async for part in self.paced(self.client.chat(**kwargs, stream=True), request):
+            last = part
+            if part.logprobs:
+                logprobs.extend(lp.logprob for lp in part.logprobs)
+            tools.extend(_tool_names(part.message))
+            text = part.message.content if part.message is not None else None
+            if text:
+                parts.append(text)
+                yield StreamChunk(delta=text)
+        if tools:
+            raise self.tool_call_error(tools, request.model)
+        if last is None or not last.done:  # no final ("done") line
+            raise self.unfinished_stream(request.model, parts)
         yield StreamChunk(
             response=LLMResponse(
                 content="".join(parts),
@@ -210,10 +195,7 @@ class OllamaProvider(Provider):
 
     async def list_models(self) -> list[DiscoveredModel]:
         _error_headers.set(None)
-        try:
-            listed = await self.client.list()
-        except Exception as exc:
-            raise self.failure(exc, None) from self.cause_of(exc)
+        listed = await self.client.list()
         shown: list[Any] = [None] * len(listed.models)
         if self.options.discover_context:
             # One /api/show per model, concurrently; a model the server cannot describe is still
@@ -241,13 +223,13 @@ class OllamaProvider(Provider):
         """``options.num_ctx``: every request loads the model with that window (None: unset)."""
         return self.options.num_ctx
 
-    def translate(self, exc: Exception, model: str | None, timeout_s: float | None = None) -> Exception:
-        """The orchlab error for an SDK or transport exception (anything else passes through)."""
-        import httpx
+    def translate(
+        self, exc: BaseException, model: str | None, timeout_s: float | None = None
+    ) -> ProviderError:
+        """The SDK's ``ResponseError`` (an HTTP error, or an error line inside a stream); anything
+        else by behaviour (`orchlab.providers.translate`), a broken connection with a hint."""
         import ollama
 
-        if isinstance(exc, ProviderError):
-            return exc
         if isinstance(exc, ollama.ResponseError):
             message = str(exc.error)
             if exc.status_code < 0:
@@ -263,20 +245,22 @@ class OllamaProvider(Provider):
             return error_for_status(
                 exc.status_code, message, provider=self.name, model=model, headers=_error_headers.get()
             )
-        if isinstance(exc, TimeoutError | httpx.TimeoutException):
-            return self.timeout_error(model, timeout_s)
-        if isinstance(exc, ConnectionError | httpx.TransportError):
-            return ProviderConnectionError(
-                f"cannot connect to the Ollama server at {self.api_base} ({type(exc).__name__}); "
-                "is `ollama serve` running there?",
-                provider=self.name,
-                model=model,
-            )
-        if isinstance(exc, ValueError | TypeError):
+        if isinstance(exc, TypeError):  # the SDK builds its answer with ChatResponse(**body)
             return ProviderResponseError(
                 f"malformed response from {self.api_base}: {exc}", provider=self.name, model=model
             )
-        return exc
+        error = super().translate(exc, model, timeout_s)
+        if isinstance(error, ProviderConnectionError):
+            error.args = (f"{error.args[0]}; is `ollama serve` running there?", *error.args[1:])
+        return error
+
+
+def _tool_names(message: Any) -> list[str]:
+    """The tools an answer (or a stream line) calls (``message.tool_calls``)."""
+    return [
+        str(getattr(getattr(call, "function", None), "name", None) or "(unnamed)")
+        for call in (getattr(message, "tool_calls", None) or ())
+    ]
 
 
 def usage_from(resp: Any) -> Usage:

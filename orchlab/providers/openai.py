@@ -11,13 +11,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from orchlab.errors import (
-    ProviderConnectionError,
-    ProviderError,
-    ProviderResponseError,
-)
+from orchlab.errors import ProviderError, ProviderResponseError
+from orchlab.providers import deadline
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status
+from orchlab.providers.translate import message_of
 from orchlab.types import LLMResponse, ModelRequest, StreamChunk, Usage
 
 if TYPE_CHECKING:
@@ -56,13 +54,17 @@ class OpenAIProvider(Provider):
 
     @property
     def sync_client(self) -> OpenAI:
-        """The blocking SDK client behind `complete_sync` (usable from any thread)."""
+        """The blocking SDK client behind `complete_sync` (usable from any thread). Its HTTP client
+        carries `deadline.EVENT_HOOKS`, so the deadline of a call can cut a blocked read."""
         if self._sync_client is None:
             with self._sync_lock:
                 if self._sync_client is None:
-                    from openai import OpenAI
+                    from openai import DefaultHttpxClient, OpenAI
 
-                    self._sync_client = OpenAI(**self._client_kwargs())
+                    self._sync_client = OpenAI(
+                        **self._client_kwargs(),
+                        http_client=DefaultHttpxClient(event_hooks=deadline.EVENT_HOOKS),
+                    )
         return self._sync_client
 
     def request_kwargs(self, request: ModelRequest) -> dict[str, Any]:
@@ -91,10 +93,7 @@ class OpenAIProvider(Provider):
 
     async def complete(self, request: ModelRequest) -> LLMResponse:
         started = time.perf_counter()
-        try:
-            resp = await self.client.chat.completions.create(**self.request_kwargs(request))
-        except Exception as exc:
-            raise self.failure(exc, request.model, request.params.timeout_s) from self.cause_of(exc)
+        resp = await self.client.chat.completions.create(**self.request_kwargs(request))
         return self.response_from(resp, request, started)
 
     def complete_sync(self, request: ModelRequest) -> LLMResponse:
@@ -102,12 +101,14 @@ class OpenAIProvider(Provider):
 
         The sync SDK is about 0.5-1 ms faster per call than the async one plus the hop to the
         engine loop (benchmarks/overhead.py), and blocking here is what a sync caller does anyway.
+        The deadline cuts a blocked read (`deadline.SyncDeadline`), but not the SDK's waits
+        between its own retries: with ``max_retries`` set, the call goes through the engine loop,
+        where the deadline covers those too.
         """
+        if self.settings.max_retries:
+            return super().complete_sync(request)
         started = time.perf_counter()
-        try:
-            resp = self.sync_client.chat.completions.create(**self.request_kwargs(request))
-        except Exception as exc:
-            raise self.failure(exc, request.model, request.params.timeout_s) from self.cause_of(exc)
+        resp = self.sync_client.chat.completions.create(**self.request_kwargs(request))
         return self.response_from(resp, request, started)
 
     def response_from(self, resp: Any, request: ModelRequest, started: float) -> LLMResponse:
@@ -120,6 +121,9 @@ class OpenAIProvider(Provider):
                 model=request.model,
             )
         choice = choices[0]
+        tools = _tool_names(choice.message)
+        if tools:
+            raise self.tool_call_error(tools, request.model)
         content = getattr(choice.message, "content", None)
         if content is not None and not isinstance(content, str):
             raise ProviderResponseError(
@@ -146,32 +150,36 @@ class OpenAIProvider(Provider):
         started = time.perf_counter()
         kwargs = self.request_kwargs(request)
         kwargs["stream"] = True
+        # The SDK's read timeout must not cut a silence that stream_idle_timeout_s allows.
+        kwargs["timeout"] = max(self.limits(request))
         kwargs["stream_options"] = {"include_usage": True}
         parts: list[str] = []
         logprobs: list[float] = []
+        tools: list[str] = []
         usage = None
         finish_reason = None
         model = request.model
-        try:
-            stream = await self.client.chat.completions.create(**kwargs)
-            try:
-                async for chunk in stream:
-                    model = getattr(chunk, "model", None) or model
-                    if getattr(chunk, "usage", None) is not None:
-                        usage = chunk.usage
-                    for choice in getattr(chunk, "choices", None) or ():
-                        finish_reason = getattr(choice, "finish_reason", None) or finish_reason
-                        lp = getattr(choice, "logprobs", None)
-                        if lp is not None and getattr(lp, "content", None):
-                            logprobs.extend(t.logprob for t in lp.content)
-                        text = getattr(getattr(choice, "delta", None), "content", None)
-                        if isinstance(text, str) and text:
-                            parts.append(text)
-                            yield StreamChunk(delta=text)
-            finally:
-                await stream.close()
-        except Exception as exc:
-            raise self.failure(exc, request.model, request.params.timeout_s) from self.cause_of(exc)
+        async for chunk in self.paced(self.client.chat.completions.create(**kwargs), request):
+            model = getattr(chunk, "model", None) or model
+            if getattr(chunk, "usage", None) is not None:
+                usage = chunk.usage
+            for choice in getattr(chunk, "choices", None) or ():
+                finish_reason = getattr(choice, "finish_reason", None) or finish_reason
+                lp = getattr(choice, "logprobs", None)
+                if lp is not None and getattr(lp, "content", None):
+                    logprobs.extend(t.logprob for t in lp.content)
+                delta = getattr(choice, "delta", None)
+                tools.extend(_tool_names(delta, streamed=True))
+                text = getattr(delta, "content", None)
+                if isinstance(text, str) and text:
+                    parts.append(text)
+                    yield StreamChunk(delta=text)
+        if tools:
+            raise self.tool_call_error(tools, request.model)
+        if finish_reason is None:
+            # An HTML page, a body that is no SSE, keep-alives only, or a stream cut short: the
+            # SDK reads each as a stream that simply ended.
+            raise self.unfinished_stream(request.model, parts)
         yield StreamChunk(
             response=LLMResponse(
                 content="".join(parts),
@@ -185,14 +193,10 @@ class OpenAIProvider(Provider):
         )
 
     async def list_models(self) -> list[DiscoveredModel]:
-        try:
-            page = await self.client.models.list()
-            return [
-                DiscoveredModel(id=m.id, provider=self.name, details={"owned_by": m.owned_by})
-                async for m in page
-            ]
-        except Exception as exc:
-            raise self.failure(exc, None) from self.cause_of(exc)
+        page = await self.client.models.list()
+        return [
+            DiscoveredModel(id=m.id, provider=self.name, details={"owned_by": m.owned_by}) async for m in page
+        ]
 
     async def aclose(self) -> None:
         client, sync_client = self._client, self._sync_client
@@ -202,54 +206,38 @@ class OpenAIProvider(Provider):
         if client is not None:
             await client.close()
 
-    def translate(self, exc: Exception, model: str | None, timeout_s: float | None = None) -> Exception:
-        """The orchlab error for an SDK exception (anything else passes through unchanged)."""
+    def translate(
+        self, exc: BaseException, model: str | None, timeout_s: float | None = None
+    ) -> ProviderError:
+        """An ``error`` event inside a 200 stream (a bare ``openai.APIError``) by its body's code;
+        anything else by behaviour (`orchlab.providers.translate`)."""
         import openai
 
-        if isinstance(exc, ProviderError):
-            return exc
-        if isinstance(exc, openai.APITimeoutError):
-            return self.timeout_error(model, timeout_s)
-        if isinstance(exc, openai.APIConnectionError):
-            return ProviderConnectionError(
-                f"cannot connect to {self.api_base}: {exc.__cause__ or exc}",
-                provider=self.name,
-                model=model,
-            )
-        if isinstance(exc, openai.APIStatusError):
-            return error_for_status(
-                exc.status_code,
-                _message_of(exc),
-                provider=self.name,
-                model=model,
-                headers=exc.response.headers,
-                error_code=_code_of(exc),
-            )
-        if isinstance(exc, openai.APIResponseValidationError | ValueError):
-            return ProviderResponseError(
-                f"malformed response from {self.api_base}: {exc}",
-                provider=self.name,
-                model=model,
-            )
-        if isinstance(exc, openai.APIError):
-            # An error event inside a stream (the HTTP status was 200): use its code when it has one.
-            message = f"error event in the stream: {_message_of(exc)}"
+        if isinstance(exc, openai.APIError) and not isinstance(
+            exc, openai.APIStatusError | openai.APIConnectionError | openai.APIResponseValidationError
+        ):
+            message = f"error event in the stream: {message_of(exc)}"
             status = _status_in(exc.body)
             if status is not None:
                 return error_for_status(status, message, provider=self.name, model=model)
             return ProviderError(message, provider=self.name, model=model)
-        return exc
+        return super().translate(exc, model, timeout_s)
 
 
-def _code_of(exc: Any) -> str | None:
-    """The error body's ``code`` and ``type`` (OpenAI: ``context_length_exceeded``; llama-server:
-    ``exceed_context_size_error``)."""
-    body = getattr(exc, "body", None)
-    inner = body.get("error", body) if isinstance(body, dict) else None
-    if not isinstance(inner, dict):
-        return None
-    parts = [str(inner[k]) for k in ("code", "type") if inner.get(k)]
-    return " ".join(parts) or None
+def _tool_names(message: Any, *, streamed: bool = False) -> list[str]:
+    """The tools a message (or a stream delta) calls: ``tool_calls`` (function or custom tools)
+    and the older ``function_call``. In a stream only a call's first delta has its name."""
+    calls = list(getattr(message, "tool_calls", None) or ())
+    function_call = getattr(message, "function_call", None)
+    if function_call is not None:
+        calls.append(function_call)
+    names = []
+    for call in calls:
+        named = getattr(call, "function", None) or getattr(call, "custom", None) or call
+        name = getattr(named, "name", None)
+        if name or not streamed:
+            names.append(str(name or "(unnamed)"))
+    return names
 
 
 def _status_in(body: Any) -> int | None:
@@ -257,15 +245,6 @@ def _status_in(body: Any) -> int | None:
     if isinstance(code, str) and code.isdigit():
         code = int(code)
     return code if isinstance(code, int) and 400 <= code <= 599 else None
-
-
-def _message_of(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-    return str(getattr(exc, "message", None) or exc)
 
 
 def usage_from(usage: Any) -> Usage:

@@ -54,7 +54,7 @@ def missing_dependency(
 ) -> MissingDependencyError:
     """The error for an adapter whose SDK import failed: the entry, its kind, the module and the
     extra to install. Adapters import their SDK lazily, so this happens at the first call;
-    `Provider.failure` routes every ``ImportError`` here. ``otherwise``: another way out."""
+    the provider boundary (`Provider`) routes every ``ImportError`` here. ``otherwise``: another way out."""
     module = exc.name
     extra = EXTRAS.get(type(provider).__module__)
     what = f"the {module!r} module" if module else "a module"

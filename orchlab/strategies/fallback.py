@@ -5,9 +5,11 @@ Candidates are tried in order. What happens on an error:
 =====================================================  ==========================  ===============
 error                                                  same candidate again?       next candidate?
 =====================================================  ==========================  ===============
-retryable `ProviderError` (429, timeout, 5xx, conn.)   yes, ``retry.retries`` x    yes
+retryable `ProviderError` (429, 5xx, connection)       yes, ``retry.retries`` x    yes
                                                        (waits ``retry_after``, or
                                                        the doubling backoff)
+`ProviderTimeoutError` (its ``timeout_s`` deadline)    no: it would sit through    yes
+                                                       the deadline again
 `ContextLengthExceededError` / `ContextWindowError`    no                          yes, skipping
                                                                                    known-smaller
                                                                                    windows
@@ -34,6 +36,7 @@ from orchlab.errors import (
     ContextLengthExceededError,
     ContextWindowError,
     ProviderError,
+    ProviderTimeoutError,
 )
 from orchlab.strategies.base import FALL_THROUGH, Answer, Candidate, Outcome, Run, ms
 
@@ -66,6 +69,8 @@ async def call_with_retries(
             if cooled and notes is not None:
                 notes.append(f"{cand.provider} is cooling down for {policy.cooldown_s:g}s")
             if tries >= policy.retries or health.cooling(cand.provider) is not None:
+                raise
+            if isinstance(exc, ProviderTimeoutError):
                 raise
             if exc.retry_after is not None:
                 if exc.retry_after > policy.max_retry_after_s:

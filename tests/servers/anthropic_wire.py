@@ -139,6 +139,44 @@ def stream_events(
     return frames
 
 
+def tool_use_body(name: str, tool_input: dict[str, Any] | None = None, *, model: str) -> dict[str, Any]:
+    """A Message whose answer is a ``tool_use`` block (``stop_reason: tool_use``)."""
+    body = message_body("", model=model, input_tokens=9, output_tokens=7, stop_reason="tool_use")
+    body["content"] = [
+        {"type": "tool_use", "id": "toolu_1", "name": name, "input": tool_input or {"city": "Paris"}}
+    ]
+    return body
+
+
+def tool_use_events(name: str, *, model: str) -> list[bytes]:
+    """The events of a streamed ``tool_use`` answer (its input arrives as ``input_json_delta``)."""
+    start = message_body("", model=model, input_tokens=9, output_tokens=1)
+    start["content"], start["stop_reason"] = [], None
+    block = {"type": "tool_use", "id": "toolu_1", "name": name, "input": {}}
+    return [
+        sse("message_start", {"type": "message_start", "message": start}),
+        sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}),
+        sse(
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": '{"city": "Paris"}'},
+            },
+        ),
+        sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                "usage": {"output_tokens": 7},
+            },
+        ),
+        sse("message_stop", {"type": "message_stop"}),
+    ]
+
+
 def stream_reply(frames: list[bytes], **kwargs: Any) -> Reply:
     return Reply(stream=frames, content_type="text/event-stream", **kwargs)
 

@@ -87,6 +87,12 @@ def response_body(
     return body
 
 
+def function_call_body(name: str, args: dict[str, Any] | None = None, *, model: str) -> dict[str, Any]:
+    """A response whose candidate calls the function ``name`` (a ``functionCall`` part)."""
+    part = {"functionCall": {"name": name, "args": args or {"city": "Paris"}}}
+    return response_body("", model=model, usage=usage_metadata(9, 7), parts=[part])
+
+
 def sse(data: Any) -> bytes:
     payload = data if isinstance(data, bytes) else json.dumps(data).encode()
     return b"data: " + payload + b"\r\n\r\n"

@@ -19,6 +19,8 @@ Example::
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -66,6 +68,15 @@ class Reply:
     chunk_delay_s: float = 0.0
     match: str | None = None
     """Only a request whose path contains this string takes the reply (None: any request)."""
+    trickle_s: float = 0.0
+    """Write the body (or each stream frame) one byte at a time, this long between bytes."""
+    stall_s: float = 0.0
+    """Say nothing for this long: after the headers (a body) or after the frames (a stream)."""
+    stall_after: int | None = None
+    """In a stream, stall after this many frames and then send the rest (None: after all)."""
+    reset: bool = False
+    """End with a TCP reset instead of finishing the reply (a body is cut half way): a server that
+    dies mid-reply."""
 
 
 class LoopbackServer:
@@ -77,6 +88,7 @@ class LoopbackServer:
         self.requests: list[Recorded] = []
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
+        self._stopping = threading.Event()  # ends stalls and trickles when the server stops
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -148,6 +160,7 @@ class LoopbackServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -178,11 +191,32 @@ class LoopbackServer:
                 self._send_stream(h, reply)
             else:
                 self._send(h, reply)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        except (OSError, ValueError):  # the client went away (or the server is stopping)
+            h.close_connection = True
+
+    def _write(self, h: BaseHTTPRequestHandler, data: bytes, reply: Reply) -> None:
+        if not reply.trickle_s:
+            h.wfile.write(data)
+            h.wfile.flush()
+            return
+        for i in range(len(data)):
+            h.wfile.write(data[i : i + 1])
+            h.wfile.flush()
+            if self._stopping.wait(reply.trickle_s):
+                raise BrokenPipeError("the server is stopping")
+
+    def _stall(self, reply: Reply) -> None:
+        if reply.stall_s and self._stopping.wait(reply.stall_s):
+            raise BrokenPipeError("the server is stopping")
 
     @staticmethod
-    def _send(h: BaseHTTPRequestHandler, reply: Reply) -> None:
+    def _reset(h: BaseHTTPRequestHandler) -> None:
+        # SO_LINGER 0: close() sends a RST, so the client reads "connection reset by peer"
+        h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        h.connection.close()
+        h.close_connection = True
+
+    def _send(self, h: BaseHTTPRequestHandler, reply: Reply) -> None:
         data = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
         h.send_response(reply.status)
         h.send_header("content-type", reply.content_type)
@@ -190,10 +224,15 @@ class LoopbackServer:
         for k, v in reply.headers.items():
             h.send_header(k, v)
         h.end_headers()
-        h.wfile.write(data)
+        h.wfile.flush()
+        self._stall(reply)
+        if reply.reset:
+            self._write(h, data[: len(data) // 2], reply)
+            self._reset(h)
+            return
+        self._write(h, data, reply)
 
-    @staticmethod
-    def _send_stream(h: BaseHTTPRequestHandler, reply: Reply) -> None:
+    def _send_stream(self, h: BaseHTTPRequestHandler, reply: Reply) -> None:
         h.send_response(reply.status)
         h.send_header("content-type", reply.content_type)
         h.send_header("cache-control", "no-cache")
@@ -201,18 +240,22 @@ class LoopbackServer:
         for k, v in reply.headers.items():
             h.send_header(k, v)
         h.end_headers()
-        for frame in reply.stream or []:
-            h.wfile.write(frame)
-            h.wfile.flush()
+        h.wfile.flush()
+        for i, frame in enumerate(reply.stream or []):
+            if i == reply.stall_after:
+                self._stall(reply)
+            self._write(h, frame, reply)
             if reply.chunk_delay_s:
                 time.sleep(reply.chunk_delay_s)
+        if reply.stall_after is None:
+            self._stall(reply)
+        if reply.reset:
+            self._reset(h)
         h.close_connection = True
 
 
 def closed_port() -> int:
     """A loopback port nothing listens on (for connection-refused tests)."""
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]

@@ -52,6 +52,13 @@ def chat_body(
     return body
 
 
+def tool_call_body(name: str, *, model: str) -> dict[str, Any]:
+    """A chat answer that calls the tool ``name`` (``message.tool_calls``)."""
+    body = chat_body("", model=model, prompt_eval_count=9, eval_count=7)
+    body["message"]["tool_calls"] = [{"function": {"name": name, "arguments": {"city": "Paris"}}}]
+    return body
+
+
 def ndjson(obj: Any) -> bytes:
     return (obj if isinstance(obj, bytes) else json.dumps(obj).encode()) + b"\n"
 

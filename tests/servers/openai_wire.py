@@ -21,7 +21,16 @@ from typing import Any
 from tests.servers import loopback
 from tests.servers.loopback import LoopbackServer, Recorded
 
-__all__ = ["OpenAIWireServer", "Recorded", "Reply", "completion_body", "stream_chunks"]
+__all__ = [
+    "OpenAIWireServer",
+    "Recorded",
+    "Reply",
+    "completion_body",
+    "sse_frames",
+    "stream_chunks",
+    "tool_call_body",
+    "tool_call_chunks",
+]
 
 
 @dataclass
@@ -111,6 +120,37 @@ def stream_chunks(
     return chunks
 
 
+def tool_call_body(name: str, arguments: str = '{"city": "Paris"}', *, model: str) -> dict[str, Any]:
+    """A completion whose answer is a call to the function ``name`` (``finish_reason: tool_calls``)."""
+    body = completion_body("", model=model, prompt_tokens=9, completion_tokens=7, finish_reason="tool_calls")
+    body["choices"][0]["message"] = {
+        "role": "assistant",
+        "content": None,
+        "refusal": None,
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": name, "arguments": arguments}}
+        ],
+    }
+    return body
+
+
+def tool_call_chunks(name: str, arguments: str = '{"city": "Paris"}', *, model: str) -> list[dict[str, Any]]:
+    """The SSE chunks of a streamed call to ``name``: the name in the first delta, then the arguments."""
+    base = {"id": "chatcmpl-loopback", "object": "chat.completion.chunk", "created": 0, "model": model}
+
+    def delta(d: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": d, "finish_reason": finish}]}
+
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": ""}}
+    half = len(arguments) // 2
+    return [
+        delta({"role": "assistant", "content": None, "tool_calls": [call]}),
+        delta({"tool_calls": [{"index": 0, "function": {"arguments": arguments[:half]}}]}),
+        delta({"tool_calls": [{"index": 0, "function": {"arguments": arguments[half:]}}]}),
+        delta({}, "tool_calls"),
+    ]
+
+
 def _echo(body: dict[str, Any]) -> tuple[str, int, int]:
     messages = body.get("messages") or []
     last = messages[-1]["content"] if messages else ""
@@ -119,7 +159,8 @@ def _echo(body: dict[str, Any]) -> tuple[str, int, int]:
     return content, prompt_tokens, len(content.split())
 
 
-def _sse(chunks: list[Any]) -> list[bytes]:
+def sse_frames(chunks: list[Any]) -> list[bytes]:
+    """SSE frames of ``chunks`` (JSON-able or raw ``bytes``), with the closing ``[DONE]``."""
     frames = [c if isinstance(c, bytes) else json.dumps(c).encode() for c in [*chunks, b"[DONE]"]]
     return [b"data: " + f + b"\n\n" for f in frames]
 
@@ -143,7 +184,7 @@ class OpenAIWireServer(LoopbackServer):
             default = self.default_reply(method, path, body)
             reply = replace(reply, body=default.body, stream_chunks=default.stream_chunks)
         if isinstance(reply, Reply) and reply.stream_chunks is not None:
-            return replace(reply, stream=_sse(reply.stream_chunks), content_type="text/event-stream")
+            return replace(reply, stream=sse_frames(reply.stream_chunks), content_type="text/event-stream")
         return reply
 
     def default_reply(self, method: str, path: str, body: Any) -> Reply:

@@ -1,0 +1,252 @@
+"""Time limits that hold, whatever the SDK does with its own timeouts.
+
+An SDK's ``timeout`` is an HTTP library timeout: it bounds each socket read, so a server that
+trickles one byte a second keeps a call alive for as long as it likes. orchlab enforces its limits
+around the SDK instead:
+
+- ``timeout_s`` (the role's, else the provider's) is a **deadline for the whole attempt** of a
+  non-streamed call: connecting, waiting, reading the body, the SDK's own retries and their waits.
+  On the engine loop it is an `asyncio.timeout` around the adapter's coroutine (`Provider`'s
+  boundary sets it for every adapter). In the blocking fast path of ``run()`` (`SyncDeadline`), a
+  watchdog thread shuts the connection's socket down when the deadline passes, which ends the
+  blocked read at once.
+- A **stream** is open-ended, so ``timeout_s`` bounds the wait for its first event (the response
+  headers and the first event, together) and ``stream_idle_timeout_s`` (the provider's, else
+  ``timeout_s``) the silence between two events (`paced`). Events are what the SDK yields (some
+  SDKs swallow pings and SSE comments); a consumer that takes its time between chunks is not
+  counted. The SDK's own timeouts are set no lower than these limits, so they only back them up.
+
+A limit that is hit is a `ProviderTimeoutError` (retryable) naming the provider, the model and the
+limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import inspect
+import itertools
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+
+class DeadlineExceeded(TimeoutError):
+    """Raised inside the HTTP client when a request starts after its attempt's deadline."""
+
+
+# --- the blocking fast path: a watchdog that shuts sockets down -------------------------------
+
+
+class _Ticket:
+    """One armed deadline: the socket of the request in flight, and whether the deadline fired."""
+
+    __slots__ = ("deadline", "done", "fired", "lock", "sock")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.done = False
+        self.fired = False
+        self.sock: socket.socket | None = None
+        self.lock = threading.Lock()
+
+    def attach(self, sock: Any) -> None:
+        if not isinstance(sock, socket.socket):
+            return
+        with self.lock:
+            if self.done:
+                return
+            self.sock = sock
+            fired = self.fired
+        if fired:
+            _shut(sock)
+
+    def detach(self) -> None:
+        with self.lock:
+            self.sock = None
+
+    def fire(self) -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.fired = True
+            sock = self.sock
+        if sock is not None:
+            _shut(sock)
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's ``trace`` request extension: the socket of a new connection as soon as it is
+        connected, and the moment the response is closed (the connection may serve someone else
+        after that)."""
+        if event.endswith(("connect_tcp.complete", "start_tls.complete")):
+            stream = info.get("return_value")
+            if stream is not None:
+                self.attach(stream.get_extra_info("socket"))
+        elif event.endswith("response_closed.started"):
+            self.detach()
+
+
+def _shut(sock: socket.socket) -> None:
+    # socket.socket's own shutdown, also for an SSLSocket: it wakes a read blocked in another
+    # thread (close() would not), and leaves the TLS object to the thread that is using it.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """One daemon thread that fires armed tickets when their deadline passes."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Ticket]] = []
+        self._cond = threading.Condition()
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: float) -> _Ticket:
+        ticket = _Ticket(deadline)
+        with self._cond:
+            while self._heap and self._heap[0][2].done:  # keeps the heap to the calls in flight
+                heapq.heappop(self._heap)
+            heapq.heappush(self._heap, (deadline, next(self._order), ticket))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="orchlab-deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is ticket:
+                self._cond.notify()
+        return ticket
+
+    def _serve(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, _, ticket = self._heap[0]
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                ticket.fire()
+
+
+_watchdog = _Watchdog()
+_current = threading.local()
+
+
+class SyncDeadline:
+    """A deadline for a blocking SDK call in this thread::
+
+        with SyncDeadline(2.0) as deadline:
+            sdk_client.chat.completions.create(...)   # its HTTP client has `EVENT_HOOKS`
+        deadline.fired                                # True when the watchdog cut the call
+
+    Only HTTP clients built with `EVENT_HOOKS` are cut; a call through any other client runs to
+    its own timeouts (``fired`` still tells whether the deadline passed).
+    """
+
+    __slots__ = ("_previous", "_ticket", "limit_s")
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self._ticket: _Ticket | None = None
+        self._previous: _Ticket | None = None
+
+    def __enter__(self) -> SyncDeadline:
+        self._previous = getattr(_current, "ticket", None)
+        self._ticket = _watchdog.arm(time.monotonic() + self.limit_s)
+        _current.ticket = self._ticket
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        ticket = self._ticket
+        if ticket is not None:
+            with ticket.lock:
+                ticket.done = True
+                ticket.sock = None
+        _current.ticket = self._previous
+
+    @property
+    def fired(self) -> bool:
+        """The watchdog fired: the call was cut (or would have been) at the deadline."""
+        return self._ticket is not None and self._ticket.fired
+
+
+def _on_request(request: Any) -> None:
+    ticket: _Ticket | None = getattr(_current, "ticket", None)
+    if ticket is None:
+        return
+    if time.monotonic() >= ticket.deadline:
+        raise DeadlineExceeded("the attempt's deadline passed before this request was sent")
+    request.extensions["trace"] = ticket.trace
+
+
+def _on_response(response: Any) -> None:
+    ticket: _Ticket | None = getattr(_current, "ticket", None)
+    if ticket is None:
+        return
+    stream = response.extensions.get("network_stream")
+    if stream is not None:
+        ticket.attach(stream.get_extra_info("socket"))
+
+
+EVENT_HOOKS: dict[str, list[Callable[[Any], None]]] = {"request": [_on_request], "response": [_on_response]}
+"""``event_hooks`` for a blocking httpx (or httpx2) client whose calls `SyncDeadline` can cut."""
+
+
+# --- streams: the first event, then the silence between events --------------------------------
+
+
+async def paced(
+    opening: Awaitable[Any],
+    *,
+    first_s: float,
+    idle_s: float,
+    stalled: Callable[[str, float], Exception],
+) -> AsyncIterator[Any]:
+    """The events of the SDK stream ``opening`` resolves to, each waited for no longer than its
+    limit: ``first_s`` for the stream and its first event together, ``idle_s`` after that. A limit
+    hit raises ``stalled("first", first_s)`` or ``stalled("idle", idle_s)``. The SDK stream is
+    closed however the iteration ends."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + first_s
+    phase, limit = "first", first_s
+    scope = asyncio.timeout_at(deadline)
+    try:
+        async with scope:
+            stream = await opening
+    except TimeoutError:
+        if scope.expired():
+            raise stalled(phase, limit) from None
+        raise
+    try:
+        events = aiter(stream)
+        while True:
+            scope = asyncio.timeout_at(deadline)
+            try:
+                async with scope:
+                    event = await anext(events)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if scope.expired():
+                    raise stalled(phase, limit) from None
+                raise
+            yield event
+            phase, limit = "idle", idle_s
+            deadline = loop.time() + idle_s
+    finally:
+        await _close(stream)
+
+
+async def _close(stream: Any) -> None:
+    close = getattr(stream, "aclose", None) or getattr(stream, "close", None)
+    if close is not None:
+        result = close()
+        if inspect.isawaitable(result):
+            await result
