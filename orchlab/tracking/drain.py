@@ -215,7 +215,7 @@ class Drain:
         if dropped:
             self.status.dropped += dropped
             self.status.problem(
-                f"the journal of {self.uri} passed its cap ({self.max_bytes // MIB} MiB, "
+                f"the journal of {self.uri} passed its cap ({self.max_bytes / MIB:g} MiB, "
                 f"tracking.spool_max_mb): the {dropped} oldest record(s) not yet in the store were dropped"
             )
 

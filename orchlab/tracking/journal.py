@@ -193,7 +193,7 @@ class Journal:
         if dropped:
             warnings.warn(
                 f"orchlab tracking: the journal for {self.settings.tracking_uri} passed its cap "
-                f"({self.settings.max_spool_bytes // (1024 * 1024)} MiB, tracking.spool_max_mb): the "
+                f"({self.settings.max_spool_bytes / (1024 * 1024):g} MiB, tracking.spool_max_mb): the "
                 f"{dropped} oldest record(s) not yet in the store were dropped; is the store reachable? "
                 f"(see {self.dir / 'drain.log'})",
                 OrchlabWarning,
