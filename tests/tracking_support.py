@@ -25,11 +25,12 @@ API_KEY = "sk-loop-0123456789-SECRET-abcdef"
 
 @pytest.fixture(autouse=True, name="tracking_on")
 def tracking_on_fixture(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Tracking as a user gets it (on), whatever the shared fixtures set for other tests; a drain
-    started for the test's default spool folder is stopped after it."""
+    """Tracking as a user gets it (on), whatever the shared fixtures set for other tests; the drains
+    started for spool folders in the test's temp dir are stopped after it."""
     monkeypatch.delenv("ORCH_TRACKING", raising=False)
     yield
-    stop_drains(tmp_path / ".orchlab" / "spool")
+    for status in tmp_path.rglob("status.json"):
+        stop_drains(status.parent.parent)
 
 
 def drain_running(store_dir: Path) -> bool:

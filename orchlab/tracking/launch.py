@@ -2,7 +2,8 @@
 
 After every journal write the caller checks the store's drain lock (one non-blocking ``flock``,
 a few microseconds); when no drain holds it, it starts one: ``python -m orchlab.tracking.drain``
-in a new session, stdin and stdout to /dev/null, stderr appended to ``drain.log``. A drain that
+in a new session (``posix_spawn`` with ``setsid``), stdin and stdout to /dev/null, stderr
+appended to ``drain.log``. A drain that
 goes idle releases the lock, then looks once more for records before it exits, so a record is
 never left without a drain: either the drain sees it, or the writer sees the lock free.
 
@@ -17,7 +18,6 @@ import contextlib
 import fcntl
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -51,7 +51,7 @@ class DrainControl:
         self.dir = settings.store_dir
         self._lock_fd: int | None = None
         self._spawned_at = -RESPAWN_AFTER_S
-        self._procs: list[subprocess.Popen[bytes]] = []
+        self._pids: list[int] = []
         self._status_mtime = 0.0
         self._status_checked = 0.0
         self.status: dict[str, Any] = {}
@@ -79,7 +79,7 @@ class DrainControl:
             self._spawn()
 
     def _spawn(self) -> None:
-        self._procs = [p for p in self._procs if p.poll() is None]  # reap the ones that ended
+        self._reap()
         log_path = self.dir / LOG_FILE
         with contextlib.suppress(OSError):
             if log_path.stat().st_size > MAX_LOG_BYTES:
@@ -89,21 +89,31 @@ class DrainControl:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         env.setdefault("MLFLOW_MODEL_CATALOG_URI", "")
         s = self.settings
-        command = [sys.executable, "-m", "orchlab.tracking.drain", str(self.dir)]
-        command += ["--idle", repr(s.drain_idle_s), "--max-bytes", str(s.max_spool_bytes)]
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        with open(fd, "ab") as log:
-            self._procs.append(
-                subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                    env=env,
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            )
+        argv = [sys.executable, "-m", "orchlab.tracking.drain", str(self.dir)]
+        argv += ["--idle", repr(s.drain_idle_s), "--max-bytes", str(s.max_spool_bytes)]
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            # posix_spawn rather than Popen: the drain outlives us by design, and a Popen object
+            # of a running child warns when it is collected. A new session: Ctrl-C in our
+            # terminal does not reach it.
+            actions = [
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log_fd, 2),
+            ]
+            self._pids.append(os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True))
+        finally:
+            os.close(log_fd)
+
+    def _reap(self) -> None:
+        """Collect the exit status of drains we started that have ended (no zombies)."""
+        for pid in list(self._pids):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self._pids.remove(pid)
 
     def read_status(self, *, force: bool = False) -> dict[str, Any]:
         now = time.monotonic()

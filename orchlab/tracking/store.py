@@ -92,17 +92,17 @@ def open_client(settings: TrackingSettings) -> Any:
     db = settings.sqlite_path
     if db is not None and not db.exists():
         create_sqlite_store(db)
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    if uri not in _opened:
-        try:
-            client.search_experiments(max_results=1)  # MLflow opens the store and checks its schema
-        except Exception as exc:
-            problem = store_problem(settings, exc)
-            if problem is not None:
-                raise problem from None
-            raise
-        with _opened_lock:
-            _opened.add(uri)
+    try:
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)  # opens it, checks its schema
+        if uri not in _opened:
+            client.search_experiments(max_results=1)
+    except Exception as exc:
+        problem = store_problem(settings, exc)
+        if problem is not None:
+            raise problem from None
+        raise
+    with _opened_lock:
+        _opened.add(uri)
     return client
 
 
@@ -156,7 +156,7 @@ def store_problem(settings: TrackingSettings, exc: BaseException) -> TrackingErr
     text = reason.lower()
     if not any(sign in text for sign in _SCHEMA_SIGNS):
         return None
-    reason = reason.splitlines()[0][:400]
+    reason = reason.splitlines()[0].split(". ")[0][:400]  # MLflow's own advice follows; ours is below
     db = settings.sqlite_path
     if db is None:
         return TrackingError(
@@ -166,9 +166,9 @@ def store_problem(settings: TrackingSettings, exc: BaseException) -> TrackingErr
     return TrackingError(
         f"the MLflow store {db} cannot be used: {reason}. If an older MLflow made it, back it up and "
         f"run `mlflow db upgrade sqlite:///{db}`. If that fails too (for example 'table ... already "
-        f"exists': a first-time setup was interrupted), move the file away (`mv {db} {db}.broken`): "
-        f"orchlab then sets up a new store there and writes the calls still waiting in "
-        f"{settings.store_dir} into it"
+        f"exists': a first-time setup was interrupted), move the file away (`mv {db} {db}.broken`; its "
+        f"traces stay in it): orchlab then sets up a new store there and writes the calls still waiting "
+        f"in {settings.store_dir} into it"
     )
 
 
