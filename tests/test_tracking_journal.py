@@ -38,7 +38,9 @@ def test_each_record_is_one_line_on_disk_when_append_returns(tmp_path: Path, fsy
     journal.append({**RECORD, "text": "lone \ud800 surrogate"})
     (path,) = journals(s.store_dir)
     header, first, second = lines(path)
-    assert header == {"kind": "journal", "tracking_uri": s.tracking_uri, "experiment": "exp", "pid": os.getpid()}
+    assert header == {
+        "kind": "journal", "tracking_uri": s.tracking_uri, "experiment": "exp", "pid": os.getpid()
+    }  # fmt: skip
     assert first == RECORD and second["text"] == "lone \ud800 surrogate"
     assert json.loads((s.store_dir / "store.json").read_text()) == {"tracking_uri": s.tracking_uri}
     assert oct(path.stat().st_mode & 0o777) == "0o600"  # prompts and answers: the owner only
@@ -78,8 +80,9 @@ def test_past_the_cap_the_oldest_records_are_dropped_with_a_warning(tmp_path: Pa
         for i in range(600):  # about 600 KiB, nothing drains
             journal.append({**RECORD, "n": i})
     dropped = [w for w in caught if issubclass(w.category, OrchlabWarning)]
-    assert dropped and all("passed its cap (0.25 MiB, tracking.spool_max_mb)" in str(w.message) for w in dropped)
-    counts = [int(re.search(r"the (\d+) oldest", str(w.message)).group(1)) for w in dropped]  # type: ignore[union-attr]
+    assert dropped
+    assert all("passed its cap (0.25 MiB, tracking.spool_max_mb)" in str(w.message) for w in dropped)
+    counts = [int(re.findall(r"the (\d+) oldest", str(w.message))[0]) for w in dropped]
     kept = [r for p in journals(s.store_dir) for r in lines(p) if r["kind"] == "trace"]
     assert sum(counts) + len(kept) == 600  # every record is either still there or counted as dropped
     assert [r["n"] for r in kept] == list(range(600 - len(kept), 600))  # the oldest went first

@@ -123,7 +123,9 @@ def test_journal_settings_from_yaml_and_env(monkeypatch: pytest.MonkeyPatch) -> 
         ("ORCH_TRACKING_DRAIN_IDLE", "soon"),
     ],
 )
-def test_bad_journal_settings_are_config_errors(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+def test_bad_journal_settings_are_config_errors(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigValidationError, match=f"{name}='{value}'"):
         resolve_settings(None, project="p", env="dev")
@@ -199,7 +201,7 @@ def test_without_mlflow_tracking_is_off_with_one_warning_and_writes_nothing(
     )
     first, refused = out.stdout.splitlines()
     assert first == "four None False False"
-    assert refused.startswith("refused: tracking is off for this client (MLflow tracking is off: mlflow is not")
+    assert refused.startswith("refused: tracking is off for this client (MLflow tracking is off: mlflow is")
     warned = [line for line in out.stderr.splitlines() if "mlflow is not installed" in line]
     assert len(warned) == 1, out.stderr
     assert "OrchlabWarning" in warned[0] and "pip install 'orchlab[tracking]'" in warned[0]
