@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from orchlab.tracking import journal
 from tests.servers.openai_wire import OpenAIWireServer
 
 API_KEY = "sk-loop-0123456789-SECRET-abcdef"
@@ -29,6 +30,11 @@ def tracking_on_fixture(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iter
     started for spool folders in the test's temp dir are stopped after it."""
     monkeypatch.delenv("ORCH_TRACKING", raising=False)
     yield
+    # This test's journals stop being this process's business (a later flush does not wait on them).
+    with journal._journals_lock:
+        for j in journal._journals.values():
+            j.close()
+        journal._journals.clear()
     for status in tmp_path.rglob("status.json"):
         stop_drains(status.parent.parent)
 

@@ -25,7 +25,6 @@ drain deletes it once it is written.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import threading
@@ -39,10 +38,22 @@ from typing import Any
 from orchlab.errors import OrchlabWarning
 from orchlab.tracking.settings import TrackingSettings
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; tracking turns itself off there (see `unsupported`)
+    fcntl = None  # type: ignore[assignment]
+
 SUFFIX = ".journal"
 DONE_SUFFIX = ".done"
 STORE_FILE = "store.json"
 MIN_SEGMENT_BYTES = 64 * 1024
+
+
+def unsupported() -> str | None:
+    """Why the journal cannot work on this system (None: it can)."""
+    if fcntl is None:
+        return "MLflow tracking is off: its journal needs POSIX file locks (fcntl), which this system lacks"
+    return None
 
 
 def segment_bytes(max_spool_bytes: int) -> int:

@@ -15,9 +15,9 @@ progress until this process's journals are written. `report_problems` turns what
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -28,7 +28,7 @@ from typing import Any
 import orchlab
 from orchlab.errors import OrchlabWarning
 from orchlab.tracking.drain import LOCK_FILE, LOG_FILE, STATUS_FILE
-from orchlab.tracking.journal import Journal, all_journals
+from orchlab.tracking.journal import Journal, all_journals, fcntl
 from orchlab.tracking.settings import TrackingSettings
 
 RESPAWN_AFTER_S = 2.0
@@ -101,7 +101,14 @@ class DrainControl:
                 (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
                 (os.POSIX_SPAWN_DUP2, log_fd, 2),
             ]
-            self._pids.append(os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True))
+            try:
+                pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
+            except NotImplementedError:  # no POSIX_SPAWN_SETSID here
+                with open(os.devnull, "rb") as null_in, open(os.devnull, "wb") as null_out:
+                    pid = subprocess.Popen(
+                        argv, stdin=null_in, stdout=null_out, stderr=log_fd, env=env, start_new_session=True
+                    ).pid
+            self._pids.append(pid)
         finally:
             os.close(log_fd)
 

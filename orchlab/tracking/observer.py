@@ -21,7 +21,7 @@ from orchlab.calls import CallRecord
 from orchlab.errors import OrchlabWarning
 from orchlab.providers.registry import kind_of
 from orchlab.tracking.context import TraceLink, current_link, is_untracked
-from orchlab.tracking.journal import Journal, journal_for
+from orchlab.tracking.journal import Journal, journal_for, unsupported
 from orchlab.tracking.launch import after_write, start_if_waiting
 from orchlab.tracking.records import env_secrets, new_trace_id, trace_payload
 from orchlab.tracking.settings import TrackingSettings, normalize_uri, resolve_settings
@@ -39,6 +39,7 @@ NO_MLFLOW = (
 
 _current: Tracking | None = None
 _mlflow_missing: bool | None = None
+_warned_off: set[str] = set()
 _known: OrderedDict[str, None] = OrderedDict()
 """Trace ids this process journaled (newest last): a rating of one can simply follow it."""
 
@@ -163,7 +164,14 @@ def attach(orchestrator: Orchestrator) -> Tracking:
     settings = resolve_settings(config.tracking, project=config.project, env=config.env, base_dir=base_dir)
     off_reason = ""
     if settings.enabled and mlflow_missing():
-        settings, off_reason = dataclasses.replace(settings, enabled=False), NO_MLFLOW
+        off_reason = NO_MLFLOW
+    elif settings.enabled and (problem := unsupported()):
+        off_reason = problem
+        if problem not in _warned_off:
+            _warned_off.add(problem)
+            warnings.warn(f"orchlab: {problem}", OrchlabWarning, stacklevel=3)
+    if off_reason:
+        settings = dataclasses.replace(settings, enabled=False)
     tracking = Tracking(settings, orchestrator, off_reason=off_reason)
     if settings.enabled:
         orchestrator.observers.add(tracking)
