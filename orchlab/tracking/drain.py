@@ -163,7 +163,13 @@ class Drain:
                 if now < self.retry_at:
                     time.sleep(min(POLL_S * 4, self.retry_at - now))
                     continue
-                if self._round(work):
+                try:
+                    moved = self._round(work)
+                except Exception as exc:  # a bug here must not end the drain (callers would restart it)
+                    log.exception("the drain failed; it goes on")
+                    self._went_down(exc)
+                    moved = False
+                if moved:
                     last_work = time.monotonic()
                 else:
                     time.sleep(POLL_S)

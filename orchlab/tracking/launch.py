@@ -31,8 +31,8 @@ from orchlab.tracking.drain import LOCK_FILE, LOG_FILE, STATUS_FILE
 from orchlab.tracking.journal import Journal, all_journals, fcntl
 from orchlab.tracking.settings import TrackingSettings
 
-RESPAWN_AFTER_S = 2.0
-"""A drain just started takes a moment to lock; do not start a second meanwhile."""
+STARTUP_S = 10.0
+"""A drain we started takes a moment to take the lock; we do not start a second meanwhile."""
 STATUS_EVERY_S = 1.0
 MAX_LOG_BYTES = 1024 * 1024
 POLL_S = 0.02
@@ -50,8 +50,9 @@ class DrainControl:
         self.settings = settings
         self.dir = settings.store_dir
         self._lock_fd: int | None = None
-        self._spawned_at = -RESPAWN_AFTER_S
         self._pids: list[int] = []
+        self._starting: tuple[int, float] | None = None
+        """The drain we started last, and when: until it has taken the lock, it counts as running."""
         self._status_mtime = 0.0
         self._status_checked = 0.0
         self.status: dict[str, Any] = {}
@@ -69,14 +70,22 @@ class DrainControl:
         return False
 
     def ensure_running(self) -> None:
-        """Start a drain unless one runs (or one was started a moment ago)."""
-        if self.running() or time.monotonic() - self._spawned_at < RESPAWN_AFTER_S:
+        """Start a drain unless one runs (or the one we just started has not taken the lock yet)."""
+        if self.running():
             return
         with _lock:
-            if time.monotonic() - self._spawned_at < RESPAWN_AFTER_S:
-                return
-            self._spawned_at = time.monotonic()
-            self._spawn()
+            if not self._still_starting() and not self.running():
+                self._spawn()
+
+    def _still_starting(self) -> bool:
+        if self._starting is None:
+            return False
+        pid, at = self._starting
+        self._reap()
+        if pid not in self._pids or time.monotonic() - at > STARTUP_S:
+            return False  # it ended (another drain had the lock), or it is stuck: start another
+        # Once it has written its status it has had the lock: if the lock is free now, it is leaving.
+        return self.read_status(force=True).get("pid") != pid
 
     def _spawn(self) -> None:
         self._reap()
@@ -109,6 +118,7 @@ class DrainControl:
                         argv, stdin=null_in, stdout=null_out, stderr=log_fd, env=env, start_new_session=True
                     ).pid
             self._pids.append(pid)
+            self._starting = (pid, time.monotonic())
         finally:
             os.close(log_fd)
 
