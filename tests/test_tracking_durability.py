@@ -49,7 +49,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("scripts")
     (folder / "llm_orchestrator.yaml").write_text(textwrap.dedent(CONFIG), encoding="utf-8")
     yield folder
-    stop_drains(folder / ".orchlab" / "spool")
+    for status in folder.rglob("status.json"):
+        stop_drains(status.parent.parent)
 
 
 def script_env(**extra: str) -> dict[str, str]:
@@ -110,6 +111,22 @@ def test_every_call_completed_before_kill_9_is_stored(work: Path) -> None:
     assert set(printed) <= stored
     # the call in flight may have reached the journal without its id being printed: at most one more
     assert len(printed) <= len(stored) <= len(printed) + 1
+
+
+def test_calls_spread_over_drains_that_come_and_go_are_all_stored(work: Path) -> None:
+    # A drain that has nothing to do leaves at once here: the second call finds the first drain gone,
+    # the third finds the second one still starting.
+    call = f"print(c.run('chat', {ASK}).trace_id, flush=True)\n"
+    body = f"{call}time.sleep(5)\n{call}{call}"
+    spool = str(work / "spool-of-short-drains")
+    env = {"ORCH_EXPERIMENT": "come-and-go", "ORCH_TRACKING_DRAIN_IDLE": "0", "ORCH_TRACKING_SPOOL": spool}
+    proc = start(work, body, **env)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    printed = set(out.split())
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    wait_until(lambda: stored_ids(uri, "come-and-go") == printed, 60, "all three traces stored")
+    assert len(printed) == 3
 
 
 def test_a_drain_killed_while_it_sets_a_store_up_leaves_no_store_or_a_working_one(
