@@ -137,7 +137,7 @@ class Drain:
         self.retry_at = 0.0
         self.backoff = BACKOFF_MIN_S
         self.failures: dict[tuple[str, int], int] = {}
-        self.headers: dict[Path, dict[str, Any] | None] = {}
+        self.headers: dict[Path, dict[str, Any]] = {}
         self.suspect: dict[Path, int] = {}
         """Per journal, the end of the batch a previous drain left pending (look before writing)."""
         self.last_trim = 0.0
@@ -152,6 +152,7 @@ class Drain:
             if now - self.last_trim >= TRIM_EVERY_S:
                 self.last_trim = now
                 self._trim()
+                self._cleanup()
             work = self._pending()
             if work:
                 if self.down_since is not None and now - self.down_since > MAX_DOWN_S:
@@ -411,20 +412,21 @@ class Drain:
         return True
 
     def _header(self, path: Path) -> dict[str, Any] | None:
+        """The journal's first line (None: not there yet, or not a header)."""
         if path not in self.headers:
             try:
                 with open(path, "rb") as f:
                     first = f.readline()
-            except OSError:
+                header = json.loads(first) if first.endswith(b"\n") else None
+            except (OSError, ValueError):
                 return None
-            if not first.endswith(b"\n"):
+            if (
+                not isinstance(header, dict)
+                or header.get("kind") != "journal"
+                or not header.get("experiment")
+            ):
                 return None
-            try:
-                header = json.loads(first)
-            except ValueError:
-                header = None
-            valid = isinstance(header, dict) and header.get("kind") == "journal" and header.get("experiment")
-            self.headers[path] = header if valid else None
+            self.headers[path] = header
         return self.headers[path]
 
     def _read(self, path: Path, start: int, size: int) -> tuple[list[Entry], bool]:
