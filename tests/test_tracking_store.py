@@ -17,7 +17,7 @@ from orchlab.calls import CallContext, CallRecord
 from orchlab.errors import OrchlabWarning, PromptError, TrackingError
 from orchlab.tracking import observer
 from orchlab.tracking.context import untracked
-from orchlab.tracking.journal import Journal
+from orchlab.tracking.journal import Journal, Progress
 from tests.servers.openai_wire import OpenAIWireServer, Reply, stream_chunks
 from tests.tracking_support import (  # noqa: F401  (the *_fixture names register fixtures)
     API_KEY,
@@ -27,6 +27,7 @@ from tests.tracking_support import (  # noqa: F401  (the *_fixture names registe
     loop_config_fixture,
     mlflow_client,
     shared_store_fixture,
+    stop_drains,
     template_db_fixture,
     trace_info,
     tracking_on_fixture,
@@ -362,6 +363,26 @@ def test_a_record_the_store_rejects_is_kept_and_reported_once(
     later = client.run("chat", ASK)
     assert orchlab.flush(timeout=60)  # reported once: no second warning (warnings are errors here)
     assert trace_info(uri_of(client), later.trace_id).trace_id == later.trace_id
+
+
+def test_a_batch_a_crashed_drain_left_pending_is_not_stored_twice(
+    loop_config: Path, shared_store: Path, experiment: str
+) -> None:
+    client = orchlab.get_llm_client(loop_config)
+    calls = [client.run("chat", [{"role": "user", "content": f"q{i}"}]) for i in range(3)]
+    client.feedback(calls[0], 4)
+    flushed()
+    # As a drain killed after writing the batch and before recording it leaves the journal:
+    stop_drains(shared_store / "spool")
+    (journal,) = client.tracking.journal.written
+    header_end = len(journal.read_bytes().splitlines(keepends=True)[0])
+    Progress(header_end, journal.stat().st_size).write(journal)
+
+    flushed()  # a new drain writes the pending batch again, looking first
+    assert sorted(t.info.trace_id for t in all_traces(uri_of(client), experiment)) == sorted(
+        r.trace_id for r in calls
+    )
+    assert [a.value for a in trace_info(uri_of(client), calls[0].trace_id).assessments] == [4]
 
 
 def test_a_failing_tracker_never_fails_the_call(
