@@ -19,7 +19,7 @@ from orchlab.tracking.compare import load_prompts, parse_target
 from orchlab.tracking.feedback import normalize_rating, trace_id_of
 from orchlab.tracking.history import filter_string
 from orchlab.tracking.prompts import PromptMessage, _prompt_uri
-from orchlab.tracking.records import REDACTED, new_trace_id, scrub, trace_payload
+from orchlab.tracking.records import REDACTED, env_secrets, new_trace_id, scrub, trace_payload
 from orchlab.tracking.settings import resolve_settings
 from orchlab.types import Attempt, Decision, LLMResponse, Message, Usage
 from tests.tracking_support import (  # noqa: F401  (the *_fixture names register fixtures)
@@ -328,6 +328,17 @@ def test_payload_of_a_failed_call_and_of_a_registered_prompt() -> None:
     assert tags["orchlab.prompt"] == "greet"
     assert tags["orchlab.prompt_version"] == "3"
     assert payload["prompts"] == [{"name": "greet", "version": "3"}]
+
+
+def test_credential_environment_variables_are_found_as_they_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOME_API_KEY", "sk-first-value-123")
+    assert "sk-first-value-123" in env_secrets()
+    monkeypatch.setenv("SOME_API_KEY", "sk-second-value-456")  # a new value under a known name
+    assert "sk-second-value-456" in env_secrets() and "sk-first-value-123" not in env_secrets()
+    monkeypatch.setenv("LATER_TOKEN", "tok-later-789xyz")  # a new name
+    assert "tok-later-789xyz" in env_secrets()
+    monkeypatch.setenv("PLAIN_SETTING", "not-a-secret-value")
+    assert "not-a-secret-value" not in env_secrets()
 
 
 def test_scrub_masks_keys_and_known_secret_values() -> None:
