@@ -33,7 +33,7 @@ _DOWN = {"down", "thumbs_down", "-1", "👎", "bad", "no"}
 
 @dataclass(frozen=True, slots=True)
 class Rating:
-    """A rating as orchlab stored (or queued) it."""
+    """A rating as orchlab journaled it (the drain stores it in MLflow)."""
 
     trace_id: str
     name: str
