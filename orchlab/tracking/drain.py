@@ -88,6 +88,12 @@ class Status:
     problems: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
+    def keep_earlier_problems(self) -> None:
+        """A drain's problems outlive it: callers that have not read them yet still will."""
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            earlier = json.loads(self.path.read_text(encoding="utf-8"))
+            self.problems = list(earlier.get("problems", []))[-MAX_PROBLEMS:]
+
     def problem(self, text: str) -> None:
         log.warning("%s", text)
         self.problems = [*self.problems, {"time": time.time(), "text": text}][-MAX_PROBLEMS:]
@@ -145,6 +151,7 @@ class Drain:
     # --- the loop ---------------------------------------------------------------------------
 
     def serve(self, lock_fd: int) -> int:
+        self.status.keep_earlier_problems()
         self.status.save()
         last_work = time.monotonic()
         while not self.stopping:
@@ -256,8 +263,8 @@ class Drain:
 
         try:
             self.writer = MlflowWriter(self.settings)
-        except TrackingError as exc:
-            self._went_down(exc, broken="cannot be used" in str(exc) or "not installed" in str(exc))
+        except TrackingError as exc:  # the store answers but cannot be used as it is, or no mlflow
+            self._went_down(exc, broken=self._reachable())
             return False
         except Exception as exc:
             self._went_down(exc)
