@@ -81,7 +81,7 @@ class Orchestrator:
         self.config = config
         self.config_path = config_path
         self.resolver = Resolver(config, base_dir=config_path.parent if config_path else None)
-        mask_keys_in_logs(config, self.resolver.base_dir)
+        mask_keys_in_logs(self.resolver.configured_keys())
         self._providers: dict[str, Provider] = {}
         self._bindings: dict[str, tuple[str, str]] = {}
         self.observers = Observers()

@@ -2,7 +2,7 @@
 
 Which keys: each `orchlab.auth.Secret` registers its value when it is made (a key resolved from
 the environment or a key file), and building a client registers every ``ORCH_AUTH_*``
-environment value and the keys of the providers it configures (`remember_configured`).
+environment value and the keys of the providers it configures (`mask_keys_in_logs`).
 Values shorter than `MIN_LENGTH` are not masked: they would mask ordinary words.
 
 Where: a wrapper around `logging`'s record factory (`install_log_masking`, run by
@@ -27,18 +27,16 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 import traceback
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 if TYPE_CHECKING:
-    from orchlab.config.schema import OrchestratorConfig
+    from orchlab.auth import Secret
 
 MASK = "**********"
 MIN_LENGTH = 8
@@ -71,28 +69,6 @@ def contains_secret(text: str) -> bool:
     return any(value in text for value in _known)
 
 
-def remember_configured(config: OrchestratorConfig, base_dir: Path | None) -> None:
-    """Every ``ORCH_AUTH_*`` environment value, and each configured provider's key (from its env
-    var or key file), before any provider is used."""
-    from orchlab.auth import resolve_api_key
-    from orchlab.errors import OrchlabError
-
-    for name, value in os.environ.items():
-        if name.startswith("ORCH_AUTH_") and value:
-            remember(value)
-    for name, spec in config.providers.items():
-        # resolving makes a Secret, which remembers its value; a key file that cannot be read
-        # (or decoded) is reported by the provider's first call, as before
-        with contextlib.suppress(OrchlabError, ValueError):
-            resolve_api_key(
-                provider=name,
-                profile=spec.auth_profile or name,
-                key_file=spec.key_file,
-                base_dir=base_dir,
-                required=False,
-            )
-
-
 def _mask_record(record: logging.LogRecord) -> None:
     try:
         message = record.getMessage()
@@ -122,9 +98,15 @@ def _masking(factory: Callable[..., logging.LogRecord]) -> Callable[..., logging
     return make_record
 
 
-def mask_keys_in_logs(config: OrchestratorConfig, base_dir: Path | None) -> None:
-    """What building a client does: remember its keys (`remember_configured`), install the masking."""
-    remember_configured(config, base_dir)
+def mask_keys_in_logs(keys: Iterable[Secret]) -> None:
+    """What building a client does: remember every ``ORCH_AUTH_*`` environment value and the
+    client's configured ``keys`` (`Resolver.configured_keys`, read before any provider is used),
+    then install the masking."""
+    for name, value in os.environ.items():
+        if name.startswith("ORCH_AUTH_") and value:
+            remember(value)
+    for key in keys:
+        remember(key.reveal())
     install_log_masking()
 
 

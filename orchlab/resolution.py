@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from orchlab.auth import Secret, resolve_api_key
 from orchlab.config.schema import OrchestratorConfig, ProviderConfig, RoleParams, unsendable
-from orchlab.errors import InvalidRequestError, UnknownProviderError, UnknownRoleError
+from orchlab.errors import AuthError, InvalidRequestError, UnknownProviderError, UnknownRoleError
 from orchlab.providers.base import ProviderSettings
 from orchlab.providers.registry import kind_of, provider_class
 from orchlab.types import GenerationParams
@@ -244,6 +244,28 @@ class Resolver:
                 provider=name,
             )
         return spec
+
+    def configured_keys(self) -> list[Secret]:
+        """Every API key the config can reach: each provider's env var or key file, found now.
+
+        For masking (tracking), so it tolerates what a call would refuse: a provider without a
+        key, or with a key file it cannot read, is skipped here and reported when it is used.
+        """
+        keys = []
+        for name, spec in self.config.providers.items():
+            try:
+                key = resolve_api_key(
+                    provider=name,
+                    profile=spec.auth_profile or name,
+                    key_file=spec.key_file,
+                    base_dir=self.base_dir,
+                    required=False,
+                )
+            except AuthError:
+                continue
+            if key is not None:
+                keys.append(key)
+        return keys
 
     def provider_kind(self, name: str) -> str:
         """The adapter kind of provider entry ``name`` (no key lookup)."""

@@ -20,12 +20,16 @@ from pathlib import Path
 import pytest
 
 import orchlab
+from orchlab.errors import OrchlabWarning
 from orchlab.tracking.api import tracking_status
 from tests.servers.openai_wire import OpenAIWireServer
 from tests.tracking_support import (  # noqa: F401  (the *_fixture names register fixtures)
     API_KEY,
+    mlflow_client,
     template_db_fixture,
+    trace_info,
     tracking_on_fixture,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
@@ -103,7 +107,7 @@ def test_records_made_while_the_server_is_down_arrive_when_it_is_back(
     )
     monkeypatch.setenv("ORCH_AUTH_LOOP_API_KEY", API_KEY)
 
-    # 1. another session calls and rates while no server runs, then exits: its records are spooled
+    # 1. another session calls and rates while no server runs, then exits: its records wait on disk
     script = (
         "import sys, orchlab\n"
         "c = orchlab.get_llm_client(sys.argv[1])\n"
@@ -118,36 +122,34 @@ def test_records_made_while_the_server_is_down_arrive_when_it_is_back(
         env={**os.environ, "ORCH_TRACKING_EXIT_TIMEOUT": "1", "PYTHONPATH": str(Path(__file__).parents[1])},
     )  # fmt: skip
     rated_elsewhere = other.stdout.strip()
-    assert "were kept for later: 3 to" in other.stderr
-    spooled = list((tmp_path / "spool").glob("*.jsonl"))
-    assert len(spooled) == 1 and len(spooled[0].read_text().splitlines()) == 4  # a header and 3 records
+    (journal,) = list((tmp_path / "spool").glob("*/*.journal"))
+    assert len(journal.read_text().splitlines()) == 4  # a header and 3 records
 
     # 2. this session: the call returns normally, the rating is accepted, nothing is written yet
     client = orchlab.get_llm_client(config)
-    r = client.run("chat", ASK)
-    assert r.content == "echo: What is 2+2?" and r.trace_id
-    client.feedback(r, 5, comment="right")
-    assert not orchlab.flush(timeout=3)
-    assert tracking_status()["stores"][client.tracking.settings.key]["down_since_s"] is not None
+    with pytest.warns(OrchlabWarning, match=f"the tracking store {url} is unreachable"):
+        r = client.run("chat", ASK)
+        assert r.content == "echo: What is 2+2?" and r.trace_id
+        client.feedback(r, 5, comment="right")
+        wait_until(lambda: tracking_status()[url]["state"] == "down", 60, "the drain to find the server down")
+        assert not orchlab.flush(timeout=3)
+    assert tracking_status()[url]["waiting_bytes"] > 0
 
-    # 3. the server comes up on that port; flush writes this session's and the spooled records
+    # 3. the server comes up on that port; the drain writes this session's and the other's records
     server = start_server(server_dir, port)
     try:
         wait_healthy(url, server)
         assert orchlab.flush(timeout=120), tracking_status()
-        assert not list((tmp_path / "spool").glob("*.jsonl"))
+        wait_until(lambda: not journal.exists(), 30, "the other session's written journal deleted")
 
-        from mlflow.tracing.client import TracingClient
-        from mlflow.tracking import MlflowClient
-
-        exp = MlflowClient(tracking_uri=url).get_experiment_by_name("orchlab/srv/dev")
-        traces = TracingClient(url).search_traces(locations=[exp.experiment_id], max_results=100)
+        exp = mlflow_client(url).get_experiment_by_name("orchlab/srv/dev")
+        traces = mlflow_client(url).search_traces(locations=[exp.experiment_id], max_results=100)
         assert len(traces) == 3
-        ours = TracingClient(url).get_trace_info(r.trace_id)
+        ours = trace_info(url, r.trace_id)
         assert [(a.name, a.value, a.rationale) for a in ours.assessments] == [("rating", 5, "right")]
         assert ours.token_usage["total_tokens"] == r.usage.total_tokens
         assert ours.tags["orchlab.role"] == "chat"
-        theirs = TracingClient(url).get_trace_info(rated_elsewhere)
+        theirs = trace_info(url, rated_elsewhere)
         assert [(a.name, a.value, a.source.source_type) for a in theirs.assessments] == [
             ("rating", 4, "HUMAN")
         ]

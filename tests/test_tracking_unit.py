@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from orchlab.tracking.compare import load_prompts, parse_target
 from orchlab.tracking.feedback import normalize_rating, trace_id_of
 from orchlab.tracking.history import filter_string
 from orchlab.tracking.prompts import PromptMessage, _prompt_uri
-from orchlab.tracking.records import REDACTED, new_trace_id, scrub, trace_payload
+from orchlab.tracking.records import REDACTED, env_secrets, new_trace_id, scrub, trace_payload
 from orchlab.tracking.settings import resolve_settings
 from orchlab.types import Attempt, Decision, LLMResponse, Message, Usage
 from tests.tracking_support import (  # noqa: F401  (the *_fixture names register fixtures)
@@ -103,6 +102,35 @@ def test_bad_orch_tracking_value_is_a_config_error(monkeypatch: pytest.MonkeyPat
         resolve_settings(None, project="p", env="dev")
 
 
+def test_journal_settings_from_yaml_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _config("project: p\ntracking: {fsync: true, spool_max_mb: 0.5}\n")
+    s = resolve_settings(cfg.tracking, project="p", env="dev")
+    assert (s.fsync, s.max_spool_bytes, s.drain_idle_s) == (True, 512 * 1024, 15.0)
+    monkeypatch.setenv("ORCH_TRACKING_FSYNC", "0")
+    monkeypatch.setenv("ORCH_TRACKING_SPOOL_MAX_MB", "2")
+    monkeypatch.setenv("ORCH_TRACKING_DRAIN_IDLE", "0.5")
+    s = resolve_settings(cfg.tracking, project="p", env="dev")
+    assert (s.fsync, s.max_spool_bytes, s.drain_idle_s) == (False, 2 * 1024 * 1024, 0.5)
+    assert s.store_dir == s.spool_dir / s.store_id and len(s.store_id) == 16
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ORCH_TRACKING_FSYNC", "sometimes"),
+        ("ORCH_TRACKING_SPOOL_MAX_MB", "0"),
+        ("ORCH_TRACKING_SPOOL_MAX_MB", "inf"),
+        ("ORCH_TRACKING_DRAIN_IDLE", "soon"),
+    ],
+)
+def test_bad_journal_settings_are_config_errors(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigValidationError, match=f"{name}='{value}'"):
+        resolve_settings(None, project="p", env="dev")
+
+
 @pytest.mark.parametrize("uri", ["./mlruns", "file:///tmp/mlruns", "sqlite://"])
 def test_stores_that_lose_or_cannot_filter_traces_are_refused(uri: str) -> None:
     cfg = _config(f'project: p\ntracking: {{tracking_uri: "{uri}"}}\n')
@@ -141,6 +169,43 @@ def test_import_and_client_creation_do_not_import_mlflow(write_config: Callable[
     )
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_without_mlflow_tracking_is_off_with_one_warning_and_writes_nothing(
+    write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    path = write_config(
+        """
+        project: p
+        providers:
+          t: {type: test, options: {models: {m: {reply: "four"}}}}
+        roles:
+          chat: {provider: t, model: m}
+        """
+    )
+    code = (
+        "import sys\n"
+        "sys.modules['mlflow'] = None  # as if only orchlab[local] were installed: import mlflow fails\n"
+        "import orchlab\n"
+        "a, b = orchlab.get_llm_client(sys.argv[1]), orchlab.get_llm_client(sys.argv[1])\n"
+        "r = a.run('chat', [{'role': 'user', 'content': 'hi'}])\n"
+        "b.run('chat', [{'role': 'user', 'content': 'again'}])\n"
+        "print(r.content, r.trace_id, a.tracking.enabled, b.tracking.enabled)\n"
+        "try:\n"
+        "    a.feedback(r, 5)\n"
+        "except orchlab.OrchlabError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    out = subprocess.run(  # tracking is on (the tracking_on fixture), as a user has it by default
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=tmp_path, check=True
+    )
+    first, refused = out.stdout.splitlines()
+    assert first == "four None False False"
+    assert refused.startswith("refused: tracking is off for this client (MLflow tracking is off: mlflow is")
+    warned = [line for line in out.stderr.splitlines() if "mlflow is not installed" in line]
+    assert len(warned) == 1, out.stderr
+    assert "OrchlabWarning" in warned[0] and "pip install 'orchlab[tracking]'" in warned[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["llm_orchestrator.yaml"]  # no spool, no store
 
 
 # --- ratings -------------------------------------------------------------------------------
@@ -184,10 +249,6 @@ def test_trace_ids_come_from_responses_or_strings() -> None:
 # --- the trace payload ----------------------------------------------------------------------
 
 
-def _decode_id(value: str) -> int:
-    return int.from_bytes(base64.b64decode(value), "big")
-
-
 def test_payload_has_a_root_span_and_one_span_per_attempt_with_real_times(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -215,31 +276,30 @@ def test_payload_has_a_root_span_and_one_span_per_attempt_with_real_times(
         secrets={API_KEY},
     )  # fmt: skip
 
-    root, first, second = payload["spans"]
+    root, first, second = payload["spans"]  # the root, then its children: one per attempt
     assert payload["trace_id"] == tid and payload["kind"] == "trace"
-    assert _decode_id(root["trace_id"]) == int(tid[3:], 16)
-    assert root["parent_span_id"] is None
-    assert first["parent_span_id"] == second["parent_span_id"] == root["span_id"]
-    assert root["start_time_unix_nano"] == int(t0 * 1e9)
-    assert root["end_time_unix_nano"] == int((t0 + 0.8) * 1e9)
-    assert second["start_time_unix_nano"] == int((t0 + 0.5) * 1e9)
-    assert second["end_time_unix_nano"] == int((t0 + 0.75) * 1e9)
-    attrs = {k: json.loads(v) for k, v in second["attributes"].items()}
+    assert (root["type"], first["type"], second["type"]) == ("CHAIN", "CHAT_MODEL", "CHAT_MODEL")
+    assert root["start_ns"] == int(t0 * 1e9)
+    assert root["end_ns"] == int((t0 + 0.8) * 1e9)
+    assert second["start_ns"] == int((t0 + 0.5) * 1e9)
+    assert second["end_ns"] == int((t0 + 0.75) * 1e9)
+    assert json.loads(json.dumps(payload)) == payload  # plain JSON, as the journal keeps it
+    attrs = second["attributes"]
     assert attrs["mlflow.chat.tokenUsage"] == {
         "input_tokens": 13, "output_tokens": 7, "total_tokens": 20, "cache_read_input_tokens": 3,
     }  # fmt: skip
     assert attrs["mlflow.llm.cost"] == {"total_cost": 0.0000164}
     assert attrs["mlflow.llm.model"] == "gpt-small" and attrs["mlflow.llm.provider"] == "openai"
-    assert attrs["mlflow.spanType"] == "CHAT_MODEL"
-    assert second["status"]["code"] == "STATUS_CODE_OK" and first["status"]["code"] == "STATUS_CODE_ERROR"
-    root_attrs = {k: json.loads(v) for k, v in root["attributes"].items()}
-    assert root_attrs["mlflow.traceTag.orchlab.role"] == "llm.inference"
-    assert root_attrs["mlflow.traceTag.orchlab.strategy"] == "fallback"
+    assert second["status"] == "OK" and first["status"] == "ERROR"
+    assert first["error"] == {"type": "ProviderUnavailableError", "message": f"HTTP 500 (key {REDACTED})"}
+    assert payload["tags"]["orchlab.role"] == "llm.inference"
+    assert payload["tags"]["orchlab.strategy"] == "fallback"
+    root_attrs = root["attributes"]
     assert root_attrs["orchlab.decision"]["winner"] == "openai:gpt-small"
     assert root_attrs["orchlab.cost_usd"] == 0.0000164
     text = json.dumps(payload)
     assert API_KEY not in text and "inline-secret-value" not in text and "B x" not in text
-    first_attrs = {k: json.loads(v) for k, v in first["attributes"].items()}
+    first_attrs = first["attributes"]
     assert first_attrs["orchlab.params"]["api_key"] == REDACTED
     assert first_attrs["orchlab.error"] == f"HTTP 500 (key {REDACTED})"
     assert "mlflow.llm.cost" not in first_attrs  # no price for a failure that used no tokens
@@ -262,13 +322,23 @@ def test_payload_of_a_failed_call_and_of_a_registered_prompt() -> None:
         link=None, base_tags={}, provider_kinds={}, secrets=(),
     )  # fmt: skip
     root = payload["spans"][0]
-    assert root["status"] == {"code": "STATUS_CODE_ERROR", "message": "down"}
-    assert root["events"][0]["attributes"]["exception.type"] == "RuntimeError"
-    attrs = {k: json.loads(v) for k, v in root["attributes"].items()}
-    assert attrs["mlflow.traceTag.orchlab.status"] == "error"
-    assert attrs["mlflow.traceTag.orchlab.prompt"] == "greet"
-    assert attrs["mlflow.traceTag.orchlab.prompt_version"] == "3"
+    assert root["status"] == "ERROR" and root["error"] == {"type": "RuntimeError", "message": "down"}
+    tags = payload["tags"]
+    assert tags["orchlab.status"] == "error"
+    assert tags["orchlab.prompt"] == "greet"
+    assert tags["orchlab.prompt_version"] == "3"
     assert payload["prompts"] == [{"name": "greet", "version": "3"}]
+
+
+def test_credential_environment_variables_are_found_as_they_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOME_API_KEY", "sk-first-value-123")
+    assert "sk-first-value-123" in env_secrets()
+    monkeypatch.setenv("SOME_API_KEY", "sk-second-value-456")  # a new value under a known name
+    assert "sk-second-value-456" in env_secrets() and "sk-first-value-123" not in env_secrets()
+    monkeypatch.setenv("LATER_TOKEN", "tok-later-789xyz")  # a new name
+    assert "tok-later-789xyz" in env_secrets()
+    monkeypatch.setenv("PLAIN_SETTING", "not-a-secret-value")
+    assert "not-a-secret-value" not in env_secrets()
 
 
 def test_scrub_masks_keys_and_known_secret_values() -> None:

@@ -272,7 +272,18 @@ class TrackingConfig(_Strict):
     )
     experiment: str | None = Field(default=None, description="default: orchlab/<project>/<env>")
     spool_dir: str | None = Field(
-        default=None, description="where records wait while the store is unreachable; default .orchlab/spool"
+        default=None,
+        description="where the journal of calls waits for the store, and the drain's log; "
+        "default .orchlab/spool",
+    )
+    fsync: bool = Field(
+        default=False, description="fsync the journal after every record (survives a power cut; slower)"
+    )
+    spool_max_mb: float = Field(
+        default=256.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="cap of the journal per store (MiB); past it the oldest records are dropped",
     )
 
 

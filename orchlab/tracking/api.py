@@ -1,15 +1,18 @@
-"""Module-level tracking functions: `flush`, and which store a reading function looks at."""
+"""Module-level tracking functions: `flush`, `tracking_status`, and which store a reading function
+looks at (`settings_for`, `reading_client`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchlab.errors import TrackingError
+from orchlab.errors import OrchlabWarning, TrackingError
+from orchlab.tracking import launch
+from orchlab.tracking.journal import all_journals
 from orchlab.tracking.observer import current_tracking
 from orchlab.tracking.settings import TrackingSettings, normalize_uri, resolve_settings
-from orchlab.tracking.writer import Destination, warn_problems, writer
 
 if TYPE_CHECKING:
     from orchlab.orchestrator import Orchestrator
@@ -18,21 +21,20 @@ READ_FLUSH_TIMEOUT_S = 60.0
 
 
 def flush(timeout: float | None = None) -> bool:
-    """Wait until every trace, rating and run record queued so far is in MLflow.
+    """Wait until every trace, rating and run record this process made is in MLflow.
 
-    Returns True when everything is stored, False when ``timeout`` (seconds) ran out first; the
-    rest stays queued (and is spooled at exit). Problems met in the background are reported here
-    as `OrchlabWarning`, once each. Runs at interpreter exit, bounded by
-    ``ORCH_TRACKING_EXIT_TIMEOUT``.
+    The records are on disk already (the journal); a drain process writes them to MLflow, and is
+    started here if none runs. Returns True when everything is stored, False when ``timeout``
+    (seconds) ran out first or the store cannot be used; nothing is lost then, the drain goes on
+    (later, or in the next orchlab process). Problems the drain met are reported here as
+    `OrchlabWarning`, once each. Nothing waits at interpreter exit.
     """
-    done = writer().flush(timeout)
-    warn_problems()
-    return done
+    return launch.wait_written(timeout=timeout)
 
 
 def tracking_status() -> dict[str, Any]:
-    """What the writer holds: records waiting, rejected, and each store's state."""
-    return writer().status()
+    """Per store this process wrote to: its drain's state, counts, and what of ours still waits."""
+    return launch.status()
 
 
 def settings_for(
@@ -60,19 +62,31 @@ def settings_for(
     return settings
 
 
-def connected(settings: TrackingSettings, timeout: float = READ_FLUSH_TIMEOUT_S) -> Destination:
-    """Flush what is queued, then the store's live handles (for reading on the caller's thread)."""
-    done = writer().flush(timeout)
-    warn_problems()
-    status = writer().status()["stores"].get(settings.key) or {}
-    if not done and status.get("down_since_s") is not None:
-        raise TrackingError(
-            f"the tracking store {settings.tracking_uri} is unreachable ({status['last_error'][:300]}); "
-            "records made meanwhile are kept and written when it is back"
+def reading_client(settings: TrackingSettings, timeout: float = READ_FLUSH_TIMEOUT_S) -> Any:
+    """An ``MlflowClient`` on the store, once this process's records for it are written there."""
+    from orchlab.tracking.store import open_client
+
+    mine = [j for j in all_journals() if j.settings.tracking_uri == settings.tracking_uri]
+    if mine and not launch.wait_written(mine, timeout):
+        status = launch.control_for(settings).read_status(force=True)
+        if status.get("state") in ("broken", "down") and status.get("error"):
+            raise TrackingError(
+                f"the tracking store {settings.tracking_uri} cannot be written to ({status['error'][:400]}); "
+                f"the calls made meanwhile wait in {settings.store_dir}"
+            )
+        warnings.warn(
+            f"orchlab tracking: some calls of this process are not in {settings.tracking_uri} yet "
+            f"(the drain did not finish within {timeout:g}s); what is read may miss them",
+            OrchlabWarning,
+            stacklevel=3,
         )
-    return writer().call(settings, _connected, timeout)
+    return open_client(settings)
 
 
-def _connected(dest: Destination) -> Destination:
-    dest.connect()
-    return dest
+def stored_trace_infos(settings: TrackingSettings, trace_ids: list[str]) -> dict[str, Any]:
+    """The infos (assessments included) of those traces in the settings' experiment, by id."""
+    from orchlab.tracking.store import experiment_id, trace_infos_by_id
+
+    client = reading_client(settings)
+    exp = experiment_id(client, settings, create=False)
+    return {} if exp is None else trace_infos_by_id(client, [exp], trace_ids)

@@ -346,27 +346,25 @@ def compare(
 def _create_runs(
     settings: TrackingSettings, name: str, compare_id: str, targets: list[Target]
 ) -> tuple[dict[str, str], str | None]:
-    from orchlab.tracking.writer import Destination, writer
+    """One MLflow run per target, created now (their ids link the calls' traces)."""
+    from orchlab.tracking.store import experiment_id, open_client
 
-    def create(dest: Destination) -> tuple[dict[str, str], str]:
-        dest.connect()
+    try:
+        mlflow_client = open_client(settings)
+        exp = experiment_id(mlflow_client, settings)
         out = {}
         for t in targets:
-            run = dest.client.create_run(
-                dest.experiment_id,
+            run = mlflow_client.create_run(
+                exp,
                 run_name=f"{name}: {t.label}",
                 tags={"orchlab.compare": compare_id, "orchlab.compare_name": name, "orchlab.target": t.label},
             )
             out[t.label] = run.info.run_id
-        return out, str(dest.experiment_id)
-
-    try:
-        result: tuple[dict[str, str], str] = writer().call(settings, create, RUN_CREATE_TIMEOUT_S)
-        return result
+        return out, exp
     except Exception as exc:
         warnings.warn(
-            f"orchlab.compare: no MLflow runs ({exc}); the comparison runs and its traces are queued "
-            "for the store, but they are not grouped into runs",
+            f"orchlab.compare: no MLflow runs ({exc}); the comparison runs and its traces go to the "
+            "store, but they are not grouped into runs",
             OrchlabWarning,
             stacklevel=3,
         )
@@ -550,18 +548,16 @@ class Comparison:
     def refresh_ratings(self) -> pd.DataFrame:
         """Read every rating of these answers back from MLflow (wherever it was given), log the
         per-target rating metrics to the runs, and return the updated summary."""
-        from orchlab.tracking.api import connected
+        from orchlab.tracking.api import stored_trace_infos
         from orchlab.tracking.history import latest_assessment
 
         if not any(row.get("trace_id") for row in self.rows):
             return self.summary  # nothing was traced (tracking off)
-        dest = connected(self.settings)
+        traced = [row["trace_id"] for row in self.rows if row.get("trace_id")]
+        infos = stored_trace_infos(self.settings, traced)
         for row in self.rows:
-            if not row.get("trace_id"):
-                continue
-            try:
-                info = dest.tracing.get_trace_info(row["trace_id"])
-            except Exception:
+            info = infos.get(row.get("trace_id") or "")
+            if info is None:
                 continue
             rating = latest_assessment(info.assessments or [], "rating")
             thumbs = latest_assessment(info.assessments or [], "thumbs")
@@ -572,7 +568,10 @@ class Comparison:
         return self.summary
 
     def _log_runs(self, *, status: str | None = None, ratings_only: bool = False) -> None:
-        from orchlab.tracking.writer import writer
+        from orchlab.tracking.journal import journal_for
+        from orchlab.tracking.launch import after_write
+
+        journal = journal_for(self.settings)
 
         now = int(time.time() * 1000)
         for t in self.targets:
@@ -600,7 +599,8 @@ class Comparison:
                 payload["params"] = self._params(t)
                 payload["status"] = status
             payload["metrics"] = metrics
-            writer().submit(self.settings, payload)
+            journal.append(payload)
+        after_write(journal)
 
     def _params(self, t: Target) -> dict[str, str]:
         rows = [r for r in self.rows if r["target"] == t.label and r.get("ok")]

@@ -2,7 +2,7 @@
 
 `orchlab.compare` sets a `TraceLink` for the calls it makes (a context variable, so concurrent
 tasks each keep their own). Otherwise, when the user's code has imported mlflow and started a
-run, that run is used, as MLflow's own tracing does.
+run in the calling thread (``mlflow.active_run()``), that run is used, as MLflow's own tracing does.
 """
 
 from __future__ import annotations
@@ -52,7 +52,12 @@ def linked(link: TraceLink) -> Iterator[None]:
 
 
 def current_link() -> TraceLink | None:
-    """The explicit link, else the user's active MLflow run (only if mlflow is imported already)."""
+    """The explicit link, else the user's active MLflow run (only if mlflow is imported already).
+
+    ``mlflow.active_run()`` is per thread: a run started in the calling thread is seen by calls
+    that finish in that thread (``run``, ``stream``); a strategy's call finishes on orchlab's
+    engine thread, where only an explicit `linked` run applies.
+    """
     link = _link.get()
     if link is not None:
         return link
@@ -60,14 +65,10 @@ def current_link() -> TraceLink | None:
     if mlflow is None:
         return None
     try:
-        fluent = sys.modules.get("mlflow.tracking.fluent")
-        if fluent is None:
-            return None
-        latest = getattr(fluent, "_get_latest_active_run", None)
-        run = latest() if latest is not None else mlflow.active_run()
+        run = mlflow.active_run()
         if run is None:
             return None
         return TraceLink(run.info.run_id, run.info.experiment_id, mlflow.get_tracking_uri())
     except Exception:
-        # mlflow half-imported (our writer thread may be importing it right now) or changed.
+        # mlflow half-imported (another thread may be importing it right now) or changed.
         return None

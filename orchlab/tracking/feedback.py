@@ -5,9 +5,10 @@ Two scales, each its own feedback name so both stay numeric and filterable:
 - stars, ``1``-``5`` -> ``rating`` (int; ``feedback.rating >= 4`` works in MLflow searches);
 - thumbs, ``True``/``False`` or ``"up"``/``"down"`` -> ``thumbs`` (bool).
 
-A rating of a call made by this process is queued behind that call's trace, so it is stored even
-when it is given the moment the call returns. A rating of any other trace id (an earlier session,
-`orchlab.history`) is checked against the store first, so a wrong id fails at once.
+A rating goes to the journal like a trace, and the drain writes it after that call's trace, so it
+is stored even when it is given the moment the call returns. A rating of any other trace id (an
+earlier session, `orchlab.history`) is checked against the store first, so a wrong id fails at
+once.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from orchlab.errors import TrackingError
+from orchlab.tracking.launch import after_write
+from orchlab.tracking.observer import journaled_here
 from orchlab.tracking.records import current_user, feedback_payload, scrub
-from orchlab.tracking.writer import Destination, writer
 
 if TYPE_CHECKING:
     from orchlab.tracking.observer import Tracking
@@ -27,12 +29,11 @@ THUMBS = "thumbs"
 STARS = "rating"
 _UP = {"up", "thumbs_up", "+1", "👍", "good", "yes"}
 _DOWN = {"down", "thumbs_down", "-1", "👎", "bad", "no"}
-CHECK_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
 class Rating:
-    """A rating as orchlab stored (or queued) it."""
+    """A rating as orchlab journaled it (the drain stores it in MLflow)."""
 
     trace_id: str
     name: str
@@ -40,7 +41,7 @@ class Rating:
     comment: str | None
     user: str
     queued: bool
-    """True when it waits behind its trace in the writer queue (call ``orchlab.flush()`` to wait)."""
+    """True: it is in the journal, and the drain writes it to MLflow (``orchlab.flush()`` waits)."""
 
 
 def normalize_rating(rating: object) -> tuple[str, bool | int]:
@@ -87,35 +88,26 @@ def give_feedback(
     user: str | None = None,
 ) -> Rating:
     if not tracking.enabled:
-        raise TrackingError(
-            "tracking is off for this client (tracking.enabled: false or ORCH_TRACKING=0), "
-            "so there is no trace to rate"
-        )
+        why = tracking.off_reason or "tracking.enabled: false or ORCH_TRACKING=0"
+        raise TrackingError(f"tracking is off for this client ({why}), so there is no trace to rate")
     name, value = normalize_rating(rating)
     trace_id = trace_id_of(response_or_trace_id)
     if comment is not None and not isinstance(comment, str):
         raise TrackingError(f"comment must be a string, got {type(comment).__name__}")
     if comment is not None:
-        comment = scrub(comment, tracking._secrets())
+        comment = scrub(comment, tracking.secrets())
     who = user or current_user()
+    if not journaled_here(trace_id):
+        from orchlab.tracking.api import reading_client
+        from orchlab.tracking.store import get_trace_info
+
+        if get_trace_info(reading_client(tracking.settings), trace_id) is None:
+            raise TrackingError(
+                f"no trace {trace_id} in {tracking.settings.tracking_uri}; rate a response of this "
+                "store (orchlab.history() lists them)"
+            )
     now_ms = int(time.time() * 1000)
-    payload = feedback_payload(trace_id, name, value, comment=comment, user=who, time_ms=now_ms)
-    w = writer()
-    if w.knows(trace_id):
-        w.submit(tracking.settings, payload)
-        return Rating(trace_id, name, value, comment, who, queued=True)
-
-    def check_and_write(dest: Destination) -> None:
-        try:
-            dest.tracing.get_trace_info(trace_id)
-        except Exception as exc:
-            if getattr(exc, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
-                raise TrackingError(
-                    f"no trace {trace_id} in {tracking.settings.tracking_uri}; rate a response of "
-                    "this store (orchlab.history() lists them)"
-                ) from None
-            raise
-        dest.write_feedback(payload)
-
-    w.call(tracking.settings, check_and_write, timeout=CHECK_TIMEOUT_S)
-    return Rating(trace_id, name, value, comment, who, queued=False)
+    record = feedback_payload(trace_id, name, value, comment=comment, user=who, time_ms=now_ms)
+    tracking.journal.append(record)
+    after_write(tracking.journal)
+    return Rating(trace_id, name, value, comment, who, queued=True)

@@ -1,8 +1,8 @@
 """Reading calls back from MLflow as pandas DataFrames: `history` and `usage_history`.
 
-Both flush orchlab's queue first (so a call made a moment ago is there), then search the
-client's experiment. Filters on role, model, provider, rating and status run in MLflow's search
-(``tag.orchlab.role = ...``, ``feedback.rating >= 4``); time limits too.
+Both wait until this process's calls are in the store (so a call made a moment ago is there),
+then search the client's experiment. Filters on role, model, provider, rating and status run in
+MLflow's search (``tag.orchlab.role = ...``, ``feedback.rating >= 4``); time limits too.
 
 Example::
 
@@ -52,7 +52,6 @@ HISTORY_COLUMNS = (
     "prompt_version",
     "run_id",
 )
-PAGE = 500
 
 
 def _quote(field: str, value: str) -> str:
@@ -177,28 +176,23 @@ def trace_infos(
     tracking_uri: str | None = None,
     experiment: str | None = None,
 ) -> list[Any]:
-    """Trace infos (no spans), newest first, after flushing orchlab's queue."""
-    from orchlab.tracking.api import connected, settings_for
+    """Trace infos (no spans), newest first, once this process's records are in the store."""
+    from orchlab.tracking.api import reading_client, settings_for
+    from orchlab.tracking.store import experiment_id, search_trace_infos
 
     settings = settings_for(client, tracking_uri=tracking_uri, experiment=experiment)
-    dest = connected(settings)
-    out: list[Any] = []
-    token = None
-    while limit is None or len(out) < limit:
-        page = dest.tracing.search_traces(
-            locations=[dest.experiment_id],
-            filter_string=filter_str or None,
-            max_results=PAGE if limit is None else min(PAGE, limit - len(out)),
-            order_by=["timestamp_ms DESC"],
-            page_token=token,
-            run_id=run_id,
-            include_spans=False,
-        )
-        out.extend(t.info for t in page)
-        token = page.token
-        if not token:
-            break
-    return out
+    mlflow_client = reading_client(settings)
+    exp = experiment_id(mlflow_client, settings, create=False)
+    if exp is None:
+        return []  # nothing was ever traced into that experiment
+    return search_trace_infos(
+        mlflow_client,
+        [exp],
+        filter_string=filter_str or None,
+        limit=limit,
+        run_id=run_id,
+        order_by=["timestamp_ms DESC"],
+    )
 
 
 def history(

@@ -2,47 +2,76 @@
 
 `attach` is called from ``Orchestrator.__init__``; it resolves the settings (microseconds, no
 mlflow) and registers `Tracking` as a call observer. ``call_finished`` runs on the caller's
-path: it gives the response its trace id, notes the MLflow run the call belongs to, and queues
-the record. Everything else happens on the writer thread.
+path: it gives the response its trace id, builds the trace record (secrets masked) and appends it
+to the journal before the call returns, then makes sure a drain process runs (see `journal`,
+`launch`, `drain`). Without mlflow installed tracking turns itself off, with one warning.
 """
 
 from __future__ import annotations
 
 import contextlib
-from functools import partial
+import dataclasses
+import importlib.util
+import warnings
+from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from orchlab.calls import CallRecord
+from orchlab.errors import OrchlabWarning
 from orchlab.providers.registry import kind_of
 from orchlab.tracking.context import TraceLink, current_link, is_untracked
+from orchlab.tracking.journal import Journal, journal_for, unsupported
+from orchlab.tracking.launch import after_write, start_if_waiting
 from orchlab.tracking.records import env_secrets, new_trace_id, trace_payload
 from orchlab.tracking.settings import TrackingSettings, normalize_uri, resolve_settings
-from orchlab.tracking.writer import CallItem, warn_problems, writer
 
 if TYPE_CHECKING:
+    from orchlab.auth import Secret
     from orchlab.orchestrator import Orchestrator
     from orchlab.tracking.feedback import Rating
 
+KNOWN_TRACES = 200_000
+NO_MLFLOW = (
+    "MLflow tracking is off: mlflow is not installed. Install it with pip install 'orchlab[tracking]' "
+    "(or set ORCH_TRACKING=0 / tracking.enabled: false to turn tracking off quietly)"
+)
+
 _current: Tracking | None = None
+_mlflow_missing: bool | None = None
+_warned_off: set[str] = set()
+_known: OrderedDict[str, None] = OrderedDict()
+"""Trace ids this process journaled (newest last): a rating of one can simply follow it."""
 
 
 class Tracking:
-    """A client's tracking: where its traces go, and the observer that queues them."""
+    """A client's tracking: where its traces go, and the observer that journals them."""
 
-    def __init__(self, settings: TrackingSettings, orchestrator: Orchestrator | None = None) -> None:
+    def __init__(
+        self, settings: TrackingSettings, orchestrator: Orchestrator | None = None, *, off_reason: str = ""
+    ) -> None:
         self.settings = settings
-        self._resolver = orchestrator.resolver if orchestrator is not None else None
+        self.off_reason = off_reason
+        self._keys: tuple[Secret, ...] = ()
         self._kinds: dict[str, str] = {}
         self._base_tags: dict[str, str] = {}
         if orchestrator is not None:
             config = orchestrator.config
             self._kinds = {name: kind_of(name, p.type) or name for name, p in config.providers.items()}
             self._base_tags = {"orchlab.project": config.project, "orchlab.env": config.env}
+            if settings.enabled:
+                self._keys = tuple(orchestrator.resolver.configured_keys())
+        self._journal: Journal | None = None
 
     @property
     def enabled(self) -> bool:
         return self.settings.enabled
+
+    @property
+    def journal(self) -> Journal:
+        if self._journal is None:
+            self._journal = journal_for(self.settings)
+        return self._journal
 
     def __repr__(self) -> str:
         return f"Tracking({self.settings!r})"
@@ -58,15 +87,11 @@ class Tracking:
         elif record.error is not None:
             with contextlib.suppress(Exception):
                 record.error.trace_id = trace_id  # type: ignore[attr-defined]
-        link = current_link()
-        w = writer()
-        w.submit(self.settings, CallItem(partial(self._payload, record, trace_id, link)), trace_id=trace_id)
-        if w.has_new_problems:
-            warn_problems()
+        self.journal.append(self._payload(record, trace_id, current_link()))
+        remember(trace_id)
+        after_write(self.journal)
 
-    # --- the writer thread -----------------------------------------------------------------
-
-    def _payload(self, record: CallRecord, trace_id: str, link: TraceLink | None) -> dict[str, Any]:
+    def _payload(self, record: CallRecord, trace_id: str, link: TraceLink | None) -> dict[str, object]:
         if link is not None and link.tracking_uri is not None and not self._same_store(link.tracking_uri):
             # The active run lives in another store: keep its id as a tag, the trace stays here.
             link = TraceLink(tags={**link.tags, "orchlab.mlflow_run_id": link.run_id or ""})
@@ -76,7 +101,7 @@ class Tracking:
             link=link,
             base_tags=self._base_tags,
             provider_kinds=self._kinds,
-            secrets=self._secrets(),
+            secrets=self.secrets(),
         )
 
     def _same_store(self, uri: str) -> bool:
@@ -85,12 +110,11 @@ class Tracking:
         except Exception:
             return False
 
-    def _secrets(self) -> set[str]:
+    def secrets(self) -> set[str]:
+        """Every key the config can reach (resolved when the client was built) and credential-looking
+        environment variables (read now): masked wherever they appear in a record."""
         found = env_secrets()
-        for provider in getattr(self._resolver, "_settings", {}).values():
-            key = getattr(provider, "api_key", None)
-            if key is not None:
-                found.add(key.reveal())
+        found.update(key.reveal() for key in self._keys)
         return found
 
     # --- user API --------------------------------------------------------------------------
@@ -107,17 +131,52 @@ class Tracking:
         return give_feedback(self, response_or_trace_id, rating, comment=comment, user=user)
 
 
+def remember(trace_id: str) -> None:
+    _known[trace_id] = None
+    if len(_known) > KNOWN_TRACES:
+        with contextlib.suppress(KeyError):
+            _known.popitem(last=False)
+
+
+def journaled_here(trace_id: str) -> bool:
+    """Whether this process journaled that trace (a rating of it can follow it in the journal)."""
+    return trace_id in _known
+
+
+def mlflow_missing() -> bool:
+    """mlflow cannot be imported (checked once per process, without importing it)."""
+    global _mlflow_missing
+    if _mlflow_missing is None:
+        try:
+            _mlflow_missing = importlib.util.find_spec("mlflow") is None
+        except (ImportError, ValueError):
+            _mlflow_missing = True
+        if _mlflow_missing:
+            warnings.warn(f"orchlab: {NO_MLFLOW}", OrchlabWarning, stacklevel=4)
+    return _mlflow_missing
+
+
 def attach(orchestrator: Orchestrator) -> Tracking:
     """Resolve the client's tracking settings and, when on, observe its calls."""
     global _current
     config = orchestrator.config
     base_dir = orchestrator.config_path.parent if orchestrator.config_path is not None else None
     settings = resolve_settings(config.tracking, project=config.project, env=config.env, base_dir=base_dir)
-    tracking = Tracking(settings, orchestrator)
+    off_reason = ""
+    if settings.enabled and mlflow_missing():
+        off_reason = NO_MLFLOW
+    elif settings.enabled and (problem := unsupported()):
+        off_reason = problem
+        if problem not in _warned_off:
+            _warned_off.add(problem)
+            warnings.warn(f"orchlab: {problem}", OrchlabWarning, stacklevel=3)
+    if off_reason:
+        settings = dataclasses.replace(settings, enabled=False)
+    tracking = Tracking(settings, orchestrator, off_reason=off_reason)
     if settings.enabled:
         orchestrator.observers.add(tracking)
         _current = tracking
-        writer().replay_if_spooled(settings)
+        start_if_waiting(settings)
     return tracking
 
 

@@ -96,22 +96,13 @@ def _wrap(pv: Any) -> RegisteredPrompt:
 
 def _registry(settings: TrackingSettings) -> Any:
     """An MlflowClient on the store (on the caller's thread: a prompt is needed right now)."""
-    from orchlab.tracking.writer import store_reachable
+    from orchlab.errors import TrackingError
+    from orchlab.tracking.store import open_client
 
-    if not store_reachable(settings):
-        raise PromptError(
-            f"the prompt registry at {settings.tracking_uri} does not answer; start the MLflow "
-            "server or point ORCH_TRACKING_URI / tracking.tracking_uri at one that runs"
-        )
-    import os
-
-    os.environ.setdefault("MLFLOW_MODEL_CATALOG_URI", "")
-    from mlflow.tracking import MlflowClient
-
-    db = settings.sqlite_path
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    try:
+        return open_client(settings)
+    except TrackingError as exc:
+        raise PromptError(f"the prompt registry at {settings.tracking_uri} cannot be used: {exc}") from None
 
 
 def _check_name(name: str) -> None:

@@ -1,13 +1,16 @@
-"""A finished call (`CallRecord`) as an MLflow trace: plain, JSON-able span dicts, secrets scrubbed.
+"""A finished call (`CallRecord`) as a trace record: plain JSON, secrets scrubbed.
 
-The payload is built on the writer thread and is what the spool keeps on disk; it only becomes
-MLflow objects when it is written. Its spans use MLflow's own serialized span format (the one
-``mlflow.entities.Span.from_dict`` reads), so the trace id given to the caller, ``tr-<32 hex>``,
-is the id MLflow stores.
+The record is built on the caller's path and appended to the journal (see `journal`); the drain
+process turns it into an MLflow trace with MLflow's public tracing API (see `mlflow_writes`), with
+the trace id given to the caller, ``tr-<32 hex>``.
 
-One trace per orchestrated call:
+One trace per orchestrated call::
 
-- a root span (type CHAIN) named after the role (or the strategy): role, strategy, task type,
+    {"kind": "trace", "trace_id": "tr-...", "tags": {...}, "run_id"?, "experiment_id"?, "prompts"?,
+     "spans": [root, attempt, ...]}     # each {"name", "type", "start_ns", "end_ns", "inputs",
+                                        #       "outputs", "attributes", "status", "error"}
+
+- the root span (type CHAIN) named after the role (or the strategy): role, strategy, task type,
   the decision (winner, rationale, scores), total cost, latency, error; trace tags for filtering;
 - a child span (type CHAT_MODEL) per provider attempt, with its real start and end: provider,
   model, params, messages, output, ``mlflow.chat.tokenUsage``, ``mlflow.llm.model`` /
@@ -16,12 +19,12 @@ One trace per orchestrated call:
 
 from __future__ import annotations
 
-import base64
+import functools
 import getpass
-import json
 import os
 import random
 import re
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -37,7 +40,7 @@ _SECRET_KEY = re.compile(
 )
 _SECRET_ENV = re.compile(r"(API_KEY|_TOKEN|SECRET|PASSWORD)$|^ORCH_AUTH_", re.IGNORECASE)
 _MIN_SECRET_LEN = 8
-_STATUS = {"ok": "STATUS_CODE_OK", "error": "STATUS_CODE_ERROR"}
+_STATUS = {"ok": "OK", "error": "ERROR"}
 _rng = random.SystemRandom()
 
 
@@ -46,13 +49,22 @@ def new_trace_id() -> str:
     return f"tr-{_rng.getrandbits(128):032x}"
 
 
+_env_names: tuple[int, tuple[str, ...]] = (-1, ())
+
+
 def env_secrets() -> set[str]:
-    """Values of environment variables that look like credentials (matched in any text we store)."""
-    return {
-        value
-        for name, value in os.environ.items()
-        if _SECRET_ENV.search(name) and len(value.strip()) >= _MIN_SECRET_LEN
-    }
+    """Values of environment variables that look like credentials (matched in any text we store).
+
+    The names are looked for again when the environment gains or loses a variable; the values
+    are read every time (a key set in a notebook after the client was built counts at once).
+    """
+    global _env_names
+    size, names = _env_names
+    if size != len(os.environ):
+        names = tuple(name for name in os.environ if _SECRET_ENV.search(name))
+        _env_names = (len(os.environ), names)
+    values = (os.environ.get(name, "") for name in names)
+    return {value for value in values if len(value.strip()) >= _MIN_SECRET_LEN}
 
 
 def scrub(value: Any, secrets: Iterable[str]) -> Any:
@@ -65,6 +77,11 @@ def _longest_first(secrets: Iterable[str]) -> list[str]:
     return sorted({s for s in secrets if len(s) >= _MIN_SECRET_LEN}, key=len, reverse=True)
 
 
+@functools.lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
+
+
 def _scrub(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, str):
         for secret in secrets:
@@ -72,18 +89,12 @@ def _scrub(value: Any, secrets: list[str]) -> Any:
                 value = value.replace(secret, REDACTED)
         return value
     if isinstance(value, Mapping):
-        return {
-            str(k): REDACTED if _SECRET_KEY.search(str(k)) else _scrub(v, secrets) for k, v in value.items()
-        }
+        return {str(k): REDACTED if _secret_key(str(k)) else _scrub(v, secrets) for k, v in value.items()}
     if isinstance(value, list | tuple | set):
         return [_scrub(v, secrets) for v in value]
     if value is None or isinstance(value, bool | int | float):
         return value
     return _scrub(repr(value), secrets)
-
-
-def _b64(value: int, size: int) -> str:
-    return base64.b64encode(value.to_bytes(size, "big")).decode()
 
 
 def _ns(seconds: float) -> int:
@@ -129,60 +140,31 @@ def _cost(attempt: Attempt) -> dict[str, float] | None:
     return cost
 
 
-class _SpanBuilder:
-    def __init__(self, trace_id: str, otel_trace_id: int, secrets: list[str]) -> None:
-        self.trace_id = trace_id
-        self.otel_trace_id = otel_trace_id
-        self.secrets = secrets
-
-    def span(
-        self,
-        *,
-        span_id: int,
-        parent_id: int | None,
-        name: str,
-        span_type: str,
-        start_s: float,
-        end_s: float,
-        inputs: Any,
-        outputs: Any,
-        attributes: Mapping[str, Any],
-        status: str,
-        error: str | None = None,
-        error_type: str | None = None,
-    ) -> dict[str, Any]:
-        attrs = {
-            "mlflow.traceRequestId": self.trace_id,
-            "mlflow.spanType": span_type,
-            "mlflow.spanInputs": inputs,
-            "mlflow.spanOutputs": outputs,
-        }
-        attrs.update({k: v for k, v in attributes.items() if v is not None})
-        attrs = _scrub(attrs, self.secrets)
-        events = []
-        if error is not None:
-            events.append(
-                {
-                    "name": "exception",
-                    "time_unix_nano": _ns(end_s),
-                    "attributes": _scrub(
-                        {"exception.type": error_type or "Error", "exception.message": error}, self.secrets
-                    ),
-                }
-            )
-        return {
-            "trace_id": _b64(self.otel_trace_id, 16),
-            "span_id": _b64(span_id, 8),
-            "parent_span_id": _b64(parent_id, 8) if parent_id is not None else None,
-            "name": name,
-            "start_time_unix_nano": _ns(start_s),
-            "end_time_unix_nano": max(_ns(end_s), _ns(start_s)),
-            "events": events,
-            "status": {"code": status, "message": _scrub(error or "", self.secrets)},
-            # MLflow stores every attribute value JSON-encoded.
-            "attributes": {k: json.dumps(v, default=str) for k, v in attrs.items()},
-            "links": [],
-        }
+def _span(
+    *,
+    name: str,
+    span_type: str,
+    start_s: float,
+    end_s: float,
+    inputs: Any,
+    outputs: Any,
+    attributes: Mapping[str, Any],
+    status: str,
+    error: str | None = None,
+    error_type: str | None = None,
+) -> dict[str, Any]:
+    start_ns = _ns(start_s)
+    return {
+        "name": name,
+        "type": span_type,
+        "start_ns": start_ns,
+        "end_ns": max(_ns(end_s), start_ns),
+        "inputs": inputs,
+        "outputs": outputs,
+        "attributes": {k: v for k, v in attributes.items() if v is not None},
+        "status": status,
+        "error": None if error is None else {"type": error_type or "Error", "message": error},
+    }
 
 
 _USER: str | None = None
@@ -207,12 +189,10 @@ def trace_payload(
     provider_kinds: Mapping[str, str],
     secrets: Iterable[str],
 ) -> dict[str, Any]:
-    """The JSON-able payload for one call's trace (what the writer writes and the spool keeps)."""
+    """The JSON-able record of one call's trace (what the journal keeps and the drain writes)."""
     ctx = record.context
     response = record.response
     error = record.error
-    otel_trace_id = int(trace_id.removeprefix("tr-"), 16)
-    build = _SpanBuilder(trace_id, otel_trace_id, _longest_first(secrets))
     messages = _messages(ctx.messages)
 
     decision = response.decision if response is not None else None
@@ -243,13 +223,9 @@ def trace_payload(
         tags.update(link.tags)
     tags.update({str(k): str(v) for k, v in ctx.tags.items()})
 
-    root_id = _rng.getrandbits(64) or 1
-    spans = []
-    for attempt in ctx.attempts:
-        spans.append(_attempt_span(build, attempt, root_id, messages, provider_kinds, record.ended_at))
+    spans = [_attempt_span(attempt, messages, provider_kinds, record.ended_at) for attempt in ctx.attempts]
 
     root_attrs: dict[str, Any] = {
-        **{f"mlflow.traceTag.{k}": v for k, v in tags.items()},
         "orchlab.role": ctx.role,
         "orchlab.strategy": ctx.strategy,
         "orchlab.task_type": ctx.task_type,
@@ -286,9 +262,7 @@ def trace_payload(
     outputs = _chat_output(response.content, response.finish_reason) if response is not None else None
     spans.insert(
         0,
-        build.span(
-            span_id=root_id,
-            parent_id=None,
+        _span(
             name=root_name,
             span_type="CHAIN",
             start_s=ctx.started_at,
@@ -296,19 +270,20 @@ def trace_payload(
             inputs={"messages": messages},
             outputs=outputs,
             attributes=root_attrs,
-            status=_STATUS["ok" if error is None else "error"],
+            status="OK" if error is None else "ERROR",
             error=None if error is None else str(error),
             error_type=None if error is None else type(error).__name__,
         ),
     )
-    payload: dict[str, Any] = {"kind": "trace", "trace_id": trace_id, "spans": spans}
+    payload: dict[str, Any] = {"kind": "trace", "trace_id": trace_id, "tags": tags, "spans": spans}
     if link is not None and link.run_id:
         payload["run_id"] = link.run_id
     if link is not None and link.experiment_id:
         payload["experiment_id"] = link.experiment_id
     if prompts:
         payload["prompts"] = [{"name": name, "version": version} for name, version in prompts]
-    return payload
+    scrubbed: dict[str, Any] = _scrub(payload, _longest_first(secrets))
+    return scrubbed
 
 
 def _prompts_used(messages: Iterable[Message]) -> list[tuple[str, str]]:
@@ -322,9 +297,7 @@ def _prompts_used(messages: Iterable[Message]) -> list[tuple[str, str]]:
 
 
 def _attempt_span(
-    build: _SpanBuilder,
     attempt: Attempt,
-    parent_id: int,
     messages: list[dict[str, str]],
     provider_kinds: Mapping[str, str],
     call_ended_at: float,
@@ -354,10 +327,8 @@ def _attempt_span(
     if attempt.error is not None:
         attrs["orchlab.error"] = attempt.error
         attrs["orchlab.error_type"] = attempt.error_type
-    status = _STATUS.get(attempt.outcome, "STATUS_CODE_UNSET")
-    return build.span(
-        span_id=_rng.getrandbits(64) or 2,
-        parent_id=parent_id,
+    status = _STATUS.get(attempt.outcome, "UNSET")
+    return _span(
         name=name,
         span_type="CHAT_MODEL",
         start_s=started,
@@ -376,6 +347,7 @@ def feedback_payload(
 ) -> dict[str, Any]:
     return {
         "kind": "feedback",
+        "id": uuid.uuid4().hex,
         "trace_id": trace_id,
         "name": name,
         "value": value,

@@ -11,14 +11,18 @@ Precedence, highest first:
 - ``ORCH_EXPERIMENT``, then ``tracking.experiment``, then ``MLFLOW_EXPERIMENT_NAME``, then
   ``orchlab/<project>/<env>``;
 - ``ORCH_TRACKING_SPOOL``, then ``tracking.spool_dir``, then ``.orchlab/spool`` in the working
-  directory;
-- ``ORCH_TRACKING_EXIT_TIMEOUT`` (seconds, default 10): how long interpreter exit waits for the
-  store before the rest goes to the spool.
+  directory: the journal of calls not yet in the store, and the drain's log (see `journal`);
+- ``ORCH_TRACKING_FSYNC``, then ``tracking.fsync`` (default off): fsync the journal per record;
+- ``ORCH_TRACKING_SPOOL_MAX_MB``, then ``tracking.spool_max_mb`` (default 256): the journal's cap
+  per store;
+- ``ORCH_TRACKING_DRAIN_IDLE`` (seconds, default 15): how long the drain process waits for new
+  records before it exits.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +35,14 @@ ENV_ENABLED = "ORCH_TRACKING"
 ENV_URI = "ORCH_TRACKING_URI"
 ENV_EXPERIMENT = "ORCH_EXPERIMENT"
 ENV_SPOOL = "ORCH_TRACKING_SPOOL"
-ENV_EXIT_TIMEOUT = "ORCH_TRACKING_EXIT_TIMEOUT"
+ENV_FSYNC = "ORCH_TRACKING_FSYNC"
+ENV_SPOOL_MAX = "ORCH_TRACKING_SPOOL_MAX_MB"
+ENV_DRAIN_IDLE = "ORCH_TRACKING_DRAIN_IDLE"
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_SPOOL = ".orchlab/spool"
+DEFAULT_DRAIN_IDLE_S = 15.0
+MIB = 1024 * 1024
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _REMOTE_SCHEMES = {"http", "https"}
@@ -42,22 +50,29 @@ _REMOTE_SCHEMES = {"http", "https"}
 
 @dataclass(frozen=True, slots=True)
 class TrackingSettings:
-    """A resolved tracking destination. ``key`` identifies it (one writer queue per key)."""
+    """A resolved tracking destination: a store (``tracking_uri``) and an experiment in it."""
 
     enabled: bool
     tracking_uri: str
     experiment: str
     spool_dir: Path
-    exit_timeout_s: float = 10.0
+    fsync: bool = False
+    max_spool_bytes: int = 256 * MIB
+    drain_idle_s: float = DEFAULT_DRAIN_IDLE_S
 
     @property
     def key(self) -> str:
         return f"{self.tracking_uri}#{self.experiment}"
 
     @property
-    def spool_name(self) -> str:
-        """A file-name-safe id of this destination, shared by every process that uses it."""
-        return hashlib.sha1(self.key.encode()).hexdigest()[:16]
+    def store_id(self) -> str:
+        """A file-name-safe id of the store, shared by every process that uses it."""
+        return hashlib.sha1(self.tracking_uri.encode()).hexdigest()[:16]
+
+    @property
+    def store_dir(self) -> Path:
+        """This store's folder in the spool: journals, the drain's lock, log and progress."""
+        return self.spool_dir / self.store_id
 
     @property
     def is_http(self) -> bool:
@@ -86,15 +101,7 @@ def resolve_settings(
     cwd = Path.cwd()
     yaml_dir = base_dir or cwd
 
-    enabled = config.enabled
-    raw_enabled = os.environ.get(ENV_ENABLED, "").strip().lower()
-    if raw_enabled:
-        if raw_enabled not in _TRUE | _FALSE:
-            raise ConfigValidationError(
-                f"{ENV_ENABLED}={raw_enabled!r}: expected one of 1/true/on or 0/false/off",
-                problems=[(ENV_ENABLED, "not a boolean")],
-            )
-        enabled = raw_enabled in _TRUE
+    enabled = _flag(ENV_ENABLED, config.enabled)
 
     if os.environ.get(ENV_URI, "").strip():
         uri = normalize_uri(os.environ[ENV_URI].strip(), cwd, source=ENV_URI)
@@ -121,17 +128,34 @@ def resolve_settings(
     else:
         spool = cwd / DEFAULT_SPOOL
 
-    exit_timeout = 10.0
-    raw_timeout = os.environ.get(ENV_EXIT_TIMEOUT, "").strip()
-    if raw_timeout:
-        try:
-            exit_timeout = max(0.0, float(raw_timeout))
-        except ValueError:
-            raise ConfigValidationError(
-                f"{ENV_EXIT_TIMEOUT}={raw_timeout!r}: expected a number of seconds",
-                problems=[(ENV_EXIT_TIMEOUT, "not a number")],
-            ) from None
-    return TrackingSettings(enabled, uri, experiment, spool.resolve(), exit_timeout)
+    fsync = _flag(ENV_FSYNC, config.fsync)
+    max_mb = _number(ENV_SPOOL_MAX, config.spool_max_mb, "a number of MiB")
+    idle = _number(ENV_DRAIN_IDLE, DEFAULT_DRAIN_IDLE_S, "a number of seconds", minimum=0.0)
+    return TrackingSettings(enabled, uri, experiment, spool.resolve(), fsync, max(1, int(max_mb * MIB)), idle)
+
+
+def _flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in _TRUE | _FALSE:
+        raise ConfigValidationError(
+            f"{name}={raw!r}: expected one of 1/true/on or 0/false/off", problems=[(name, "not a boolean")]
+        )
+    return raw in _TRUE
+
+
+def _number(name: str, default: float, what: str, minimum: float | None = None) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < (minimum if minimum is not None else math.ulp(0.0)):
+        raise ConfigValidationError(f"{name}={raw!r}: expected {what}", problems=[(name, f"not {what}")])
+    return value
 
 
 def normalize_uri(uri: str, base_dir: Path, *, source: str = "tracking_uri") -> str:
