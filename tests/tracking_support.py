@@ -82,7 +82,12 @@ def stop_drains(spool: Path, timeout: float = 30.0) -> None:
 
 
 def stored_ids(uri: str, experiment: str) -> set[str]:
-    """Trace ids in that experiment (none when it does not exist yet)."""
+    """Trace ids in that experiment (none when it, or the store, does not exist yet).
+
+    A SQLite store that does not exist yet is not opened: MLflow would create and migrate it here,
+    racing the drain that is setting it up."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return set()
     client = mlflow_client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
