@@ -28,7 +28,6 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -160,6 +159,8 @@ def _plugins(*, refresh: bool = False) -> Mapping[str, Plugin]:
 
 
 def _read_entry_points() -> tuple[dict[str, Plugin], dict[str, list[Plugin]]]:
+    from importlib.metadata import entry_points  # scans the installed distributions: only when needed
+
     found: dict[str, list[Plugin]] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else None
@@ -171,7 +172,12 @@ def _read_entry_points() -> tuple[dict[str, Plugin], dict[str, list[Plugin]]]:
         if plugin not in same:  # a distribution seen twice on sys.path is one plugin
             same.append(plugin)
     installed = {kind: plugins[0] for kind, plugins in found.items() if len(plugins) == 1}
-    return installed, {kind: plugins for kind, plugins in found.items() if len(plugins) > 1}
+    clashes = {
+        kind: sorted(plugins, key=lambda p: (p.distribution or "", p.target))
+        for kind, plugins in found.items()
+        if len(plugins) > 1
+    }
+    return installed, clashes
 
 
 def known_kinds() -> list[str]:
