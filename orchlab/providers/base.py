@@ -131,7 +131,7 @@ class Provider(ABC):
         """Put the adapter's ``complete``, ``stream`` (an async generator), ``complete_sync`` and
         ``list_models`` inside the boundary (see the module docstring), once per definition."""
         super().__init_subclass__(**kwargs)
-        if not hasattr(cls, "kind"):  # a plugin need not name itself: its registry name is used
+        if not hasattr(cls, "kind"):  # a plugin need not name itself: messages use its registry name
             cls.kind = f"{cls.__module__}:{cls.__qualname__}"
         for name, guard in _GUARDS.items():
             fn = cls.__dict__.get(name)
