@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "ModelInfo": "orchlab.catalog.model_info",
     "Orchestrator": "orchlab.orchestrator",
     "OrchlabError": "orchlab.errors",
+    "Provider": "orchlab.providers.base",
     "ProviderError": "orchlab.errors",
     "RateLimitError": "orchlab.errors",
     "ResolvedLLMConfig": "orchlab.resolution",
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
         UnknownCostError,
     )
     from orchlab.orchestrator import Orchestrator, get_llm_client
+    from orchlab.providers.base import Provider
     from orchlab.resolution import ResolvedLLMConfig
     from orchlab.strategies.base import EnsembleMode, Strategy
     from orchlab.strategies.routing import TaskType

@@ -10,7 +10,8 @@
     │   ├── UnknownProviderError         provider not defined / unknown adapter type
     │   ├── UnknownModelError            a model name the provider does not serve (lists those it does)
     │   ├── InvalidRequestError          empty or non-list messages, unknown message role, bad params
-    │   └── MissingDependencyError       an adapter's SDK is not installed (names the extra to install)
+    │   ├── MissingDependencyError       an adapter's SDK is not installed (names the extra to install)
+    │   └── PluginError                  a plugin's provider class cannot be imported or is no Provider
     ├── AuthError                        no key: names the env var and the key file it tried
     ├── ProviderError                    anything a provider call did wrong (provider, model, status,
     │   │                                retry_after, retryable)
@@ -146,6 +147,17 @@ class MissingDependencyError(ConfigError):
         self.kind = kind
         self.module = module
         self.extra = extra
+
+
+class PluginError(ConfigError):
+    """A provider ``type`` names a class that cannot be had: its module cannot be imported, it is not
+    a `orchlab.Provider` subclass, it leaves ``complete()`` unimplemented, or two installed plugins
+    claim its kind. ``provider``: the entry (when known); ``kind``: the type as written."""
+
+    def __init__(self, message: str, *, kind: str, provider: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.provider = provider
 
 
 # --- auth ----------------------------------------------------------------------------------

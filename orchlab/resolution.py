@@ -288,7 +288,7 @@ class Resolver:
             return cached
         kind = self.provider_kind(name)
         spec = self.config.providers[name]
-        cls = provider_class(kind)
+        cls = provider_class(kind, provider=name)
         key = None
         if cls.requires_key or spec.auth_profile or spec.key_file:
             key = resolve_api_key(

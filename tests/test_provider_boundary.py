@@ -659,9 +659,9 @@ def test_an_adapter_error_without_the_key_keeps_its_summary(
 
 
 def test_boundary_wraps_every_adapter() -> None:
-    from orchlab.providers.registry import KNOWN_KINDS, provider_class
+    from orchlab.providers.registry import BUILTIN_KINDS, provider_class
 
-    for kind in KNOWN_KINDS:
+    for kind in BUILTIN_KINDS:
         cls = provider_class(kind)
         for name in ("complete", "list_models"):
             assert getattr(getattr(cls, name), "__orchlab_boundary__", False), (kind, name)

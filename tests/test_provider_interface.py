@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from orchlab.providers.base import Provider
-from orchlab.providers.registry import KNOWN_KINDS, provider_class
+from orchlab.providers.registry import BUILTIN_KINDS, provider_class
 
-KINDS = sorted(KNOWN_KINDS)
+KINDS = sorted(BUILTIN_KINDS)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -30,8 +30,8 @@ def test_kind_implements_the_interface(kind):
 def test_importing_every_adapter_loads_no_sdk():
     code = (
         "import sys\n"
-        "from orchlab.providers.registry import KNOWN_KINDS, provider_class\n"
-        "[provider_class(k) for k in KNOWN_KINDS]\n"
+        "from orchlab.providers.registry import BUILTIN_KINDS, provider_class\n"
+        "[provider_class(k) for k in BUILTIN_KINDS]\n"
         "heavy = ['openai', 'anthropic', 'google.genai', 'ollama', 'llama_cpp', 'mlflow',"
         " 'pandas', 'tiktoken', 'genai_prices', 'ipywidgets', 'matplotlib']\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"

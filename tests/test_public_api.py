@@ -18,6 +18,7 @@ PUBLIC = [
     "ModelInfo",
     "Orchestrator",
     "OrchlabError",
+    "Provider",
     "ProviderError",
     "RateLimitError",
     "ResolvedLLMConfig",
@@ -49,6 +50,7 @@ def test_every_public_name_resolves():
     assert orchlab.Strategy("local_first") is orchlab.Strategy.LOCAL_FIRST
     assert issubclass(orchlab.AllAttemptsFailedError, ExceptionGroup)
     assert issubclass(orchlab.RateLimitError, orchlab.ProviderError)
+    assert orchlab.Provider.__module__ == "orchlab.providers.base"
     assert callable(orchlab.load_ipython_extension)
 
 

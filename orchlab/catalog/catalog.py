@@ -272,7 +272,7 @@ class Catalog:
         names = []
         for name, spec in self._orch.config.providers.items():
             kind = kind_of(name, spec.type)
-            if kind is not None and provider_class(kind).is_local:
+            if kind is not None and provider_class(kind, provider=name).is_local:
                 names.append(name)
         return names
 
@@ -309,7 +309,7 @@ class Catalog:
             raise UnknownProviderError(
                 f"providers.{provider}: unknown adapter type {spec.type or provider!r}", provider=provider
             )
-        cls = provider_class(kind)
+        cls = provider_class(kind, provider=provider)
         target = f"{provider}:{model}"
         kind_info = metadata().kind(kind)
         facts: ModelFacts | None = metadata().facts(kind, model)

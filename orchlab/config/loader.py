@@ -19,7 +19,7 @@ from orchlab.errors import (
     UnknownProviderError,
     UnknownRoleError,
 )
-from orchlab.providers.registry import KNOWN_KINDS, kind_of
+from orchlab.providers.registry import kind_of, known_kinds
 
 DEFAULT_CONFIG_NAME = "local.yaml"
 MAX_SHOWN = 50
@@ -118,13 +118,15 @@ def check_env(config: OrchestratorConfig, env: str, *, source: str, origin: str 
 
 
 def check_references(config: OrchestratorConfig, *, source: str = "<config>") -> None:
-    """Every role names a defined provider; every provider names a known adapter type."""
+    """Every role names a defined provider; every provider names a known adapter type (built-in,
+    registered, an installed plugin's, or ``"package.module:Class"``, imported on first use)."""
     for name, provider in config.providers.items():
         if kind_of(name, provider.type) is None:
             wanted = provider.type or name
+            known = known_kinds()
             raise UnknownProviderError(
                 f"{source}: providers.{name}: unknown adapter type {wanted!r}; known types: "
-                f"{', '.join(sorted(KNOWN_KINDS))}" + _did_you_mean(wanted, KNOWN_KINDS),
+                f"{', '.join(known)}, or a class as 'package.module:Class'" + _did_you_mean(wanted, known),
                 provider=name,
             )
     for env_name, overlay in [("", None), *config.envs.items()]:

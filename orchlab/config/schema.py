@@ -38,7 +38,8 @@ Target = Annotated[str, AfterValidator(_check_target)]
 
 
 class ProviderConfig(_Strict):
-    """One provider entry. ``type`` names the adapter; it defaults to the entry's key."""
+    """One provider entry. ``type`` names the adapter (a built-in kind, an installed plugin's kind, or
+    ``"package.module:Class"``: `orchlab.providers.registry`); it defaults to the entry's key."""
 
     type: str | None = None
     auth_profile: str | None = None

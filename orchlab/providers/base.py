@@ -87,6 +87,39 @@ class DiscoveredModel:
 
 
 class Provider(ABC):
+    """The base class of every adapter, built in or a plugin (``orchlab.Provider``).
+
+    Implement one method, ``async complete(request) -> LLMResponse``: ``request.model``,
+    ``request.messages`` (``role``/``content``) and ``request.params`` (``temperature``,
+    ``max_tokens``, ``stop``, ``seed``, ``extra`` for provider-specific keys); fill the response's
+    ``usage`` from the provider's answer. The rest has honest defaults:
+
+    - ``stream(request)``: write it as an async generator of `StreamChunk` (text deltas, then one
+      chunk carrying the final `LLMResponse`); the default raises `UnsupportedCapabilityError`;
+    - ``list_models()``: the default raises `UnsupportedCapabilityError`;
+    - ``is_available()``: the default asks ``list_models()``; override it with a cheap health check;
+    - ``aclose()``: release clients (the default has none to release).
+
+    Class attributes: ``Options`` (a pydantic model with ``extra="forbid"``: validates the entry's
+    ``options:``, available as ``self.options``), ``is_local`` (runs on the user's hardware: priced
+    at $0 and preferred by ``local_first``), ``requires_key`` (an entry without a key is refused
+    before any call; the key is ``self.settings.api_key``, a `Secret`: ``.reveal()`` it only where
+    the client is built), ``default_api_base`` (``self.api_base`` when the YAML gives none) and
+    ``kind`` (the built-in type name; a plugin's kind is the name it is registered or installed
+    under). ``self.name`` is the entry's key, ``self.settings`` its resolved `ProviderSettings`.
+
+    The boundary (module docstring) wraps ``complete``, ``stream``, ``complete_sync`` and
+    ``list_models`` of every subclass: ``timeout_s`` bounds the whole ``complete``; whatever the
+    SDK or HTTP library raises becomes an orchlab error (an HTTP status error → by status, a timeout
+    or a broken connection → its `ProviderError`, an ``ImportError`` → `MissingDependencyError`);
+    the API key is masked out of every error. So let exceptions propagate. A stream's first event
+    and the silences inside it are bounded only when the adapter reads through ``self.paced(...)``
+    or gives its HTTP client a read timeout (``self.limits(request)``).
+
+    Make it findable by an entry point in the group ``orchlab.providers``, or name it in the YAML
+    as ``type: "package.module:Class"`` (`orchlab.providers.registry`).
+    """
+
     kind: ClassVar[str]
     requires_key: ClassVar[bool] = True
     default_api_base: ClassVar[str | None] = None
@@ -98,6 +131,8 @@ class Provider(ABC):
         """Put the adapter's ``complete``, ``stream`` (an async generator), ``complete_sync`` and
         ``list_models`` inside the boundary (see the module docstring), once per definition."""
         super().__init_subclass__(**kwargs)
+        if not hasattr(cls, "kind"):  # a plugin need not name itself: messages use its registry name
+            cls.kind = f"{cls.__module__}:{cls.__qualname__}"
         for name, guard in _GUARDS.items():
             fn = cls.__dict__.get(name)
             if fn is None or getattr(fn, "__orchlab_boundary__", False):
@@ -138,11 +173,13 @@ class Provider(ABC):
     def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
         """Text deltas as they arrive; the last chunk carries the final response with usage."""
         raise UnsupportedCapabilityError(
-            f"{self.kind} adapter cannot stream", provider=self.name, model=request.model
+            f"{self.settings.kind} adapter cannot stream", provider=self.name, model=request.model
         )
 
     async def list_models(self) -> list[DiscoveredModel]:
-        raise UnsupportedCapabilityError(f"{self.kind} adapter cannot list models", provider=self.name)
+        raise UnsupportedCapabilityError(
+            f"{self.settings.kind} adapter cannot list models", provider=self.name
+        )
 
     async def is_available(self) -> bool:
         """True when the provider answers; the default asks it for its models."""

@@ -105,7 +105,7 @@ class ModelPicker:
 
         spec = self.client.config.providers.get(provider)
         kind = kind_of(provider, spec.type) if spec is not None else None
-        return kind is not None and provider_class(kind).is_local
+        return kind is not None and provider_class(kind, provider=provider).is_local
 
     def _show_role(self) -> None:
         if self.role.value is None:
