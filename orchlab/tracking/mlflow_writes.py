@@ -10,7 +10,9 @@
   harmless) and after (missing: failed).
 - **Ratings**: ``mlflow.log_assessment`` with a HUMAN-source `Feedback`; the record's id is kept in
   the feedback's metadata, so a rating is never stored twice.
-- **Run records** (`orchlab.compare`): ``MlflowClient.log_batch`` and ``set_terminated``.
+- **Run records** (`orchlab.compare`): ``MlflowClient.log_batch`` (metrics at the record's step:
+  a later value of a metric, e.g. ``mean_rating`` after a rating, takes a higher one) and
+  ``set_terminated``.
 
 The drain serves one store, so it may set MLflow's global tracking URI (``log_assessment`` uses it).
 """
@@ -207,7 +209,10 @@ class MlflowWriter:
         from mlflow.entities import Metric, Param, RunTag
 
         ts = int(record.get("time_ms") or time.time() * 1000)
-        metrics = [Metric(k, float(v), ts, 0) for k, v in record.get("metrics", {}).items() if v is not None]
+        step = int(record.get("step") or 0)  # later logs of a run's metric take higher steps
+        metrics = [
+            Metric(k, float(v), ts, step) for k, v in record.get("metrics", {}).items() if v is not None
+        ]
         params = [Param(k, str(v)) for k, v in record.get("params", {}).items()]
         tags = [RunTag(k, str(v)) for k, v in record.get("tags", {}).items()]
         if metrics or params or tags:

@@ -10,6 +10,9 @@ One trace per orchestrated call::
      "spans": [root, attempt, ...]}     # each {"name", "type", "start_ns", "end_ns", "inputs",
                                         #       "outputs", "attributes", "status", "error"}
 
+- the trace named ``role → provider:model`` (or ``role → strategy``, see `trace_name`), the name
+  MLflow's traces list shows; its request and response previews are the last user message and
+  the answer (MLflow takes them from the root span's chat-shaped inputs and outputs);
 - the root span (type CHAIN) named after the role (or the strategy): role, strategy, task type,
   the decision (winner, rationale, scores), total cost, latency, error; trace tags for filtering;
 - a child span (type CHAT_MODEL) per provider attempt, with its real start and end: provider,
@@ -199,7 +202,7 @@ def trace_payload(
     root_name = ctx.role or ctx.strategy or "orchlab.call"
     target = response.target if response is not None else None
     tags: dict[str, str] = {
-        "mlflow.traceName": root_name,
+        "mlflow.traceName": trace_name(record),
         "mlflow.user": current_user(),
         **base_tags,
         "orchlab.strategy": ctx.strategy,
@@ -284,6 +287,22 @@ def trace_payload(
         payload["prompts"] = [{"name": name, "version": version} for name, version in prompts]
     scrubbed: dict[str, Any] = _scrub(payload, _longest_first(secrets))
     return scrubbed
+
+
+def trace_name(record: CallRecord) -> str:
+    """The short name MLflow's traces list shows first: ``role → provider:model`` for a call on
+    one model, ``role → strategy`` for a strategy (its winner is in the trace's tags), so the
+    targets of a comparison read apart at a glance."""
+    ctx, response = record.context, record.response
+    head = ctx.role or ctx.strategy or "call"
+    if ctx.strategy not in (None, "", "single") and ctx.role:
+        return f"{head} → {ctx.strategy}"
+    if response is not None:
+        return f"{head} → {response.target}"
+    if ctx.attempts:
+        last = ctx.attempts[-1]
+        return f"{head} → {last.provider}:{last.model}"
+    return head
 
 
 def _prompts_used(messages: Iterable[Message]) -> list[tuple[str, str]]:

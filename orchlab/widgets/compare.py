@@ -78,7 +78,7 @@ def run_targets(
 
     for t in targets:
         parse_target(client, t)  # a bad target fails before anything runs
-    name = name or f"compare-view-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    name = name or f"compare view {dt.datetime.now().strftime('%Y-%m-%d %H:%M:%S')}"
     case: Any = prompt if isinstance(prompt, str) else [dict(m) for m in prompt]
 
     def one(target: str) -> TargetResult:
