@@ -4,17 +4,18 @@ Example::
 
     result = orchlab.compare("data/prompts_small.jsonl", ["llm.preprocess", "llm.inference", "cascade"])
     result.summary                       # one row per target: success, latency p50/p95, tokens, cost
-    result.rate(0, "llm.inference", 5)   # or client.feedback(trace_id, ...) on any answer
-    result.refresh_ratings()             # mean rating per target, also logged to each MLflow run
+    result.rate(0, "llm.inference", 5)   # or client.feedback(trace_id, ...), or the compare view
+    result.refresh_ratings()             # ratings given elsewhere (another session) read back
     result.plot()                        # rating vs $ per 1,000 calls (Pareto front), and latency
     result.pareto()                      # the same as a table: which targets are on the front
     result.ui_url()                      # MLflow's compare view of the runs (port: ORCH_MLFLOW_PORT)
 
 A target is a role name, ``"provider:model"``, a strategy name (``"cascade"``, ``"ensemble"``,
 ... on the default role) or a dict of ``client.complete`` arguments with a ``label``. Each target
-gets one MLflow run (params: target, kind, role, provider, model, strategy; metrics: success rate,
-latency p50/p95, tokens, total and mean cost; mean rating once rated); its calls' traces are
-linked to it.
+gets one MLflow run, ``<target> · <name>`` (params: target, kind, role, provider, model, strategy,
+warmup; metrics: success rate, latency p50/p95, tokens, total and mean cost, warm-up time; mean
+rating once rated, logged again after each rating given in this process, see `Comparison._rated`);
+its calls' traces are linked to it, and the figure of `Comparison.plot` is its ``comparison.png``.
 
 Before timing, each target answers one warm-up call (the first prompt, ``max_tokens=1``, not
 traced, not counted in the results): model loading and SDK imports stay out of p50/p95.
