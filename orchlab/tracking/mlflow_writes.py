@@ -8,6 +8,9 @@
   is already set). MLflow's exporter reports a failed write only in a log line, so every batch is
   looked up in the store before (already stored: skipped, which makes a re-run after a crash
   harmless) and after (missing: failed).
+- **Prompt links** (``link_prompt_versions_to_trace``) only for the traces of a batch that the
+  lookup after writing found in the store: a link can never name a trace MLflow does not have yet
+  (what "could not link prompt ... to trace ... not found" was, when the caller linked at once).
 - **Ratings**: ``mlflow.log_assessment`` with a HUMAN-source `Feedback`; the record's id is kept in
   the feedback's metadata, so a rating is never stored twice.
 - **Run records** (`orchlab.compare`): ``MlflowClient.log_batch`` (metrics at the record's step:
