@@ -274,6 +274,8 @@ def test_run_all_twice_in_a_row_without_an_error(lab: Lab, browser: Any, name: s
                 )
                 assert plots.count() == 1  # result.plot() draws: a picture, not "<Figure size ...>"
                 assert plots.first.evaluate("img => img.naturalWidth") == 1100
+                # the prompt link is written by the drain after the trace (issue 11 item 5)
+                assert "could not link" not in " ".join(shown.all_inner_texts())
             if name.startswith("05_"):
                 buttons = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jupyter-widgets button")
                 assert buttons.count() >= 7 and buttons.filter(has_text="👍").count() >= 1

@@ -327,6 +327,12 @@ def test_payload_of_a_failed_call_and_of_a_registered_prompt() -> None:
     tags = payload["tags"]
     assert tags["orchlab.status"] == "error"
     assert tags["mlflow.traceName"] == "chat → loop:m"  # no answer: the model it asked last
+    ctx.role = None
+    direct = trace_payload(
+        CallRecord(ctx, None, RuntimeError("down"), ctx.started_at + 0.1), new_trace_id(),
+        link=None, base_tags={}, provider_kinds={}, secrets=(),
+    )  # fmt: skip
+    assert direct["tags"]["mlflow.traceName"] == "loop:m"  # a model asked without a role
     assert tags["orchlab.prompt"] == "greet"
     assert tags["orchlab.prompt_version"] == "3"
     assert payload["prompts"] == [{"name": "greet", "version": "3"}]

@@ -291,18 +291,21 @@ def trace_payload(
 
 def trace_name(record: CallRecord) -> str:
     """The short name MLflow's traces list shows first: ``role → provider:model`` for a call on
-    one model, ``role → strategy`` for a strategy (its winner is in the trace's tags), so the
-    targets of a comparison read apart at a glance."""
+    one model, ``role → strategy`` for a strategy (its winner is in the trace's tags),
+    ``provider:model`` for a model asked without a role, so the targets of a comparison read
+    apart at a glance."""
     ctx, response = record.context, record.response
-    head = ctx.role or ctx.strategy or "call"
-    if ctx.strategy not in (None, "", "single") and ctx.role:
-        return f"{head} → {ctx.strategy}"
+    strategy = ctx.strategy if ctx.strategy not in (None, "", "single") else None
+    if ctx.role and strategy:
+        return f"{ctx.role} → {strategy}"
     if response is not None:
-        return f"{head} → {response.target}"
-    if ctx.attempts:
-        last = ctx.attempts[-1]
-        return f"{head} → {last.provider}:{last.model}"
-    return head
+        target = response.target
+    elif ctx.attempts:
+        target = f"{ctx.attempts[-1].provider}:{ctx.attempts[-1].model}"
+    else:
+        return ctx.role or strategy or "call"
+    head = ctx.role or strategy  # a model asked directly has no role: its name is the model
+    return f"{head} → {target}" if head else target
 
 
 def _prompts_used(messages: Iterable[Message]) -> list[tuple[str, str]]:
