@@ -215,6 +215,39 @@ def problems(notebook: dict[str, Any]) -> list[str]:
     return found
 
 
+def run_new_cell(page: Any, code: str, until: str) -> str:
+    """Add a cell at the end of the visible notebook, run it, and return its output once it shows
+    ``until``."""
+    notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    notebook.locator(".jp-Cell").last.click(position={"x": 5, "y": 5})
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")  # a new cell below, selected
+    page.keyboard.press("Enter")  # edit it
+    page.keyboard.insert_text(code)  # as typed, without the editor's auto-closed brackets
+    page.keyboard.press("Shift+Enter")
+    output = notebook.locator(".jp-Cell").filter(has_text=until).last.locator(".jp-OutputArea-output")
+    output.filter(has_text=until).first.wait_for(timeout=RUN_TIMEOUT_S * 1000)
+    return str(output.filter(has_text=until).first.inner_text())
+
+
+def rate_in_the_compare_view(page: Any) -> tuple[str, str]:
+    """Click 5★ under llm.answer's answer in notebook 05's compare view; then, in the notebook,
+    ``orchlab.flush()``. The store and the run of that answer's comparison, as the kernel has them."""
+    notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    view = notebook.locator(".jp-CodeCell").filter(has_text="widgets.compare_view(").first
+    view.locator(".jupyter-widgets button", has_text="5★").first.click()  # llm.answer's column
+    view.locator(".jupyter-widgets", has_text="saved").first.wait_for(timeout=30_000)
+    text = run_new_cell(
+        page,
+        'import json; print("RUN=" + json.dumps([orchlab.flush(timeout=120), '
+        'client.tracking.settings.tracking_uri, view.last[0].comparison.runs["llm.answer"]]))',
+        until="RUN=",
+    )
+    flushed, uri, run_id = json.loads(text.partition("RUN=")[2].strip())
+    assert flushed is True
+    return uri, run_id
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_run_all_twice_in_a_row_without_an_error(lab: Lab, browser: Any, name: str) -> None:
     original = lab.saved(name)
@@ -241,9 +274,17 @@ def test_run_all_twice_in_a_row_without_an_error(lab: Lab, browser: Any, name: s
                 )
                 assert plots.count() == 1  # result.plot() draws: a picture, not "<Figure size ...>"
                 assert plots.first.evaluate("img => img.naturalWidth") == 1100
+                # the prompt link is written by the drain after the trace (issue 11 item 5)
+                assert "could not link" not in " ".join(shown.all_inner_texts())
             if name.startswith("05_"):
                 buttons = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jupyter-widgets button")
                 assert buttons.count() >= 7 and buttons.filter(has_text="👍").count() >= 1
+        if name.startswith("05_"):
+            uri, run_id = rate_in_the_compare_view(page)
+            import mlflow
+
+            run = mlflow.MlflowClient(tracking_uri=uri).get_run(run_id)
+            assert run.data.metrics["mean_rating"] == 5.0 and run.data.metrics["rated"] >= 1
     finally:
         page.close()
         lab.shut_down_kernels()

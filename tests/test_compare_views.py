@@ -7,6 +7,7 @@ answers are exact; the tests that rate answers write to a real MLflow SQLite sto
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import signal
@@ -108,6 +109,72 @@ def test_the_warm_up_is_not_a_trace(tracked: Orchestrator) -> None:
     assert sorted(traced["trace_id"]) == sorted(result.results["trace_id"])
     assert len(traced) == len(PROMPTS) * len(TARGETS)
     assert {t: len(c) for t, c in calls_per_target(tracked).items()} == {t: 3 for t in TARGETS}
+
+
+# --- what a comparison leaves in MLflow ---------------------------------------------------------
+
+
+def mlflow_client(client: Orchestrator):  # type: ignore[no-untyped-def]
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=client.tracking.settings.tracking_uri)
+
+
+def test_ratings_reach_the_runs_without_a_refresh(tracked: Orchestrator) -> None:
+    from orchlab.widgets.compare import ComparePanel, run_targets
+
+    result = orchlab.compare(PROMPTS, TARGETS, client=tracked, progress=False)
+    result.rate(0, "cheap", 5)
+    result.rate(1, "cheap", 1)  # at once: the later mean must win, though it is the smaller
+    tracked.feedback(result.results.query("target == 'big'")["trace_id"].iloc[0], 4)  # any way in
+    (view,) = run_targets(tracked, "What is 2+2?", ["mid"])
+    panel = ComparePanel([view], client=tracked)
+    panel.feedback["mid"].stars[1].click()  # 2★ clicked in the compare view
+    assert orchlab.flush(timeout=120)
+
+    mc = mlflow_client(tracked)
+    cheap = result.runs["cheap"]
+    assert mc.get_run(cheap).data.metrics["mean_rating"] == 3.0
+    assert mc.get_run(cheap).data.metrics["rated"] == 2.0
+    history = sorted(mc.get_metric_history(cheap, "mean_rating"), key=lambda m: m.step)
+    assert [(m.step, m.value) for m in history] == [(1, 5.0), (2, 3.0)]
+    assert mc.get_run(result.runs["big"]).data.metrics["mean_rating"] == 4.0
+    assert "mean_rating" not in mc.get_run(result.runs["mid"]).data.metrics
+    assert view.comparison is not None
+    assert mc.get_run(view.comparison.runs["mid"]).data.metrics["mean_rating"] == 2.0
+    assert result.summary["mean_rating"].tolist()[0] == 3.0
+
+
+def test_runs_are_named_target_first_with_the_figure_and_the_warm_up(tracked: Orchestrator) -> None:
+    result = orchlab.compare(PROMPTS, TARGETS, client=tracked, progress=False, name="cmp 1")
+    assert orchlab.flush(timeout=120)
+    mc = mlflow_client(tracked)
+    for target, run_id in result.runs.items():
+        run = mc.get_run(run_id)
+        assert run.info.run_name == f"{target} · cmp 1"
+        assert run.data.params["warmup"] == "true"
+        assert run.data.metrics["warmup_s"] == pytest.approx(result.warmup[target].latency_s)
+        (artifact,) = mc.list_artifacts(run_id)
+        assert artifact.path == "comparison.png"
+        assert Path(mc.download_artifacts(run_id, "comparison.png")).read_bytes().startswith(PNG)
+    exp = mc.get_experiment_by_name(tracked.tracking.settings.experiment)
+    assert exp.name == "cmp · dev"  # MLflow's header shows what follows a "/": no "/" in it
+    traces = mc.search_traces(locations=[exp.experiment_id])
+    names = {t.info.tags["mlflow.traceName"] for t in traces}
+    assert names == {"cheap → fake:cheap", "mid → fake:mid", "big → fake:big"}
+    assert {t.info.request_preview for t in traces} == set(PROMPTS)  # MLflow's "Input" column
+    assert {t.info.response_preview for t in traces} == {"four", "it is four, I think", "2 + 2 =\n4"}
+    big = [t.info for t in traces if t.info.tags["orchlab.role"] == "big"]
+    assert [i.token_usage["total_tokens"] for i in big] == [3 + 5, 3 + 5]  # MLflow's "Tokens" column
+    cost = json.loads(big[0].trace_metadata["mlflow.trace.cost"])  # MLflow's "Cost" column: orchlab's
+    assert cost["total_cost"] == pytest.approx(result.summary.loc["big", "mean_cost_usd"])
+
+
+def test_without_warm_up_the_runs_say_so(tracked: Orchestrator) -> None:
+    result = orchlab.compare(PROMPTS, ["cheap"], client=tracked, progress=False, warmup=False)
+    assert orchlab.flush(timeout=120)
+    run = mlflow_client(tracked).get_run(result.runs["cheap"])
+    assert run.data.params["warmup"] == "false" and "warmup_s" not in run.data.metrics
 
 
 # --- quality against cost, the Pareto front, the picture ----------------------------------------

@@ -586,7 +586,7 @@ def test_mlflow_subcommand_names_the_store_in_use_and_a_command_for_it(
         set_session(None)
         s.close()
     store = f"sqlite:///{tmp_path}/elsewhere/store.db"
-    assert hint.splitlines()[0] == f"MLflow store: {store}  (experiment 'orchlab/magic_tests/dev')"
+    assert hint.splitlines()[0] == f"MLflow store: {store}  (experiment 'magic_tests · dev')"
     mlflow_cli = Path(sys.executable).parent / "mlflow"
     assert (
         f"  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {mlflow_cli} server --backend-store-uri {store} "

@@ -88,7 +88,7 @@ def test_a_script_that_ends_right_after_its_call_has_its_trace_stored(work: Path
     assert re.fullmatch(r"tr-[0-9a-f]{32}", trace_id)
 
     uri = f"sqlite:///{work / 'mlflow.db'}"  # the default store: mlflow.db in the working directory
-    wait_until(lambda: trace_id in stored_ids(uri, "orchlab/dur/dev"), 30, f"trace {trace_id} in the store")
+    wait_until(lambda: trace_id in stored_ids(uri, "dur · dev"), 30, f"trace {trace_id} in the store")
     # MLflow stores a trace's spans, then its tags: wait for the whole of it
     info = wait_until(lambda: (i := trace_info(uri, trace_id)).tags.get("orchlab.role") and i, 10, "its tags")
     assert info.tags["orchlab.role"] == "chat" and info.response_preview == "four"
@@ -207,7 +207,7 @@ def test_calls_made_while_the_store_cannot_be_created_are_written_once_it_can(wo
     assert trace_id in journal.read_text()  # on disk, waiting
 
     blocker.unlink()  # the store can be created now; the drain, retrying, writes it
-    wait_until(lambda: trace_id in stored_ids(uri, "orchlab/dur/dev"), 60, "the waiting trace stored")
+    wait_until(lambda: trace_id in stored_ids(uri, "dur · dev"), 60, "the waiting trace stored")
     info = wait_until(lambda: (i := trace_info(uri, trace_id)).assessments and i, 30, "the rating stored")
     assert [(a.name, a.value) for a in info.assessments] == [("thumbs", True)]
     wait_until(lambda: not journal.exists(), 30, "the written journal of the ended script deleted")

@@ -142,7 +142,7 @@ def test_records_made_while_the_server_is_down_arrive_when_it_is_back(
         assert orchlab.flush(timeout=120), tracking_status()
         wait_until(lambda: not journal.exists(), 30, "the other session's written journal deleted")
 
-        exp = mlflow_client(url).get_experiment_by_name("orchlab/srv/dev")
+        exp = mlflow_client(url).get_experiment_by_name("srv · dev")
         traces = mlflow_client(url).search_traces(locations=[exp.experiment_id], max_results=100)
         assert len(traces) == 3
         ours = trace_info(url, r.trace_id)

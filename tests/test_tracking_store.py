@@ -264,6 +264,26 @@ def test_registered_prompts_are_versioned_and_recorded_on_the_trace(
     assert orchlab.history(prompt_name="greet")["trace_id"].tolist() == [r.trace_id]
 
 
+def test_a_prompt_is_linked_only_to_traces_already_stored(loop_config: Path, experiment: str) -> None:
+    """Notebook 04's red box, "could not link prompt capital/1 to trace ... not found", came from
+    linking before the trace was written. The drain links a batch's prompts only after it has
+    looked the batch's traces up in the store, so calls made the moment the prompt exists, rated
+    at once, are all linked, and the drain never logs a failed link."""
+    client = orchlab.get_llm_client(loop_config)
+    orchlab.register_prompt("capital", "What is the capital of {{country}}?")
+    prompt = orchlab.load_prompt("capital@1")
+    responses = [client.run("chat", prompt.render(country=c)) for c in ("France", "Peru", "Chad") * 10]
+    for r in responses:
+        client.feedback(r, 4)
+    flushed()
+    uri = uri_of(client)
+    for r in responses:
+        info = trace_info(uri, r.trace_id)
+        assert json.loads(info.tags["mlflow.linkedPrompts"]) == [{"name": "capital", "version": "1"}]
+    log = client.tracking.settings.store_dir / "drain.log"
+    assert "could not link" not in log.read_text(encoding="utf-8")
+
+
 def test_history_and_usage_read_the_store_back(
     loop_config: Path, openai_server: OpenAIWireServer, experiment: str
 ) -> None:

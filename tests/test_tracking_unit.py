@@ -43,7 +43,7 @@ def test_defaults_are_a_sqlite_store_in_the_working_directory(tmp_path: Path) ->
     s = resolve_settings(cfg.tracking, project=cfg.project, env=cfg.env)
     assert s.enabled is True
     assert s.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
-    assert s.experiment == "orchlab/demo/staging"
+    assert s.experiment == "demo · staging"
     assert s.spool_dir == tmp_path.resolve() / ".orchlab" / "spool"
 
 
@@ -294,6 +294,7 @@ def test_payload_has_a_root_span_and_one_span_per_attempt_with_real_times(
     assert first["error"] == {"type": "ProviderUnavailableError", "message": f"HTTP 500 (key {REDACTED})"}
     assert payload["tags"]["orchlab.role"] == "llm.inference"
     assert payload["tags"]["orchlab.strategy"] == "fallback"
+    assert payload["tags"]["mlflow.traceName"] == "llm.inference → fallback"  # MLflow's "Trace name"
     root_attrs = root["attributes"]
     assert root_attrs["orchlab.decision"]["winner"] == "openai:gpt-small"
     assert root_attrs["orchlab.cost_usd"] == 0.0000164
@@ -325,6 +326,13 @@ def test_payload_of_a_failed_call_and_of_a_registered_prompt() -> None:
     assert root["status"] == "ERROR" and root["error"] == {"type": "RuntimeError", "message": "down"}
     tags = payload["tags"]
     assert tags["orchlab.status"] == "error"
+    assert tags["mlflow.traceName"] == "chat → loop:m"  # no answer: the model it asked last
+    ctx.role = None
+    direct = trace_payload(
+        CallRecord(ctx, None, RuntimeError("down"), ctx.started_at + 0.1), new_trace_id(),
+        link=None, base_tags={}, provider_kinds={}, secrets=(),
+    )  # fmt: skip
+    assert direct["tags"]["mlflow.traceName"] == "loop:m"  # a model asked without a role
     assert tags["orchlab.prompt"] == "greet"
     assert tags["orchlab.prompt_version"] == "3"
     assert payload["prompts"] == [{"name": "greet", "version": "3"}]

@@ -265,8 +265,8 @@ def test_compare_view_runs_targets_side_by_side_and_logs_runs(tracked: Orchestra
     assert by_target["local2:gemma-3-270m"].data.params["provider"] == "local2"
     assert by_target["llm.preprocess"].data.metrics["success_rate"] == 1.0
     assert by_target["llm.preprocess"].data.metrics["output_tokens"] == results[0].row["output_tokens"]
-    names = {r.data.tags["mlflow.runName"].split(":")[0] for r in runs}
-    assert len(names) == 1 and names.pop().startswith("compare-view-")
+    names = {r.data.tags["mlflow.runName"].partition(" · ")[2] for r in runs}  # "<target> · <name>"
+    assert len(names) == 1 and names.pop().startswith("compare view ")
 
 
 def test_compare_view_with_a_bad_target_says_so(client: Orchestrator) -> None:

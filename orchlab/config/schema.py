@@ -271,7 +271,7 @@ class TrackingConfig(_Strict):
         description="an MLflow store or server; default: sqlite:///mlflow.db in the working directory. "
         "Relative SQLite paths are relative to this YAML file",
     )
-    experiment: str | None = Field(default=None, description="default: orchlab/<project>/<env>")
+    experiment: str | None = Field(default=None, description="default: <project> · <env>")
     spool_dir: str | None = Field(
         default=None,
         description="where the journal of calls waits for the store, and the drain's log; "

@@ -4,17 +4,18 @@ Example::
 
     result = orchlab.compare("data/prompts_small.jsonl", ["llm.preprocess", "llm.inference", "cascade"])
     result.summary                       # one row per target: success, latency p50/p95, tokens, cost
-    result.rate(0, "llm.inference", 5)   # or client.feedback(trace_id, ...) on any answer
-    result.refresh_ratings()             # mean rating per target, also logged to each MLflow run
+    result.rate(0, "llm.inference", 5)   # or client.feedback(trace_id, ...), or the compare view
+    result.refresh_ratings()             # ratings given elsewhere (another session) read back
     result.plot()                        # rating vs $ per 1,000 calls (Pareto front), and latency
     result.pareto()                      # the same as a table: which targets are on the front
     result.ui_url()                      # MLflow's compare view of the runs (port: ORCH_MLFLOW_PORT)
 
 A target is a role name, ``"provider:model"``, a strategy name (``"cascade"``, ``"ensemble"``,
 ... on the default role) or a dict of ``client.complete`` arguments with a ``label``. Each target
-gets one MLflow run (params: target, kind, role, provider, model, strategy; metrics: success rate,
-latency p50/p95, tokens, total and mean cost; mean rating once rated); its calls' traces are
-linked to it.
+gets one MLflow run, ``<target> · <name>`` (params: target, kind, role, provider, model, strategy,
+warmup; metrics: success rate, latency p50/p95, tokens, total and mean cost, warm-up time; mean
+rating once rated, logged again after each rating given in this process, see `Comparison._rated`);
+its calls' traces are linked to it, and the figure of `Comparison.plot` is its ``comparison.png``.
 
 Before timing, each target answers one warm-up call (the first prompt, ``max_tokens=1``, not
 traced, not counted in the results): model loading and SDK imports stay out of p50/p95.
@@ -30,6 +31,8 @@ import io
 import json
 import math
 import sys
+import tempfile
+import threading
 import time
 import urllib.parse
 import uuid
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
 
     from orchlab.frames import ReadableFrame
     from orchlab.orchestrator import Orchestrator
+    from orchlab.tracking.feedback import Rating
     from orchlab.tracking.plots import ComparisonFigure
     from orchlab.tracking.settings import TrackingSettings
 
@@ -55,6 +59,7 @@ STRATEGIES = ("auto", "local", "cloud", "local_first", "cloud_first", "ensemble"
 DATASET_SUFFIXES = (".jsonl", ".json", ".csv", ".txt")
 RUN_CREATE_TIMEOUT_S = 60.0
 WARMUP_PARAMS = {"max_tokens": 1}
+FIGURE_ARTIFACT = "comparison.png"
 
 
 @dataclass(frozen=True)
@@ -252,7 +257,7 @@ def compare(
     if concurrency < 1:
         raise InvalidRequestError(f"concurrency must be at least 1, got {concurrency}")
     cases = load_prompts(prompts)
-    name = name or f"compare-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    name = name or f"compare {dt.datetime.now().strftime('%Y-%m-%d %H:%M:%S')}"
     compare_id = uuid.uuid4().hex[:12]
     settings = client.tracking.settings
     runs: dict[str, str] = {}
@@ -337,6 +342,8 @@ def compare(
         result.warmup = {t.label: warmups[t.label] for t in parsed if t.label in warmups}
         if runs:
             result._log_runs(status=status if status == "FINISHED" else "KILLED")
+            if status == "FINISHED":
+                result._log_figure()
     if progress and runs:
         print(f"MLflow: {len(runs)} runs in experiment {settings.experiment!r} of {settings.tracking_uri}")
         print(f"compare view: {result.ui_url()}  (start the UI first: %llm mlflow prints the command)")
@@ -356,7 +363,7 @@ def _create_runs(
         for t in targets:
             run = mlflow_client.create_run(
                 exp,
-                run_name=f"{name}: {t.label}",
+                run_name=run_name(t.label, name),
                 tags={"orchlab.compare": compare_id, "orchlab.compare_name": name, "orchlab.target": t.label},
             )
             out[t.label] = run.info.run_id
@@ -369,6 +376,12 @@ def _create_runs(
             stacklevel=3,
         )
         return {}, None
+
+
+def run_name(target: str, name: str) -> str:
+    """``<target> · <comparison>``: the target first, so MLflow's tables and chart legends, which
+    cut long names, still tell the runs apart."""
+    return f"{target} · {name}"
 
 
 # --- the result --------------------------------------------------------------------------
@@ -437,6 +450,12 @@ class Comparison:
         self.client = client
         self.warmup: dict[str, Warmup] = {}
         """Per target: the warm-up call made before timing (empty with ``warmup=False``)."""
+        self._lock = threading.Lock()
+        self._step = 0
+        """The step of the runs' rating metrics: each logging takes the next one (see `_rated`)."""
+        from orchlab.tracking.feedback import watch
+
+        watch([r["trace_id"] for r in self.rows if r.get("trace_id")], self)
 
     # --- tables ----------------------------------------------------------------------------
 
@@ -542,8 +561,24 @@ class Comparison:
         row = self._row(prompt, target)
         if not row.get("trace_id"):
             raise InvalidRequestError(f"the answer of {target!r} to prompt {prompt!r} was not traced")
-        stored = self.client.feedback(row["trace_id"], rating, comment=comment)
-        row["thumbs" if stored.name == "thumbs" else "rating"] = stored.value
+        self.client.feedback(row["trace_id"], rating, comment=comment)  # reaches `_rated`
+
+    def _rated(self, rating: Rating) -> None:
+        """A rating of one of these answers was journaled in this process (`rate`, the compare
+        view's buttons, ``client.feedback``): its row takes it, and its target's run gets its
+        rating metrics again, through the journal like the rating itself.
+
+        Each logging takes the next metric step, under a lock with the row update: MLflow keeps as
+        a run's value the metric with the highest (step, timestamp, value), so with one step for
+        all, two ratings within a millisecond would leave the larger mean rather than the last.
+        The drain writes records in order anyway; the step makes the last value win regardless."""
+        with self._lock:
+            row = next((r for r in self.rows if r.get("trace_id") == rating.trace_id), None)
+            if row is None:
+                return
+            row["thumbs" if rating.name == "thumbs" else "rating"] = rating.value
+            if self.runs.get(row["target"]):
+                self._log_runs(ratings_only=True, targets=[row["target"]])
 
     def refresh_ratings(self) -> pd.DataFrame:
         """Read every rating of these answers back from MLflow (wherever it was given), log the
@@ -555,32 +590,39 @@ class Comparison:
             return self.summary  # nothing was traced (tracking off)
         traced = [row["trace_id"] for row in self.rows if row.get("trace_id")]
         infos = stored_trace_infos(self.settings, traced)
-        for row in self.rows:
-            info = infos.get(row.get("trace_id") or "")
-            if info is None:
-                continue
-            rating = latest_assessment(info.assessments or [], "rating")
-            thumbs = latest_assessment(info.assessments or [], "thumbs")
-            row["rating"] = None if rating is None else rating.value
-            row["thumbs"] = None if thumbs is None else bool(thumbs.value)
+        with self._lock:
+            for row in self.rows:
+                info = infos.get(row.get("trace_id") or "")
+                if info is None:
+                    continue
+                rating = latest_assessment(info.assessments or [], "rating")
+                thumbs = latest_assessment(info.assessments or [], "thumbs")
+                row["rating"] = None if rating is None else rating.value
+                row["thumbs"] = None if thumbs is None else bool(thumbs.value)
+            if self.runs:
+                self._log_runs(ratings_only=True)
         if self.runs:
-            self._log_runs(ratings_only=True)
+            self._log_figure()
         return self.summary
 
-    def _log_runs(self, *, status: str | None = None, ratings_only: bool = False) -> None:
+    def _log_runs(
+        self, *, status: str | None = None, ratings_only: bool = False, targets: list[str] | None = None
+    ) -> None:
         from orchlab.tracking.journal import journal_for
         from orchlab.tracking.launch import after_write
 
         journal = journal_for(self.settings)
 
         now = int(time.time() * 1000)
+        if ratings_only:
+            self._step += 1
         for t in self.targets:
             run_id = self.runs.get(t.label)
-            if run_id is None:
+            if run_id is None or (targets is not None and t.label not in targets):
                 continue
             s = self.target_stats(t.label)
             metrics = {k: s[k] for k in ("mean_rating", "thumbs_up_rate", "rated")}
-            payload: dict[str, Any] = {"kind": "run", "run_id": run_id, "time_ms": now}
+            payload: dict[str, Any] = {"kind": "run", "run_id": run_id, "time_ms": now, "step": self._step}
             if not ratings_only:
                 metrics.update(
                     {
@@ -596,6 +638,8 @@ class Comparison:
                         "unpriced_calls": s["unpriced"],
                     }
                 )
+                if t.label in self.warmup:
+                    metrics["warmup_s"] = self.warmup[t.label].latency_s
                 payload["params"] = self._params(t)
                 payload["status"] = status
             payload["metrics"] = metrics
@@ -618,9 +662,31 @@ class Comparison:
             "strategy": one("strategy", t.strategy),
             "prompts": str(len(self.cases)),
             "compare_name": self.name,
+            # true: one call before timing, not in the metrics (its latency is metric warmup_s)
+            "warmup": "true" if t.label in self.warmup else "false",
         }
         params.update({f"option.{k}": str(v) for k, v in t.options.items()})
         return params
+
+    def _log_figure(self) -> None:
+        """`plot` as an MLflow artifact (``comparison.png``) on each run, written here: like the
+        runs themselves, an explicit MLflow operation of `compare` (the drain writes calls' traces).
+        Logged when the comparison ends and again by `refresh_ratings`."""
+        from orchlab.tracking.store import open_client
+
+        try:
+            with tempfile.TemporaryDirectory(prefix="orchlab-plot-") as tmp:
+                path = Path(tmp) / FIGURE_ARTIFACT
+                self.plot().savefig(path, format="png")
+                client = open_client(self.settings)
+                for run_id in self.runs.values():
+                    client.log_artifact(run_id, str(path))
+        except Exception as exc:
+            warnings.warn(
+                f"orchlab.compare: the comparison figure was not logged to its MLflow runs ({exc})",
+                OrchlabWarning,
+                stacklevel=3,
+            )
 
     # --- views -----------------------------------------------------------------------------
 

@@ -9,13 +9,19 @@ A rating goes to the journal like a trace, and the drain writes it after that ca
 is stored even when it is given the moment the call returns. A rating of any other trace id (an
 earlier session, `orchlab.history`) is checked against the store first, so a wrong id fails at
 once.
+
+A comparison (`orchlab.compare`, the compare view) watches its answers' trace ids: a rating of
+one of them, however given in this process, also updates that comparison's run metrics.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from orchlab.errors import TrackingError
 from orchlab.tracking.launch import after_write
@@ -29,6 +35,22 @@ THUMBS = "thumbs"
 STARS = "rating"
 _UP = {"up", "thumbs_up", "+1", "👍", "good", "yes"}
 _DOWN = {"down", "thumbs_down", "-1", "👎", "bad", "no"}
+
+
+class Watcher(Protocol):
+    def _rated(self, rating: Rating) -> None: ...
+
+
+_watchers: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+_watchers_lock = threading.Lock()
+
+
+def watch(trace_ids: Iterable[str], watcher: Watcher) -> None:
+    """Call ``watcher._rated(rating)`` after each rating of these traces is journaled here (held
+    weakly: a comparison nobody holds any more stops watching)."""
+    with _watchers_lock:
+        for trace_id in trace_ids:
+            _watchers[trace_id] = watcher
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,4 +132,9 @@ def give_feedback(
     record = feedback_payload(trace_id, name, value, comment=comment, user=who, time_ms=now_ms)
     tracking.journal.append(record)
     after_write(tracking.journal)
-    return Rating(trace_id, name, value, comment, who, queued=True)
+    rated = Rating(trace_id, name, value, comment, who, queued=True)
+    with _watchers_lock:
+        watcher = _watchers.get(trace_id)
+    if watcher is not None:
+        watcher._rated(rated)
+    return rated

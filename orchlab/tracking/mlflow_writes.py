@@ -8,9 +8,14 @@
   is already set). MLflow's exporter reports a failed write only in a log line, so every batch is
   looked up in the store before (already stored: skipped, which makes a re-run after a crash
   harmless) and after (missing: failed).
+- **Prompt links** (``link_prompt_versions_to_trace``) only for the traces of a batch that the
+  lookup after writing found in the store: a link can never name a trace MLflow does not have yet
+  (what "could not link prompt ... to trace ... not found" was, when the caller linked at once).
 - **Ratings**: ``mlflow.log_assessment`` with a HUMAN-source `Feedback`; the record's id is kept in
   the feedback's metadata, so a rating is never stored twice.
-- **Run records** (`orchlab.compare`): ``MlflowClient.log_batch`` and ``set_terminated``.
+- **Run records** (`orchlab.compare`): ``MlflowClient.log_batch`` (metrics at the record's step:
+  a later value of a metric, e.g. ``mean_rating`` after a rating, takes a higher one) and
+  ``set_terminated``.
 
 The drain serves one store, so it may set MLflow's global tracking URI (``log_assessment`` uses it).
 """
@@ -207,7 +212,10 @@ class MlflowWriter:
         from mlflow.entities import Metric, Param, RunTag
 
         ts = int(record.get("time_ms") or time.time() * 1000)
-        metrics = [Metric(k, float(v), ts, 0) for k, v in record.get("metrics", {}).items() if v is not None]
+        step = int(record.get("step") or 0)  # later logs of a run's metric take higher steps
+        metrics = [
+            Metric(k, float(v), ts, step) for k, v in record.get("metrics", {}).items() if v is not None
+        ]
         params = [Param(k, str(v)) for k, v in record.get("params", {}).items()]
         tags = [RunTag(k, str(v)) for k, v in record.get("tags", {}).items()]
         if metrics or params or tags:

@@ -10,6 +10,9 @@ One trace per orchestrated call::
      "spans": [root, attempt, ...]}     # each {"name", "type", "start_ns", "end_ns", "inputs",
                                         #       "outputs", "attributes", "status", "error"}
 
+- the trace named ``role → provider:model`` (or ``role → strategy``, see `trace_name`), the name
+  MLflow's traces list shows; its request and response previews are the last user message and
+  the answer (MLflow takes them from the root span's chat-shaped inputs and outputs);
 - the root span (type CHAIN) named after the role (or the strategy): role, strategy, task type,
   the decision (winner, rationale, scores), total cost, latency, error; trace tags for filtering;
 - a child span (type CHAT_MODEL) per provider attempt, with its real start and end: provider,
@@ -199,7 +202,7 @@ def trace_payload(
     root_name = ctx.role or ctx.strategy or "orchlab.call"
     target = response.target if response is not None else None
     tags: dict[str, str] = {
-        "mlflow.traceName": root_name,
+        "mlflow.traceName": trace_name(record),
         "mlflow.user": current_user(),
         **base_tags,
         "orchlab.strategy": ctx.strategy,
@@ -284,6 +287,25 @@ def trace_payload(
         payload["prompts"] = [{"name": name, "version": version} for name, version in prompts]
     scrubbed: dict[str, Any] = _scrub(payload, _longest_first(secrets))
     return scrubbed
+
+
+def trace_name(record: CallRecord) -> str:
+    """The short name MLflow's traces list shows first: ``role → provider:model`` for a call on
+    one model, ``role → strategy`` for a strategy (its winner is in the trace's tags),
+    ``provider:model`` for a model asked without a role, so the targets of a comparison read
+    apart at a glance."""
+    ctx, response = record.context, record.response
+    strategy = ctx.strategy if ctx.strategy not in (None, "", "single") else None
+    if ctx.role and strategy:
+        return f"{ctx.role} → {strategy}"
+    if response is not None:
+        target = response.target
+    elif ctx.attempts:
+        target = f"{ctx.attempts[-1].provider}:{ctx.attempts[-1].model}"
+    else:
+        return ctx.role or strategy or "call"
+    head = ctx.role or strategy  # a model asked directly has no role: its name is the model
+    return f"{head} → {target}" if head else target
 
 
 def _prompts_used(messages: Iterable[Message]) -> list[tuple[str, str]]:

@@ -9,7 +9,7 @@ Precedence, highest first:
 - ``ORCH_TRACKING_URI``, then ``tracking.tracking_uri`` (relative to the YAML file), then
   ``MLFLOW_TRACKING_URI``, then ``sqlite:///mlflow.db`` in the working directory;
 - ``ORCH_EXPERIMENT``, then ``tracking.experiment``, then ``MLFLOW_EXPERIMENT_NAME``, then
-  ``orchlab/<project>/<env>``;
+  ``<project> · <env>`` (no ``/``: MLflow's header and lists show a name after its last ``/``);
 - ``ORCH_TRACKING_SPOOL``, then ``tracking.spool_dir``, then ``.orchlab/spool`` in the working
   directory: the journal of calls not yet in the store, and the drain's log (see `journal`);
 - ``ORCH_TRACKING_FSYNC``, then ``tracking.fsync`` (default off): fsync the journal per record;
@@ -89,6 +89,13 @@ class TrackingSettings:
         return f"TrackingSettings({state}, uri={self.tracking_uri!r}, experiment={self.experiment!r})"
 
 
+def default_experiment(project: str, env: str) -> str:
+    """``<project> · <env>``: the distinguishing part first, and no ``/`` (MLflow's header and
+    experiment lists show only what follows the last ``/``, so ``orchlab/a/dev`` and
+    ``orchlab/b/dev`` both read "dev")."""
+    return f"{project} · {env}"
+
+
 def resolve_settings(
     config: TrackingConfig | None,
     *,
@@ -116,7 +123,7 @@ def resolve_settings(
         os.environ.get(ENV_EXPERIMENT, "").strip()
         or config.experiment
         or os.environ.get("MLFLOW_EXPERIMENT_NAME", "").strip()
-        or f"orchlab/{project}/{env}"
+        or default_experiment(project, env)
     )
 
     if os.environ.get(ENV_SPOOL, "").strip():

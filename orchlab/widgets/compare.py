@@ -2,7 +2,8 @@
 
 Each target is run through `orchlab.compare` (so each gets its MLflow run, params and metrics,
 with its trace linked, exactly as a comparison from Python), all targets at once in threads,
-and the progress bar moves as each finishes. Every answer has its own feedback buttons.
+and the progress bar moves as each finishes. Every answer has its own feedback buttons; a rating
+clicked there also updates its comparison run's ``mean_rating`` / ``thumbs_up_rate`` / ``rated``.
 One prompt is one call per target: no warm-up call, so a footer's latency includes a cold start.
 """
 
@@ -78,7 +79,7 @@ def run_targets(
 
     for t in targets:
         parse_target(client, t)  # a bad target fails before anything runs
-    name = name or f"compare-view-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    name = name or f"compare view {dt.datetime.now().strftime('%Y-%m-%d %H:%M:%S')}"
     case: Any = prompt if isinstance(prompt, str) else [dict(m) for m in prompt]
 
     def one(target: str) -> TargetResult:
