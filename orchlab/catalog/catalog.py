@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +41,8 @@ from orchlab.types import Usage
 if TYPE_CHECKING:
     import pandas as pd
 
-    from orchlab.orchestrator import Orchestrator
-    from orchlab.providers.base import DiscoveredModel
+    from orchlab.config.schema import OrchestratorConfig, ProviderConfig
+    from orchlab.providers.base import DiscoveredModel, Provider
 
 LOCAL_NOTE = "local model: $0 unless priced in the YAML (models:)"
 DEFAULT_PROMPT_TOKENS = 1000
@@ -77,8 +77,20 @@ class Choice:
 class Catalog:
     """Models reachable through one orchestrator's config (``client.catalog``)."""
 
-    def __init__(self, orchestrator: Orchestrator) -> None:
-        self._orch = orchestrator
+    def __init__(
+        self,
+        config: OrchestratorConfig,
+        *,
+        provider_config: Callable[[str], ProviderConfig],
+        providers: Callable[[str], Provider],
+        rebound: Callable[[], Iterable[tuple[str, str]]] = tuple,
+    ) -> None:
+        """``provider_config(name)``: a provider entry (unknown: `UnknownProviderError`);
+        ``providers(name)``: its adapter; ``rebound()``: the session's rebound targets."""
+        self._config = config
+        self._provider_config = provider_config
+        self._providers = providers
+        self._rebound = rebound
         self._entries: dict[tuple[str, str], Entry] = {}
         self._discovered: dict[tuple[str, str], DiscoveredModel] = {}
         self._lock = threading.Lock()
@@ -86,7 +98,7 @@ class Catalog:
         """Providers whose discovery failed last time, with the error."""
 
     def __repr__(self) -> str:
-        return f"Catalog({len(self._targets())} models; project {self._orch.config.project!r})"
+        return f"Catalog({len(self._targets())} models; project {self._config.project!r})"
 
     # --- lookups -----------------------------------------------------------------------------
 
@@ -237,7 +249,7 @@ class Catalog:
 
         names = list(providers) if providers is not None else self._local_providers()
         results = await asyncio.gather(
-            *(run_async(self._orch.provider(name).list_models()) for name in names), return_exceptions=True
+            *(run_async(self._providers(name).list_models()) for name in names), return_exceptions=True
         )
         found: list[ModelInfo] = []
         for name, result in zip(names, results, strict=True):
@@ -270,7 +282,7 @@ class Catalog:
 
     def _local_providers(self) -> list[str]:
         names = []
-        for name, spec in self._orch.config.providers.items():
+        for name, spec in self._config.providers.items():
             kind = kind_of(name, spec.type)
             if kind is not None and provider_class(kind).is_local:
                 names.append(name)
@@ -280,7 +292,7 @@ class Catalog:
         """Every (provider, model) the catalog covers, without duplicates, in a stable order."""
         from orchlab.resolution import parse_target
 
-        config = self._orch.config
+        config = self._config
         seen: dict[tuple[str, str], None] = {}
         for role in config.roles.values():
             seen[(role.provider, role.model)] = None
@@ -288,7 +300,7 @@ class Catalog:
                 seen[parse_target(target)] = None
             for candidate in getattr(role, "candidates", None) or ():
                 seen[parse_target(getattr(candidate, "target", candidate))] = None
-        for provider, model in getattr(self._orch, "_bindings", {}).values():
+        for provider, model in self._rebound():
             seen[(provider, model)] = None
         for target in getattr(config, "models", {}) or {}:
             seen[parse_target(target)] = None
@@ -302,8 +314,8 @@ class Catalog:
         return [key for key in seen if key[0] in config.providers]
 
     def _build(self, provider: str, model: str) -> Entry:
-        config = self._orch.config
-        spec = self._orch.resolver.provider_config(provider)
+        config = self._config
+        spec = self._provider_config(provider)
         kind = kind_of(provider, spec.type)
         if kind is None:
             raise UnknownProviderError(
@@ -361,7 +373,7 @@ class Catalog:
             sources.append("config")
         if context is None and cls.is_local:
             # only a local adapter is built here: a cloud one would need its key
-            context = self._orch.provider(provider).context_window()
+            context = self._providers(provider).context_window()
             if context is not None:
                 sources.append("provider")
         if context is None and discovered is not None:

@@ -2,8 +2,8 @@
 
 A strategy receives a `Run` (the orchestrator, the call's `CallContext`, the messages and the
 caller's parameter overrides) and a list of `Candidate`. It makes calls with `Run.call`, which
-goes through ``Orchestrator._attempt`` so every provider call is one `Attempt` in the trail,
-and returns an `Outcome`. `finalize` turns that into the response: the winner's answer, with
+goes through ``Dispatch.attempt`` (`orchlab.pipeline`) so every provider call is one `Attempt`,
+and it returns an `Outcome`. `finalize` turns that into the response: the winner's answer, with
 the decision trail attached and usage and cost summed over every attempt.
 """
 
@@ -176,7 +176,7 @@ class Run:
         deadline = asyncio.timeout(timeout_s)
         try:
             async with deadline:
-                response = await self.orch._attempt(self.ctx, resolved, request, stage=stage)
+                response = await self.orch.dispatch.attempt(self.ctx, resolved, request, stage=stage)
         except TimeoutError as exc:
             if timeout_s is None or not deadline.expired():
                 self._find(stage)
@@ -201,11 +201,11 @@ class Run:
             self.errors.append(exc)
             raise
         attempt = self._find(stage)
-        assert attempt is not None, "Orchestrator._attempt records every attempt it makes"
+        assert attempt is not None, "Dispatch.attempt records every attempt it makes"
         return Answer(response, attempt, cand)
 
     def _find(self, stage: str) -> Attempt | None:
-        """The attempt `_attempt` recorded for ``stage`` (stage labels are unique within a call)."""
+        """The attempt `Dispatch.attempt` recorded for ``stage`` (stage labels are unique within a call)."""
         for attempt in reversed(self.ctx.attempts):
             if attempt.stage == stage and id(attempt) not in self._claimed:
                 self._claimed.add(id(attempt))

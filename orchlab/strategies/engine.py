@@ -200,9 +200,9 @@ async def complete(
         request = ModelRequest(
             model=resolved.model, messages=messages, params=cand.params.merged(dict(params or {}))
         )
-        return await orch._finish(ctx, orch._attempt(ctx, resolved, request))
+        return await orch.dispatch.finish(ctx, orch.dispatch.attempt(ctx, resolved, request))
     run = Run(orch, ctx, messages, params, plan.spec.retry if plan.spec is not None else None)
-    return await orch._finish(ctx, _answer(run, plan))
+    return await orch.dispatch.finish(ctx, _answer(run, plan))
 
 
 async def _answer(run: Run, plan: Plan) -> LLMResponse:
