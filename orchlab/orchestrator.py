@@ -199,7 +199,7 @@ class Orchestrator:
         raises `InvalidRequestError` rather than quietly streaming one of its models.
         """
         if self._has_strategy(role):
-            strategy = self.config.roles[role].strategy or "fallback"
+            strategy = str(self.config.roles[role].strategy or "fallback")
             raise InvalidRequestError(
                 f"role {role!r} runs the {strategy!r} strategy, which cannot stream (streaming "
                 f"would skip it and call only the role's own model): use client.run({role!r}, ...) "

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from orchlab.config.schema import RetryConfig
+from orchlab.config.schema import Strategy as Strategy  # re-exported: its historical home
 from orchlab.errors import (
     AuthError,
     BudgetExceededError,
@@ -33,27 +34,6 @@ from orchlab.types import Attempt, Decision, GenerationParams, LLMResponse, Mess
 if TYPE_CHECKING:
     from orchlab.calls import CallContext
     from orchlab.orchestrator import Orchestrator
-
-
-class Strategy(StrEnum):
-    """How a call uses its candidates."""
-
-    AUTO = "auto"
-    """Classify the task, then follow the ``routing:`` table."""
-    LOCAL_ONLY = "local"
-    """Only local candidates, as a fallback chain."""
-    CLOUD_ONLY = "cloud"
-    """Only cloud candidates, as a fallback chain."""
-    LOCAL_FIRST = "local_first"
-    """Local candidates first, then cloud ones."""
-    CLOUD_FIRST = "cloud_first"
-    """Cloud candidates first, then local ones."""
-    ENSEMBLE = "ensemble"
-    """Several answers combined (`EnsembleMode`)."""
-    PARALLEL = "parallel"
-    """All at once; the first good answer wins, the others are cancelled."""
-    CASCADE = "cascade"
-    """Cheapest first; escalate while the confidence score is under the threshold."""
 
 
 class EnsembleMode(StrEnum):

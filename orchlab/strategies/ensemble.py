@@ -22,8 +22,10 @@ import asyncio
 import re
 from collections.abc import Callable, Sequence
 
+from orchlab.config.schema import Strategy
 from orchlab.errors import AllAttemptsFailedError
 from orchlab.strategies.base import FALL_THROUGH, Answer, Candidate, EnsembleMode, Outcome, Run, ms
+from orchlab.strategies.logic import ENSEMBLE_PARAMS, Logic
 from orchlab.strategies.scorers import normalize
 from orchlab.types import Message
 
@@ -215,3 +217,25 @@ async def run_ensemble(
     if mode is EnsembleMode.JUDGE:
         return await run_judge(run, candidates, judge or candidates[0], normalizer)
     return await run_fuse(run, candidates, aggregator or candidates[0], normalizer)
+
+
+class Ensemble(Logic):
+    """ENSEMBLE: several answers combined (vote, chain, judge, fuse)."""
+
+    strategy = Strategy.ENSEMBLE
+    params = ENSEMBLE_PARAMS
+
+    async def answer(self, run: Run) -> Outcome:
+        plan = self.plan
+        ens = plan.spec.ensemble if plan.spec is not None else None
+        mode = plan.mode or EnsembleMode(ens.mode if ens is not None else "vote")
+        judge_ref = plan.judge or (ens.judge if ens is not None else None)
+        aggregator_ref = plan.aggregator or (ens.aggregator if ens is not None else None)
+        return await run_ensemble(
+            run,
+            plan.candidates,
+            mode,
+            judge=run.candidate(judge_ref, params=plan.base_params) if judge_ref else None,
+            aggregator=run.candidate(aggregator_ref, params=plan.base_params) if aggregator_ref else None,
+            normalizer=plan.normalizer,
+        )

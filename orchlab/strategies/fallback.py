@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from orchlab.config.schema import Strategy
 from orchlab.errors import (
     AllAttemptsFailedError,
     ContextLengthExceededError,
@@ -39,6 +40,7 @@ from orchlab.errors import (
     ProviderTimeoutError,
 )
 from orchlab.strategies.base import FALL_THROUGH, Answer, Candidate, Outcome, Run, ms
+from orchlab.strategies.logic import Logic
 
 if TYPE_CHECKING:
     from orchlab.orchestrator import Orchestrator
@@ -149,3 +151,12 @@ async def run_chain(run: Run, candidates: Sequence[Candidate], *, label: str = "
         + ("; " + "; ".join(notes) if notes else ""),
         run.errors or [RuntimeError("no candidate could be tried")],
     )
+
+
+class Fallback(Logic):
+    """The candidates in order, each retried as ``retry:`` says, until one answers."""
+
+    strategy = Strategy.FALLBACK
+
+    async def answer(self, run: Run) -> Outcome:
+        return await run_chain(run, self.plan.candidates)

@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from orchlab.config.schema import Strategy
 from orchlab.errors import AllAttemptsFailedError
 from orchlab.strategies.base import FALL_THROUGH, Answer, Candidate, Outcome, Run, ms, unique_key
-from orchlab.strategies.scorers import Scorer
+from orchlab.strategies.logic import SCORED_PARAMS, Logic
+from orchlab.strategies.scorers import Scorer, make_scorer
 
 
 async def run_race(
@@ -102,3 +104,18 @@ async def _judge(
     if score.value < threshold:
         return score.value, f"score {score.value:.3f} < threshold {threshold:g} ({score.note})"
     return score.value, None
+
+
+class Race(Logic):
+    """PARALLEL: every candidate at once; the first good answer wins, the others are cancelled."""
+
+    strategy = Strategy.PARALLEL
+    params = SCORED_PARAMS
+
+    async def answer(self, run: Run) -> Outcome:
+        plan = self.plan
+        config = plan.spec.parallel if plan.spec is not None else None
+        spec = plan.scorer if plan.scorer is not None else (config.scorer if config is not None else None)
+        scorer = make_scorer(spec, config) if spec is not None else None
+        threshold = plan.threshold if plan.threshold is not None else (config.threshold if config else 1.0)
+        return await run_race(run, plan.candidates, scorer=scorer, threshold=threshold)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from orchlab.errors import StrategyError
-from orchlab.strategies.base import Candidate, Run, Strategy
+from orchlab.strategies.base import Candidate, Outcome, Run, Strategy
+from orchlab.strategies.fallback import run_chain
+from orchlab.strategies.logic import Logic
 
 
 def select(run: Run, strategy: Strategy, candidates: Sequence[Candidate]) -> list[Candidate]:
@@ -30,3 +32,27 @@ def select(run: Run, strategy: Strategy, candidates: Sequence[Candidate]) -> lis
             "the role's candidates: (local adapters: llamacpp, ollama, vllm, lmstudio, llamacpp_server)"
         )
     return chosen
+
+
+class _Selected(Logic):
+    """A fallback chain over the candidates `select` picks for ``strategy``."""
+
+    async def answer(self, run: Run) -> Outcome:
+        chosen = select(run, self.strategy, self.plan.candidates)
+        return await run_chain(run, chosen, label=self.strategy.value)
+
+
+class LocalOnly(_Selected):
+    strategy = Strategy.LOCAL_ONLY
+
+
+class CloudOnly(_Selected):
+    strategy = Strategy.CLOUD_ONLY
+
+
+class LocalFirst(_Selected):
+    strategy = Strategy.LOCAL_FIRST
+
+
+class CloudFirst(_Selected):
+    strategy = Strategy.CLOUD_FIRST
