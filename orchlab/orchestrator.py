@@ -20,7 +20,6 @@ from orchlab.calls import CallContext, Observers
 from orchlab.catalog import Catalog
 from orchlab.config.loader import check_env, default_config_path, load_config
 from orchlab.config.schema import OrchestratorConfig
-from orchlab.errors import InvalidRequestError
 from orchlab.loop import run_async, run_sync, sync_twin
 from orchlab.pipeline.dispatch import Dispatch
 from orchlab.pipeline.observe import Observe
@@ -195,17 +194,15 @@ class Orchestrator:
     def stream(self, role: str, messages: object, params_override: ParamsOverride = None) -> ResponseStream:
         """Iterate (sync or async) over text deltas; ``.response`` holds the final answer.
 
-        Strategies do not stream: a role with a ``strategy:``, ``candidates:`` or ``fallbacks:``
-        raises `InvalidRequestError` rather than quietly streaming one of its models.
+        A role with a ``strategy:``, ``candidates:`` or ``fallbacks:`` streams its logic: a
+        fallback chain or a race streams the first candidate to produce a token (switching only
+        before it); cascade, ensemble and auto stream their final answer. ``.response`` then
+        carries the whole decision trail and the cost of every attempt.
         """
         if self._has_strategy(role):
-            strategy = str(self.config.roles[role].strategy or "fallback")
-            raise InvalidRequestError(
-                f"role {role!r} runs the {strategy!r} strategy, which cannot stream (streaming "
-                f"would skip it and call only the role's own model): use client.run({role!r}, ...) "
-                "or client.complete(..., role=...) for the strategy's answer, or stream a role "
-                "without strategy:, candidates: or fallbacks:"
-            )
+            from orchlab.strategies.engine import stream
+
+            return ResponseStream(stream(self, messages, role=role, params=params_override))
         ctx, resolved, request = self._single(role, messages, params_override)
         return ResponseStream(self.dispatch.stream(ctx, resolved, request))
 

@@ -2,7 +2,8 @@
 
 `Dispatch.attempt` is the unit every orchestration logic is built from; `attempt_sync` is its
 blocking twin for ``run()`` (no hop to the loop thread: the overhead target of
-benchmarks/overhead.py); `stream` yields deltas and settles the call on its last chunk.
+benchmarks/overhead.py); `attempt_stream` yields its deltas, the last chunk carrying the settled
+response; `stream` is a whole streamed call of one attempt.
 `Dispatch.finish` ends a call: the answer goes to `Observe.answered`, an error to
 `Observe.failed`.
 """
@@ -88,38 +89,57 @@ class Dispatch:
             raise
         return self._succeeded(flight, response)
 
-    async def stream(
-        self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest
+    async def attempt_stream(
+        self,
+        ctx: CallContext,
+        resolved: ResolvedLLMConfig,
+        request: ModelRequest,
+        *,
+        stage: str | None = None,
     ) -> AsyncIterator[StreamChunk]:
-        """`attempt` as deltas as they come; the last chunk settles the call (`Observe.answered`)."""
+        """`attempt` as deltas as they come; the last chunk carries the settled response."""
         from orchlab.types import StreamChunk
 
-        flight = self._open(ctx, resolved, request, None)
+        flight = self._open(ctx, resolved, request, stage)
         parts: list[str] = []
         try:
             for check in self.passes:
                 answer = await check.admit(ctx, flight, request)
                 if answer is not None:
-                    yield StreamChunk(
-                        response=self.observe.answered(ctx, self._answered_by_pass(flight, answer))
-                    )
+                    yield StreamChunk(response=self._answered_by_pass(flight, answer))
                     return
             flight.sent = True
-            stream = cast(
-                "AsyncGenerator[StreamChunk, None]", self.providers(resolved.provider).stream(request)
-            )
+            adapter = self.providers(resolved.provider)
+            stream = cast("AsyncGenerator[StreamChunk, None]", adapter.stream(request))
             # aclosing: a caller that stops early releases the connection at once
             async with contextlib.aclosing(stream) as chunks:
                 async for chunk in chunks:
                     if chunk.response is not None:
                         chunk.response.latency_s = time.perf_counter() - ctx.started_perf
-                        self.observe.answered(ctx, self._succeeded(flight, chunk.response))
+                        self._succeeded(flight, chunk.response)
                     else:
                         parts.append(chunk.delta)
                     yield chunk
         except BaseException as exc:
             if flight.record.outcome != "ok":
                 self._failed(flight, exc, output="".join(parts))
+            raise
+
+    async def stream(
+        self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest
+    ) -> AsyncIterator[StreamChunk]:
+        """A whole streamed call of one attempt: the last chunk ends the call (`Observe.answered`)."""
+        answered = False
+        try:
+            chunks = cast("AsyncGenerator[StreamChunk, None]", self.attempt_stream(ctx, resolved, request))
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    if chunk.response is not None:
+                        self.observe.answered(ctx, chunk.response)
+                        answered = True
+                    yield chunk
+        except BaseException as exc:
+            if not answered:
                 self.observe.failed(ctx, exc)
             raise
 

@@ -10,8 +10,9 @@ the decision trail attached and usage and cost summed over every attempt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -183,6 +184,34 @@ class Run:
         attempt = self._find(stage)
         assert attempt is not None, "Dispatch.attempt records every attempt it makes"
         return Answer(response, attempt, cand)
+
+    async def stream_call(self, cand: Candidate, *, stage: str) -> AsyncGenerator[str | Answer, None]:
+        """One streamed provider call, recorded as an attempt: its text deltas, then its `Answer`."""
+        merged = cand.params.merged(self.overrides)
+        try:
+            resolved = self.orch.resolver.resolve_target(cand.provider, cand.model, merged, role=cand.role)
+        except AuthError as exc:
+            unsent = self.ctx.new_attempt(cand.provider, cand.model, stage=stage)
+            unsent.error, unsent.error_type = str(exc), type(exc).__name__
+            unsent.note = "not sent: no API key"
+            self.errors.append(exc)
+            raise
+        request = ModelRequest(model=resolved.model, messages=self.messages, params=merged)
+        chunks = self.orch.dispatch.attempt_stream(self.ctx, resolved, request, stage=stage)
+        try:
+            async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+                async for chunk in chunks:
+                    if chunk.response is None:
+                        if chunk.delta:
+                            yield chunk.delta
+                        continue
+                    attempt = self._find(stage)
+                    assert attempt is not None, "Dispatch.attempt_stream records every attempt it makes"
+                    yield Answer(chunk.response, attempt, cand)
+        except Exception as exc:
+            self._find(stage)
+            self.errors.append(exc)
+            raise
 
     def _find(self, stage: str) -> Attempt | None:
         """The attempt `Dispatch.attempt` recorded for ``stage`` (stage labels are unique within a call)."""

@@ -11,7 +11,8 @@ model (or the call's ``model=``), then its ``candidates:``, then its ``fallbacks
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from orchlab.calls import CallContext
@@ -22,7 +23,15 @@ from orchlab.strategies.plan import Plan, role_candidates
 from orchlab.strategies.registry import logic_for
 from orchlab.strategies.routing import TaskType
 from orchlab.strategies.scorers import normalize
-from orchlab.types import GenerationParams, LLMResponse, Message, ModelRequest, check_text, to_messages
+from orchlab.types import (
+    GenerationParams,
+    LLMResponse,
+    Message,
+    ModelRequest,
+    StreamChunk,
+    check_text,
+    to_messages,
+)
 
 if TYPE_CHECKING:
     from orchlab.orchestrator import Orchestrator
@@ -148,3 +157,30 @@ async def _answer(run: Run, plan: Plan) -> LLMResponse:
 async def execute(run: Run, plan: Plan) -> Outcome:
     """Run ``plan``'s logic inside ``run`` (AUTO calls this again for the routed plan)."""
     return await logic_for(plan).answer(run)
+
+
+async def stream(
+    orch: Orchestrator, messages: object, *, role: str, params: object = None
+) -> AsyncIterator[StreamChunk]:
+    """``client.stream`` on a role with a strategy: the logic's deltas, then one last chunk with
+    the whole decision trail and the cost rolled up over every attempt."""
+    if params is not None:
+        params = check_params(params)
+    plan = make_plan(orch, role=role)
+    ctx = CallContext(role=plan.role, strategy=plan.strategy.value, messages=as_messages(messages))
+    run = Run(orch, ctx, ctx.messages, params, plan.spec.retry if plan.spec is not None else None)
+    answered = False
+    try:
+        items = logic_for(plan).stream(run)
+        async with contextlib.aclosing(items):  # type: ignore[type-var]
+            async for item in items:
+                if isinstance(item, Outcome):
+                    response = orch.dispatch.observe.answered(ctx, finalize(run, item))
+                    answered = True
+                    yield StreamChunk(response=response)
+                    return
+                yield StreamChunk(delta=item)
+    except BaseException as exc:
+        if not answered:
+            orch.dispatch.observe.failed(ctx, exc)
+        raise

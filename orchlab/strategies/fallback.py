@@ -28,7 +28,7 @@ When every candidate fails: `AllAttemptsFailedError`, grouping every attempt's e
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from orchlab.config.schema import Strategy
@@ -160,3 +160,36 @@ class Fallback(Logic):
 
     async def answer(self, run: Run) -> Outcome:
         return await run_chain(run, self.plan.candidates)
+
+    def stream(self, run: Run) -> AsyncIterator[str | Outcome]:
+        return stream_chain(run, self.plan.candidates)
+
+
+async def stream_chain(
+    run: Run, candidates: Sequence[Candidate], *, label: str = "fallback"
+) -> AsyncIterator[str | Outcome]:
+    """Stream the first candidate that produces a token: a candidate that fails before its first
+    token passes to the next one (no retries while streaming: a retry would repeat the wait the
+    caller is watching); once a token is out, an error is raised, never a switch mid-answer."""
+    failed: list[str] = []
+    for i, cand in enumerate(candidates, 1):
+        started = False
+        try:
+            async for item in run.stream_call(cand, stage=f"{label} {i}"):
+                if isinstance(item, Answer):
+                    run.orch.health.success(cand.provider)
+                    head = f"{cand.target} streamed the answer"
+                    if failed:
+                        head += f" after {len(failed)} failed before their first token: {', '.join(failed)}"
+                    yield Outcome(item, f"{head} in {ms(item.attempt.latency_s)}")
+                    return
+                started = True
+                yield item
+        except FALL_THROUGH as exc:
+            if started:
+                raise
+            failed.append(f"{cand.target} ({type(exc).__name__})")
+    raise AllAttemptsFailedError(
+        f"all {len(candidates)} candidates failed before their first token: {', '.join(failed)}",
+        run.errors or [RuntimeError("no candidate could be tried")],
+    )

@@ -14,7 +14,7 @@ string carry) and names the bad part in an `InvalidRequestError`::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from orchlab.errors import InvalidRequestError
@@ -55,6 +55,14 @@ class Logic(ABC):
     @abstractmethod
     async def answer(self, run: Run) -> Outcome:
         """Answer the call with the plan's candidates (each call through ``run.call``)."""
+
+    async def stream(self, run: Run) -> AsyncIterator[str | Outcome]:
+        """Text deltas, then the `Outcome`. The default streams the final answer once it is
+        decided (cascade, ensemble, auto); fallback and race stream their candidates' tokens."""
+        outcome = await self.answer(run)
+        if outcome.answer.content:
+            yield outcome.answer.content
+        yield outcome
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> dict[str, Any]:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from orchlab.errors import StrategyError
 from orchlab.strategies.base import Candidate, Outcome, Run, Strategy
-from orchlab.strategies.fallback import run_chain
+from orchlab.strategies.fallback import run_chain, stream_chain
 from orchlab.strategies.logic import Logic
 
 
@@ -40,6 +40,10 @@ class _Selected(Logic):
     async def answer(self, run: Run) -> Outcome:
         chosen = select(run, self.strategy, self.plan.candidates)
         return await run_chain(run, chosen, label=self.strategy.value)
+
+    def stream(self, run: Run) -> AsyncIterator[str | Outcome]:
+        chosen = select(run, self.strategy, self.plan.candidates)
+        return stream_chain(run, chosen, label=self.strategy.value)
 
 
 class LocalOnly(_Selected):
