@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from orchlab.catalog.metadata import ModelFacts, metadata
 from orchlab.catalog.model_info import CAPABILITIES, ModelInfo, Tier
 from orchlab.catalog.prices import Price, PriceLookup, lookup
+from orchlab.config.schema import LogicCandidateConfig
 from orchlab.errors import InvalidRequestError, OrchlabWarning, UnknownProviderError
 from orchlab.providers.registry import kind_of, provider_class
 from orchlab.types import Usage
@@ -298,8 +299,13 @@ class Catalog:
             seen[(role.provider, role.model)] = None
             for target in role.fallbacks:
                 seen[parse_target(target)] = None
-            for candidate in getattr(role, "candidates", None) or ():
-                seen[parse_target(getattr(candidate, "target", candidate))] = None
+            for candidate in role.candidates:
+                if isinstance(candidate, LogicCandidateConfig):
+                    inside = candidate.targets()
+                else:
+                    inside = [candidate if isinstance(candidate, str) else candidate.target]
+                for target in inside:
+                    seen[parse_target(target)] = None
         for provider, model in self._rebound():
             seen[(provider, model)] = None
         for target in getattr(config, "models", {}) or {}:

@@ -164,6 +164,29 @@ class CandidateConfig(_Strict):
     scorer: ScorerName | None = Field(default=None, description="cascade: this stage's scorer")
 
 
+class LogicCandidateConfig(_Strict):
+    """A candidate that is itself a logic: ``{strategy: parallel, candidates: [...]}`` (a cascade
+    stage that is a race, a fallback candidate that is an ensemble)."""
+
+    strategy: Strategy
+    candidates: list[Target | CandidateConfig | LogicCandidateConfig] = Field(min_length=1)
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="the logic's own params (its Logic.from_params)"
+    )
+    threshold: float | None = Field(default=None, ge=0, le=1, description="cascade: accept at or above")
+    scorer: ScorerName | None = Field(default=None, description="cascade: this stage's scorer")
+
+    def targets(self) -> list[str]:
+        """Every 'provider:model' inside, nested logics included."""
+        out: list[str] = []
+        for c in self.candidates:
+            if isinstance(c, LogicCandidateConfig):
+                out += c.targets()
+            else:
+                out.append(c if isinstance(c, str) else c.target)
+        return out
+
+
 class ScorerConfig(_Strict):
     """How an answer is scored (cascade stages, the race's acceptance check)."""
 
@@ -262,7 +285,7 @@ class RoleConfig(_Strict):
     params: RoleParams = Field(default_factory=RoleParams)
     fallbacks: list[Target] = Field(default_factory=list, description="'provider:model' targets")
     strategy: Strategy | None = None
-    candidates: list[Target | CandidateConfig] = Field(
+    candidates: list[Target | CandidateConfig | LogicCandidateConfig] = Field(
         default_factory=list, description="tried/raced/asked after the role's own model, in order"
     )
     cascade: CascadeConfig | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from orchlab.config.schema import RetryConfig
 from orchlab.config.schema import Strategy as Strategy  # re-exported: its historical home
 from orchlab.errors import (
+    AllAttemptsFailedError,
     AuthError,
     BudgetExceededError,
     ContextWindowError,
@@ -49,6 +51,7 @@ class EnsembleMode(StrEnum):
 
 
 FALL_THROUGH: tuple[type[Exception], ...] = (
+    AllAttemptsFailedError,
     ProviderError,
     AuthError,
     MissingDependencyError,
@@ -57,8 +60,9 @@ FALL_THROUGH: tuple[type[Exception], ...] = (
 )
 """Errors after which a strategy moves on to another candidate: what is wrong with that candidate
 only (its provider failed, it has no key, its SDK is not installed, it would not fit or would
-overrun a budget). Anything else (a config error, a bad request argument, a bug) would fail the
-same way everywhere and is raised at once."""
+overrun a budget; a candidate that is itself a logic saw every one of its attempts fail).
+Anything else (a config error, a bad request argument, a bug) would fail the same way everywhere
+and is raised at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +83,44 @@ class Candidate:
         return f"{self.provider}:{self.model}"
 
 
+@dataclass(frozen=True, slots=True)
+class Nested:
+    """A candidate that is itself a logic (a cascade stage that is a race, ...): it answers with
+    its own logic inside the same call, its attempts in the same trail under its stage label."""
+
+    strategy: Strategy
+    candidates: tuple[Candidate | Nested, ...]
+    options: tuple[tuple[str, str], ...] = ()
+    """The logic's own params as strings (parsed by its ``Logic.from_params``)."""
+    params: GenerationParams = field(default_factory=GenerationParams)
+    role: str | None = None
+    threshold: float | None = None
+    """Cascade: accept this stage at or above this score (None: the cascade's threshold)."""
+    scorer: str | None = None
+    """Cascade: this stage's scorer name (None: the cascade's scorer)."""
+
+    @property
+    def target(self) -> str:
+        return f"{self.strategy.value}({', '.join(c.target for c in self.candidates)})"
+
+
+AnyCandidate = Candidate | Nested
+
+
+def leaves(cand: AnyCandidate) -> list[Candidate]:
+    """The provider targets a candidate may call (a nested logic's, recursively)."""
+    if isinstance(cand, Candidate):
+        return [cand]
+    return [leaf for inner in cand.candidates for leaf in leaves(inner)]
+
+
 @dataclass(slots=True)
 class Answer:
     """A successful call: the provider's response and its attempt in the trail."""
 
     response: LLMResponse
     attempt: Attempt
-    candidate: Candidate
+    candidate: AnyCandidate
 
     @property
     def content(self) -> str:
@@ -120,6 +155,15 @@ class Run:
         self.errors: list[Exception] = []
         """Every failed attempt's error, in the order they failed (for `AllAttemptsFailedError`)."""
         self._claimed: set[int] = set()
+        self.prefix = ""
+        """Stage labels' prefix inside a nested logic (``"cascade 1 / "``)."""
+
+    def nested(self, stage: str) -> Run:
+        """This run as seen by a candidate that is a logic: the same call, trail and errors; its
+        stages labelled under ``stage``."""
+        child = copy.copy(self)
+        child.prefix = f"{self.prefix}{stage} / "
+        return child
 
     @property
     def clock(self) -> Any:
@@ -135,14 +179,22 @@ class Run:
 
     async def call(
         self,
-        cand: Candidate,
+        cand: AnyCandidate,
         *,
         stage: str,
         params: Mapping[str, Any] | None = None,
         messages: Sequence[Message] | None = None,
         timeout_s: float | None = None,
     ) -> Answer:
-        """One provider call, recorded as an attempt. ``params`` go on top of the caller's overrides."""
+        """One provider call, recorded as an attempt. ``params`` go on top of the caller's overrides.
+
+        A `Nested` candidate answers with its own logic (``params``, ``messages`` and
+        ``timeout_s`` are for one provider call and do not apply to it)."""
+        if isinstance(cand, Nested):
+            from orchlab.strategies.registry import nested_logic
+
+            return (await nested_logic(cand, self).answer(self.nested(stage))).answer
+        stage = self.prefix + stage
         merged = cand.params.merged(self.overrides).merged(params)
         try:
             resolved = self.orch.resolver.resolve_target(cand.provider, cand.model, merged, role=cand.role)
@@ -185,8 +237,16 @@ class Run:
         assert attempt is not None, "Dispatch.attempt records every attempt it makes"
         return Answer(response, attempt, cand)
 
-    async def stream_call(self, cand: Candidate, *, stage: str) -> AsyncGenerator[str | Answer, None]:
-        """One streamed provider call, recorded as an attempt: its text deltas, then its `Answer`."""
+    async def stream_call(self, cand: AnyCandidate, *, stage: str) -> AsyncGenerator[str | Answer, None]:
+        """One streamed provider call, recorded as an attempt: its text deltas, then its `Answer`
+        (a `Nested` candidate streams its logic)."""
+        if isinstance(cand, Nested):
+            from orchlab.strategies.registry import nested_logic
+
+            async for item in nested_logic(cand, self).stream(self.nested(stage)):
+                yield item if isinstance(item, str) else item.answer
+            return
+        stage = self.prefix + stage
         merged = cand.params.merged(self.overrides)
         try:
             resolved = self.orch.resolver.resolve_target(cand.provider, cand.model, merged, role=cand.role)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from orchlab.config.schema import Strategy
 from orchlab.errors import AllAttemptsFailedError
-from orchlab.strategies.base import FALL_THROUGH, Answer, Candidate, Outcome, Run, unique_key
+from orchlab.strategies.base import FALL_THROUGH, Answer, AnyCandidate, Outcome, Run, leaves, unique_key
 from orchlab.strategies.fallback import call_with_retries
 from orchlab.strategies.logic import SCORED_PARAMS, Logic
 from orchlab.strategies.scorers import Scorer, make_scorer
@@ -25,9 +25,9 @@ from orchlab.strategies.scorers import Scorer, make_scorer
 
 async def run_cascade(
     run: Run,
-    stages: Sequence[Candidate],
+    stages: Sequence[AnyCandidate],
     *,
-    scorer_for: Callable[[Candidate], Scorer],
+    scorer_for: Callable[[AnyCandidate], Scorer],
     threshold: float,
 ) -> Outcome:
     scores: dict[str, float] = {}
@@ -89,7 +89,7 @@ class Cascade(Logic):
         threshold = plan.threshold if plan.threshold is not None else (config.threshold if config else 0.7)
         named: dict[str, Scorer] = {}
 
-        def scorer_for(cand: Candidate) -> Scorer:
+        def scorer_for(cand: AnyCandidate) -> Scorer:
             if cand.scorer is None or plan.scorer is not None:
                 return default
             if cand.scorer not in named:
@@ -102,7 +102,10 @@ class Cascade(Logic):
         return await run_cascade(run, stages, scorer_for=scorer_for, threshold=threshold)
 
 
-def _price(run: Run, cand: Candidate) -> float:
-    """Catalog price (input + output per Mtok) for ordering; local models cost 0, unknown sorts last."""
-    price = run.orch.catalog.entry(cand.provider, cand.model).price
-    return math.inf if price is None else price.input_per_mtok + price.output_per_mtok
+def _price(run: Run, cand: AnyCandidate) -> float:
+    """Catalog price (input + output per Mtok) for ordering; local models cost 0, unknown sorts last;
+    a nested logic is as dear as its dearest target."""
+    prices = [run.orch.catalog.entry(leaf.provider, leaf.model).price for leaf in leaves(cand)]
+    if any(price is None for price in prices):
+        return math.inf
+    return max(price.input_per_mtok + price.output_per_mtok for price in prices if price is not None)

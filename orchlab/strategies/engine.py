@@ -18,7 +18,16 @@ from typing import TYPE_CHECKING, Any
 from orchlab.calls import CallContext
 from orchlab.errors import InvalidRequestError
 from orchlab.resolution import check_params, parse_target
-from orchlab.strategies.base import Candidate, EnsembleMode, Outcome, Run, Strategy, finalize, resolve_ref
+from orchlab.strategies.base import (
+    AnyCandidate,
+    Candidate,
+    EnsembleMode,
+    Outcome,
+    Run,
+    Strategy,
+    finalize,
+    resolve_ref,
+)
 from orchlab.strategies.plan import Plan, role_candidates
 from orchlab.strategies.registry import logic_for
 from orchlab.strategies.routing import TaskType
@@ -85,6 +94,7 @@ def make_plan(
     spec = orch.config.roles.get(role) if role is not None else None
     # the binding, not `resolve`: no key is looked up before a candidate is tried
     base = orch.binding(role).params if role is not None else GenerationParams()
+    cands: list[AnyCandidate]
     if candidates:
         cands = [resolve_ref(orch, ref, params=base) for ref in candidates]
         if model is not None:
@@ -141,6 +151,7 @@ async def complete(
     if plan.strategy is Strategy.SINGLE:
         # the plain call needs no Run: one attempt, the trail attached by Observe
         cand = plan.candidates[0]
+        assert isinstance(cand, Candidate), "a plan's first candidate is a target (the role's model)"
         resolved = orch.resolver.resolve_target(cand.provider, cand.model, cand.params, role=cand.role)
         request = ModelRequest(
             model=resolved.model, messages=messages, params=cand.params.merged(dict(params or {}))

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from orchlab.config.schema import CandidateConfig, Strategy
+from orchlab.config.schema import CandidateConfig, LogicCandidateConfig, Strategy
 from orchlab.resolution import params_from, parse_target
-from orchlab.strategies.base import Candidate
+from orchlab.strategies.base import AnyCandidate, Candidate, Nested
 from orchlab.strategies.scorers import normalize
 from orchlab.types import GenerationParams
 
@@ -27,7 +27,7 @@ class Plan:
     role: str | None
     spec: RoleConfig | None
     strategy: Strategy
-    candidates: list[Candidate]
+    candidates: list[AnyCandidate]
     base_params: GenerationParams = field(default_factory=GenerationParams)
     scorer: Any = None
     threshold: float | None = None
@@ -39,24 +39,45 @@ class Plan:
     normalizer: Callable[[str], str] = normalize
 
 
-def role_candidates(orch: Orchestrator, role: str, model: str | None = None) -> list[Candidate]:
+def role_candidates(orch: Orchestrator, role: str, model: str | None = None) -> list[AnyCandidate]:
     """The role's model (or ``model``), then its ``candidates:``, then its ``fallbacks:``."""
     bound = orch.binding(role)
     base = bound.params
     if model is not None:
         provider, name = parse_target(model)
-        out = [Candidate(provider, name, base, role=role)]
+        out: list[AnyCandidate] = [Candidate(provider, name, base, role=role)]
     else:
         out = [Candidate(bound.provider, bound.model, base, role=role)]
     spec = orch.config.roles[role]
-    for entry in [*spec.candidates, *spec.fallbacks]:
-        if isinstance(entry, CandidateConfig):
-            provider, name = parse_target(entry.target)
-            params = base
-            if entry.params is not None:
-                params = base.merged(params_from(entry.params).as_dict())
-            out.append(Candidate(provider, name, params, role, entry.threshold, entry.scorer))
-        else:
-            provider, name = parse_target(entry)
-            out.append(Candidate(provider, name, base, role=role))
+    out += [_entry(entry, base, role) for entry in [*spec.candidates, *spec.fallbacks]]
     return out
+
+
+def _entry(
+    entry: str | CandidateConfig | LogicCandidateConfig, base: GenerationParams, role: str
+) -> AnyCandidate:
+    if isinstance(entry, LogicCandidateConfig):
+        return nested_candidate(entry, base, role)
+    if isinstance(entry, CandidateConfig):
+        provider, name = parse_target(entry.target)
+        params = base if entry.params is None else base.merged(params_from(entry.params).as_dict())
+        return Candidate(provider, name, params, role, entry.threshold, entry.scorer)
+    provider, name = parse_target(entry)
+    return Candidate(provider, name, base, role=role)
+
+
+def nested_candidate(entry: LogicCandidateConfig, base: GenerationParams, role: str) -> Nested:
+    """A YAML ``{strategy: ..., candidates: [...]}`` entry as a candidate that is a logic."""
+    options = tuple(
+        (key, str(value).lower() if isinstance(value, bool) else str(value))
+        for key, value in entry.options.items()
+    )
+    return Nested(
+        entry.strategy,
+        tuple(_entry(c, base, role) for c in entry.candidates),
+        options,
+        base,
+        role,
+        entry.threshold,
+        entry.scorer,
+    )

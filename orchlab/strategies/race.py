@@ -19,14 +19,14 @@ from collections.abc import AsyncIterator, Sequence
 
 from orchlab.config.schema import Strategy
 from orchlab.errors import AllAttemptsFailedError
-from orchlab.strategies.base import FALL_THROUGH, Answer, Candidate, Outcome, Run, ms, unique_key
+from orchlab.strategies.base import FALL_THROUGH, Answer, AnyCandidate, Outcome, Run, ms, unique_key
 from orchlab.strategies.logic import SCORED_PARAMS, Logic
 from orchlab.strategies.scorers import Scorer, make_scorer
 
 
 async def run_race(
     run: Run,
-    candidates: Sequence[Candidate],
+    candidates: Sequence[AnyCandidate],
     *,
     scorer: Scorer | None = None,
     threshold: float = 1.0,
@@ -132,7 +132,7 @@ class Race(Logic):
             yield item
 
 
-async def stream_race(run: Run, candidates: Sequence[Candidate]) -> AsyncIterator[str | Outcome]:
+async def stream_race(run: Run, candidates: Sequence[AnyCandidate]) -> AsyncIterator[str | Outcome]:
     """Every candidate streams at once; the first to produce a token (or a whole answer) is
     streamed to the caller and the others are cancelled."""
     streams = [run.stream_call(c, stage=f"race {i}") for i, c in enumerate(candidates, 1)]

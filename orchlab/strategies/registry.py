@@ -10,6 +10,7 @@ from types import MappingProxyType
 
 from orchlab.config.schema import Strategy
 from orchlab.strategies.auto import Auto
+from orchlab.strategies.base import EnsembleMode, Nested, Run
 from orchlab.strategies.cascade import Cascade
 from orchlab.strategies.ensemble import Ensemble
 from orchlab.strategies.fallback import Fallback
@@ -46,3 +47,20 @@ def logic_class(strategy: Strategy | str) -> type[Logic]:
 def logic_for(plan: Plan) -> Logic:
     """The logic that answers ``plan``, built from it."""
     return LOGICS[plan.strategy](plan)
+
+
+def nested_logic(cand: Nested, run: Run) -> Logic:
+    """The logic of a candidate that is itself a logic (its options parsed by its ``from_params``)."""
+    cls = LOGICS[cand.strategy]
+    options = cls.from_params(dict(cand.options))
+    if "mode" in options:
+        options["mode"] = EnsembleMode(options["mode"])
+    plan = Plan(
+        role=cand.role,
+        spec=None,
+        strategy=cand.strategy,
+        candidates=list(cand.candidates),
+        base_params=cand.params,
+        **options,
+    )
+    return cls(plan)

@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 from orchlab.errors import StrategyError
-from orchlab.strategies.base import Candidate, Outcome, Run, Strategy
+from orchlab.strategies.base import AnyCandidate, Outcome, Run, Strategy, leaves
 from orchlab.strategies.fallback import run_chain, stream_chain
 from orchlab.strategies.logic import Logic
 
 
-def select(run: Run, strategy: Strategy, candidates: Sequence[Candidate]) -> list[Candidate]:
+def select(run: Run, strategy: Strategy, candidates: Sequence[AnyCandidate]) -> list[AnyCandidate]:
     """The candidates ``strategy`` tries, in order (order among local or cloud ones is kept)."""
-    local = [c for c in candidates if run.is_local(c.provider)]
-    cloud = [c for c in candidates if not run.is_local(c.provider)]
+    local = [c for c in candidates if all(run.is_local(leaf.provider) for leaf in leaves(c))]
+    cloud = [c for c in candidates if c not in local]
     if strategy is Strategy.LOCAL_ONLY:
         chosen = local
     elif strategy is Strategy.CLOUD_ONLY:
