@@ -186,7 +186,7 @@ class Attempt:
     """How much more than its budget reservation this call cost (charged as reported)."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What a strategy did: every attempt, the winner, and why."""
 

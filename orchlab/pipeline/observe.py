@@ -26,7 +26,7 @@ class Observe:
             response.decision = Decision(
                 strategy=ctx.strategy,
                 task_type=ctx.task_type,
-                attempts=ctx.attempts,
+                attempts=list(ctx.attempts),
                 winner=f"{winner.provider}:{winner.model}" if winner else None,
                 rationale=f"role {ctx.role!r} is bound to {response.target}",
             )

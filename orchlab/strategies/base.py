@@ -358,7 +358,7 @@ def finalize(run: Run, outcome: Outcome) -> LLMResponse:
     decision = Decision(
         strategy=ctx.strategy,
         task_type=ctx.task_type,
-        attempts=ctx.attempts,
+        attempts=list(ctx.attempts),
         winner=answer.response.target,
         rationale=outcome.rationale,
         scores=dict(outcome.scores),

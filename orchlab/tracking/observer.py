@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchlab.calls import CallRecord
-from orchlab.errors import OrchlabWarning
+from orchlab.errors import OrchlabError, OrchlabWarning
 from orchlab.providers.registry import kind_of
 from orchlab.tracking.context import TraceLink, current_link, is_untracked
 from orchlab.tracking.journal import Journal, journal_for, unsupported
@@ -91,9 +91,10 @@ class Tracking:
         trace_id = new_trace_id()
         if record.response is not None:
             record.response.trace_id = trace_id
-        elif record.error is not None:
-            with contextlib.suppress(Exception):
-                record.error.trace_id = trace_id  # type: ignore[attr-defined]
+        elif isinstance(record.error, OrchlabError):
+            # only orchlab's own errors carry a trace id (declared on OrchlabError): an SDK's or
+            # Python's exception is never patched
+            record.error.trace_id = trace_id
         self.journal.append(self._payload(record, trace_id, current_link()))
         remember(trace_id)
         after_write(self.journal)
