@@ -164,7 +164,7 @@ class Orchestrator:
     # (passes, provider, settle); the call ends in `Observe` (`orchlab.pipeline`). `run` has
     # its own sync fast path through the adapter's blocking `complete_sync` (no hop to the
     # loop thread: the overhead target of benchmarks/overhead.py). A role with a strategy goes
-    # to `orchlab.strategies.engine`.
+    # to `orchlab.strategies.answer`.
 
     def run(self, role: str, messages: object, params_override: ParamsOverride = None) -> LLMResponse:
         """Answer ``messages`` with the model bound to ``role`` (works inside Jupyter's loop).
@@ -200,7 +200,7 @@ class Orchestrator:
         carries the whole decision trail and the cost of every attempt.
         """
         if self._has_strategy(role):
-            from orchlab.strategies.engine import stream
+            from orchlab.strategies.answer import stream
 
             return ResponseStream(stream(self, messages, role=role, params=params_override))
         ctx, resolved, request = self._single(role, messages, params_override)
@@ -289,7 +289,7 @@ class Orchestrator:
     ensemble = sync_twin(aensemble)
 
     async def _complete(self, prompt: object, **kwargs: Any) -> LLMResponse:
-        from orchlab.strategies.engine import complete
+        from orchlab.strategies.answer import complete
 
         return await complete(self, prompt, **kwargs)
 

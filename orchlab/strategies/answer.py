@@ -138,7 +138,7 @@ async def complete(
     keywords: tuple[str, ...] = (),
     **options: Any,
 ) -> LLMResponse:
-    """The engine behind ``client.complete`` / ``ensemble`` / ``run`` (runs on the engine loop).
+    """What answers ``client.complete`` / ``ensemble`` / ``run`` with a logic (on the engine loop).
 
     ``params`` are the caller's overrides, checked here (`check_params`; ``where`` and
     ``keywords`` word its errors) before any plan is made or anything is sent.
