@@ -13,6 +13,20 @@ if TYPE_CHECKING:
     from orchlab.types import LLMResponse
 
 
+def decision_of(
+    ctx: CallContext, *, winner: str | None, rationale: str, scores: dict[str, float] | None = None
+) -> Decision:
+    """The one place a call's `Decision` is built: its context's trail, the winner and why."""
+    return Decision(
+        strategy=ctx.strategy,
+        task_type=ctx.task_type,
+        attempts=list(ctx.attempts),
+        winner=winner,
+        rationale=rationale,
+        scores=dict(scores or {}),
+    )
+
+
 class Observe:
     """Reports each finished call (answer or error) to one client's observers."""
 
@@ -23,10 +37,8 @@ class Observe:
         """Attach the decision trail (a logic may have set its own) and tell the observers."""
         if response.decision is None:
             winner = ctx.attempts[-1] if ctx.attempts else None
-            response.decision = Decision(
-                strategy=ctx.strategy,
-                task_type=ctx.task_type,
-                attempts=list(ctx.attempts),
+            response.decision = decision_of(
+                ctx,
                 winner=f"{winner.provider}:{winner.model}" if winner else None,
                 rationale=f"role {ctx.role!r} is bound to {response.target}",
             )

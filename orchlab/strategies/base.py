@@ -30,9 +30,10 @@ from orchlab.errors import (
     ProviderTimeoutError,
     UnknownRoleError,
 )
+from orchlab.pipeline.observe import decision_of
 from orchlab.providers.registry import kind_of, provider_class
 from orchlab.resolution import parse_target
-from orchlab.types import Attempt, Decision, GenerationParams, LLMResponse, Message, ModelRequest, Usage
+from orchlab.types import Attempt, GenerationParams, LLMResponse, Message, ModelRequest, Usage
 
 if TYPE_CHECKING:
     from orchlab.calls import CallContext
@@ -355,13 +356,8 @@ def finalize(run: Run, outcome: Outcome) -> LLMResponse:
     answer = outcome.answer
     if answer.attempt.outcome != "ok":
         answer.attempt.outcome = "ok"
-    decision = Decision(
-        strategy=ctx.strategy,
-        task_type=ctx.task_type,
-        attempts=list(ctx.attempts),
-        winner=answer.response.target,
-        rationale=outcome.rationale,
-        scores=dict(outcome.scores),
+    decision = decision_of(
+        ctx, winner=answer.response.target, rationale=outcome.rationale, scores=outcome.scores
     )
     response = answer.response
     total = Usage()
