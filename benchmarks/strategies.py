@@ -1,5 +1,5 @@
 """What the strategies cost in time: the race against its fastest candidate alone, and the
-orchestration overhead of each strategy over one direct ``Orchestrator._attempt``.
+orchestration overhead of each strategy over one direct ``Dispatch.attempt``.
 
 Run::
 
@@ -12,7 +12,7 @@ the numbers are the orchestration itself, not a model:
 - **race**: three candidates answering after 20 / 50 / 100 ms; the race's wall time against the
   20 ms candidate called alone (the same client, the same path), interleaved.
 - **overhead**: candidates that answer at once (latency 0). Each strategy's wall time per call,
-  minus a direct ``_attempt`` (one provider call recorded in a `CallContext`, no strategy) measured
+  minus a direct ``dispatch.attempt`` (one provider call recorded in a `CallContext`, no strategy) measured
   in the same run. "per call" divides that by the provider calls the strategy made.
 - **classifier**: the AUTO rule classifier over a set of prompts (short questions, code, a
   traceback, a 40 kB paste).
@@ -147,10 +147,10 @@ def main() -> None:
             resolved = client.resolve("plain")
             request = client._request(resolved, MESSAGES, None)
             ctx = CallContext(role="plain", strategy="single", messages=request.messages)
-            return await client._attempt(ctx, resolved, request)
+            return await client.dispatch.attempt(ctx, resolved, request)
 
         rows: list[tuple[str, Callable[[], Any]]] = [
-            ("direct _attempt", lambda: run_sync(direct())),
+            ("direct dispatch.attempt", lambda: run_sync(direct())),
             ("run() plain role", lambda: client.run("plain", MESSAGES)),
             ("arun()-path plain (complete)", lambda: client.complete("What is 2+2?", role="plain")),
         ]
@@ -174,7 +174,7 @@ def main() -> None:
             timed(fn, 20)  # warm-up
             xs = timed(fn, args.n)
             calls = 1
-            if name not in ("direct _attempt",):
+            if name not in ("direct dispatch.attempt",):
                 r = fn()
                 calls = len(r.decision.attempts)
             results.append((name, calls, xs))

@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "ContextWindowError": "orchlab.errors",
     "EnsembleMode": "orchlab.strategies.base",
     "LLMResponse": "orchlab.types",
+    "Logic": "orchlab.strategies.logic",
     "ModelInfo": "orchlab.catalog.model_info",
     "Orchestrator": "orchlab.orchestrator",
     "OrchlabError": "orchlab.errors",
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
     from orchlab.providers.base import Provider
     from orchlab.resolution import ResolvedLLMConfig
     from orchlab.strategies.base import EnsembleMode, Strategy
+    from orchlab.strategies.logic import Logic
     from orchlab.strategies.routing import TaskType
     from orchlab.tracking.api import flush
     from orchlab.tracking.compare import compare

@@ -9,7 +9,7 @@ may bill the prompt and the tokens generated before the cancel, and reports no u
 cancelled local attempt is released. Reserving and settling are atomic under one lock, so
 concurrent calls, from threads or tasks, cannot overspend: spent + reserved never exceeds a limit,
 unless a provider reports more usage than the worst case reserved for it. That call is charged
-what it reports and the overrun is recorded and warned about (`orchlab.costs`); a reservation is
+what it reports and the overrun is recorded and warned about (`orchlab.pipeline.settle`); a reservation is
 never negative, whatever the params.
 
 Spending is counted from the orchestrator's start whether or not a limit is set, so a budget set

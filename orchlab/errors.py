@@ -57,6 +57,9 @@ class OrchlabWarning(UserWarning):
 class OrchlabError(Exception):
     """Base of every error orchlab raises."""
 
+    trace_id: str | None = None
+    """The MLflow trace of the call that failed with this error (set when tracking is on)."""
+
 
 # --- configuration -------------------------------------------------------------------------
 

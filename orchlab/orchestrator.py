@@ -10,43 +10,34 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from orchlab.budgets import Budgets
-from orchlab.calls import CallContext, CallRecord, Observers
+from orchlab.calls import CallContext, Observers
+from orchlab.catalog import Catalog
 from orchlab.config.loader import check_env, default_config_path, load_config
 from orchlab.config.schema import OrchestratorConfig
-from orchlab.costs import Meter, Ticket
-from orchlab.errors import InvalidRequestError
 from orchlab.loop import run_async, run_sync, sync_twin
+from orchlab.pipeline.dispatch import Dispatch
+from orchlab.pipeline.observe import Observe
+from orchlab.pipeline.passes import default_passes
+from orchlab.pipeline.settle import Settle
 from orchlab.providers.base import Provider
-from orchlab.providers.registry import provider_class
+from orchlab.providers.pool import ProviderPool
 from orchlab.redaction import mask_keys_in_logs
 from orchlab.resolution import Binding, ResolvedLLMConfig, Resolver, check_params, parse_target
 from orchlab.strategies.health import ProviderHealth
 from orchlab.tracking.observer import attach as attach_tracking
-from orchlab.types import (
-    Attempt,
-    Decision,
-    LLMResponse,
-    ModelRequest,
-    ResponseStream,
-    StreamChunk,
-    to_messages,
-)
+from orchlab.types import LLMResponse, ModelRequest, ResponseStream, to_messages
 from orchlab.usage import KEYS as USAGE_KEYS
 from orchlab.usage import UsageTracker
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from orchlab.catalog import Catalog
     from orchlab.tracking.feedback import Rating
 
 ParamsOverride = Mapping[str, Any] | None
@@ -82,8 +73,9 @@ class Orchestrator:
         self.config_path = config_path
         self.resolver = Resolver(config, base_dir=config_path.parent if config_path else None)
         mask_keys_in_logs(self.resolver.configured_keys())
-        self._providers: dict[str, Provider] = {}
         self._bindings: dict[str, tuple[str, str]] = {}
+        self.providers = ProviderPool(self.resolver.provider_settings)
+        """The adapters, each built once (``client.provider(name)``)."""
         self.observers = Observers()
         self.health = ProviderHealth()
         """Cooldowns of failing providers for the fallback strategies (its ``clock`` is swappable)."""
@@ -92,10 +84,28 @@ class Orchestrator:
         self.usage_tracker = UsageTracker()
         self.observers.add(self.usage_tracker)
         self.observers.add(self.budgets)
-        self.tracking = attach_tracking(self)
+        self.tracking = attach_tracking(
+            config,
+            self.observers,
+            base_dir=config_path.parent if config_path is not None else None,
+            keys=self.resolver.configured_keys,
+        )
         """MLflow tracking (YAML ``tracking:``): every call becomes a trace; rate one with `feedback`."""
-        self._meter = Meter(self)
-        self._catalog: Catalog | None = None
+        self.catalog = Catalog(
+            config,
+            provider_config=self.resolver.provider_config,
+            providers=self.providers.get,
+            rebound=self._bindings.values,
+        )
+        """The models this config reaches, with facts and prices (`orchlab.catalog.Catalog`)."""
+        self.dispatch = Dispatch(
+            catalog=self.catalog,
+            providers=self.providers.get,
+            passes=default_passes(self.budgets, self.providers.get),
+            settle=Settle(self.catalog, self.budgets),
+            observe=Observe(self.observers),
+        )
+        """The call pipeline: passes, one provider attempt, settle, observe (`orchlab.pipeline`)."""
 
     def __repr__(self) -> str:
         return (
@@ -132,21 +142,7 @@ class Orchestrator:
 
     def provider(self, name: str) -> Provider:
         """The adapter instance for a provider entry, built once and reused."""
-        adapter = self._providers.get(name)
-        if adapter is None:
-            settings = self.resolver.provider_settings(name)
-            adapter = provider_class(settings.kind)(settings)
-            self._providers[name] = adapter
-        return adapter
-
-    @property
-    def catalog(self) -> Catalog:
-        """The models this config reaches, with facts and prices (`orchlab.catalog.Catalog`)."""
-        if self._catalog is None:
-            from orchlab.catalog import Catalog
-
-            self._catalog = Catalog(self)
-        return self._catalog
+        return self.providers.get(name)
 
     def usage(self, by: str | Sequence[str] = USAGE_KEYS) -> pd.DataFrame:
         """Provider calls so far as a DataFrame: calls, errors, tokens, cost, mean latency per group."""
@@ -164,11 +160,11 @@ class Orchestrator:
 
     # --- calls ------------------------------------------------------------------------------
     #
-    # One pipeline: a call becomes a `CallContext`; each provider call in it is an `_attempt`
-    # (trail record, preflight, provider, cost); the call ends in `_settle` (decision trail,
-    # observers) or, on failure, `_notify`. `run` has its own sync fast path through the
-    # adapter's blocking `complete_sync` (no hop to the engine loop: the overhead target of
-    # benchmarks/overhead.py). A role with a strategy goes to `orchlab.strategies.engine`.
+    # A call becomes a `CallContext`; each provider call in it is one `Dispatch.attempt`
+    # (passes, provider, settle); the call ends in `Observe` (`orchlab.pipeline`). `run` has
+    # its own sync fast path through the adapter's blocking `complete_sync` (no hop to the
+    # loop thread: the overhead target of benchmarks/overhead.py). A role with a strategy goes
+    # to `orchlab.strategies.answer`.
 
     def run(self, role: str, messages: object, params_override: ParamsOverride = None) -> LLMResponse:
         """Answer ``messages`` with the model bound to ``role`` (works inside Jupyter's loop).
@@ -179,11 +175,11 @@ class Orchestrator:
             return run_sync(self._complete(messages, role=role, params=params_override))
         ctx, resolved, request = self._single(role, messages, params_override)
         try:
-            response = self._attempt_sync(ctx, resolved, request)
+            response = self.dispatch.attempt_sync(ctx, resolved, request)
         except BaseException as exc:
-            self._notify(ctx, None, exc)
+            self.dispatch.observe.failed(ctx, exc)
             raise
-        return self._settle(ctx, response)
+        return self.dispatch.observe.answered(ctx, response)
 
     async def arun(self, role: str, messages: object, params_override: ParamsOverride = None) -> LLMResponse:
         """`run` for async code."""
@@ -193,24 +189,22 @@ class Orchestrator:
         if self._has_strategy(role):
             return await self._complete(messages, role=role, params=params_override)
         ctx, resolved, request = self._single(role, messages, params_override)
-        return await self._finish(ctx, self._attempt(ctx, resolved, request))
+        return await self.dispatch.finish(ctx, self.dispatch.attempt(ctx, resolved, request))
 
     def stream(self, role: str, messages: object, params_override: ParamsOverride = None) -> ResponseStream:
         """Iterate (sync or async) over text deltas; ``.response`` holds the final answer.
 
-        Strategies do not stream: a role with a ``strategy:``, ``candidates:`` or ``fallbacks:``
-        raises `InvalidRequestError` rather than quietly streaming one of its models.
+        A role with a ``strategy:``, ``candidates:`` or ``fallbacks:`` streams its logic: a
+        fallback chain or a race streams the first candidate to produce a token (switching only
+        before it); cascade, ensemble and auto stream their final answer. ``.response`` then
+        carries the whole decision trail and the cost of every attempt.
         """
         if self._has_strategy(role):
-            strategy = self.config.roles[role].strategy or "fallback"
-            raise InvalidRequestError(
-                f"role {role!r} runs the {strategy!r} strategy, which cannot stream (streaming "
-                f"would skip it and call only the role's own model): use client.run({role!r}, ...) "
-                "or client.complete(..., role=...) for the strategy's answer, or stream a role "
-                "without strategy:, candidates: or fallbacks:"
-            )
+            from orchlab.strategies.answer import stream
+
+            return ResponseStream(stream(self, messages, role=role, params=params_override))
         ctx, resolved, request = self._single(role, messages, params_override)
-        return ResponseStream(self._stream(ctx, resolved, request))
+        return ResponseStream(self.dispatch.stream(ctx, resolved, request))
 
     # --- strategies (orchlab.strategies) ----------------------------------------------------
 
@@ -295,7 +289,7 @@ class Orchestrator:
     ensemble = sync_twin(aensemble)
 
     async def _complete(self, prompt: object, **kwargs: Any) -> LLMResponse:
-        from orchlab.strategies.engine import complete
+        from orchlab.strategies.answer import complete
 
         return await complete(self, prompt, **kwargs)
 
@@ -303,7 +297,7 @@ class Orchestrator:
         spec = self.config.roles.get(role)
         return spec is not None and spec.has_strategy
 
-    # --- the pipeline -------------------------------------------------------------------------
+    # --- requests -------------------------------------------------------------------------------
 
     def _request(
         self, resolved: ResolvedLLMConfig, messages: object, params_override: ParamsOverride
@@ -324,114 +318,10 @@ class Orchestrator:
         request = self._request(resolved, messages, params_override)
         return CallContext(role=role, strategy="single", messages=request.messages), resolved, request
 
-    async def _attempt(
-        self,
-        ctx: CallContext,
-        resolved: ResolvedLLMConfig,
-        request: ModelRequest,
-        *,
-        stage: str | None = None,
-    ) -> LLMResponse:
-        """One call to one provider, recorded in ``ctx``: the unit every strategy is built from."""
-        attempt = self._open(ctx, resolved, request, stage)
-        try:
-            attempt.ticket = await self._meter.preflight(ctx, resolved, request)
-            if request.params.max_tokens == 0:
-                return attempt.unsent(resolved.provider, request.model)
-            attempt.sent = True
-            response = await self.provider(resolved.provider).complete(request)
-        except BaseException as exc:
-            attempt.failed(exc)
-            raise
-        return attempt.succeeded(response)
-
-    def _attempt_sync(
-        self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest
-    ) -> LLMResponse:
-        """`_attempt` for `run`: the provider's blocking twin, in the caller's thread."""
-        attempt = self._open(ctx, resolved, request, None)
-        try:
-            attempt.ticket = self._meter.preflight_sync(ctx, resolved, request)
-            if request.params.max_tokens == 0:
-                return attempt.unsent(resolved.provider, request.model)
-            attempt.sent = True
-            response = self.provider(resolved.provider).complete_sync(request)
-        except BaseException as exc:
-            attempt.failed(exc)
-            raise
-        return attempt.succeeded(response)
-
-    async def _stream(
-        self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest
-    ) -> AsyncIterator[StreamChunk]:
-        """`_attempt` for `stream`: deltas as they come; the last chunk settles the call."""
-        attempt = self._open(ctx, resolved, request, None)
-        parts: list[str] = []
-        try:
-            attempt.ticket = await self._meter.preflight(ctx, resolved, request)
-            if request.params.max_tokens == 0:
-                yield StreamChunk(
-                    response=self._settle(ctx, attempt.unsent(resolved.provider, request.model))
-                )
-                return
-            attempt.sent = True
-            stream = cast(
-                "AsyncGenerator[StreamChunk, None]", self.provider(resolved.provider).stream(request)
-            )
-            # aclosing: a caller that stops early releases the connection at once
-            async with contextlib.aclosing(stream) as chunks:
-                async for chunk in chunks:
-                    if chunk.response is not None:
-                        chunk.response.latency_s = time.perf_counter() - ctx.started_perf
-                        self._settle(ctx, attempt.succeeded(chunk.response))
-                    else:
-                        parts.append(chunk.delta)
-                    yield chunk
-        except BaseException as exc:
-            if attempt.record.outcome != "ok":
-                attempt.failed(exc, output="".join(parts))
-                self._notify(ctx, None, exc)
-            raise
-
-    def _open(
-        self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest, stage: str | None
-    ) -> _InFlight:
-        record = ctx.new_attempt(
-            resolved.provider, request.model, stage=stage, params=request.params.as_dict()
-        )
-        return _InFlight(self._meter, record, resolved.role)
-
-    async def _finish(self, ctx: CallContext, answer: Awaitable[LLMResponse]) -> LLMResponse:
-        """Await the answer; on success attach the trail (`_settle`), on failure report it."""
-        try:
-            response = await answer
-        except BaseException as exc:
-            self._notify(ctx, None, exc)
-            raise
-        return self._settle(ctx, response)
-
-    def _settle(self, ctx: CallContext, response: LLMResponse) -> LLMResponse:
-        """Attach the decision trail (a strategy may have set its own) and tell the observers."""
-        if response.decision is None:
-            winner = ctx.attempts[-1] if ctx.attempts else None
-            response.decision = Decision(
-                strategy=ctx.strategy,
-                task_type=ctx.task_type,
-                attempts=ctx.attempts,
-                winner=f"{winner.provider}:{winner.model}" if winner else None,
-                rationale=f"role {ctx.role!r} is bound to {response.target}",
-            )
-        self._notify(ctx, response, None)
-        return response
-
-    def _notify(self, ctx: CallContext, response: LLMResponse | None, error: BaseException | None) -> None:
-        self.observers.notify(CallRecord(ctx, response, error, time.time()))
-
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        providers, self._providers = list(self._providers.values()), {}
-        await asyncio.gather(*(run_async(p.aclose()) for p in providers))
+        await self.providers.aclose()
 
     def close(self) -> None:
         run_sync(self.aclose())
@@ -441,69 +331,6 @@ class Orchestrator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-UNSENT_NOTE = "max_tokens=0: an empty answer, nothing was sent"
-
-
-class _InFlight:
-    """One provider call in progress: its trail record, its budget ticket, whether it was sent."""
-
-    __slots__ = ("meter", "record", "role", "sent", "started", "ticket")
-
-    def __init__(self, meter: Meter, record: Attempt, role: str | None) -> None:
-        self.meter = meter
-        self.record = record
-        self.role = role
-        self.ticket: Ticket | None = None
-        self.sent = False
-        self.started = time.perf_counter()
-
-    def succeeded(self, response: LLMResponse) -> LLMResponse:
-        """Price the response, settle its reservation, and record it in the trail."""
-        assert self.ticket is not None  # the provider answered, so preflight admitted the call
-        self.meter.charge(self.ticket, response)
-        response.role = self.role
-        record = self.record
-        record.outcome, record.usage = "ok", response.usage
-        record.cost_usd, record.output = response.cost_usd, response.content
-        record.latency_s = time.perf_counter() - self.started
-        if response.overrun_usd:
-            record.overrun_usd = response.overrun_usd
-            record.note = f"cost ${response.overrun_usd:.6f} more than its budget reservation"
-        return response
-
-    def unsent(self, provider: str, model: str) -> LLMResponse:
-        """``max_tokens=0``: the empty answer, given without sending anything (so nothing is
-        billed), the same on every provider (their APIs refuse 0 or read it as "no limit")."""
-        self.meter.release(self.ticket)
-        record = self.record
-        record.latency_s = time.perf_counter() - self.started
-        record.outcome, record.cost_usd, record.output, record.note = "ok", 0.0, "", UNSENT_NOTE
-        return LLMResponse(
-            "",
-            provider,
-            model,
-            role=self.role,
-            latency_s=record.latency_s,
-            finish_reason="length",
-            cost_usd=0.0,
-            cost_note=UNSENT_NOTE,
-        )
-
-    def failed(self, exc: BaseException, *, output: str | None = None) -> None:
-        """Record the error, or the cancel (anything that is not an `Exception`: a task's
-        cancel, Ctrl-C, a stream closed early), and settle the reservation (`Meter.release`)."""
-        record = self.record
-        record.latency_s = time.perf_counter() - self.started
-        cancelled = not isinstance(exc, Exception)
-        if cancelled:
-            record.outcome = "cancelled"
-        else:
-            record.error, record.error_type = str(exc), type(exc).__name__
-        if output is not None:
-            record.output = output
-        self.meter.release(self.ticket, cancelled_after_send=cancelled and self.sent)
 
 
 def get_llm_client(config_path: str | Path | None = None, *, env: str | None = None) -> Orchestrator:

@@ -186,7 +186,7 @@ class Attempt:
     """How much more than its budget reservation this call cost (charged as reported)."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What a strategy did: every attempt, the winner, and why."""
 
@@ -236,7 +236,7 @@ class LLMResponse:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     overrun_usd: float | None = None
     """Set when the provider reported more usage than the worst case reserved under a budget:
-    by how much the cost exceeded that reservation (it is charged in full; see `orchlab.costs`)."""
+    by how much the cost exceeded that reservation (it is charged in full; see `orchlab.pipeline.settle`)."""
 
     @property
     def target(self) -> str:

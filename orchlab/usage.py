@@ -140,7 +140,7 @@ class UsageTracker:
 
         Columns: calls (provider calls, failures included), errors, input/output tokens, cost_usd
         (NaN when no call of the group had a price), unpriced_calls, mean_latency_s, overrun_usd
-        (what providers charged beyond the worst case reserved under a budget; see `orchlab.costs`).
+        (what providers charged beyond the worst case reserved under a budget; see `orchlab.pipeline.settle`).
         """
         import pandas as pd
 

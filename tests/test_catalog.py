@@ -262,8 +262,8 @@ def test_ollama_models_join_the_catalog_when_discovered(
     assert client.catalog.choose_model(local=True).model_info.local
 
 
-def test_catalog_is_lazy_and_cached(client: Orchestrator) -> None:
-    assert client._catalog is None
+def test_catalog_is_one_per_client_and_cached(client: Orchestrator) -> None:
+    # built with the client (its entries are built on first lookup): the pipeline prices with it
     catalog = client.catalog
     assert isinstance(catalog, Catalog) and client.catalog is catalog
     assert catalog.entry("openai", "o3") is catalog.entry("openai", "o3")

@@ -15,6 +15,7 @@ PUBLIC = [
     "ContextWindowError",
     "EnsembleMode",
     "LLMResponse",
+    "Logic",
     "ModelInfo",
     "Orchestrator",
     "OrchlabError",

@@ -43,6 +43,8 @@ def client(client_for):
 
 def test_enums_are_exactly_as_specified_and_match_the_yaml_schema() -> None:
     assert {s.name: s.value for s in Strategy} == {
+        "SINGLE": "single",
+        "FALLBACK": "fallback",
         "AUTO": "auto",
         "LOCAL_ONLY": "local",
         "CLOUD_ONLY": "cloud",
@@ -63,7 +65,7 @@ def test_enums_are_exactly_as_specified_and_match_the_yaml_schema() -> None:
         "workflow_generation",
         "general",
     ]
-    assert set(typing.get_args(schema.StrategyName)) == {s.value for s in Strategy}
+    assert schema.Strategy is Strategy  # the YAML's strategy: is validated against the one enum
     assert set(typing.get_args(schema.TaskTypeName)) == {t.value for t in TaskType}
     assert Strategy("local_first") is Strategy.LOCAL_FIRST and Strategy.PARALLEL == "parallel"
 
@@ -76,13 +78,14 @@ def test_a_role_without_a_strategy_stays_a_plain_call(client) -> None:
     assert r.decision.strategy == "single" and r.content == "alpha beta gamma"
 
 
-def test_stream_refuses_a_role_with_a_strategy_instead_of_skipping_it(client) -> None:
-    for role, strategy in [("chain", "'fallback'"), ("lf", "'local_first'")]:
-        with pytest.raises(InvalidRequestError, match=f"role '{role}' runs the {strategy} strategy") as info:
-            client.stream(role, Q)
-        assert f"client.run('{role}', ...)" in str(info.value)
-    assert client.provider("a").calls == [] and client.provider("home").calls == []
-    stream = client.stream("plain", Q)  # no strategy: it streams
+def test_stream_runs_a_role_with_a_strategy_instead_of_skipping_it(client) -> None:
+    for role, strategy, target in [("chain", "fallback", "a:m"), ("lf", "local_first", "home:m")]:
+        stream = client.stream(role, Q)
+        text = stream.text()
+        assert stream.response is not None and text == stream.response.content
+        assert stream.response.decision.strategy == strategy and stream.response.target == target
+    assert [c.model for c in client.provider("home").calls] == ["m"]  # local first: home streamed
+    stream = client.stream("plain", Q)  # no strategy: the plain stream
     assert stream.text() == "alpha beta gamma" and stream.response is not None
     assert stream.response.decision is not None and stream.response.decision.strategy == "single"
 

@@ -27,13 +27,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from orchlab.catalog.metadata import ModelFacts, metadata
 from orchlab.catalog.model_info import CAPABILITIES, ModelInfo, Tier
 from orchlab.catalog.prices import Price, PriceLookup, lookup
+from orchlab.config.schema import LogicCandidateConfig
 from orchlab.errors import InvalidRequestError, OrchlabWarning, UnknownProviderError
 from orchlab.providers.registry import kind_of, provider_class
 from orchlab.types import Usage
@@ -41,8 +42,8 @@ from orchlab.types import Usage
 if TYPE_CHECKING:
     import pandas as pd
 
-    from orchlab.orchestrator import Orchestrator
-    from orchlab.providers.base import DiscoveredModel
+    from orchlab.config.schema import OrchestratorConfig, ProviderConfig
+    from orchlab.providers.base import DiscoveredModel, Provider
 
 LOCAL_NOTE = "local model: $0 unless priced in the YAML (models:)"
 DEFAULT_PROMPT_TOKENS = 1000
@@ -77,8 +78,20 @@ class Choice:
 class Catalog:
     """Models reachable through one orchestrator's config (``client.catalog``)."""
 
-    def __init__(self, orchestrator: Orchestrator) -> None:
-        self._orch = orchestrator
+    def __init__(
+        self,
+        config: OrchestratorConfig,
+        *,
+        provider_config: Callable[[str], ProviderConfig],
+        providers: Callable[[str], Provider],
+        rebound: Callable[[], Iterable[tuple[str, str]]] = tuple,
+    ) -> None:
+        """``provider_config(name)``: a provider entry (unknown: `UnknownProviderError`);
+        ``providers(name)``: its adapter; ``rebound()``: the session's rebound targets."""
+        self._config = config
+        self._provider_config = provider_config
+        self._providers = providers
+        self._rebound = rebound
         self._entries: dict[tuple[str, str], Entry] = {}
         self._discovered: dict[tuple[str, str], DiscoveredModel] = {}
         self._lock = threading.Lock()
@@ -86,7 +99,7 @@ class Catalog:
         """Providers whose discovery failed last time, with the error."""
 
     def __repr__(self) -> str:
-        return f"Catalog({len(self._targets())} models; project {self._orch.config.project!r})"
+        return f"Catalog({len(self._targets())} models; project {self._config.project!r})"
 
     # --- lookups -----------------------------------------------------------------------------
 
@@ -237,7 +250,7 @@ class Catalog:
 
         names = list(providers) if providers is not None else self._local_providers()
         results = await asyncio.gather(
-            *(run_async(self._orch.provider(name).list_models()) for name in names), return_exceptions=True
+            *(run_async(self._providers(name).list_models()) for name in names), return_exceptions=True
         )
         found: list[ModelInfo] = []
         for name, result in zip(names, results, strict=True):
@@ -270,7 +283,7 @@ class Catalog:
 
     def _local_providers(self) -> list[str]:
         names = []
-        for name, spec in self._orch.config.providers.items():
+        for name, spec in self._config.providers.items():
             kind = kind_of(name, spec.type)
             if kind is not None and provider_class(kind, provider=name).is_local:
                 names.append(name)
@@ -280,15 +293,20 @@ class Catalog:
         """Every (provider, model) the catalog covers, without duplicates, in a stable order."""
         from orchlab.resolution import parse_target
 
-        config = self._orch.config
+        config = self._config
         seen: dict[tuple[str, str], None] = {}
         for role in config.roles.values():
             seen[(role.provider, role.model)] = None
             for target in role.fallbacks:
                 seen[parse_target(target)] = None
-            for candidate in getattr(role, "candidates", None) or ():
-                seen[parse_target(getattr(candidate, "target", candidate))] = None
-        for provider, model in getattr(self._orch, "_bindings", {}).values():
+            for candidate in role.candidates:
+                if isinstance(candidate, LogicCandidateConfig):
+                    inside = candidate.targets()
+                else:
+                    inside = [candidate if isinstance(candidate, str) else candidate.target]
+                for target in inside:
+                    seen[parse_target(target)] = None
+        for provider, model in self._rebound():
             seen[(provider, model)] = None
         for target in getattr(config, "models", {}) or {}:
             seen[parse_target(target)] = None
@@ -302,8 +320,8 @@ class Catalog:
         return [key for key in seen if key[0] in config.providers]
 
     def _build(self, provider: str, model: str) -> Entry:
-        config = self._orch.config
-        spec = self._orch.resolver.provider_config(provider)
+        config = self._config
+        spec = self._provider_config(provider)
         kind = kind_of(provider, spec.type)
         if kind is None:
             raise UnknownProviderError(
@@ -361,7 +379,7 @@ class Catalog:
             sources.append("config")
         if context is None and cls.is_local:
             # only a local adapter is built here: a cloud one would need its key
-            context = self._orch.provider(provider).context_window()
+            context = self._providers(provider).context_window()
             if context is not None:
                 sources.append("provider")
         if context is None and discovered is not None:

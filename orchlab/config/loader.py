@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from orchlab.config.document import Problem, decode, key_path, read_document
-from orchlab.config.schema import OrchestratorConfig
+from orchlab.config.schema import LogicCandidateConfig, OrchestratorConfig
 from orchlab.errors import (
     ConfigError,
     ConfigFileError,
@@ -136,8 +136,12 @@ def check_references(config: OrchestratorConfig, *, source: str = "<config>") ->
             targets = [(f"{prefix}roles.{role_name}.provider", role.provider)]
             targets += [(f"{prefix}roles.{role_name}.fallbacks", t.partition(":")[0]) for t in role.fallbacks]
             for c in role.candidates:
-                target = c if isinstance(c, str) else c.target
-                targets.append((f"{prefix}roles.{role_name}.candidates", target.partition(":")[0]))
+                if isinstance(c, LogicCandidateConfig):
+                    inside = c.targets()
+                else:
+                    inside = [c if isinstance(c, str) else c.target]
+                for target in inside:
+                    targets.append((f"{prefix}roles.{role_name}.candidates", target.partition(":")[0]))
             for key, provider_name in targets:
                 if provider_name not in view.providers:
                     raise UnknownProviderError(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -115,9 +116,33 @@ def unsendable(value: Any) -> str | None:
 
 # --- strategies (orchlab.strategies reads these; the names match its enums) ------------------
 
-StrategyName = Literal[
-    "auto", "local", "cloud", "local_first", "cloud_first", "ensemble", "parallel", "cascade"
-]
+
+class Strategy(StrEnum):
+    """How a call uses its candidates: the one list of orchestration logics (each member has one
+    `orchlab.strategies.Logic` registered for it)."""
+
+    AUTO = "auto"
+    """Classify the task, then follow the ``routing:`` table."""
+    LOCAL_ONLY = "local"
+    """Only local candidates, as a fallback chain."""
+    CLOUD_ONLY = "cloud"
+    """Only cloud candidates, as a fallback chain."""
+    LOCAL_FIRST = "local_first"
+    """Local candidates first, then cloud ones."""
+    CLOUD_FIRST = "cloud_first"
+    """Cloud candidates first, then local ones."""
+    ENSEMBLE = "ensemble"
+    """Several answers combined (`EnsembleMode`)."""
+    PARALLEL = "parallel"
+    """All at once; the first good answer wins, the others are cancelled."""
+    CASCADE = "cascade"
+    """Cheapest first; escalate while the confidence score is under the threshold."""
+    SINGLE = "single"
+    """One model: the first candidate."""
+    FALLBACK = "fallback"
+    """The candidates in order, each retried, until one answers."""
+
+
 ScorerName = Literal["logprob", "agreement", "judge", "json", "regex"]
 TaskTypeName = Literal[
     "code_generation",
@@ -138,6 +163,29 @@ class CandidateConfig(_Strict):
     params: RoleParams | None = Field(default=None, description="over the role's params")
     threshold: float | None = Field(default=None, ge=0, le=1, description="cascade: accept at or above")
     scorer: ScorerName | None = Field(default=None, description="cascade: this stage's scorer")
+
+
+class LogicCandidateConfig(_Strict):
+    """A candidate that is itself a logic: ``{strategy: parallel, candidates: [...]}`` (a cascade
+    stage that is a race, a fallback candidate that is an ensemble)."""
+
+    strategy: Strategy
+    candidates: list[Target | CandidateConfig | LogicCandidateConfig] = Field(min_length=1)
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="the logic's own params (its Logic.from_params)"
+    )
+    threshold: float | None = Field(default=None, ge=0, le=1, description="cascade: accept at or above")
+    scorer: ScorerName | None = Field(default=None, description="cascade: this stage's scorer")
+
+    def targets(self) -> list[str]:
+        """Every 'provider:model' inside, nested logics included."""
+        out: list[str] = []
+        for c in self.candidates:
+            if isinstance(c, LogicCandidateConfig):
+                out += c.targets()
+            else:
+                out.append(c if isinstance(c, str) else c.target)
+        return out
 
 
 class ScorerConfig(_Strict):
@@ -237,8 +285,8 @@ class RoleConfig(_Strict):
     description: str | None = None
     params: RoleParams = Field(default_factory=RoleParams)
     fallbacks: list[Target] = Field(default_factory=list, description="'provider:model' targets")
-    strategy: StrategyName | None = None
-    candidates: list[Target | CandidateConfig] = Field(
+    strategy: Strategy | None = None
+    candidates: list[Target | CandidateConfig | LogicCandidateConfig] = Field(
         default_factory=list, description="tried/raced/asked after the role's own model, in order"
     )
     cascade: CascadeConfig | None = None

@@ -128,7 +128,7 @@ def _answer(
         return client.complete(messages, role=role, strategy=args.strategy, model=args.model, **params)
     assert role is not None
     mode = live_mode(shell, session)
-    if args.no_stream or mode == "off" or _runs_a_strategy(client, role):
+    if args.no_stream or mode == "off":
         return client.run(role, messages, params)
     live = LiveText(mode, interval_s=session.live_interval_s)
     streamed = _stream(client, role, messages, params, live)
@@ -237,12 +237,6 @@ def _logging(args: CellArgs) -> contextlib.AbstractContextManager[None]:
     from orchlab.tracking.context import untracked
 
     return untracked()
-
-
-def _runs_a_strategy(client: Orchestrator, role: str) -> bool:
-    """A role that runs a strategy is answered by it, not streamed (`stream()` refuses such roles)."""
-    spec = client.config.roles.get(role)
-    return spec is not None and spec.has_strategy
 
 
 def _target_of(client: Orchestrator, role: str) -> str | None:

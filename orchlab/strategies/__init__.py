@@ -1,11 +1,15 @@
 """Strategies: how one call uses several models, and the trail of what they did.
 
+Each `Strategy` member has one orchestration logic, a `Logic` subclass, registered in
+`orchlab.strategies.registry` (the only place a logic is picked): ``single``
+(`orchlab.strategies.single`), ``auto`` (`orchlab.strategies.auto`), and:
+
 - fallback chains (``local_first``, ``cloud_first``, ``local``, ``cloud``, a role's ``fallbacks:``):
   `orchlab.strategies.fallback`
 - ``parallel`` race: `orchlab.strategies.race`
 - ``cascade`` with confidence scorers: `orchlab.strategies.cascade`, `orchlab.strategies.scorers`
 - ``ensemble`` (vote, chain, judge, fuse): `orchlab.strategies.ensemble`
-- ``auto`` (task type -> route): `orchlab.strategies.routing`
+- ``auto``'s task types and routes: `orchlab.strategies.routing`
 
 Every strategy answers with an `LLMResponse` whose ``decision`` lists every attempt, and whose
 ``cost_usd`` and ``usage`` add up every attempt, losers and rejected answers included.
@@ -30,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "Clock": "orchlab.strategies.health",
     "EnsembleMode": "orchlab.strategies.base",
     "JudgeScorer": "orchlab.strategies.scorers",
+    "Logic": "orchlab.strategies.logic",
     "LogprobScorer": "orchlab.strategies.scorers",
     "ProviderHealth": "orchlab.strategies.health",
     "Score": "orchlab.strategies.scorers",
@@ -54,6 +59,7 @@ __all__ = [
     "Clock",
     "EnsembleMode",
     "JudgeScorer",
+    "Logic",
     "LogprobScorer",
     "ProviderHealth",
     "Score",
@@ -75,6 +81,7 @@ if TYPE_CHECKING:
     from orchlab.strategies import scorers
     from orchlab.strategies.base import Candidate, EnsembleMode, Strategy
     from orchlab.strategies.health import Clock, ProviderHealth, SystemClock
+    from orchlab.strategies.logic import Logic
     from orchlab.strategies.routing import Classification, TaskType, classify
     from orchlab.strategies.scorers import (
         AgreementScorer,

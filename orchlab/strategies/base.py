@@ -2,22 +2,26 @@
 
 A strategy receives a `Run` (the orchestrator, the call's `CallContext`, the messages and the
 caller's parameter overrides) and a list of `Candidate`. It makes calls with `Run.call`, which
-goes through ``Orchestrator._attempt`` so every provider call is one `Attempt` in the trail,
-and returns an `Outcome`. `finalize` turns that into the response: the winner's answer, with
+goes through ``Dispatch.attempt`` (`orchlab.pipeline`) so every provider call is one `Attempt`,
+and it returns an `Outcome`. `finalize` turns that into the response: the winner's answer, with
 the decision trail attached and usage and cost summed over every attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from orchlab.config.schema import RetryConfig
+from orchlab.config.schema import Strategy as Strategy  # re-exported: its historical home
 from orchlab.errors import (
+    AllAttemptsFailedError,
     AuthError,
     BudgetExceededError,
     ContextWindowError,
@@ -26,34 +30,14 @@ from orchlab.errors import (
     ProviderTimeoutError,
     UnknownRoleError,
 )
+from orchlab.pipeline.observe import decision_of
 from orchlab.providers.registry import kind_of, provider_class
 from orchlab.resolution import parse_target
-from orchlab.types import Attempt, Decision, GenerationParams, LLMResponse, Message, ModelRequest, Usage
+from orchlab.types import Attempt, GenerationParams, LLMResponse, Message, ModelRequest, Usage
 
 if TYPE_CHECKING:
     from orchlab.calls import CallContext
     from orchlab.orchestrator import Orchestrator
-
-
-class Strategy(StrEnum):
-    """How a call uses its candidates."""
-
-    AUTO = "auto"
-    """Classify the task, then follow the ``routing:`` table."""
-    LOCAL_ONLY = "local"
-    """Only local candidates, as a fallback chain."""
-    CLOUD_ONLY = "cloud"
-    """Only cloud candidates, as a fallback chain."""
-    LOCAL_FIRST = "local_first"
-    """Local candidates first, then cloud ones."""
-    CLOUD_FIRST = "cloud_first"
-    """Cloud candidates first, then local ones."""
-    ENSEMBLE = "ensemble"
-    """Several answers combined (`EnsembleMode`)."""
-    PARALLEL = "parallel"
-    """All at once; the first good answer wins, the others are cancelled."""
-    CASCADE = "cascade"
-    """Cheapest first; escalate while the confidence score is under the threshold."""
 
 
 class EnsembleMode(StrEnum):
@@ -68,6 +52,7 @@ class EnsembleMode(StrEnum):
 
 
 FALL_THROUGH: tuple[type[Exception], ...] = (
+    AllAttemptsFailedError,
     ProviderError,
     AuthError,
     MissingDependencyError,
@@ -76,8 +61,9 @@ FALL_THROUGH: tuple[type[Exception], ...] = (
 )
 """Errors after which a strategy moves on to another candidate: what is wrong with that candidate
 only (its provider failed, it has no key, its SDK is not installed, it would not fit or would
-overrun a budget). Anything else (a config error, a bad request argument, a bug) would fail the
-same way everywhere and is raised at once."""
+overrun a budget; a candidate that is itself a logic saw every one of its attempts fail).
+Anything else (a config error, a bad request argument, a bug) would fail the same way everywhere
+and is raised at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +84,44 @@ class Candidate:
         return f"{self.provider}:{self.model}"
 
 
+@dataclass(frozen=True, slots=True)
+class Nested:
+    """A candidate that is itself a logic (a cascade stage that is a race, ...): it answers with
+    its own logic inside the same call, its attempts in the same trail under its stage label."""
+
+    strategy: Strategy
+    candidates: tuple[Candidate | Nested, ...]
+    options: tuple[tuple[str, str], ...] = ()
+    """The logic's own params as strings (parsed by its ``Logic.from_params``)."""
+    params: GenerationParams = field(default_factory=GenerationParams)
+    role: str | None = None
+    threshold: float | None = None
+    """Cascade: accept this stage at or above this score (None: the cascade's threshold)."""
+    scorer: str | None = None
+    """Cascade: this stage's scorer name (None: the cascade's scorer)."""
+
+    @property
+    def target(self) -> str:
+        return f"{self.strategy.value}({', '.join(c.target for c in self.candidates)})"
+
+
+AnyCandidate = Candidate | Nested
+
+
+def leaves(cand: AnyCandidate) -> list[Candidate]:
+    """The provider targets a candidate may call (a nested logic's, recursively)."""
+    if isinstance(cand, Candidate):
+        return [cand]
+    return [leaf for inner in cand.candidates for leaf in leaves(inner)]
+
+
 @dataclass(slots=True)
 class Answer:
     """A successful call: the provider's response and its attempt in the trail."""
 
     response: LLMResponse
     attempt: Attempt
-    candidate: Candidate
+    candidate: AnyCandidate
 
     @property
     def content(self) -> str:
@@ -139,6 +156,15 @@ class Run:
         self.errors: list[Exception] = []
         """Every failed attempt's error, in the order they failed (for `AllAttemptsFailedError`)."""
         self._claimed: set[int] = set()
+        self.prefix = ""
+        """Stage labels' prefix inside a nested logic (``"cascade 1 / "``)."""
+
+    def nested(self, stage: str) -> Run:
+        """This run as seen by a candidate that is a logic: the same call, trail and errors; its
+        stages labelled under ``stage``."""
+        child = copy.copy(self)
+        child.prefix = f"{self.prefix}{stage} / "
+        return child
 
     @property
     def clock(self) -> Any:
@@ -154,14 +180,22 @@ class Run:
 
     async def call(
         self,
-        cand: Candidate,
+        cand: AnyCandidate,
         *,
         stage: str,
         params: Mapping[str, Any] | None = None,
         messages: Sequence[Message] | None = None,
         timeout_s: float | None = None,
     ) -> Answer:
-        """One provider call, recorded as an attempt. ``params`` go on top of the caller's overrides."""
+        """One provider call, recorded as an attempt. ``params`` go on top of the caller's overrides.
+
+        A `Nested` candidate answers with its own logic (``params``, ``messages`` and
+        ``timeout_s`` are for one provider call and do not apply to it)."""
+        if isinstance(cand, Nested):
+            from orchlab.strategies.registry import nested_logic
+
+            return (await nested_logic(cand, self).answer(self.nested(stage))).answer
+        stage = self.prefix + stage
         merged = cand.params.merged(self.overrides).merged(params)
         try:
             resolved = self.orch.resolver.resolve_target(cand.provider, cand.model, merged, role=cand.role)
@@ -176,7 +210,7 @@ class Run:
         deadline = asyncio.timeout(timeout_s)
         try:
             async with deadline:
-                response = await self.orch._attempt(self.ctx, resolved, request, stage=stage)
+                response = await self.orch.dispatch.attempt(self.ctx, resolved, request, stage=stage)
         except TimeoutError as exc:
             if timeout_s is None or not deadline.expired():
                 self._find(stage)
@@ -201,11 +235,47 @@ class Run:
             self.errors.append(exc)
             raise
         attempt = self._find(stage)
-        assert attempt is not None, "Orchestrator._attempt records every attempt it makes"
+        assert attempt is not None, "Dispatch.attempt records every attempt it makes"
         return Answer(response, attempt, cand)
 
+    async def stream_call(self, cand: AnyCandidate, *, stage: str) -> AsyncGenerator[str | Answer, None]:
+        """One streamed provider call, recorded as an attempt: its text deltas, then its `Answer`
+        (a `Nested` candidate streams its logic)."""
+        if isinstance(cand, Nested):
+            from orchlab.strategies.registry import nested_logic
+
+            async for item in nested_logic(cand, self).stream(self.nested(stage)):
+                yield item if isinstance(item, str) else item.answer
+            return
+        stage = self.prefix + stage
+        merged = cand.params.merged(self.overrides)
+        try:
+            resolved = self.orch.resolver.resolve_target(cand.provider, cand.model, merged, role=cand.role)
+        except AuthError as exc:
+            unsent = self.ctx.new_attempt(cand.provider, cand.model, stage=stage)
+            unsent.error, unsent.error_type = str(exc), type(exc).__name__
+            unsent.note = "not sent: no API key"
+            self.errors.append(exc)
+            raise
+        request = ModelRequest(model=resolved.model, messages=self.messages, params=merged)
+        chunks = self.orch.dispatch.attempt_stream(self.ctx, resolved, request, stage=stage)
+        try:
+            async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+                async for chunk in chunks:
+                    if chunk.response is None:
+                        if chunk.delta:
+                            yield chunk.delta
+                        continue
+                    attempt = self._find(stage)
+                    assert attempt is not None, "Dispatch.attempt_stream records every attempt it makes"
+                    yield Answer(chunk.response, attempt, cand)
+        except Exception as exc:
+            self._find(stage)
+            self.errors.append(exc)
+            raise
+
     def _find(self, stage: str) -> Attempt | None:
-        """The attempt `_attempt` recorded for ``stage`` (stage labels are unique within a call)."""
+        """The attempt `Dispatch.attempt` recorded for ``stage`` (stage labels are unique within a call)."""
         for attempt in reversed(self.ctx.attempts):
             if attempt.stage == stage and id(attempt) not in self._claimed:
                 self._claimed.add(id(attempt))
@@ -286,13 +356,8 @@ def finalize(run: Run, outcome: Outcome) -> LLMResponse:
     answer = outcome.answer
     if answer.attempt.outcome != "ok":
         answer.attempt.outcome = "ok"
-    decision = Decision(
-        strategy=ctx.strategy,
-        task_type=ctx.task_type,
-        attempts=ctx.attempts,
-        winner=answer.response.target,
-        rationale=outcome.rationale,
-        scores=dict(outcome.scores),
+    decision = decision_of(
+        ctx, winner=answer.response.target, rationale=outcome.rationale, scores=outcome.scores
     )
     response = answer.response
     total = Usage()

@@ -12,19 +12,22 @@ Stage order is the YAML order (the role's model, then ``candidates:``, then ``fa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
+from orchlab.config.schema import Strategy
 from orchlab.errors import AllAttemptsFailedError
-from orchlab.strategies.base import FALL_THROUGH, Answer, Candidate, Outcome, Run, unique_key
+from orchlab.strategies.base import FALL_THROUGH, Answer, AnyCandidate, Outcome, Run, leaves, unique_key
 from orchlab.strategies.fallback import call_with_retries
-from orchlab.strategies.scorers import Scorer
+from orchlab.strategies.logic import SCORED_PARAMS, Logic
+from orchlab.strategies.scorers import Scorer, make_scorer
 
 
 async def run_cascade(
     run: Run,
-    stages: Sequence[Candidate],
+    stages: Sequence[AnyCandidate],
     *,
-    scorer_for: Callable[[Candidate], Scorer],
+    scorer_for: Callable[[AnyCandidate], Scorer],
     threshold: float,
 ) -> Outcome:
     scores: dict[str, float] = {}
@@ -71,3 +74,38 @@ async def run_cascade(
     raise AllAttemptsFailedError(
         f"every cascade stage failed ({len(run.errors)} attempts): {', '.join(failed)}", run.errors
     )
+
+
+class Cascade(Logic):
+    """CASCADE: the cheapest candidate first; escalate while its score is under the threshold."""
+
+    strategy = Strategy.CASCADE
+    params = SCORED_PARAMS
+
+    async def answer(self, run: Run) -> Outcome:
+        plan = self.plan
+        config = plan.spec.cascade if plan.spec is not None else None
+        default: Scorer = make_scorer(plan.scorer, config)
+        threshold = plan.threshold if plan.threshold is not None else (config.threshold if config else 0.7)
+        named: dict[str, Scorer] = {}
+
+        def scorer_for(cand: AnyCandidate) -> Scorer:
+            if cand.scorer is None or plan.scorer is not None:
+                return default
+            if cand.scorer not in named:
+                named[cand.scorer] = make_scorer(cand.scorer, config)
+            return named[cand.scorer]
+
+        stages = plan.candidates
+        if config is not None and config.order == "price":
+            stages = sorted(stages, key=lambda c: _price(run, c))
+        return await run_cascade(run, stages, scorer_for=scorer_for, threshold=threshold)
+
+
+def _price(run: Run, cand: AnyCandidate) -> float:
+    """Catalog price (input + output per Mtok) for ordering; local models cost 0, unknown sorts last;
+    a nested logic is as dear as its dearest target."""
+    prices = [run.orch.catalog.entry(leaf.provider, leaf.model).price for leaf in leaves(cand)]
+    if any(price is None for price in prices):
+        return math.inf
+    return max(price.input_per_mtok + price.output_per_mtok for price in prices if price is not None)

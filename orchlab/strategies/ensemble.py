@@ -22,8 +22,19 @@ import asyncio
 import re
 from collections.abc import Callable, Sequence
 
+from orchlab.config.schema import Strategy
 from orchlab.errors import AllAttemptsFailedError
-from orchlab.strategies.base import FALL_THROUGH, Answer, Candidate, EnsembleMode, Outcome, Run, ms
+from orchlab.strategies.base import (
+    FALL_THROUGH,
+    Answer,
+    AnyCandidate,
+    Candidate,
+    EnsembleMode,
+    Outcome,
+    Run,
+    ms,
+)
+from orchlab.strategies.logic import ENSEMBLE_PARAMS, Logic
 from orchlab.strategies.scorers import normalize
 from orchlab.types import Message
 
@@ -41,10 +52,10 @@ FUSE_PROMPT = (
 )
 
 
-async def fan_out(run: Run, candidates: Sequence[Candidate], prefix: str) -> list[Answer | Exception]:
+async def fan_out(run: Run, candidates: Sequence[AnyCandidate], prefix: str) -> list[Answer | Exception]:
     """Every candidate at once, results in candidate order (failures as exceptions)."""
 
-    async def one(i: int, cand: Candidate) -> Answer | Exception:
+    async def one(i: int, cand: AnyCandidate) -> Answer | Exception:
         try:
             return await run.call(cand, stage=f"{prefix} {i}")
         except FALL_THROUGH as exc:
@@ -97,12 +108,12 @@ def vote(answers: Sequence[Answer], normalizer: Callable[[str], str] = normalize
     return Outcome(winner, rationale, scores)
 
 
-async def run_vote(run: Run, candidates: Sequence[Candidate], normalizer: Callable[[str], str]) -> Outcome:
+async def run_vote(run: Run, candidates: Sequence[AnyCandidate], normalizer: Callable[[str], str]) -> Outcome:
     answers = _answers(await fan_out(run, candidates, "vote"), "voter", run)
     return vote(answers, normalizer)
 
 
-async def run_chain_refine(run: Run, candidates: Sequence[Candidate]) -> Outcome:
+async def run_chain_refine(run: Run, candidates: Sequence[AnyCandidate]) -> Outcome:
     draft: Answer | None = None
     steps: list[str] = []
     for i, cand in enumerate(candidates, 1):
@@ -144,7 +155,7 @@ _INT = re.compile(r"\d+")
 
 
 async def run_judge(
-    run: Run, candidates: Sequence[Candidate], judge: Candidate, normalizer: Callable[[str], str]
+    run: Run, candidates: Sequence[AnyCandidate], judge: AnyCandidate, normalizer: Callable[[str], str]
 ) -> Outcome:
     answers = _answers(await fan_out(run, candidates, "answer"), "candidate", run)
     if len(answers) == 1:
@@ -177,7 +188,7 @@ async def run_judge(
 
 
 async def run_fuse(
-    run: Run, candidates: Sequence[Candidate], aggregator: Candidate, normalizer: Callable[[str], str]
+    run: Run, candidates: Sequence[AnyCandidate], aggregator: AnyCandidate, normalizer: Callable[[str], str]
 ) -> Outcome:
     answers = _answers(await fan_out(run, candidates, "propose"), "proposer", run)
     prompt = FUSE_PROMPT.format(question=run.question, answers=_numbered(answers))
@@ -201,7 +212,7 @@ async def run_fuse(
 
 async def run_ensemble(
     run: Run,
-    candidates: Sequence[Candidate],
+    candidates: Sequence[AnyCandidate],
     mode: EnsembleMode,
     *,
     judge: Candidate | None = None,
@@ -215,3 +226,25 @@ async def run_ensemble(
     if mode is EnsembleMode.JUDGE:
         return await run_judge(run, candidates, judge or candidates[0], normalizer)
     return await run_fuse(run, candidates, aggregator or candidates[0], normalizer)
+
+
+class Ensemble(Logic):
+    """ENSEMBLE: several answers combined (vote, chain, judge, fuse)."""
+
+    strategy = Strategy.ENSEMBLE
+    params = ENSEMBLE_PARAMS
+
+    async def answer(self, run: Run) -> Outcome:
+        plan = self.plan
+        ens = plan.spec.ensemble if plan.spec is not None else None
+        mode = plan.mode or EnsembleMode(ens.mode if ens is not None else "vote")
+        judge_ref = plan.judge or (ens.judge if ens is not None else None)
+        aggregator_ref = plan.aggregator or (ens.aggregator if ens is not None else None)
+        return await run_ensemble(
+            run,
+            plan.candidates,
+            mode,
+            judge=run.candidate(judge_ref, params=plan.base_params) if judge_ref else None,
+            aggregator=run.candidate(aggregator_ref, params=plan.base_params) if aggregator_ref else None,
+            normalizer=plan.normalizer,
+        )

@@ -28,9 +28,10 @@ When every candidate fails: `AllAttemptsFailedError`, grouping every attempt's e
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from orchlab.config.schema import Strategy
 from orchlab.errors import (
     AllAttemptsFailedError,
     ContextLengthExceededError,
@@ -38,7 +39,8 @@ from orchlab.errors import (
     ProviderError,
     ProviderTimeoutError,
 )
-from orchlab.strategies.base import FALL_THROUGH, Answer, Candidate, Outcome, Run, ms
+from orchlab.strategies.base import FALL_THROUGH, Answer, AnyCandidate, Candidate, Nested, Outcome, Run, ms
+from orchlab.strategies.logic import Logic
 
 if TYPE_CHECKING:
     from orchlab.orchestrator import Orchestrator
@@ -46,13 +48,15 @@ if TYPE_CHECKING:
 
 async def call_with_retries(
     run: Run,
-    cand: Candidate,
+    cand: AnyCandidate,
     *,
     stage: str,
     params: Mapping[str, object] | None = None,
     notes: list[str] | None = None,
 ) -> Answer:
     """One candidate, retried on retryable errors as ``run.retry`` says."""
+    if isinstance(cand, Nested):
+        return await run.call(cand, stage=stage)  # its own logic retries its own candidates
     policy = run.retry
     health = run.orch.health
     tries = 0
@@ -94,12 +98,14 @@ async def call_with_retries(
         return answer
 
 
-def context_window(orch: Orchestrator, cand: Candidate) -> int | None:
+def context_window(orch: Orchestrator, cand: AnyCandidate) -> int | None:
     """The candidate's context window when the catalog knows it (a local adapter's own included)."""
+    if isinstance(cand, Nested):
+        return None
     return orch.catalog.entry(cand.provider, cand.model).info.context_window
 
 
-def _tokens_needed(orch: Orchestrator, cand: Candidate, exc: Exception) -> int | None:
+def _tokens_needed(orch: Orchestrator, cand: AnyCandidate, exc: Exception) -> int | None:
     if isinstance(exc, ContextWindowError):
         return exc.prompt_tokens + exc.max_output_tokens
     if isinstance(exc, ContextLengthExceededError):
@@ -108,16 +114,20 @@ def _tokens_needed(orch: Orchestrator, cand: Candidate, exc: Exception) -> int |
     return None
 
 
-async def run_chain(run: Run, candidates: Sequence[Candidate], *, label: str = "fallback") -> Outcome:
+async def run_chain(run: Run, candidates: Sequence[AnyCandidate], *, label: str = "fallback") -> Outcome:
     """Try ``candidates`` in order until one answers."""
     health = run.orch.health
     notes: list[str] = []
-    cooling = [c for c in candidates if health.cooling(c.provider) is not None]
+    cooling = [c for c in candidates if isinstance(c, Candidate) and health.cooling(c.provider) is not None]
     order = [c for c in candidates if c not in cooling] or list(candidates)
     if cooling and len(order) < len(candidates):
         notes.append(
             "skipped (cooling down): "
-            + ", ".join(f"{c.target} ({health.cooling(c.provider) or 0:.1f}s left)" for c in cooling)
+            + ", ".join(
+                f"{c.target} ({health.cooling(c.provider) or 0:.1f}s left)"
+                for c in cooling
+                if isinstance(c, Candidate)
+            )
         )
     elif cooling:
         notes.append("every candidate is cooling down: tried them anyway")
@@ -147,5 +157,48 @@ async def run_chain(run: Run, candidates: Sequence[Candidate], *, label: str = "
         f"all {len(candidates)} candidates failed ({len(run.errors)} attempts): "
         + ", ".join(failed)
         + ("; " + "; ".join(notes) if notes else ""),
+        run.errors or [RuntimeError("no candidate could be tried")],
+    )
+
+
+class Fallback(Logic):
+    """The candidates in order, each retried as ``retry:`` says, until one answers."""
+
+    strategy = Strategy.FALLBACK
+
+    async def answer(self, run: Run) -> Outcome:
+        return await run_chain(run, self.plan.candidates)
+
+    def stream(self, run: Run) -> AsyncIterator[str | Outcome]:
+        return stream_chain(run, self.plan.candidates)
+
+
+async def stream_chain(
+    run: Run, candidates: Sequence[AnyCandidate], *, label: str = "fallback"
+) -> AsyncIterator[str | Outcome]:
+    """Stream the first candidate that produces a token: a candidate that fails before its first
+    token passes to the next one (no retries while streaming: a retry would repeat the wait the
+    caller is watching); once a token is out, an error is raised, never a switch mid-answer."""
+    failed: list[str] = []
+    for i, cand in enumerate(candidates, 1):
+        started = False
+        try:
+            async for item in run.stream_call(cand, stage=f"{label} {i}"):
+                if isinstance(item, Answer):
+                    if isinstance(cand, Candidate):
+                        run.orch.health.success(cand.provider)
+                    head = f"{cand.target} streamed the answer"
+                    if failed:
+                        head += f" after {len(failed)} failed before their first token: {', '.join(failed)}"
+                    yield Outcome(item, f"{head} in {ms(item.attempt.latency_s)}")
+                    return
+                started = True
+                yield item
+        except FALL_THROUGH as exc:
+            if started:
+                raise
+            failed.append(f"{cand.target} ({type(exc).__name__})")
+    raise AllAttemptsFailedError(
+        f"all {len(candidates)} candidates failed before their first token: {', '.join(failed)}",
         run.errors or [RuntimeError("no candidate could be tried")],
     )

@@ -14,16 +14,19 @@ so; when every candidate failed, `AllAttemptsFailedError`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
+from orchlab.config.schema import Strategy
 from orchlab.errors import AllAttemptsFailedError
-from orchlab.strategies.base import FALL_THROUGH, Answer, Candidate, Outcome, Run, ms, unique_key
-from orchlab.strategies.scorers import Scorer
+from orchlab.strategies.base import FALL_THROUGH, Answer, AnyCandidate, Outcome, Run, ms, unique_key
+from orchlab.strategies.logic import SCORED_PARAMS, Logic
+from orchlab.strategies.scorers import Scorer, make_scorer
 
 
 async def run_race(
     run: Run,
-    candidates: Sequence[Candidate],
+    candidates: Sequence[AnyCandidate],
     *,
     scorer: Scorer | None = None,
     threshold: float = 1.0,
@@ -102,3 +105,81 @@ async def _judge(
     if score.value < threshold:
         return score.value, f"score {score.value:.3f} < threshold {threshold:g} ({score.note})"
     return score.value, None
+
+
+class Race(Logic):
+    """PARALLEL: every candidate at once; the first good answer wins, the others are cancelled."""
+
+    strategy = Strategy.PARALLEL
+    params = SCORED_PARAMS
+
+    async def answer(self, run: Run) -> Outcome:
+        plan = self.plan
+        config = plan.spec.parallel if plan.spec is not None else None
+        spec = plan.scorer if plan.scorer is not None else (config.scorer if config is not None else None)
+        scorer = make_scorer(spec, config) if spec is not None else None
+        threshold = plan.threshold if plan.threshold is not None else (config.threshold if config else 1.0)
+        return await run_race(run, plan.candidates, scorer=scorer, threshold=threshold)
+
+    async def stream(self, run: Run) -> AsyncIterator[str | Outcome]:
+        config = self.plan.spec.parallel if self.plan.spec is not None else None
+        if self.plan.scorer is not None or (config is not None and config.scorer is not None):
+            # a scored race judges whole answers: stream the winner once it is decided
+            async for item in super().stream(run):
+                yield item
+            return
+        async for item in stream_race(run, self.plan.candidates):
+            yield item
+
+
+async def stream_race(run: Run, candidates: Sequence[AnyCandidate]) -> AsyncIterator[str | Outcome]:
+    """Every candidate streams at once; the first to produce a token (or a whole answer) is
+    streamed to the caller and the others are cancelled."""
+    streams = [run.stream_call(c, stage=f"race {i}") for i, c in enumerate(candidates, 1)]
+    firsts: dict[asyncio.Task[str | Answer], int] = {
+        asyncio.ensure_future(anext(gen)): i for i, gen in enumerate(streams)
+    }
+    pending = set(firsts)
+    winner: int | None = None
+    first: str | Answer | None = None
+    failed: list[str] = []
+    try:
+        while pending and winner is None:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in sorted(done, key=firsts.__getitem__):
+                i = firsts[task]
+                exc = task.exception()
+                if exc is not None:
+                    if not isinstance(exc, FALL_THROUGH):
+                        raise exc
+                    failed.append(f"{candidates[i].target} ({type(exc).__name__})")
+                elif winner is None:
+                    winner, first = i, task.result()
+                else:
+                    await streams[i].aclose()  # started in the same turn: a loser, cancelled
+    finally:
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+    cancelled = [candidates[firsts[t]].target for t in sorted(pending, key=firsts.__getitem__)]
+    if winner is None:
+        raise AllAttemptsFailedError(
+            f"all {len(candidates)} raced candidates failed before their first token: {', '.join(failed)}",
+            run.errors,
+        )
+    tail = [f"cancelled {len(cancelled)}: {', '.join(cancelled)}"] if cancelled else []
+    if failed:
+        tail.append(f"failed: {', '.join(failed)}")
+    gen = streams[winner]
+    async with contextlib.aclosing(gen):
+        item = first
+        while True:
+            if isinstance(item, Answer):
+                took = ms(item.attempt.latency_s)
+                head = f"{item.candidate.target} produced the first token; streamed in {took}"
+                yield Outcome(item, "; ".join([head, *tail]))
+                return
+            assert item is not None
+            yield item
+            item = await anext(gen)

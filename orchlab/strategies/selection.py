@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from orchlab.errors import StrategyError
-from orchlab.strategies.base import Candidate, Run, Strategy
+from orchlab.strategies.base import AnyCandidate, Outcome, Run, Strategy, leaves
+from orchlab.strategies.fallback import run_chain, stream_chain
+from orchlab.strategies.logic import Logic
 
 
-def select(run: Run, strategy: Strategy, candidates: Sequence[Candidate]) -> list[Candidate]:
+def select(run: Run, strategy: Strategy, candidates: Sequence[AnyCandidate]) -> list[AnyCandidate]:
     """The candidates ``strategy`` tries, in order (order among local or cloud ones is kept)."""
-    local = [c for c in candidates if run.is_local(c.provider)]
-    cloud = [c for c in candidates if not run.is_local(c.provider)]
+    local = [c for c in candidates if all(run.is_local(leaf.provider) for leaf in leaves(c))]
+    cloud = [c for c in candidates if c not in local]
     if strategy is Strategy.LOCAL_ONLY:
         chosen = local
     elif strategy is Strategy.CLOUD_ONLY:
@@ -30,3 +32,31 @@ def select(run: Run, strategy: Strategy, candidates: Sequence[Candidate]) -> lis
             "the role's candidates: (local adapters: llamacpp, ollama, vllm, lmstudio, llamacpp_server)"
         )
     return chosen
+
+
+class _Selected(Logic):
+    """A fallback chain over the candidates `select` picks for ``strategy``."""
+
+    async def answer(self, run: Run) -> Outcome:
+        chosen = select(run, self.strategy, self.plan.candidates)
+        return await run_chain(run, chosen, label=self.strategy.value)
+
+    def stream(self, run: Run) -> AsyncIterator[str | Outcome]:
+        chosen = select(run, self.strategy, self.plan.candidates)
+        return stream_chain(run, chosen, label=self.strategy.value)
+
+
+class LocalOnly(_Selected):
+    strategy = Strategy.LOCAL_ONLY
+
+
+class CloudOnly(_Selected):
+    strategy = Strategy.CLOUD_ONLY
+
+
+class LocalFirst(_Selected):
+    strategy = Strategy.LOCAL_FIRST
+
+
+class CloudFirst(_Selected):
+    strategy = Strategy.CLOUD_FIRST

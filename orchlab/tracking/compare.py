@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchlab.config.schema import Strategy
 from orchlab.errors import InvalidRequestError, OrchlabError, OrchlabWarning
 from orchlab.tracking.context import TraceLink, linked, untracked
 from orchlab.types import Message, to_messages
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     from orchlab.tracking.plots import ComparisonFigure
     from orchlab.tracking.settings import TrackingSettings
 
-STRATEGIES = ("auto", "local", "cloud", "local_first", "cloud_first", "ensemble", "parallel", "cascade")
+STRATEGIES = tuple(s.value for s in Strategy)
 DATASET_SUFFIXES = (".jsonl", ".json", ".csv", ".txt")
 RUN_CREATE_TIMEOUT_S = 60.0
 WARMUP_PARAMS = {"max_tokens": 1}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchlab.calls import CallRecord
-from orchlab.errors import OrchlabWarning
+from orchlab.errors import OrchlabError, OrchlabWarning
 from orchlab.providers.registry import kind_of
 from orchlab.tracking.context import TraceLink, current_link, is_untracked
 from orchlab.tracking.journal import Journal, journal_for, unsupported
@@ -27,8 +27,11 @@ from orchlab.tracking.records import env_secrets, new_trace_id, trace_payload
 from orchlab.tracking.settings import TrackingSettings, normalize_uri, resolve_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     from orchlab.auth import Secret
-    from orchlab.orchestrator import Orchestrator
+    from orchlab.calls import Observers
+    from orchlab.config.schema import OrchestratorConfig
     from orchlab.tracking.feedback import Rating
 
 KNOWN_TRACES = 200_000
@@ -48,19 +51,23 @@ class Tracking:
     """A client's tracking: where its traces go, and the observer that journals them."""
 
     def __init__(
-        self, settings: TrackingSettings, orchestrator: Orchestrator | None = None, *, off_reason: str = ""
+        self,
+        settings: TrackingSettings,
+        config: OrchestratorConfig | None = None,
+        *,
+        keys: Callable[[], Iterable[Secret]] = tuple,
+        off_reason: str = "",
     ) -> None:
         self.settings = settings
         self.off_reason = off_reason
         self._keys: tuple[Secret, ...] = ()
         self._kinds: dict[str, str] = {}
         self._base_tags: dict[str, str] = {}
-        if orchestrator is not None:
-            config = orchestrator.config
+        if config is not None:
             self._kinds = {name: kind_of(name, p.type) or name for name, p in config.providers.items()}
             self._base_tags = {"orchlab.project": config.project, "orchlab.env": config.env}
             if settings.enabled:
-                self._keys = tuple(orchestrator.resolver.configured_keys())
+                self._keys = tuple(keys())
         self._journal: Journal | None = None
 
     @property
@@ -84,9 +91,10 @@ class Tracking:
         trace_id = new_trace_id()
         if record.response is not None:
             record.response.trace_id = trace_id
-        elif record.error is not None:
-            with contextlib.suppress(Exception):
-                record.error.trace_id = trace_id  # type: ignore[attr-defined]
+        elif isinstance(record.error, OrchlabError):
+            # only orchlab's own errors carry a trace id (declared on OrchlabError): an SDK's or
+            # Python's exception is never patched
+            record.error.trace_id = trace_id
         self.journal.append(self._payload(record, trace_id, current_link()))
         remember(trace_id)
         after_write(self.journal)
@@ -156,11 +164,16 @@ def mlflow_missing() -> bool:
     return _mlflow_missing
 
 
-def attach(orchestrator: Orchestrator) -> Tracking:
-    """Resolve the client's tracking settings and, when on, observe its calls."""
+def attach(
+    config: OrchestratorConfig,
+    observers: Observers,
+    *,
+    base_dir: Path | None,
+    keys: Callable[[], Iterable[Secret]],
+) -> Tracking:
+    """Resolve a client's tracking settings and, when on, observe its calls (``keys()``: the
+    config's API keys, to mask in records)."""
     global _current
-    config = orchestrator.config
-    base_dir = orchestrator.config_path.parent if orchestrator.config_path is not None else None
     settings = resolve_settings(config.tracking, project=config.project, env=config.env, base_dir=base_dir)
     off_reason = ""
     if settings.enabled and mlflow_missing():
@@ -172,9 +185,9 @@ def attach(orchestrator: Orchestrator) -> Tracking:
             warnings.warn(f"orchlab: {problem}", OrchlabWarning, stacklevel=3)
     if off_reason:
         settings = dataclasses.replace(settings, enabled=False)
-    tracking = Tracking(settings, orchestrator, off_reason=off_reason)
+    tracking = Tracking(settings, config, keys=keys, off_reason=off_reason)
     if settings.enabled:
-        orchestrator.observers.add(tracking)
+        observers.add(tracking)
         _current = tracking
         start_if_waiting(settings)
     return tracking

@@ -1,0 +1,207 @@
+"""One provider attempt: passes, the adapter, settle; recorded as one `Attempt` in the trail.
+
+`Dispatch.attempt` is the unit every orchestration logic is built from; `attempt_sync` is its
+blocking twin for ``run()`` (no hop to the loop thread: the overhead target of
+benchmarks/overhead.py); `attempt_stream` yields its deltas, the last chunk carrying the settled
+response; `stream` is a whole streamed call of one attempt.
+`Dispatch.finish` ends a call: the answer goes to `Observe.answered`, an error to
+`Observe.failed`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, cast
+
+from orchlab.catalog.tokens import upper_bound
+from orchlab.pipeline.inflight import InFlight
+
+if TYPE_CHECKING:
+    from orchlab.calls import CallContext
+    from orchlab.catalog.catalog import Catalog
+    from orchlab.pipeline.observe import Observe
+    from orchlab.pipeline.passes import Pass
+    from orchlab.pipeline.settle import Settle
+    from orchlab.providers.base import Provider
+    from orchlab.resolution import ResolvedLLMConfig
+    from orchlab.types import LLMResponse, ModelRequest, StreamChunk
+
+
+class Dispatch:
+    """Sends attempts for one client: built from its catalog, provider pool, passes, settle and
+    observe (never the client itself)."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        providers: Callable[[str], Provider],
+        passes: Sequence[Pass],
+        settle: Settle,
+        observe: Observe,
+    ) -> None:
+        self.catalog = catalog
+        self.providers = providers
+        self.passes = tuple(passes)
+        self.settle = settle
+        self.observe = observe
+
+    # --- one attempt -----------------------------------------------------------------------
+
+    async def attempt(
+        self,
+        ctx: CallContext,
+        resolved: ResolvedLLMConfig,
+        request: ModelRequest,
+        *,
+        stage: str | None = None,
+    ) -> LLMResponse:
+        """One call to one provider, recorded in ``ctx``."""
+        flight = self._open(ctx, resolved, request, stage)
+        try:
+            for check in self.passes:
+                answer = await check.admit(ctx, flight, request)
+                if answer is not None:
+                    return self._answered_by_pass(flight, answer)
+            flight.sent = True
+            response = await self.providers(resolved.provider).complete(request)
+        except BaseException as exc:
+            self._failed(flight, exc)
+            raise
+        return self._succeeded(flight, response)
+
+    def attempt_sync(
+        self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest
+    ) -> LLMResponse:
+        """`attempt` for ``run()``: the adapter's blocking twin, in the caller's thread."""
+        flight = self._open(ctx, resolved, request, None)
+        try:
+            for check in self.passes:
+                answer = check.admit_sync(ctx, flight, request)
+                if answer is not None:
+                    return self._answered_by_pass(flight, answer)
+            flight.sent = True
+            response = self.providers(resolved.provider).complete_sync(request)
+        except BaseException as exc:
+            self._failed(flight, exc)
+            raise
+        return self._succeeded(flight, response)
+
+    async def attempt_stream(
+        self,
+        ctx: CallContext,
+        resolved: ResolvedLLMConfig,
+        request: ModelRequest,
+        *,
+        stage: str | None = None,
+    ) -> AsyncIterator[StreamChunk]:
+        """`attempt` as deltas as they come; the last chunk carries the settled response."""
+        from orchlab.types import StreamChunk
+
+        flight = self._open(ctx, resolved, request, stage)
+        parts: list[str] = []
+        try:
+            for check in self.passes:
+                answer = await check.admit(ctx, flight, request)
+                if answer is not None:
+                    yield StreamChunk(response=self._answered_by_pass(flight, answer))
+                    return
+            flight.sent = True
+            adapter = self.providers(resolved.provider)
+            stream = cast("AsyncGenerator[StreamChunk, None]", adapter.stream(request))
+            # aclosing: a caller that stops early releases the connection at once
+            async with contextlib.aclosing(stream) as chunks:
+                async for chunk in chunks:
+                    if chunk.response is not None:
+                        chunk.response.latency_s = time.perf_counter() - ctx.started_perf
+                        self._succeeded(flight, chunk.response)
+                    else:
+                        parts.append(chunk.delta)
+                    yield chunk
+        except BaseException as exc:
+            if flight.record.outcome != "ok":
+                self._failed(flight, exc, output="".join(parts))
+            raise
+
+    async def stream(
+        self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest
+    ) -> AsyncIterator[StreamChunk]:
+        """A whole streamed call of one attempt: the last chunk ends the call (`Observe.answered`)."""
+        answered = False
+        try:
+            chunks = cast("AsyncGenerator[StreamChunk, None]", self.attempt_stream(ctx, resolved, request))
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    if chunk.response is not None:
+                        self.observe.answered(ctx, chunk.response)
+                        answered = True
+                    yield chunk
+        except BaseException as exc:
+            if not answered:
+                self.observe.failed(ctx, exc)
+            raise
+
+    # --- a whole call ------------------------------------------------------------------------
+
+    async def finish(self, ctx: CallContext, answer: Awaitable[LLMResponse]) -> LLMResponse:
+        """Await the answer; on success attach the trail and tell the observers, on failure tell them."""
+        try:
+            response = await answer
+        except BaseException as exc:
+            self.observe.failed(ctx, exc)
+            raise
+        return self.observe.answered(ctx, response)
+
+    # --- the attempt's record ----------------------------------------------------------------
+
+    def _open(
+        self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest, stage: str | None
+    ) -> InFlight:
+        record = ctx.new_attempt(
+            resolved.provider, request.model, stage=stage, params=request.params.as_dict()
+        )
+        return InFlight(
+            resolved,
+            record,
+            self.catalog.entry(resolved.provider, request.model),
+            resolved.role if resolved.role is not None else ctx.role,
+            ceiling=upper_bound(request.messages),
+        )
+
+    def _succeeded(self, flight: InFlight, response: LLMResponse) -> LLMResponse:
+        """Price the response, settle its reservation, and record it in the trail."""
+        self.settle.charge(flight, response)
+        response.role = flight.role
+        record = flight.record
+        record.outcome, record.usage = "ok", response.usage
+        record.cost_usd, record.output = response.cost_usd, response.content
+        record.latency_s = time.perf_counter() - flight.started
+        if response.overrun_usd:
+            record.overrun_usd = response.overrun_usd
+            record.note = f"cost ${response.overrun_usd:.6f} more than its budget reservation"
+        return response
+
+    def _answered_by_pass(self, flight: InFlight, response: LLMResponse) -> LLMResponse:
+        """A pass answered: nothing was sent, so the reservation is given back."""
+        self.settle.release(flight)
+        record = flight.record
+        record.latency_s = response.latency_s = time.perf_counter() - flight.started
+        record.outcome, record.usage, record.cost_usd = "ok", response.usage, response.cost_usd
+        record.output, record.note = response.content, response.cost_note
+        return response
+
+    def _failed(self, flight: InFlight, exc: BaseException, *, output: str | None = None) -> None:
+        """Record the error, or the cancel (anything that is not an `Exception`: a task's
+        cancel, Ctrl-C, a stream closed early), and settle the reservation."""
+        record = flight.record
+        record.latency_s = time.perf_counter() - flight.started
+        cancelled = not isinstance(exc, Exception)
+        if cancelled:
+            record.outcome = "cancelled"
+        else:
+            record.error, record.error_type = str(exc), type(exc).__name__
+        if output is not None:
+            record.output = output
+        self.settle.release(flight, cancelled_after_send=cancelled and flight.sent)

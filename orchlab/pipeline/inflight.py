@@ -1,0 +1,42 @@
+"""One provider attempt in progress, as the passes, dispatch and settle see it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchlab.budgets import Reservation
+    from orchlab.catalog.catalog import Entry
+    from orchlab.catalog.tokens import TokenCount
+    from orchlab.resolution import ResolvedLLMConfig
+    from orchlab.types import Attempt
+
+
+@dataclass(slots=True)
+class InFlight:
+    """The attempt's trail record, what the passes found, and whether anything was sent."""
+
+    resolved: ResolvedLLMConfig
+    record: Attempt
+    entry: Entry
+    """The catalog entry of the model asked for (facts and price)."""
+    budget_role: str | None
+    """The role whose budgets apply: the candidate's role, else the call's."""
+    ceiling: int = 0
+    """A cheap upper bound of the prompt's tokens (`orchlab.catalog.tokens.upper_bound`)."""
+    count: TokenCount | None = None
+    """The prompt's counted tokens, when the context-window pass had to count them."""
+    reservation: Reservation | None = None
+    sent: bool = False
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def role(self) -> str | None:
+        """The role the answer is labelled with (the candidate's own)."""
+        return self.resolved.role
+
+    @property
+    def provider(self) -> str:
+        return self.resolved.provider

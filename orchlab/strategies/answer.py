@@ -1,0 +1,197 @@
+"""From a call (``client.complete``, ``client.ensemble``, or ``run`` on a role with a strategy) to a
+plan, and from the plan to the strategy that answers it.
+
+Which strategy: the call's ``strategy=``, else the role's ``strategy:``, else ``"fallback"`` when
+the role has more than one candidate, else the plain single call. No role and no model: AUTO on
+the default role (``routing.default`` when it names a role, else the first role in the YAML).
+
+Which candidates: the call's ``candidates=`` (roles or ``'provider:model'``), else the role's
+model (or the call's ``model=``), then its ``candidates:``, then its ``fallbacks:``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from orchlab.calls import CallContext
+from orchlab.errors import InvalidRequestError
+from orchlab.resolution import check_params, parse_target
+from orchlab.strategies.base import (
+    AnyCandidate,
+    Candidate,
+    EnsembleMode,
+    Outcome,
+    Run,
+    Strategy,
+    finalize,
+    resolve_ref,
+)
+from orchlab.strategies.plan import Plan, role_candidates
+from orchlab.strategies.registry import logic_for
+from orchlab.strategies.routing import TaskType
+from orchlab.strategies.scorers import normalize
+from orchlab.types import (
+    GenerationParams,
+    LLMResponse,
+    Message,
+    ModelRequest,
+    StreamChunk,
+    check_text,
+    to_messages,
+)
+
+if TYPE_CHECKING:
+    from orchlab.orchestrator import Orchestrator
+
+
+def as_messages(prompt: object, system: str | None = None) -> tuple[Message, ...]:
+    if isinstance(prompt, str):
+        check_text(prompt, "prompt")
+        messages = [Message("user", prompt)]
+    else:
+        messages = to_messages(prompt)
+    if system is not None:
+        check_text(system, "system")
+        messages.insert(0, Message("system", system))
+    return tuple(messages)
+
+
+def _enum(cls: Any, value: Any, what: str) -> Any:
+    if value is None or isinstance(value, cls):
+        return value
+    try:
+        return cls(value)
+    except ValueError:
+        raise InvalidRequestError(
+            f"unknown {what} {value!r}; use one of {', '.join(m.value for m in cls)}"
+        ) from None
+
+
+def default_role(orch: Orchestrator) -> str:
+    default = orch.config.routing.default
+    if default is not None and default in orch.config.roles:
+        return default
+    if not orch.config.roles:
+        raise InvalidRequestError("this config defines no roles: pass model='provider:model'")
+    return next(iter(orch.config.roles))
+
+
+def make_plan(
+    orch: Orchestrator,
+    *,
+    role: str | None,
+    strategy: Any = None,
+    model: str | None = None,
+    candidates: Sequence[str] | None = None,
+    **options: Any,
+) -> Plan:
+    chosen = _enum(Strategy, strategy, "strategy")
+    if role is None and model is None and not candidates:
+        role = default_role(orch)
+        chosen = chosen or Strategy.AUTO
+    spec = orch.config.roles.get(role) if role is not None else None
+    # the binding, not `resolve`: no key is looked up before a candidate is tried
+    base = orch.binding(role).params if role is not None else GenerationParams()
+    cands: list[AnyCandidate]
+    if candidates:
+        cands = [resolve_ref(orch, ref, params=base) for ref in candidates]
+        if model is not None:
+            provider, name = parse_target(model)
+            cands.insert(0, Candidate(provider, name, base, role=role))
+    elif role is not None:
+        cands = role_candidates(orch, role, model)
+    else:
+        assert model is not None
+        provider, name = parse_target(model)
+        orch.resolver.provider_config(provider)
+        cands = [Candidate(provider, name, base)]
+    if chosen is None and spec is not None and spec.strategy is not None:
+        chosen = Strategy(spec.strategy)
+    if chosen is None:
+        chosen = Strategy.FALLBACK if len(cands) > 1 else Strategy.SINGLE
+    return Plan(
+        role=role,
+        spec=spec,
+        strategy=chosen,
+        candidates=cands,
+        base_params=base,
+        mode=_enum(EnsembleMode, options.pop("mode", None), "ensemble mode"),
+        task_type=_enum(TaskType, options.pop("task_type", None), "task type"),
+        normalizer=options.pop("normalizer", None) or normalize,
+        **options,
+    )
+
+
+async def complete(
+    orch: Orchestrator,
+    prompt: object,
+    *,
+    role: str | None = None,
+    strategy: Any = None,
+    model: str | None = None,
+    candidates: Sequence[str] | None = None,
+    system: str | None = None,
+    params: object = None,
+    where: str = "params_override",
+    keywords: tuple[str, ...] = (),
+    **options: Any,
+) -> LLMResponse:
+    """What answers ``client.complete`` / ``ensemble`` / ``run`` with a logic (on the engine loop).
+
+    ``params`` are the caller's overrides, checked here (`check_params`; ``where`` and
+    ``keywords`` word its errors) before any plan is made or anything is sent.
+    """
+    if params is not None:
+        params = check_params(params, where=where, keywords=keywords)
+    messages = as_messages(prompt, system)
+    plan = make_plan(orch, role=role, strategy=strategy, model=model, candidates=candidates, **options)
+    ctx = CallContext(role=plan.role, strategy=plan.strategy.value, messages=messages)
+    if plan.strategy is Strategy.SINGLE:
+        # the plain call needs no Run: one attempt, the trail attached by Observe
+        cand = plan.candidates[0]
+        assert isinstance(cand, Candidate), "a plan's first candidate is a target (the role's model)"
+        resolved = orch.resolver.resolve_target(cand.provider, cand.model, cand.params, role=cand.role)
+        request = ModelRequest(
+            model=resolved.model, messages=messages, params=cand.params.merged(dict(params or {}))
+        )
+        return await orch.dispatch.finish(ctx, orch.dispatch.attempt(ctx, resolved, request))
+    run = Run(orch, ctx, messages, params, plan.spec.retry if plan.spec is not None else None)
+    return await orch.dispatch.finish(ctx, _answer(run, plan))
+
+
+async def _answer(run: Run, plan: Plan) -> LLMResponse:
+    return finalize(run, await execute(run, plan))
+
+
+async def execute(run: Run, plan: Plan) -> Outcome:
+    """Run ``plan``'s logic inside ``run`` (AUTO calls this again for the routed plan)."""
+    return await logic_for(plan).answer(run)
+
+
+async def stream(
+    orch: Orchestrator, messages: object, *, role: str, params: object = None
+) -> AsyncIterator[StreamChunk]:
+    """``client.stream`` on a role with a strategy: the logic's deltas, then one last chunk with
+    the whole decision trail and the cost rolled up over every attempt."""
+    if params is not None:
+        params = check_params(params)
+    plan = make_plan(orch, role=role)
+    ctx = CallContext(role=plan.role, strategy=plan.strategy.value, messages=as_messages(messages))
+    run = Run(orch, ctx, ctx.messages, params, plan.spec.retry if plan.spec is not None else None)
+    answered = False
+    try:
+        items = logic_for(plan).stream(run)
+        async with contextlib.aclosing(items):  # type: ignore[type-var]
+            async for item in items:
+                if isinstance(item, Outcome):
+                    response = orch.dispatch.observe.answered(ctx, finalize(run, item))
+                    answered = True
+                    yield StreamChunk(response=response)
+                    return
+                yield StreamChunk(delta=item)
+    except BaseException as exc:
+        if not answered:
+            orch.dispatch.observe.failed(ctx, exc)
+        raise

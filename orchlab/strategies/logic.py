@@ -1,0 +1,97 @@
+"""`Logic`: the public base class of an orchestration logic (single, fallback, race, ...).
+
+A logic is built from a `Plan` (its candidates and options) and answers within a `Run` (the call
+in progress: every provider call it makes goes through the call pipeline and is one attempt in the
+trail). Each member of `Strategy` has exactly one logic, registered in
+`orchlab.strategies.registry`.
+
+``from_params`` parses a logic's options from a string mapping (what a URN's params or a query
+string carry) and names the bad part in an `InvalidRequestError`::
+
+    Race.from_params({"threshold": "0.8", "scorer": "json"})   # {"threshold": 0.8, "scorer": "json"}
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from orchlab.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from orchlab.config.schema import Strategy
+    from orchlab.strategies.base import Outcome, Run
+    from orchlab.strategies.plan import Plan
+
+
+def _threshold(value: str) -> float:
+    number = float(value)
+    if not 0 <= number <= 1:
+        raise ValueError("must be between 0 and 1")
+    return number
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+class Logic(ABC):
+    """How one call uses its candidates. Subclass it, set ``strategy`` and ``params``, and
+    implement ``answer``."""
+
+    strategy: ClassVar[Strategy]
+    params: ClassVar[Mapping[str, Callable[[str], Any]]] = {}
+    """The options this logic reads from a string mapping, each with its parser."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+
+    @abstractmethod
+    async def answer(self, run: Run) -> Outcome:
+        """Answer the call with the plan's candidates (each call through ``run.call``)."""
+
+    async def stream(self, run: Run) -> AsyncIterator[str | Outcome]:
+        """Text deltas, then the `Outcome`. The default streams the final answer once it is
+        decided (cascade, ensemble, auto); fallback and race stream their candidates' tokens."""
+        outcome = await self.answer(run)
+        if outcome.answer.content:
+            yield outcome.answer.content
+        yield outcome
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> dict[str, Any]:
+        """This logic's options from strings; an unknown key or a bad value names itself."""
+        options: dict[str, Any] = {}
+        for key, raw in params.items():
+            parse = cls.params.get(key)
+            if parse is None:
+                known = ", ".join(sorted(cls.params)) or "none"
+                raise InvalidRequestError(
+                    f"logic {cls.strategy.value!r} has no param {key!r} (its params: {known})"
+                )
+            try:
+                options[key] = parse(raw)
+            except ValueError as exc:
+                raise InvalidRequestError(
+                    f"logic {cls.strategy.value!r}: param {key}={raw!r} is not valid: {exc}"
+                ) from None
+        return options
+
+    def __repr__(self) -> str:
+        targets = ", ".join(c.target for c in self.plan.candidates)
+        return f"{type(self).__name__}({targets})"
+
+
+SCORERS = ("logprob", "agreement", "judge", "json", "regex")
+SCORED_PARAMS: Mapping[str, Callable[[str], Any]] = {"threshold": _threshold, "scorer": _choice(*SCORERS)}
+ENSEMBLE_PARAMS: Mapping[str, Callable[[str], Any]] = {
+    "mode": _choice("vote", "chain", "judge", "fuse"),
+    "judge": str,
+    "aggregator": str,
+}

@@ -1,0 +1,83 @@
+"""What a call asks a logic to do: its candidates and the logic's options."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from orchlab.config.schema import CandidateConfig, LogicCandidateConfig, Strategy
+from orchlab.resolution import params_from, parse_target
+from orchlab.strategies.base import AnyCandidate, Candidate, Nested
+from orchlab.strategies.scorers import normalize
+from orchlab.types import GenerationParams
+
+if TYPE_CHECKING:
+    from orchlab.config.schema import RoleConfig
+    from orchlab.orchestrator import Orchestrator
+    from orchlab.strategies.base import EnsembleMode
+    from orchlab.strategies.routing import TaskType
+
+
+@dataclass
+class Plan:
+    """A logic's input: which candidates, under which role, with which options (None: the role's
+    YAML, else the logic's default)."""
+
+    role: str | None
+    spec: RoleConfig | None
+    strategy: Strategy
+    candidates: list[AnyCandidate]
+    base_params: GenerationParams = field(default_factory=GenerationParams)
+    scorer: Any = None
+    threshold: float | None = None
+    mode: EnsembleMode | None = None
+    judge: str | None = None
+    aggregator: str | None = None
+    tier: str | None = None
+    task_type: TaskType | None = None
+    normalizer: Callable[[str], str] = normalize
+
+
+def role_candidates(orch: Orchestrator, role: str, model: str | None = None) -> list[AnyCandidate]:
+    """The role's model (or ``model``), then its ``candidates:``, then its ``fallbacks:``."""
+    bound = orch.binding(role)
+    base = bound.params
+    if model is not None:
+        provider, name = parse_target(model)
+        out: list[AnyCandidate] = [Candidate(provider, name, base, role=role)]
+    else:
+        out = [Candidate(bound.provider, bound.model, base, role=role)]
+    spec = orch.config.roles[role]
+    out += [_entry(entry, base, role) for entry in [*spec.candidates, *spec.fallbacks]]
+    return out
+
+
+def _entry(
+    entry: str | CandidateConfig | LogicCandidateConfig, base: GenerationParams, role: str
+) -> AnyCandidate:
+    if isinstance(entry, LogicCandidateConfig):
+        return nested_candidate(entry, base, role)
+    if isinstance(entry, CandidateConfig):
+        provider, name = parse_target(entry.target)
+        params = base if entry.params is None else base.merged(params_from(entry.params).as_dict())
+        return Candidate(provider, name, params, role, entry.threshold, entry.scorer)
+    provider, name = parse_target(entry)
+    return Candidate(provider, name, base, role=role)
+
+
+def nested_candidate(entry: LogicCandidateConfig, base: GenerationParams, role: str) -> Nested:
+    """A YAML ``{strategy: ..., candidates: [...]}`` entry as a candidate that is a logic."""
+    options = tuple(
+        (key, str(value).lower() if isinstance(value, bool) else str(value))
+        for key, value in entry.options.items()
+    )
+    return Nested(
+        entry.strategy,
+        tuple(_entry(c, base, role) for c in entry.candidates),
+        options,
+        base,
+        role,
+        entry.threshold,
+        entry.scorer,
+    )
