@@ -21,7 +21,7 @@ class ProviderPool:
         adapter = self._adapters.get(name)
         if adapter is None:
             settings = self._settings_for(name)
-            adapter = provider_class(settings.kind)(settings)
+            adapter = provider_class(settings.kind, provider=name)(settings)
             self._adapters[name] = adapter
         return adapter
 

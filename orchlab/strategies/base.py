@@ -303,7 +303,7 @@ def is_local(orch: Orchestrator, provider: str) -> bool:
     """Whether ``provider``'s adapter class runs on the user's own hardware (no key lookup)."""
     spec = orch.resolver.provider_config(provider)
     kind = kind_of(provider, spec.type)
-    return bool(kind and provider_class(kind).is_local)
+    return bool(kind and provider_class(kind, provider=provider).is_local)
 
 
 def unique_key(scores: Mapping[str, float], key: str) -> str:
