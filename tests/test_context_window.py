@@ -17,10 +17,10 @@ import pytest
 import tiktoken
 
 import orchlab
-from orchlab import costs
 from orchlab.catalog import tokens
 from orchlab.errors import ContextWindowError
 from orchlab.orchestrator import Orchestrator
+from orchlab.pipeline import passes
 from orchlab.types import Message, ModelRequest
 from tests.servers.openai_wire import OpenAIWireServer
 
@@ -144,7 +144,8 @@ def test_short_prompts_are_not_tokenized(
     def must_not_count(*args: object) -> object:
         raise AssertionError("a prompt under the ceiling was tokenized")
 
-    monkeypatch.setattr(costs, "count_prompt_sync", must_not_count)
+    monkeypatch.setattr(passes, "count_prompt_sync", must_not_count)
+    monkeypatch.setattr(passes, "count_prompt", must_not_count)
     client = make_client("gpt-4", window=1000)
     assert client.run("r", [{"role": "user", "content": "short question"}]).content == "echo: short question"
 
