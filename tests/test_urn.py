@@ -11,6 +11,7 @@ from orchlab.config.schema import Strategy
 from orchlab.errors import InvalidRequestError, UnknownRoleError
 from orchlab.strategies.base import EnsembleMode
 from orchlab.strategies.urn import Urn, is_urn, parse_urn
+from tests.servers.openai_wire import OpenAIWireServer, Reply, completion_body
 
 CONFIG = """
 project: t
@@ -214,3 +215,46 @@ def test_ensemble_mode_reaches_the_plan(client: Any) -> None:
     plan = plan_for_target(client, "urn:orchlab:ensemble:candidates=a:m,b:m;mode=chain")
     assert plan.strategy is Strategy.ENSEMBLE and plan.mode is EnsembleMode.CHAIN
     assert [c.target for c in plan.candidates] == ["a:m", "b:m"]
+
+
+# --- against the loopback OpenAI wire server (the SDK on the wire) -------------------------------
+
+
+def _wire_config(one: str, two: str) -> str:
+    return f"""
+project: t
+tracking: {{enabled: false}}
+providers:
+  near: {{type: vllm, api_base: "{one}"}}
+  far: {{type: vllm, api_base: "{two}"}}
+roles:
+  llm.inference: {{provider: near, model: big}}
+"""
+
+
+def test_a_urn_race_on_the_wire(client_for: Any, openai_server: OpenAIWireServer) -> None:
+    with OpenAIWireServer() as far:
+        client = client_for(_wire_config(openai_server.base_url, far.base_url))
+        openai_server.push(
+            Reply(body=completion_body("4", model="small", prompt_tokens=7, completion_tokens=1))
+        )
+        far.push(
+            Reply(
+                body=completion_body("four", model="other", prompt_tokens=7, completion_tokens=1), delay_s=1.0
+            )
+        )
+        r = client.run("urn:orchlab:race:candidates=near:small,far:other", Q)
+    assert r.content == "4" and r.target == "near:small"
+    assert _targets(r) == [("race 1", "near:small", "ok"), ("race 2", "far:other", "cancelled")]
+    assert [q.body["model"] for q in openai_server.requests] == ["small"]
+
+
+def test_stream_a_urn_role_on_the_wire(client_for: Any, openai_server: OpenAIWireServer) -> None:
+    client = client_for(_wire_config(openai_server.base_url, openai_server.base_url))
+    stream = client.stream("urn:orchlab:role:llm.inference", [{"role": "user", "content": "one two three"}])
+    deltas = list(stream)
+    assert deltas == ["echo: ", "one ", "two ", "three "]
+    assert stream.response.content == "echo: one two three " and stream.response.decision.strategy == "single"
+    assert (
+        openai_server.requests[0].body["model"] == "big" and openai_server.requests[0].body["stream"] is True
+    )
