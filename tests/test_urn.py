@@ -83,6 +83,13 @@ def test_parse_a_logic_over_a_roles_candidates() -> None:
     assert (urn.strategy, urn.role, urn.candidates) == (Strategy.FALLBACK, "chain", ())
 
 
+def test_the_parser_is_public() -> None:
+    import orchlab.strategies
+
+    assert orchlab.strategies.parse_urn is parse_urn and orchlab.strategies.Urn is Urn
+    assert {"parse_urn", "Urn"} <= set(orchlab.strategies.__all__)
+
+
 def test_is_urn() -> None:
     assert [is_urn(t) for t in ("urn:orchlab:role:x", "URN:orchlab:role:x", "a:m", "chain", None)] == [
         True,
