@@ -83,6 +83,18 @@ def test_parse_a_logic_over_a_roles_candidates() -> None:
     assert (urn.strategy, urn.role, urn.candidates) == (Strategy.FALLBACK, "chain", ())
 
 
+def test_parse_auto_needs_no_candidates_and_logic_ids_ignore_case() -> None:
+    urn = parse_urn("urn:orchlab:AUTO:tier=fast")
+    assert (urn.strategy, urn.candidates, dict(urn.options)) == (Strategy.AUTO, (), {"tier": "fast"})
+
+
+def test_a_urn_auto_plans_on_the_default_role(client: Any) -> None:
+    from orchlab.strategies.answer import plan_for_target
+
+    plan = plan_for_target(client, "urn:orchlab:auto:tier=fast")
+    assert (plan.strategy, plan.role, plan.tier) == (Strategy.AUTO, "llm.inference", "fast")
+
+
 def test_the_parser_is_public() -> None:
     import orchlab.strategies
 

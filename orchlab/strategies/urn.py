@@ -9,7 +9,7 @@ the request's ``model``), e.g.::
 Grammar (``parse_urn`` checks it; ``answer.plan_for_target`` turns the result into a plan)::
 
     urn        = "urn:" namespace ":" logic-id [ ":" params ]
-    namespace  = "orchlab"                       (case-insensitive, like the "urn:" prefix)
+    namespace  = "orchlab"                       (case-insensitive, like "urn:" and logic-id)
     logic-id   = "role" | "race" | a Strategy value (single, fallback, parallel, cascade,
                  ensemble, auto, local, cloud, local_first, cloud_first); "race" = "parallel"
     params     = role-name                       (logic-id "role": the role, as in the YAML)
@@ -78,6 +78,7 @@ def parse_urn(text: str) -> Urn:
             f"URN {text!r}: unknown namespace {head!r}; known: {', '.join(NAMESPACES)}", parameter="namespace"
         )
     logic_id, _, raw = rest.partition(":")
+    logic_id = logic_id.lower()
     if logic_id == ROLE:
         name = unquote(raw)
         if not name:
