@@ -170,6 +170,8 @@ class Orchestrator:
         """Answer ``messages`` with the model bound to ``role`` (works inside Jupyter's loop).
 
         A role with a ``strategy:`` (or ``candidates:`` / ``fallbacks:``) runs that strategy.
+        ``role`` may also be ``'provider:model'`` or a URN (``urn:orchlab:race:candidates=a:m,b:m``,
+        `orchlab.strategies.urn`); ``arun`` and ``stream`` take the same targets.
         """
         if self._has_strategy(role):
             return run_sync(self._complete(messages, role=role, params=params_override))
@@ -294,8 +296,12 @@ class Orchestrator:
         return await complete(self, prompt, **kwargs)
 
     def _has_strategy(self, role: str) -> bool:
+        """Whether ``role`` needs a plan: a role with a strategy, a URN or ``'provider:model'``
+        (a plain role, or an unknown name for its "did you mean", takes the fast path)."""
         spec = self.config.roles.get(role)
-        return spec is not None and spec.has_strategy
+        if spec is not None:
+            return spec.has_strategy
+        return isinstance(role, str) and ":" in role
 
     # --- requests -------------------------------------------------------------------------------
 

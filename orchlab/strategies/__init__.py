@@ -10,6 +10,7 @@ Each `Strategy` member has one orchestration logic, a `Logic` subclass, register
 - ``cascade`` with confidence scorers: `orchlab.strategies.cascade`, `orchlab.strategies.scorers`
 - ``ensemble`` (vote, chain, judge, fuse): `orchlab.strategies.ensemble`
 - ``auto``'s task types and routes: `orchlab.strategies.routing`
+- URNs naming a logic and its params (``urn:orchlab:race:candidates=a:m,b:m``): `orchlab.strategies.urn`
 
 Every strategy answers with an `LLMResponse` whose ``decision`` lists every attempt, and whose
 ``cost_usd`` and ``usage`` add up every attempt, losers and rejected answers included.
@@ -42,11 +43,13 @@ _EXPORTS: dict[str, str] = {
     "Strategy": "orchlab.strategies.base",
     "SystemClock": "orchlab.strategies.health",
     "TaskType": "orchlab.strategies.routing",
+    "Urn": "orchlab.strategies.urn",
     "Validator": "orchlab.strategies.scorers",
     "classify": "orchlab.strategies.routing",
     "format_trail": "orchlab.strategies.trail",
     "json_valid": "orchlab.strategies.scorers",
     "normalize": "orchlab.strategies.scorers",
+    "parse_urn": "orchlab.strategies.urn",
     "pydantic_model": "orchlab.strategies.scorers",
     "regex": "orchlab.strategies.scorers",
     "scorers": "orchlab.strategies.scorers",
@@ -67,11 +70,13 @@ __all__ = [
     "Strategy",
     "SystemClock",
     "TaskType",
+    "Urn",
     "Validator",
     "classify",
     "format_trail",
     "json_valid",
     "normalize",
+    "parse_urn",
     "pydantic_model",
     "regex",
     "scorers",
@@ -96,6 +101,7 @@ if TYPE_CHECKING:
         regex,
     )
     from orchlab.strategies.trail import format_trail
+    from orchlab.strategies.urn import Urn, parse_urn
 
 
 def __getattr__(name: str) -> Any:

@@ -7,6 +7,9 @@ the default role (``routing.default`` when it names a role, else the first role 
 
 Which candidates: the call's ``candidates=`` (roles or ``'provider:model'``), else the role's
 model (or the call's ``model=``), then its ``candidates:``, then its ``fallbacks:``.
+
+Where a call takes a role it takes a target: a role, ``'provider:model'`` or a URN
+(`orchlab.strategies.urn`); ``plan_for_target`` is the one place a target becomes a plan.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from orchlab.calls import CallContext
-from orchlab.errors import InvalidRequestError
+from orchlab.errors import InvalidRequestError, OrchlabError
 from orchlab.resolution import check_params, parse_target
 from orchlab.strategies.base import (
     AnyCandidate,
@@ -32,6 +35,7 @@ from orchlab.strategies.plan import Plan, role_candidates
 from orchlab.strategies.registry import logic_for
 from orchlab.strategies.routing import TaskType
 from orchlab.strategies.scorers import normalize
+from orchlab.strategies.urn import is_urn, parse_urn
 from orchlab.types import (
     GenerationParams,
     LLMResponse,
@@ -124,6 +128,49 @@ def make_plan(
     )
 
 
+def plan_for_target(
+    orch: Orchestrator,
+    target: str | None,
+    *,
+    strategy: Any = None,
+    model: str | None = None,
+    candidates: Sequence[str] | None = None,
+    **options: Any,
+) -> Plan:
+    """The plan for a call on ``target``: a role, ``'provider:model'``, a URN, or None (the
+    call's ``model=`` / ``candidates=``, else AUTO on the default role)."""
+    if target is not None and is_urn(target):
+        given = [k for k, v in {"strategy": strategy, "model": model, "candidates": candidates}.items() if v]
+        if given:
+            raise InvalidRequestError(
+                f"URN {target!r} names its own logic and candidates: do not pass {', '.join(given)}= with it"
+            )
+        urn = parse_urn(target)
+        if urn.strategy is None:
+            assert urn.role is not None, "a role URN names its role"
+            orch.binding(urn.role)  # an unknown role: UnknownRoleError with "did you mean"
+            return make_plan(orch, role=urn.role, **options)
+        for ref in urn.candidates:
+            try:
+                resolve_ref(orch, ref)
+            except OrchlabError as exc:
+                raise InvalidRequestError(
+                    f"URN {target!r}: candidate {ref!r}: {exc}", parameter="candidates"
+                ) from None
+        if urn.role is not None:
+            orch.binding(urn.role)
+        return make_plan(
+            orch,
+            role=urn.role,
+            strategy=urn.strategy,
+            candidates=urn.candidates or None,
+            **{**urn.options, **{k: v for k, v in options.items() if v is not None}},
+        )
+    if target is not None and target not in orch.config.roles and ":" in target and model is None:
+        return make_plan(orch, role=None, strategy=strategy, model=target, candidates=candidates, **options)
+    return make_plan(orch, role=target, strategy=strategy, model=model, candidates=candidates, **options)
+
+
 async def complete(
     orch: Orchestrator,
     prompt: object,
@@ -146,7 +193,7 @@ async def complete(
     if params is not None:
         params = check_params(params, where=where, keywords=keywords)
     messages = as_messages(prompt, system)
-    plan = make_plan(orch, role=role, strategy=strategy, model=model, candidates=candidates, **options)
+    plan = plan_for_target(orch, role, strategy=strategy, model=model, candidates=candidates, **options)
     ctx = CallContext(role=plan.role, strategy=plan.strategy.value, messages=messages)
     if plan.strategy is Strategy.SINGLE:
         # the plain call needs no Run: one attempt, the trail attached by Observe
@@ -173,11 +220,12 @@ async def execute(run: Run, plan: Plan) -> Outcome:
 async def stream(
     orch: Orchestrator, messages: object, *, role: str, params: object = None
 ) -> AsyncIterator[StreamChunk]:
-    """``client.stream`` on a role with a strategy: the logic's deltas, then one last chunk with
-    the whole decision trail and the cost rolled up over every attempt."""
+    """``client.stream`` on a role with a strategy (or a URN, or ``'provider:model'``): the logic's
+    deltas, then one last chunk with the whole decision trail and the cost rolled up over every
+    attempt."""
     if params is not None:
         params = check_params(params)
-    plan = make_plan(orch, role=role)
+    plan = plan_for_target(orch, role)
     ctx = CallContext(role=plan.role, strategy=plan.strategy.value, messages=as_messages(messages))
     run = Run(orch, ctx, ctx.messages, params, plan.spec.retry if plan.spec is not None else None)
     answered = False
