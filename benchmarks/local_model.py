@@ -10,6 +10,9 @@ so each sees only its own call history. Rows are interleaved (raw first, then or
 next repeat), after a warm-up; medians of the repeats; ratios are orchlab / raw (tokens/s: higher
 is better; time to first token: lower is better).
 
+Tokens/s: "decode" counts the tokens after the first of a stream (orchlab: ``client.stream``),
+"whole call" one ``run()`` / ``create_completion`` from a new prompt to the last token.
+
 Time to the first token (a call for one token, no stream), after a call that generated 8 tokens:
 - "same prompt again": the previous call had this very prompt;
 - "shared prefix": a ~70-token system prompt, the previous call asked another question;
@@ -83,10 +86,15 @@ def main() -> None:
         f"orchlab {ours.n_threads} (batch {ours.n_threads_batch})"
     )
 
-    def raw_stream(prompt: str, max_tokens: int) -> tuple[float, float, int]:
-        """(time to first token, decode tokens/s after it, tokens)"""
+    def raw_stream(prompt: str, max_tokens: int, whole: bool = False) -> tuple[float, float, int]:
+        """(time to first token, decode tokens/s after it, tokens); whole: (seconds, tokens/s, tokens)
+        of one call without a stream"""
         tokens = raw.tokenize(prompt.encode(), add_bos=True)
         started = time.perf_counter()
+        if whole:
+            out = raw.create_completion(tokens, max_tokens=max_tokens, temperature=0, top_p=0.95, stop=[STOP])
+            seconds, n = time.perf_counter() - started, out["usage"]["completion_tokens"]
+            return seconds, n / seconds, n
         if max_tokens == 1:  # time to first token: the whole call, without a stream's hops
             raw.create_completion(tokens, max_tokens=1, temperature=0, top_p=0.95, stop=[STOP])
             return _figures(started, None, time.perf_counter(), 1)
@@ -100,13 +108,17 @@ def main() -> None:
         return _figures(started, first, ended, n)
 
     def orchlab_stream(
-        system: str | None, question: str, max_tokens: int, logprobs: bool = False
+        system: str | None, question: str, max_tokens: int, logprobs: bool = False, whole: bool = False
     ) -> tuple[float, float, int]:
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": question}
         ]
         params = {"max_tokens": max_tokens, "temperature": 0, "stop": [STOP], "logprobs": logprobs}
         started = time.perf_counter()
+        if whole:
+            r = client.run("llm.inference", messages, params)
+            seconds = time.perf_counter() - started
+            return seconds, r.usage.output_tokens / seconds, r.usage.output_tokens
         if max_tokens == 1:  # time to first token: the whole call, as for raw
             r = client.run("llm.inference", messages, params)
             return _figures(started, None, time.perf_counter(), r.usage.output_tokens)
@@ -119,16 +131,23 @@ def main() -> None:
         return _figures(started, first, ended, stream.response.usage.output_tokens)
 
     # one measurement: (setup calls, the timed call) per side; setup gives each side its history
-    def case(system: str | None, before: str | None, question: str, max_tokens: int, logprobs: bool = False):
+    def case(
+        system: str | None,
+        before: str | None,
+        question: str,
+        max_tokens: int,
+        logprobs: bool = False,
+        whole: bool = False,
+    ):
         def run_raw() -> tuple[float, float, int]:
             if before is not None:
                 raw_stream(qa(system, before), ANSWER)
-            return raw_stream(qa(system, question), max_tokens)
+            return raw_stream(qa(system, question), max_tokens, whole)
 
         def run_ours() -> tuple[float, float, int]:
             if before is not None:
                 orchlab_stream(system, before, ANSWER)
-            return orchlab_stream(system, question, max_tokens, logprobs)
+            return orchlab_stream(system, question, max_tokens, logprobs, whole)
 
         return run_raw, run_ours
 
@@ -137,6 +156,7 @@ def main() -> None:
     cases: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
         "decode": decode,
         "decode, orchlab with logprobs": (decode[0], case(None, story, story, args.tokens, logprobs=True)[1]),
+        "whole call, no stream": case(None, "Tell me about the sea.", story, args.tokens, whole=True),
         "same prompt again": case(SYSTEM, QUESTIONS[1], QUESTIONS[1], 1),
         "shared prefix": case(SYSTEM, QUESTIONS[2], QUESTIONS[1], 1),
         "new prompt": case(None, "Tell me about the sea.", QUESTIONS[2], 1),
@@ -158,7 +178,7 @@ def main() -> None:
             print(name, [round(x[0] * 1e3, 1) for x in a], [round(x[0] * 1e3, 1) for x in b])
     print(f"model: {path.name}  decode tokens per call: {args.tokens}  repeats: {args.repeat} (interleaved)")
     print(f"{'measure':38} {'raw':>10} {'orchlab':>10} {'ratio':>7}")
-    for name in ("decode", "decode, orchlab with logprobs"):
+    for name in ("decode", "decode, orchlab with logprobs", "whole call, no stream"):
         raw_tps = statistics.median(r[1] for r in results[name][0])
         our_tps = statistics.median(r[1] for r in results[name][1])
         print(f"{'tokens/s, ' + name:38} {raw_tps:10.1f} {our_tps:10.1f} {our_tps / raw_tps:7.2f}")
