@@ -327,3 +327,25 @@ def test_threads_default_to_llama_cpp_pythons_choice_and_are_configurable(client
     )
     assert c.provider("local")._loaded(request).llama.context_params.n_threads == 2
     assert "4" in c.run("r", Q).content
+
+
+def test_a_cache_that_cannot_drop_its_tail_is_decoded_afresh(client, monkeypatch):
+    # llama.cpp refuses a partial removal for some memory kinds (recurrent models, a sliding
+    # window cache); the prompt is then decoded whole rather than on top of stale entries
+    provider = client.provider("local")
+    messages = (Message("system", SYSTEM["content"]), Message("user", "Name a fruit."))
+    request = ModelRequest("gemma-3-270m", messages, GenerationParams(max_tokens=8))
+    llama = provider._loaded(request).llama
+    expected = provider.complete_sync(request).content
+    remove = llama._ctx.kv_cache_seq_rm
+    monkeypatch.setattr(llama._ctx, "kv_cache_seq_rm", lambda seq, p0, p1: p0 == 0 and remove(seq, p0, p1))
+    decoded: list[int] = []
+    evaluate = llama.eval
+    monkeypatch.setattr(llama, "eval", lambda batch: (decoded.extend(batch), evaluate(batch))[1])
+    for question in ("Name a fruit.", "Name a colour.", "Name a fruit."):
+        decoded.clear()
+        request = ModelRequest("gemma-3-270m", (*messages[:1], Message("user", question)), request.params)
+        answer = provider.complete_sync(request)
+        prompt = llama.tokenize(provider._prompt(request)[0].encode(), add_bos=True)
+        assert decoded[: len(prompt)] == prompt
+    assert answer.content == expected

@@ -266,8 +266,8 @@ def _prefill(loaded: _Loaded, tokens: list[int]) -> None:
     loaded.prompt, loaded.boundaries = [], []  # invalid until this evaluation completes
     if llama.n_tokens < len(previous) or llama.input_ids[: len(previous)].tolist() != previous:
         previous, boundaries = [], []  # something else rewrote the cache
-    if previous == tokens and loaded.prompt_logits is not None:
-        llama._ctx.kv_cache_seq_rm(-1, n, -1)
+    # a cache that cannot drop a tail (llama.cpp refuses for some memory kinds) is decoded afresh
+    if previous == tokens and loaded.prompt_logits is not None and llama._ctx.kv_cache_seq_rm(-1, n, -1):
         llama.n_tokens = n
         row = lowlevel.llama_get_logits_ith(llama._ctx.ctx, -1)
         np.ctypeslib.as_array(row, shape=(llama.n_vocab(),))[:] = loaded.prompt_logits
@@ -275,7 +275,11 @@ def _prefill(loaded: _Loaded, tokens: list[int]) -> None:
     else:
         shared = min(Llama.longest_token_prefix(previous, tokens), n - 1)
         boundaries = [b for b in boundaries if b <= shared and n - b >= CHUNK_TAIL]
-        llama.n_tokens = boundaries[-1] if boundaries else 0  # eval() drops the cache from there on
+        if boundaries and not llama._ctx.kv_cache_seq_rm(-1, boundaries[-1], -1):
+            boundaries = []
+        if not boundaries:
+            llama.reset()  # eval() below then clears the whole cache
+        llama.n_tokens = boundaries[-1] if boundaries else 0
         for begin, end, is_boundary in _chunks(loaded, tokens, llama.n_tokens):
             llama.eval(tokens[begin:end])
             if is_boundary:
