@@ -69,6 +69,7 @@ def main() -> None:
     )
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--only", metavar="TEXT", help="only the measures whose name contains TEXT")
     args = parser.parse_args()
 
     import orchlab
@@ -161,6 +162,7 @@ def main() -> None:
         "shared prefix": case(SYSTEM, QUESTIONS[2], QUESTIONS[1], 1),
         "new prompt": case(None, "Tell me about the sea.", QUESTIONS[2], 1),
     }
+    cases = {name: fns for name, fns in cases.items() if not args.only or args.only in name}
     for run_raw, run_ours in cases.values():  # warm-up
         run_raw(), run_ours()
     results: dict[str, tuple[list[Any], list[Any]]] = {name: ([], []) for name in cases}
@@ -178,11 +180,13 @@ def main() -> None:
             print(name, [round(x[0] * 1e3, 1) for x in a], [round(x[0] * 1e3, 1) for x in b])
     print(f"model: {path.name}  decode tokens per call: {args.tokens}  repeats: {args.repeat} (interleaved)")
     print(f"{'measure':38} {'raw':>10} {'orchlab':>10} {'ratio':>7}")
-    for name in ("decode", "decode, orchlab with logprobs", "whole call, no stream"):
+    for name in [
+        n for n in ("decode", "decode, orchlab with logprobs", "whole call, no stream") if n in cases
+    ]:
         raw_tps = statistics.median(r[1] for r in results[name][0])
         our_tps = statistics.median(r[1] for r in results[name][1])
         print(f"{'tokens/s, ' + name:38} {raw_tps:10.1f} {our_tps:10.1f} {our_tps / raw_tps:7.2f}")
-    for name in ("same prompt again", "shared prefix", "new prompt"):
+    for name in [n for n in ("same prompt again", "shared prefix", "new prompt") if n in cases]:
         raw_ms = statistics.median(r[0] for r in results[name][0]) * 1e3
         our_ms = statistics.median(r[0] for r in results[name][1]) * 1e3
         print(f"{'first token (ms), ' + name:38} {raw_ms:10.1f} {our_ms:10.1f} {our_ms / raw_ms:7.2f}")
