@@ -83,3 +83,23 @@ def test_config_models_are_built_when_a_config_is_validated_not_at_import():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split("\n") == ["False False", "True b", ""]
+
+
+def test_a_session_crossing_midnight_reads_the_cache_again(monkeypatch):
+    import orchlab.catalog.prices as prices
+
+    for name, value in (("_cache", {}), ("_disk", None), ("_disk_stamp", None)):
+        monkeypatch.setattr(prices, name, value)
+    row = {"note": None, "display_name": "GPT", "context_window": 5, "matched_id": "gpt-4o-mini"}
+
+    def saved(stamp, given, taken):
+        prices.cache_file().parent.mkdir(parents=True, exist_ok=True)
+        lookups = {"openai\tgpt-4o-mini": {**row, "price": [given, taken, None, None]}}
+        prices.cache_file().write_text(json.dumps({"stamp": stamp, "lookups": lookups}))
+        monkeypatch.setattr(prices, "_stamp", lambda: stamp)
+
+    saved("data:day 1", 1.0, 2.0)
+    assert prices.lookup("openai", "gpt-4o-mini").price == prices.Price(1.0, 2.0, source="genai-prices")
+    prices._cache.clear()  # what a new day would find in memory: nothing for it yet
+    saved("data:day 2", 3.0, 4.0)
+    assert prices.lookup("openai", "gpt-4o-mini").price == prices.Price(3.0, 4.0, source="genai-prices")

@@ -102,7 +102,8 @@ def cache_file() -> Path:
 
 
 _disk: dict[str, Any] | None = None
-"""The cache file's lookups, read once per process (guarded by ``_cache_lock``)."""
+"""The cache file's lookups, read once per process and stamp (guarded by ``_cache_lock``)."""
+_disk_stamp: str | None = None
 
 
 def _stamp() -> str | None:
@@ -130,12 +131,12 @@ def _stamp() -> str | None:
 
 
 def _from_disk(key: tuple[str, str]) -> PriceLookup | None:
-    global _disk
+    global _disk, _disk_stamp
     stamp = _stamp()
     if stamp is None:
         return None
-    if _disk is None:
-        _disk = {}
+    if _disk is None or _disk_stamp != stamp:  # a long session crossing midnight reads it again
+        _disk, _disk_stamp = {}, stamp
         try:
             saved = json.loads(cache_file().read_text(encoding="utf-8"))
             if (
@@ -174,7 +175,7 @@ def _from_disk(key: tuple[str, str]) -> PriceLookup | None:
 def _to_disk(key: tuple[str, str], found: PriceLookup) -> None:
     """Keep a plain per-token price (or a miss) for later processes; best effort: a cache that
     cannot be written only means the next process asks genai-prices again."""
-    global _disk
+    global _disk, _disk_stamp
     stamp = _stamp()
     if stamp is None or (found.price is not None and found.price.exact is not None):
         return  # tiered prices and per-request fees need genai-prices to compute anyway
@@ -202,7 +203,7 @@ def _to_disk(key: tuple[str, str], found: PriceLookup) -> None:
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps({"stamp": stamp, "lookups": lookups}), encoding="utf-8")
         os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one
-        _disk = lookups
+        _disk, _disk_stamp = lookups, stamp
     except OSError:
         pass
 
