@@ -260,3 +260,92 @@ def test_aliases_and_a_gguf_path_given_as_the_model(client, client_for, gguf_pat
     # a name still means options.model_path's file
     with pytest.raises(ProviderError, match="GGUF file not found"):
         c.complete("hi", model="elsewhere:gemma-3-270m")
+
+
+SYSTEM = {
+    "role": "system",
+    "content": "You are a careful assistant. Answer in one short, plain sentence. " * 2,
+}
+
+
+def test_temperature_zero_is_repeatable_after_a_shared_prefix(client):
+    # the shared system prompt is reused from the KV cache; llama.cpp's own prefix reuse made each
+    # token's log-probability (and so, near a tie, the text) depend on the question asked before
+    def ask(question, max_tokens=12):
+        messages = [SYSTEM, {"role": "user", "content": question}]
+        return client.run("llm.inference", messages, {"max_tokens": max_tokens, "logprobs": True})
+
+    first = ask("Name three primary colors.")
+    answers = [first, ask("Name three primary colors.")]  # an immediate repeat
+    for other in (
+        "Name a fruit.",
+        "Name three primary colours.",
+        "What is 2+2? Answer with the number only.",
+    ):
+        ask(other, 3)
+        answers.append(ask("Name three primary colors."))
+    assert first.logprobs and len(first.logprobs) == first.usage.output_tokens
+    assert [(a.content, a.logprobs) for a in answers] == [(first.content, first.logprobs)] * len(answers)
+
+
+def test_a_shared_prefix_is_not_decoded_again(client, monkeypatch):
+    provider = client.provider("local")
+
+    def request(question):
+        messages = (Message("system", SYSTEM["content"]), Message("user", question))
+        return ModelRequest("gemma-3-270m", messages, GenerationParams(max_tokens=1))
+
+    llama = provider._loaded(request("x")).llama
+    provider.complete_sync(request("Name a fruit."))
+    decoded: list[int] = []
+    evaluate = llama.eval
+    monkeypatch.setattr(llama, "eval", lambda batch: (decoded.extend(batch), evaluate(batch))[1])
+    provider.complete_sync(request("Name a colour."))
+    prompt = llama.tokenize(provider._prompt(request("Name a colour."))[0].encode(), add_bos=True)
+    kept = len(prompt) - len(decoded)
+    # the system prompt stayed in the cache; only the question was decoded (max_tokens=1: no answer)
+    assert decoded == prompt[kept:]
+    assert llama.detokenize(prompt[1:kept]).decode() == SYSTEM["content"].strip() + "\n\n"
+    decoded.clear()
+    provider.complete_sync(request("Name a colour."))
+    assert decoded == []  # the same prompt again: its cached last logits are sampled at once
+
+
+def test_threads_default_to_llama_cpp_pythons_choice_and_are_configurable(client, client_for):
+    request = ModelRequest("gemma-3-270m", (Message("user", "x"),))
+    # half the logical CPUs, as llama-cpp-python chooses (not all of them: slower on a busy VM)
+    assert client.provider("local")._loaded(request).llama.n_threads == max((os.cpu_count() or 1) // 2, 1)
+    c = client_for(
+        """
+        project: t
+        tracking: {enabled: false}
+        providers:
+          local: {type: llamacpp, options: {n_threads: 2}}
+        roles:
+          r: {provider: local, model: gemma-3-270m, params: {temperature: 0, max_tokens: 8}}
+        """
+    )
+    assert c.provider("local")._loaded(request).llama.context_params.n_threads == 2
+    assert "4" in c.run("r", Q).content
+
+
+def test_a_cache_that_cannot_drop_its_tail_is_decoded_afresh(client, monkeypatch):
+    # llama.cpp refuses a partial removal for some memory kinds (recurrent models, a sliding
+    # window cache); the prompt is then decoded whole rather than on top of stale entries
+    provider = client.provider("local")
+    messages = (Message("system", SYSTEM["content"]), Message("user", "Name a fruit."))
+    request = ModelRequest("gemma-3-270m", messages, GenerationParams(max_tokens=8))
+    llama = provider._loaded(request).llama
+    expected = provider.complete_sync(request).content
+    remove = llama._ctx.kv_cache_seq_rm
+    monkeypatch.setattr(llama._ctx, "kv_cache_seq_rm", lambda seq, p0, p1: p0 == 0 and remove(seq, p0, p1))
+    decoded: list[int] = []
+    evaluate = llama.eval
+    monkeypatch.setattr(llama, "eval", lambda batch: (decoded.extend(batch), evaluate(batch))[1])
+    for question in ("Name a fruit.", "Name a colour.", "Name a fruit."):
+        decoded.clear()
+        request = ModelRequest("gemma-3-270m", (*messages[:1], Message("user", question)), request.params)
+        answer = provider.complete_sync(request)
+        prompt = llama.tokenize(provider._prompt(request)[0].encode(), add_bos=True)
+        assert decoded[: len(prompt)] == prompt
+    assert answer.content == expected

@@ -1,7 +1,10 @@
 """Prices: the YAML's own, or genai-prices' bundled data (offline; it never fetches anything).
 
 genai-prices is only asked through ``lookup``, which caches per (genai-prices provider, model):
-its import (~0.3 s) happens once, on the first cloud model priced, and never for local models.
+its import and data (~0.15 s) load once, on the first cloud model priced, and never for local
+models. Plain per-token prices it found are also kept on disk (`cache_file`) for the installed
+genai-prices data and the day, so a later process (a one-shot script) prices a model it has
+priced before without importing genai-prices at all.
 
 Usage convention (the same as genai-prices'): ``Usage.input_tokens`` counts every prompt token,
 cache reads and writes included; ``Usage.output_tokens`` counts every generated token, reasoning
@@ -11,8 +14,12 @@ the input price.
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from orchlab.types import Usage
@@ -77,9 +84,128 @@ def lookup(price_provider: str, model: str) -> PriceLookup:
         with _cache_lock:
             found = _cache.get(key)
             if found is None:
-                found = _lookup(price_provider, model)
+                found = _from_disk(key)
+                if found is None:
+                    found = _lookup(price_provider, model)
+                    _to_disk(key, found)
                 _cache[key] = found
     return found
+
+
+def cache_file() -> Path:
+    """Where genai-prices' answers are kept between processes: ``$ORCH_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/orchlab``, else ``~/.cache/orchlab``; ``genai-prices.json`` there."""
+    base = os.environ.get("ORCH_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "orchlab"
+    )
+    return Path(base) / "genai-prices.json"
+
+
+_disk: dict[str, Any] | None = None
+"""The cache file's lookups, read once per process and stamp (guarded by ``_cache_lock``)."""
+_disk_stamp: str | None = None
+
+
+def _stamp() -> str | None:
+    """What the cached answers hold for: the installed genai-prices data file and today's date
+    (prices can change on a date). None: genai-prices is not installed, or prices come from a
+    snapshot set at run time (genai-prices' auto-update), which the cache must not stand in for."""
+    from datetime import UTC, datetime
+    from importlib.util import find_spec
+
+    snapshots = sys.modules.get("genai_prices.data_snapshot")
+    if snapshots is not None and getattr(snapshots, "_custom_snapshot", None) is not None:
+        return None
+    try:
+        spec = find_spec("genai_prices")
+    except ValueError:
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    data = Path(next(iter(spec.submodule_search_locations))) / "data.py"
+    try:
+        stat = data.stat()
+    except OSError:
+        return None
+    return f"{data}:{stat.st_size}:{stat.st_mtime_ns}:{datetime.now(tz=UTC).date()}"
+
+
+def _from_disk(key: tuple[str, str]) -> PriceLookup | None:
+    global _disk, _disk_stamp
+    stamp = _stamp()
+    if stamp is None:
+        return None
+    if _disk is None or _disk_stamp != stamp:  # a long session crossing midnight reads it again
+        _disk, _disk_stamp = {}, stamp
+        try:
+            saved = json.loads(cache_file().read_text(encoding="utf-8"))
+            if (
+                isinstance(saved, dict)
+                and saved.get("stamp") == stamp
+                and isinstance(saved.get("lookups"), dict)
+            ):
+                _disk = saved["lookups"]
+        except (OSError, ValueError):
+            pass  # no cache yet, or an unreadable one: genai-prices answers (and rewrites it)
+    row = _disk.get("\t".join(key))
+    if not isinstance(row, dict):
+        return None
+    try:
+        price = None
+        if row["price"] is not None:
+            given, taken, read, write = row["price"]
+            price = Price(
+                float(given),
+                float(taken),
+                None if read is None else float(read),
+                None if write is None else float(write),
+                source="genai-prices",
+            )
+        return PriceLookup(
+            price,
+            note=row["note"],
+            display_name=row["display_name"],
+            context_window=row["context_window"],
+            matched_id=row["matched_id"],
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _to_disk(key: tuple[str, str], found: PriceLookup) -> None:
+    """Keep a plain per-token price (or a miss) for later processes; best effort: a cache that
+    cannot be written only means the next process asks genai-prices again."""
+    global _disk, _disk_stamp
+    stamp = _stamp()
+    if stamp is None or (found.price is not None and found.price.exact is not None):
+        return  # tiered prices and per-request fees need genai-prices to compute anyway
+    p = found.price
+    row = {
+        "price": None
+        if p is None
+        else [p.input_per_mtok, p.output_per_mtok, p.cache_read_per_mtok, p.cache_write_per_mtok],
+        "note": found.note,
+        "display_name": found.display_name,
+        "context_window": found.context_window,
+        "matched_id": found.matched_id,
+    }
+    path = cache_file()
+    try:
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            lookups = saved["lookups"] if saved.get("stamp") == stamp else {}
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):
+            lookups = {}
+        if not isinstance(lookups, dict):
+            lookups = {}
+        lookups["\t".join(key)] = row
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps({"stamp": stamp, "lookups": lookups}), encoding="utf-8")
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one
+        _disk, _disk_stamp = lookups, stamp
+    except OSError:
+        pass
 
 
 def _lookup(price_provider: str, model: str) -> PriceLookup:

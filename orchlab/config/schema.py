@@ -23,8 +23,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 
 class _Strict(BaseModel):
-    # allow_inf_nan: an infinite timeout or price, or a NaN, is never what a config means
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # allow_inf_nan: an infinite timeout or price, or a NaN, is never what a config means;
+    # defer_build: validators are built when a config is first validated, not at import (only
+    # OrchestratorConfig's, for a whole config: its nested models need none of their own)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
 
 def _check_target(value: str) -> str:

@@ -9,6 +9,9 @@ answers to: the GGUF's own name (``gemma-3-270m``), its file name without ``.ggu
 ``options.aliases``; any other model name is an `UnknownModelError`, and a model given as a path
 to a ``.gguf`` file loads that file (each file once per process).
 
+Prompts reuse the KV cache of the previous prompt's shared prefix, yet temperature 0 stays
+independent of what ran before: see `_prefill`.
+
 Generation runs in a worker thread. Cancelling the caller stops generation at the next token
 (a stopping criterion checks a flag), which is what lets a race cancel a local loser for real.
 """
@@ -17,11 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -42,6 +44,9 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "gemma-3-270m"
 DEFAULT_MAX_TOKENS = 128
+CHUNK_MIN, CHUNK_MAX, CHUNK_TAIL = 8, 256, 3
+"""Prompts are decoded in chunks that end at a line break once `CHUNK_MIN` tokens long, or at
+`CHUNK_MAX`, unless fewer than `CHUNK_TAIL` tokens would follow (see `_chunks`)."""
 
 
 class LlamaCppOptions(BaseModel):
@@ -54,7 +59,12 @@ class LlamaCppOptions(BaseModel):
         default=(), description="more model names this GGUF answers to (besides its own name)"
     )
     n_ctx: int = Field(default=2048, gt=0)
-    n_threads: int | None = Field(default=None, gt=0)
+    n_threads: int | None = Field(
+        default=None,
+        gt=0,
+        description="threads for generation; default: llama-cpp-python's (half the logical CPUs, "
+        "the physical cores on two-threads-per-core machines)",
+    )
     prompt_format: Literal["auto", "qa", "raw", "chat"] = "auto"
     seed: int = 0
     extra_buffers: bool = Field(
@@ -86,6 +96,15 @@ class _Loaded:
     """Tokens sampled by the generation in progress (guarded by ``lock``)."""
     logprobs: list[float] | None = None
     """Log-probability of each sampled token, when the generation in progress asked for them."""
+    prompt: list[int] = field(default_factory=list)
+    """The last prompt `_prefill` evaluated: its KV cache entries are still those of a fresh
+    evaluation (the tokens generated after it are not, and are never reused)."""
+    boundaries: list[int] = field(default_factory=list)
+    """That prompt's chunk boundaries (see `_chunks`): its cache is reusable up to any of them."""
+    prompt_logits: Any = None
+    """The logits at that prompt's last position (a numpy copy)."""
+    newline: dict[int, bool] = field(default_factory=dict)
+    """Whether a token's text holds a line break (filled as tokens are met)."""
 
 
 _models: dict[tuple[str, int, int | None, int, bool], _Loaded] = {}
@@ -116,7 +135,7 @@ def _load(path: Path, options: LlamaCppOptions) -> _Loaded:
                 llama = Llama(
                     model_path=str(path),
                     n_ctx=options.n_ctx,
-                    n_threads=options.n_threads or os.cpu_count() or 1,
+                    n_threads=options.n_threads,
                     seed=options.seed,
                     verbose=False,
                 )
@@ -195,6 +214,79 @@ def _count_samples(loaded: _Loaded) -> None:
         return token
 
     llama.sample = counting_sample  # type: ignore[method-assign]
+
+
+def _chunks(loaded: _Loaded, tokens: list[int], start: int) -> list[tuple[int, int, bool]]:
+    """How a prompt is decoded from ``start`` (a chunk boundary): ``(begin, end, is_boundary)``.
+
+    A chunk ends after a token holding a line break once it is `CHUNK_MIN` tokens long (so a
+    system prompt or an earlier turn is a chunk of its own), or at `CHUNK_MAX` tokens, provided
+    at least `CHUNK_TAIL` tokens follow (so the final ``A:`` is not a decode of its own). Such an
+    end depends only on the tokens before it and on the prompt being long enough, so prompts
+    sharing a prefix share its boundaries (`_prefill` checks the length). The last chunk ends at
+    the prompt's end, which is no boundary (a longer prompt would have continued that chunk)."""
+    newline = loaded.newline
+    detokenize = loaded.llama.detokenize
+    n = len(tokens)
+    chunks = []
+    begin = start
+    for end in range(start + 1, n - CHUNK_TAIL + 1):
+        token = tokens[end - 1]
+        if token not in newline:
+            newline[token] = b"\n" in detokenize([token])
+        size = end - begin
+        if (newline[token] and size >= CHUNK_MIN) or size >= CHUNK_MAX:
+            chunks.append((begin, end, True))
+            begin = end
+    if begin < n:
+        chunks.append((begin, n, False))
+    return chunks
+
+
+def _prefill(loaded: _Loaded, tokens: list[int]) -> None:
+    """Evaluate ``tokens`` so that their KV cache entries and last logits are bit for bit those of
+    a fresh evaluation, reusing what the previous prompt left in the cache where that holds.
+
+    llama.cpp's results for a token depend on the batch it was decoded in (its CPU kernels take
+    different paths by batch shape), so reusing an arbitrary cached prefix and decoding the rest
+    as one batch (llama-cpp-python's own prefix reuse) made greedy output depend on the previous
+    call. Here a prompt is always decoded in the same chunks (`_chunks`: they end at line
+    breaks), and the previous prompt's cache is reused up to the last chunk boundary both share:
+    a shared system prompt or conversation is kept, the rest is decoded. The same prompt again
+    decodes nothing: its last logits are restored. Tokens generated after a prompt were decoded
+    one at a time and are never reused. Leaves the model ready to sample (``create_completion``
+    of the same tokens finds them all cached and decodes nothing more)."""
+    import llama_cpp.llama_cpp as lowlevel
+    import numpy as np
+    from llama_cpp import Llama
+
+    llama = loaded.llama
+    n = len(tokens)
+    previous, boundaries = loaded.prompt, loaded.boundaries
+    loaded.prompt, loaded.boundaries = [], []  # invalid until this evaluation completes
+    if llama.n_tokens < len(previous) or llama.input_ids[: len(previous)].tolist() != previous:
+        previous, boundaries = [], []  # something else rewrote the cache
+    # a cache that cannot drop a tail (llama.cpp refuses for some memory kinds) is decoded afresh
+    if previous == tokens and loaded.prompt_logits is not None and llama._ctx.kv_cache_seq_rm(-1, n, -1):
+        llama.n_tokens = n
+        row = lowlevel.llama_get_logits_ith(llama._ctx.ctx, -1)
+        np.ctypeslib.as_array(row, shape=(llama.n_vocab(),))[:] = loaded.prompt_logits
+        llama._requires_eval = False
+    else:
+        shared = min(Llama.longest_token_prefix(previous, tokens), n - 1)
+        boundaries = [b for b in boundaries if b <= shared and n - b >= CHUNK_TAIL]
+        if boundaries and not llama._ctx.kv_cache_seq_rm(-1, boundaries[-1], -1):
+            boundaries = []
+        if not boundaries:
+            llama.reset()  # eval() below then clears the whole cache
+        llama.n_tokens = boundaries[-1] if boundaries else 0
+        for begin, end, is_boundary in _chunks(loaded, tokens, llama.n_tokens):
+            llama.eval(tokens[begin:end])
+            if is_boundary:
+                boundaries.append(end)
+        row = lowlevel.llama_get_logits_ith(llama._ctx.ctx, -1)
+        loaded.prompt_logits = np.ctypeslib.as_array(row, shape=(llama.n_vocab(),)).copy()
+    loaded.prompt, loaded.boundaries = list(tokens), boundaries
 
 
 def _output_tokens(loaded: _Loaded) -> int:
@@ -325,6 +417,7 @@ class LlamaCppProvider(Provider):
         if p.seed is not None:
             kwargs["seed"] = p.seed
         chunks: Any
+        prompt_tokens = None
         if self._use_chat(loaded):
             prompt_len = None
             chunks = llama.create_chat_completion(
@@ -345,16 +438,20 @@ class LlamaCppProvider(Provider):
                     provider=self.name,
                     model=request.model,
                 )
-            chunks = llama.create_completion(tokens, stop=stop or None, **kwargs)
+            prompt_tokens = list(tokens)
+            chunks = llama.create_completion(prompt_tokens, stop=stop or None, **kwargs)
             raw = {"format": "completion", "prompt": prompt}
         parts: list[str] = []
         finish_reason = None
         with loaded.lock:
             loaded.sampled.clear()
             loaded.logprobs = [] if p.logprobs else None
-            # Re-evaluate the whole prompt: reusing the cached prefix of the previous call
-            # changes the logits slightly, so temperature 0 would depend on call history.
-            llama.reset()
+            if prompt_tokens is None:
+                # the chat template's prompt is built inside llama-cpp-python: evaluate it whole
+                loaded.prompt = []
+                llama.reset()
+            else:
+                _prefill(loaded, prompt_tokens)
             for chunk in chunks:
                 choice = chunk["choices"][0]
                 text = choice.get("text") or (choice.get("delta") or {}).get("content") or ""

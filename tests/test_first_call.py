@@ -1,0 +1,105 @@
+"""What a one-shot script's first call loads: the config's models are built when a config is
+validated, not at import, and genai-prices' answers are kept on disk so that a later process
+prices a model it priced before without importing genai-prices."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+PRICE = """
+import json, sys
+from orchlab.catalog.prices import lookup
+found = lookup(sys.argv[1], sys.argv[2])
+p = found.price
+print(json.dumps({
+    "price": None if p is None else [p.input_per_mtok, p.output_per_mtok, p.cache_read_per_mtok, p.source],
+    "matched": found.matched_id, "window": found.context_window, "name": found.display_name,
+    "note": found.note, "genai_prices imported": "genai_prices" in sys.modules,
+}))
+"""
+
+
+def price_in_a_fresh_process(cache_dir, provider="openai", model="gpt-4o-mini"):
+    out = subprocess.run(
+        [sys.executable, "-c", PRICE, provider, model],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ORCH_CACHE_DIR": str(cache_dir)},
+        check=True,
+    )
+    found = json.loads(out.stdout)
+    return found, found.pop("genai_prices imported")
+
+
+def test_a_later_process_prices_a_model_without_importing_genai_prices(tmp_path):
+    first, imported = price_in_a_fresh_process(tmp_path)
+    assert imported and first["price"][:2] == [0.15, 0.6] and first["price"][3] == "genai-prices"
+    assert first["matched"] == "gpt-4o-mini" and first["window"] == 128000
+    again, imported = price_in_a_fresh_process(tmp_path)
+    assert (again, imported) == (first, False)
+    # a model genai-prices does not know is remembered as such
+    unknown, imported = price_in_a_fresh_process(tmp_path, model="no-such-model-xyz")
+    assert imported and unknown["price"] is None and "no price for 'no-such-model-xyz'" in unknown["note"]
+    assert price_in_a_fresh_process(tmp_path, model="no-such-model-xyz") == (unknown, False)
+    # and the first answer is still there
+    assert price_in_a_fresh_process(tmp_path) == (first, False)
+
+
+def test_a_cache_of_other_genai_prices_data_or_another_day_is_not_used(tmp_path):
+    reference, _ = price_in_a_fresh_process(tmp_path / "reference")
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    row = {"price": [999.0, 999.0, None, None], "note": None, "display_name": "x", "context_window": 1}
+    (stale / "genai-prices.json").write_text(
+        json.dumps(
+            {"stamp": "other data:2020-01-01", "lookups": {"openai\tgpt-4o-mini": {**row, "matched_id": "x"}}}
+        )
+    )
+    assert price_in_a_fresh_process(stale) == (reference, True)
+    saved = json.loads((stale / "genai-prices.json").read_text())
+    assert saved["stamp"] != "other data:2020-01-01" and list(saved["lookups"]) == ["openai\tgpt-4o-mini"]
+    assert price_in_a_fresh_process(stale) == (reference, False)
+
+
+def test_a_cache_that_cannot_be_written_only_costs_the_lookup(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    reference, _ = price_in_a_fresh_process(tmp_path / "reference")
+    assert price_in_a_fresh_process(blocked) == (reference, True)
+    assert price_in_a_fresh_process(blocked) == (reference, True)
+    assert blocked.read_text() == "not a directory"
+
+
+def test_config_models_are_built_when_a_config_is_validated_not_at_import():
+    code = (
+        "import orchlab.config.schema as s\n"
+        "print(s.OrchestratorConfig.__pydantic_complete__, s.RoleConfig.__pydantic_complete__)\n"
+        "roles = {'r': {'provider': 'a', 'model': 'b'}}\n"
+        "c = s.OrchestratorConfig.model_validate({'project': 'p', 'roles': roles})\n"
+        "print(s.OrchestratorConfig.__pydantic_complete__, c.roles['r'].model)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n") == ["False False", "True b", ""]
+
+
+def test_a_session_crossing_midnight_reads_the_cache_again(monkeypatch):
+    import orchlab.catalog.prices as prices
+
+    for name, value in (("_cache", {}), ("_disk", None), ("_disk_stamp", None)):
+        monkeypatch.setattr(prices, name, value)
+    row = {"note": None, "display_name": "GPT", "context_window": 5, "matched_id": "gpt-4o-mini"}
+
+    def saved(stamp, given, taken):
+        prices.cache_file().parent.mkdir(parents=True, exist_ok=True)
+        lookups = {"openai\tgpt-4o-mini": {**row, "price": [given, taken, None, None]}}
+        prices.cache_file().write_text(json.dumps({"stamp": stamp, "lookups": lookups}))
+        monkeypatch.setattr(prices, "_stamp", lambda: stamp)
+
+    saved("data:day 1", 1.0, 2.0)
+    assert prices.lookup("openai", "gpt-4o-mini").price == prices.Price(1.0, 2.0, source="genai-prices")
+    prices._cache.clear()  # what a new day would find in memory: nothing for it yet
+    saved("data:day 2", 3.0, 4.0)
+    assert prices.lookup("openai", "gpt-4o-mini").price == prices.Price(3.0, 4.0, source="genai-prices")
