@@ -19,7 +19,15 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 
 class _Strict(BaseModel):
@@ -145,6 +153,24 @@ class Strategy(StrEnum):
     """The candidates in order, each retried, until one answers."""
 
 
+def _logic_id(value: object) -> object:
+    """A YAML ``strategy:``: a built-in value (as its `Strategy`) or an added/installed logic id."""
+    if isinstance(value, Strategy) or not isinstance(value, str):
+        return value
+    from orchlab.errors import InvalidRequestError
+    from orchlab.strategies.registry import logic_id
+
+    try:
+        return logic_id(value)
+    except InvalidRequestError as exc:
+        raise ValueError(str(exc)) from None
+
+
+LogicId = Annotated[Strategy | str, BeforeValidator(_logic_id)]
+"""A logic id: a `Strategy` (built-in) or the id of a logic added with ``register_logic`` or
+installed as a plugin (entry-point group ``orchlab.logics``)."""
+
+
 ScorerName = Literal["logprob", "agreement", "judge", "json", "regex"]
 TaskTypeName = Literal[
     "code_generation",
@@ -171,7 +197,7 @@ class LogicCandidateConfig(_Strict):
     """A candidate that is itself a logic: ``{strategy: parallel, candidates: [...]}`` (a cascade
     stage that is a race, a fallback candidate that is an ensemble)."""
 
-    strategy: Strategy
+    strategy: LogicId
     candidates: list[Target | CandidateConfig | LogicCandidateConfig] = Field(min_length=1)
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="the logic's own params (its Logic.from_params)"
@@ -287,7 +313,7 @@ class RoleConfig(_Strict):
     description: str | None = None
     params: RoleParams = Field(default_factory=RoleParams)
     fallbacks: list[Target] = Field(default_factory=list, description="'provider:model' targets")
-    strategy: Strategy | None = None
+    strategy: LogicId | None = None
     candidates: list[Target | CandidateConfig | LogicCandidateConfig] = Field(
         default_factory=list, description="tried/raced/asked after the role's own model, in order"
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from orchlab.config.schema import CandidateConfig, LogicCandidateConfig, Strategy
@@ -26,7 +26,8 @@ class Plan:
 
     role: str | None
     spec: RoleConfig | None
-    strategy: Strategy
+    strategy: Strategy | str
+    """A built-in `Strategy`, or the id of an added/installed logic."""
     candidates: list[AnyCandidate]
     base_params: GenerationParams = field(default_factory=GenerationParams)
     scorer: Any = None
@@ -37,6 +38,16 @@ class Plan:
     tier: str | None = None
     task_type: TaskType | None = None
     normalizer: Callable[[str], str] = normalize
+    extra: dict[str, Any] = field(default_factory=dict)
+    """An added/installed logic's own options (what its ``from_params`` returned beyond these fields)."""
+
+
+def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``options`` as (the `Plan` fields, the rest: a plugin logic's own options)."""
+    known = {f.name for f in fields(Plan)}
+    return {k: v for k, v in options.items() if k in known}, {
+        k: v for k, v in options.items() if k not in known
+    }
 
 
 def role_candidates(orch: Orchestrator, role: str, model: str | None = None) -> list[AnyCandidate]:
