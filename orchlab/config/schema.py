@@ -308,8 +308,10 @@ class RoutingConfig(_Strict):
 
 
 class RoleConfig(_Strict):
-    provider: str
-    model: str
+    provider: str | None = Field(
+        default=None, description="the role's own model's provider (stage 1); omit with candidates: only"
+    )
+    model: str | None = None
     description: str | None = None
     params: RoleParams = Field(default_factory=RoleParams)
     fallbacks: list[Target] = Field(default_factory=list, description="'provider:model' targets")
@@ -324,6 +326,28 @@ class RoleConfig(_Strict):
     budget_usd: float | None = Field(
         default=None, ge=0, description="this role's budget in USD (or budgets.per_role_usd)"
     )
+
+    @model_validator(mode="after")
+    def _own_model_or_candidates(self) -> RoleConfig:
+        if (self.provider is None) != (self.model is None):
+            given, missing = ("provider", "model") if self.model is None else ("model", "provider")
+            raise ValueError(f"the role gives {given} but no {missing}: give both, or neither")
+        if self.provider is None and not (self.strategy and self.candidates):
+            raise ValueError(
+                "the role needs provider: and model:, or strategy: with candidates: "
+                "(then its candidates are all its stages)"
+            )
+        return self
+
+    def own_target(self) -> str:
+        """``'provider:model'`` of the role's own model, else of its first candidate (a role whose
+        candidates are all its stages)."""
+        if self.provider is not None:
+            return f"{self.provider}:{self.model}"
+        first = self.candidates[0]
+        if isinstance(first, LogicCandidateConfig):
+            return first.targets()[0]
+        return first if isinstance(first, str) else first.target
 
     @property
     def has_strategy(self) -> bool:

@@ -51,15 +51,17 @@ def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 
 
 def role_candidates(orch: Orchestrator, role: str, model: str | None = None) -> list[AnyCandidate]:
-    """The role's model (or ``model``), then its ``candidates:``, then its ``fallbacks:``."""
+    """The role's model (or ``model``), then its ``candidates:``, then its ``fallbacks:``. A role
+    without ``provider:``/``model:`` (not rebound this session) has only its candidates."""
     bound = orch.binding(role)
     base = bound.params
+    spec = orch.config.roles[role]
+    out: list[AnyCandidate] = []
     if model is not None:
         provider, name = parse_target(model)
-        out: list[AnyCandidate] = [Candidate(provider, name, base, role=role)]
-    else:
+        out = [Candidate(provider, name, base, role=role)]
+    elif spec.provider is not None or role in orch._bindings:
         out = [Candidate(bound.provider, bound.model, base, role=role)]
-    spec = orch.config.roles[role]
     out += [_entry(entry, base, role) for entry in [*spec.candidates, *spec.fallbacks]]
     return out
 
