@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -173,12 +174,19 @@ def site(tmp_path: Path) -> Iterator[Path]:
         logics.installed_logics(refresh=True)
 
 
-def test_two_plugins_claiming_one_id_and_a_plugin_that_is_not_a_logic(site: Path) -> None:
+def test_two_plugins_claiming_one_id_and_a_plugin_that_is_not_a_logic(
+    site: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dist(site, "pkg_zero", "parallel = pkg_zero:Race")
     dist(site, "pkg_one", "twice = pkg_one:Twice")
     dist(site, "pkg_two", "twice = pkg_two:Twice")
     dist(site, "pkg_three", "plain = not_a_logic:Plain")
     (site / "not_a_logic.py").write_text("class Plain:\n    pass\n")
-    logics.installed_logics(refresh=True)
+    with caplog.at_level(logging.WARNING, logger="orchlab.strategies.registry"):
+        assert sorted(logics.installed_logics(refresh=True)) == ["plain"]
+    assert "ignored the entry point parallel = pkg_zero:Race of pkg_zero 1.0" in caplog.text
+    assert logics.logic_class("parallel") is logics.LOGICS["parallel"]
+    assert "twice" in logics.known_logics()
     with pytest.raises(PluginError) as info:
         logics.logic_class("twice")
     text = str(info.value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import logging
 import re
 import threading
 from collections.abc import Mapping
@@ -30,6 +31,8 @@ from orchlab.strategies.plan import Plan, split_options
 from orchlab.strategies.race import Race
 from orchlab.strategies.selection import CloudFirst, CloudOnly, LocalFirst, LocalOnly
 from orchlab.strategies.single import Single
+
+log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "orchlab.logics"
 
@@ -129,8 +132,9 @@ def _read_entry_points() -> tuple[dict[str, LogicPlugin], dict[str, list[LogicPl
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else None
         plugin = LogicPlugin(ep.name, ep.value, dist)
-        if ep.name in LOGICS:
-            continue  # a built-in id cannot be taken
+        if ep.name in LOGICS or ep.name in ("race", "role"):
+            log.warning("ignored %s: %r is a built-in logic", plugin.origin, ep.name)
+            continue
         same = found.setdefault(ep.name, [])
         if plugin not in same:
             same.append(plugin)
