@@ -259,3 +259,15 @@ def test_the_installed_example_runs_by_its_entry_point_name(
 
 def test_the_example_is_under_fifty_lines() -> None:
     assert len((EXAMPLE / "orchlab_shortest" / "__init__.py").read_text().splitlines()) < 50
+
+
+def test_a_role_gives_its_logic_options(
+    longest: None, client_for: Any, openai_server: OpenAIWireServer
+) -> None:
+    role = 'wordy: {provider: near, model: a, strategy: longest, options: {n: 1}, candidates: ["near:b"]}'
+    client = client_for(config(openai_server.base_url, role))
+    openai_server.push(reply("4"))
+    assert client.run("wordy", Q).content == "4"
+    assert [q.body["model"] for q in openai_server.requests] == ["a"]  # n=1: b is not asked
+    with pytest.raises(ConfigError, match="options: is for a logic you wrote"):
+        client_for(config(openai_server.base_url, role.replace("longest", "fallback")))

@@ -322,6 +322,9 @@ class RoleConfig(_Strict):
     cascade: CascadeConfig | None = None
     parallel: ScorerConfig | None = Field(default=None, description="race: what counts as a good answer")
     ensemble: EnsembleConfig | None = None
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="a logic you wrote (strategy: <its id>): its own params"
+    )
     retry: RetryConfig | None = None
     budget_usd: float | None = Field(
         default=None, ge=0, description="this role's budget in USD (or budgets.per_role_usd)"
@@ -336,6 +339,11 @@ class RoleConfig(_Strict):
             raise ValueError(
                 "the role needs provider: and model:, or strategy: with candidates: "
                 "(then its candidates are all its stages)"
+            )
+        if self.options and (self.strategy is None or isinstance(self.strategy, Strategy)):
+            raise ValueError(
+                "options: is for a logic you wrote (strategy: <its id>); a built-in strategy takes "
+                "its settings under cascade:, parallel: or ensemble:"
             )
         return self
 

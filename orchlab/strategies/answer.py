@@ -31,8 +31,8 @@ from orchlab.strategies.base import (
     finalize,
     resolve_ref,
 )
-from orchlab.strategies.plan import Plan, role_candidates, split_options
-from orchlab.strategies.registry import logic_for, logic_id
+from orchlab.strategies.plan import Plan, as_strings, role_candidates, split_options
+from orchlab.strategies.registry import logic_class, logic_for, logic_id
 from orchlab.strategies.routing import TaskType
 from orchlab.strategies.scorers import normalize
 from orchlab.strategies.urn import is_urn, parse_urn
@@ -118,6 +118,8 @@ def make_plan(
     extra: dict[str, Any] = {}
     if not isinstance(chosen, Strategy):  # an added/installed logic: its own options go to plan.extra
         options, extra = split_options(options)
+        if spec is not None and spec.options and chosen == spec.strategy:
+            extra = {**logic_class(chosen).from_params(dict(as_strings(spec.options))), **extra}
     return Plan(
         role=role,
         spec=spec,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -79,12 +79,16 @@ def _entry(
     return Candidate(provider, name, base, role=role)
 
 
+def as_strings(options: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
+    """YAML ``options:`` as the strings a logic's ``from_params`` parses."""
+    return tuple(
+        (key, str(value).lower() if isinstance(value, bool) else str(value)) for key, value in options.items()
+    )
+
+
 def nested_candidate(entry: LogicCandidateConfig, base: GenerationParams, role: str) -> Nested:
     """A YAML ``{strategy: ..., candidates: [...]}`` entry as a candidate that is a logic."""
-    options = tuple(
-        (key, str(value).lower() if isinstance(value, bool) else str(value))
-        for key, value in entry.options.items()
-    )
+    options = as_strings(entry.options)
     return Nested(
         entry.strategy,
         tuple(_entry(c, base, role) for c in entry.candidates),
