@@ -202,8 +202,9 @@ class Resolver:
                 role=role,
                 suggestions=close,
             )
-        self.provider_kind(spec.provider)
-        return Binding(spec.provider, spec.model, params_from(spec.params), role)
+        provider, model = parse_target(spec.own_target())
+        self.provider_kind(provider)
+        return Binding(provider, model, params_from(spec.params), role)
 
     def resolve(self, role: str, *, project: str | None = None, env: str | None = None) -> ResolvedLLMConfig:
         """The role's binding with its provider's key (`AuthError` when that key is missing)."""

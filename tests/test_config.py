@@ -109,7 +109,7 @@ def test_schema_violations_report_key_path_line_and_expectation(write_config):
     problems = dict(info.value.problems)
     assert problems["providers.openai.api_bas"] == "unknown key (not part of the schema)"
     assert "less than or equal to 2" in problems["roles.llm.r.params.temperature"]
-    assert problems["roles.llm.s.model"] == "required key is missing"
+    assert "the role gives provider but no model: give both, or neither" in problems["roles.llm.s"]
     text = str(info.value)
     assert str(path) in text
     assert "providers.openai.api_bas (line 3)" in text

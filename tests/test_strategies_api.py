@@ -142,7 +142,8 @@ def test_env_overlay_can_give_a_role_a_strategy(write_config) -> None:
 
 def test_bad_names_say_what_exists(client) -> None:
     with pytest.raises(
-        InvalidRequestError, match="unknown strategy 'fastest'; use one of auto, local, cloud"
+        InvalidRequestError,
+        match=r"unknown logic 'fastest' \(built-in: auto, local, cloud, .*; installed: none\)",
     ):
         client.complete("hi", role="plain", strategy="fastest")
     with pytest.raises(InvalidRequestError, match="unknown task type 'poetry'"):

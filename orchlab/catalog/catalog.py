@@ -296,7 +296,7 @@ class Catalog:
         config = self._config
         seen: dict[tuple[str, str], None] = {}
         for role in config.roles.values():
-            seen[(role.provider, role.model)] = None
+            seen[parse_target(role.own_target())] = None
             for target in role.fallbacks:
                 seen[parse_target(target)] = None
             for candidate in role.candidates:

@@ -133,7 +133,7 @@ def check_references(config: OrchestratorConfig, *, source: str = "<config>") ->
         view = config if overlay is None else config.for_env(env_name)
         prefix = "" if overlay is None else f"envs.{env_name}."
         for role_name, role in view.roles.items():
-            targets = [(f"{prefix}roles.{role_name}.provider", role.provider)]
+            targets = [(f"{prefix}roles.{role_name}.provider", role.provider)] if role.provider else []
             targets += [(f"{prefix}roles.{role_name}.fallbacks", t.partition(":")[0]) for t in role.fallbacks]
             for c in role.candidates:
                 if isinstance(c, LogicCandidateConfig):

@@ -19,7 +19,15 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 
 class _Strict(BaseModel):
@@ -145,6 +153,24 @@ class Strategy(StrEnum):
     """The candidates in order, each retried, until one answers."""
 
 
+def _logic_id(value: object) -> object:
+    """A YAML ``strategy:``: a built-in value (as its `Strategy`) or an added/installed logic id."""
+    if isinstance(value, Strategy) or not isinstance(value, str):
+        return value
+    from orchlab.errors import InvalidRequestError
+    from orchlab.strategies.registry import logic_id
+
+    try:
+        return logic_id(value)
+    except InvalidRequestError as exc:
+        raise ValueError(str(exc)) from None
+
+
+LogicId = Annotated[Strategy | str, BeforeValidator(_logic_id)]
+"""A logic id: a `Strategy` (built-in) or the id of a logic added with ``register_logic`` or
+installed as a plugin (entry-point group ``orchlab.logics``)."""
+
+
 ScorerName = Literal["logprob", "agreement", "judge", "json", "regex"]
 TaskTypeName = Literal[
     "code_generation",
@@ -171,7 +197,7 @@ class LogicCandidateConfig(_Strict):
     """A candidate that is itself a logic: ``{strategy: parallel, candidates: [...]}`` (a cascade
     stage that is a race, a fallback candidate that is an ensemble)."""
 
-    strategy: Strategy
+    strategy: LogicId
     candidates: list[Target | CandidateConfig | LogicCandidateConfig] = Field(min_length=1)
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="the logic's own params (its Logic.from_params)"
@@ -282,22 +308,54 @@ class RoutingConfig(_Strict):
 
 
 class RoleConfig(_Strict):
-    provider: str
-    model: str
+    provider: str | None = Field(
+        default=None, description="the role's own model's provider (stage 1); omit with candidates: only"
+    )
+    model: str | None = None
     description: str | None = None
     params: RoleParams = Field(default_factory=RoleParams)
     fallbacks: list[Target] = Field(default_factory=list, description="'provider:model' targets")
-    strategy: Strategy | None = None
+    strategy: LogicId | None = None
     candidates: list[Target | CandidateConfig | LogicCandidateConfig] = Field(
         default_factory=list, description="tried/raced/asked after the role's own model, in order"
     )
     cascade: CascadeConfig | None = None
     parallel: ScorerConfig | None = Field(default=None, description="race: what counts as a good answer")
     ensemble: EnsembleConfig | None = None
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="a logic you wrote (strategy: <its id>): its own params"
+    )
     retry: RetryConfig | None = None
     budget_usd: float | None = Field(
         default=None, ge=0, description="this role's budget in USD (or budgets.per_role_usd)"
     )
+
+    @model_validator(mode="after")
+    def _own_model_or_candidates(self) -> RoleConfig:
+        if (self.provider is None) != (self.model is None):
+            given, missing = ("provider", "model") if self.model is None else ("model", "provider")
+            raise ValueError(f"the role gives {given} but no {missing}: give both, or neither")
+        if self.provider is None and not (self.strategy and self.candidates):
+            raise ValueError(
+                "the role needs provider: and model:, or strategy: with candidates: "
+                "(then its candidates are all its stages)"
+            )
+        if self.options and (self.strategy is None or isinstance(self.strategy, Strategy)):
+            raise ValueError(
+                "options: is for a logic you wrote (strategy: <its id>); a built-in strategy takes "
+                "its settings under cascade:, parallel: or ensemble:"
+            )
+        return self
+
+    def own_target(self) -> str:
+        """``'provider:model'`` of the role's own model, else of its first candidate (a role whose
+        candidates are all its stages)."""
+        if self.provider is not None:
+            return f"{self.provider}:{self.model}"
+        first = self.candidates[0]
+        if isinstance(first, LogicCandidateConfig):
+            return first.targets()[0]
+        return first if isinstance(first, str) else first.target
 
     @property
     def has_strategy(self) -> bool:

@@ -52,6 +52,7 @@ _EXPORTS: dict[str, str] = {
     "parse_urn": "orchlab.strategies.urn",
     "pydantic_model": "orchlab.strategies.scorers",
     "regex": "orchlab.strategies.scorers",
+    "register_logic": "orchlab.strategies.registry",
     "scorers": "orchlab.strategies.scorers",
 }
 
@@ -79,6 +80,7 @@ __all__ = [
     "parse_urn",
     "pydantic_model",
     "regex",
+    "register_logic",
     "scorers",
 ]
 
@@ -87,6 +89,7 @@ if TYPE_CHECKING:
     from orchlab.strategies.base import Candidate, EnsembleMode, Strategy
     from orchlab.strategies.health import Clock, ProviderHealth, SystemClock
     from orchlab.strategies.logic import Logic
+    from orchlab.strategies.registry import register_logic
     from orchlab.strategies.routing import Classification, TaskType, classify
     from orchlab.strategies.scorers import (
         AgreementScorer,

@@ -31,8 +31,8 @@ from orchlab.strategies.base import (
     finalize,
     resolve_ref,
 )
-from orchlab.strategies.plan import Plan, role_candidates
-from orchlab.strategies.registry import logic_for
+from orchlab.strategies.plan import Plan, as_strings, role_candidates, split_options
+from orchlab.strategies.registry import logic_class, logic_for, logic_id
 from orchlab.strategies.routing import TaskType
 from orchlab.strategies.scorers import normalize
 from orchlab.strategies.urn import is_urn, parse_urn
@@ -91,7 +91,7 @@ def make_plan(
     candidates: Sequence[str] | None = None,
     **options: Any,
 ) -> Plan:
-    chosen = _enum(Strategy, strategy, "strategy")
+    chosen = None if strategy is None else logic_id(strategy)
     if role is None and model is None and not candidates:
         role = default_role(orch)
         chosen = chosen or Strategy.AUTO
@@ -112,9 +112,14 @@ def make_plan(
         orch.resolver.provider_config(provider)
         cands = [Candidate(provider, name, base)]
     if chosen is None and spec is not None and spec.strategy is not None:
-        chosen = Strategy(spec.strategy)
+        chosen = logic_id(spec.strategy)
     if chosen is None:
         chosen = Strategy.FALLBACK if len(cands) > 1 else Strategy.SINGLE
+    extra: dict[str, Any] = {}
+    if not isinstance(chosen, Strategy):  # an added/installed logic: its own options go to plan.extra
+        options, extra = split_options(options)
+        if spec is not None and spec.options and chosen == spec.strategy:
+            extra = {**logic_class(chosen).from_params(dict(as_strings(spec.options))), **extra}
     return Plan(
         role=role,
         spec=spec,
@@ -124,6 +129,7 @@ def make_plan(
         mode=_enum(EnsembleMode, options.pop("mode", None), "ensemble mode"),
         task_type=_enum(TaskType, options.pop("task_type", None), "task type"),
         normalizer=options.pop("normalizer", None) or normalize,
+        extra=extra,
         **options,
     )
 
@@ -194,7 +200,7 @@ async def complete(
         params = check_params(params, where=where, keywords=keywords)
     messages = as_messages(prompt, system)
     plan = plan_for_target(orch, role, strategy=strategy, model=model, candidates=candidates, **options)
-    ctx = CallContext(role=plan.role, strategy=plan.strategy.value, messages=messages)
+    ctx = CallContext(role=plan.role, strategy=str(plan.strategy), messages=messages)
     if plan.strategy is Strategy.SINGLE:
         # the plain call needs no Run: one attempt, the trail attached by Observe
         cand = plan.candidates[0]
@@ -226,7 +232,7 @@ async def stream(
     if params is not None:
         params = check_params(params)
     plan = plan_for_target(orch, role)
-    ctx = CallContext(role=plan.role, strategy=plan.strategy.value, messages=as_messages(messages))
+    ctx = CallContext(role=plan.role, strategy=str(plan.strategy), messages=as_messages(messages))
     run = Run(orch, ctx, ctx.messages, params, plan.spec.retry if plan.spec is not None else None)
     answered = False
     try:

@@ -62,7 +62,7 @@ class Auto(Logic):
         if sub.spec is not None and sub.spec.retry is not None:
             run.retry = sub.spec.retry
         outcome = await logic_for(sub).answer(run)
-        head += f" ({sub.strategy.value})"
+        head += f" ({sub.strategy})"
         return Outcome(outcome.answer, f"{head}; {outcome.rationale}", outcome.scores)
 
 

@@ -89,7 +89,7 @@ class Nested:
     """A candidate that is itself a logic (a cascade stage that is a race, ...): it answers with
     its own logic inside the same call, its attempts in the same trail under its stage label."""
 
-    strategy: Strategy
+    strategy: Strategy | str
     candidates: tuple[Candidate | Nested, ...]
     options: tuple[tuple[str, str], ...] = ()
     """The logic's own params as strings (parsed by its ``Logic.from_params``)."""
@@ -102,7 +102,7 @@ class Nested:
 
     @property
     def target(self) -> str:
-        return f"{self.strategy.value}({', '.join(c.target for c in self.candidates)})"
+        return f"{self.strategy}({', '.join(c.target for c in self.candidates)})"
 
 
 AnyCandidate = Candidate | Nested

@@ -41,11 +41,16 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def _name(cls: type) -> str:
+    return str(getattr(cls, "strategy", cls.__name__))
+
+
 class Logic(ABC):
     """How one call uses its candidates. Subclass it, set ``strategy`` and ``params``, and
     implement ``answer``."""
 
-    strategy: ClassVar[Strategy]
+    strategy: ClassVar[Strategy | str]
+    """Its id (a built-in's `Strategy`; a plugin may leave it unset: it is set to its registered id)."""
     params: ClassVar[Mapping[str, Callable[[str], Any]]] = {}
     """The options this logic reads from a string mapping, each with its parser."""
 
@@ -72,14 +77,12 @@ class Logic(ABC):
             parse = cls.params.get(key)
             if parse is None:
                 known = ", ".join(sorted(cls.params)) or "none"
-                raise InvalidRequestError(
-                    f"logic {cls.strategy.value!r} has no param {key!r} (its params: {known})"
-                )
+                raise InvalidRequestError(f"logic {_name(cls)!r} has no param {key!r} (its params: {known})")
             try:
                 options[key] = parse(raw)
             except ValueError as exc:
                 raise InvalidRequestError(
-                    f"logic {cls.strategy.value!r}: param {key}={raw!r} is not valid: {exc}"
+                    f"logic {_name(cls)!r}: param {key}={raw!r} is not valid: {exc}"
                 ) from None
         return options
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from orchlab.config.schema import CandidateConfig, LogicCandidateConfig, Strategy
@@ -26,7 +26,8 @@ class Plan:
 
     role: str | None
     spec: RoleConfig | None
-    strategy: Strategy
+    strategy: Strategy | str
+    """A built-in `Strategy`, or the id of an added/installed logic."""
     candidates: list[AnyCandidate]
     base_params: GenerationParams = field(default_factory=GenerationParams)
     scorer: Any = None
@@ -37,18 +38,30 @@ class Plan:
     tier: str | None = None
     task_type: TaskType | None = None
     normalizer: Callable[[str], str] = normalize
+    extra: dict[str, Any] = field(default_factory=dict)
+    """An added/installed logic's own options (what its ``from_params`` returned beyond these fields)."""
+
+
+def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``options`` as (the `Plan` fields, the rest: a plugin logic's own options)."""
+    known = {f.name for f in fields(Plan)}
+    return {k: v for k, v in options.items() if k in known}, {
+        k: v for k, v in options.items() if k not in known
+    }
 
 
 def role_candidates(orch: Orchestrator, role: str, model: str | None = None) -> list[AnyCandidate]:
-    """The role's model (or ``model``), then its ``candidates:``, then its ``fallbacks:``."""
+    """The role's model (or ``model``), then its ``candidates:``, then its ``fallbacks:``. A role
+    without ``provider:``/``model:`` (not rebound this session) has only its candidates."""
     bound = orch.binding(role)
     base = bound.params
+    spec = orch.config.roles[role]
+    out: list[AnyCandidate] = []
     if model is not None:
         provider, name = parse_target(model)
-        out: list[AnyCandidate] = [Candidate(provider, name, base, role=role)]
-    else:
+        out = [Candidate(provider, name, base, role=role)]
+    elif spec.provider is not None or role in orch._bindings:
         out = [Candidate(bound.provider, bound.model, base, role=role)]
-    spec = orch.config.roles[role]
     out += [_entry(entry, base, role) for entry in [*spec.candidates, *spec.fallbacks]]
     return out
 
@@ -66,12 +79,16 @@ def _entry(
     return Candidate(provider, name, base, role=role)
 
 
+def as_strings(options: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
+    """YAML ``options:`` as the strings a logic's ``from_params`` parses."""
+    return tuple(
+        (key, str(value).lower() if isinstance(value, bool) else str(value)) for key, value in options.items()
+    )
+
+
 def nested_candidate(entry: LogicCandidateConfig, base: GenerationParams, role: str) -> Nested:
     """A YAML ``{strategy: ..., candidates: [...]}`` entry as a candidate that is a logic."""
-    options = tuple(
-        (key, str(value).lower() if isinstance(value, bool) else str(value))
-        for key, value in entry.options.items()
-    )
+    options = as_strings(entry.options)
     return Nested(
         entry.strategy,
         tuple(_entry(c, base, role) for c in entry.candidates),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from typing import ClassVar
 
 from orchlab.errors import StrategyError
 from orchlab.strategies.base import AnyCandidate, Outcome, Run, Strategy, leaves
@@ -36,6 +37,8 @@ def select(run: Run, strategy: Strategy, candidates: Sequence[AnyCandidate]) -> 
 
 class _Selected(Logic):
     """A fallback chain over the candidates `select` picks for ``strategy``."""
+
+    strategy: ClassVar[Strategy]
 
     async def answer(self, run: Run) -> Outcome:
         chosen = select(run, self.strategy, self.plan.candidates)

@@ -11,7 +11,8 @@ Grammar (``parse_urn`` checks it; ``answer.plan_for_target`` turns the result in
     urn        = "urn:" namespace ":" logic-id [ ":" params ]
     namespace  = "orchlab"                       (case-insensitive, like "urn:" and logic-id)
     logic-id   = "role" | "race" | a Strategy value (single, fallback, parallel, cascade,
-                 ensemble, auto, local, cloud, local_first, cloud_first); "race" = "parallel"
+                 ensemble, auto, local, cloud, local_first, cloud_first); "race" = "parallel";
+                 or the id of a logic added with register_logic or installed (orchlab.logics)
     params     = role-name                       (logic-id "role": the role, as in the YAML)
                | param *( (";" / "&") param )   (any other logic-id)
     param      = name "=" value
@@ -26,7 +27,6 @@ splitting, so ``%2C``, ``%3B``, ``%26``, ``%3D`` and ``%25`` carry a literal ``,
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,7 +35,8 @@ from urllib.parse import unquote
 
 from orchlab.config.schema import Strategy
 from orchlab.errors import InvalidRequestError
-from orchlab.strategies.registry import logic_class
+from orchlab.strategies.registry import known_logics, logic_class
+from orchlab.strategies.registry import logic_id as as_logic_id
 
 NAMESPACES = ("orchlab",)
 """The URN namespaces this kit answers."""
@@ -52,7 +53,7 @@ class Urn:
 
     text: str
     namespace: str
-    strategy: Strategy | None
+    strategy: Strategy | str | None
     role: str | None = None
     candidates: tuple[str, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -64,7 +65,7 @@ def is_urn(target: object) -> bool:
 
 
 def logic_ids() -> list[str]:
-    return [ROLE, *ALIASES, *(s.value for s in Strategy)]
+    return [ROLE, *ALIASES, *known_logics()]
 
 
 def parse_urn(text: str) -> Urn:
@@ -84,17 +85,10 @@ def parse_urn(text: str) -> Urn:
         if not name:
             raise InvalidRequestError(f"URN {text!r}: no role after 'role:' (urn:orchlab:role:<role>)")
         return Urn(text, namespace, None, role=name)
-    strategy = ALIASES.get(logic_id)
-    if strategy is None:
-        try:
-            strategy = Strategy(logic_id)
-        except ValueError:
-            close = difflib.get_close_matches(logic_id, logic_ids(), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise InvalidRequestError(
-                f"URN {text!r}: unknown logic {logic_id!r}{hint} (known: {', '.join(logic_ids())})",
-                parameter="logic",
-            ) from None
+    try:
+        strategy = as_logic_id(logic_id, aliases={ROLE: Strategy.SINGLE, **ALIASES})
+    except InvalidRequestError as exc:
+        raise InvalidRequestError(f"URN {text!r}: {exc}", parameter="logic") from None
     params = _params(text, raw)
     role: str | None = params.pop("role", None)
     cands: str | None = params.pop("candidates", None)
