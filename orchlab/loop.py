@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, TypeVar
 
@@ -88,24 +90,107 @@ CLOSE_WAIT_S = 5.0
 connection, the attempt being recorded) before giving up on ``aclose``."""
 
 
-class _Steps:
-    """The steps (``__anext__`` calls) of an async iterator driven from another thread or loop.
+class _Pump:
+    """An async iterator drained on the engine loop into a buffer that another thread or loop reads.
 
-    Ctrl-C or a cancel while a step runs on the engine loop only *requests* the step's
-    cancellation; calling ``aclose`` before the step has unwound raises ``RuntimeError:
-    aclose(): asynchronous generator is already running`` over the user's ``KeyboardInterrupt``.
-    So `close` first waits (bounded) for the interrupted step to finish.
+    The producer task pulls items as they come and appends them; the consumer takes *whatever is
+    there* per wake-up, so a burst of chunks costs one cross-thread hop instead of one per chunk.
+    The consumer's wake-up (a ``threading.Event`` for sync code, a future on its own loop for async
+    code) is signalled only while it waits. The producer's exception reaches the consumer after the
+    items before it.
+
+    Ctrl-C or a cancel while the producer runs only *requests* its cancellation; calling ``aclose``
+    before the step has unwound raises ``RuntimeError: aclose(): asynchronous generator is already
+    running`` over the user's ``KeyboardInterrupt``. So `close` first waits (bounded) for the
+    producer to finish.
     """
-
-    __slots__ = ("agen", "task")
 
     def __init__(self, agen: AsyncIterator[Any]) -> None:
         self.agen = agen
-        self.task: asyncio.Task[Any] | None = None
+        self.items: deque[Any] = deque()
+        self.finished = False
+        self.error: BaseException | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.wakeups = 0  # how many times the consumer waited and was woken (for tests)
+        self._lock = threading.Lock()
+        self._wake: Callable[[], None] | None = None
+        self._handed = False
+        asyncio.run_coroutine_threadsafe(self._produce(), engine_loop())
 
-    async def next(self) -> Any:
+    async def _produce(self) -> None:
         self.task = asyncio.current_task()
-        return await self.agen.__anext__()
+        try:
+            async for item in self.agen:
+                self.items.append(item)
+                self._signal()
+        except BaseException as exc:  # handed to the consumer (cancelled by `close`: it is gone)
+            self.error = exc
+        finally:
+            self.finished = True
+            self._signal()
+
+    def _signal(self) -> None:
+        with self._lock:
+            wake, self._wake = self._wake, None
+        if wake is not None:
+            wake()
+            if not self._handed:
+                self._handed = True
+                # The first item: let the woken consumer take the GIL now, or it waits up to the
+                # switch interval (5 ms) while this thread parses the rest of the burst.
+                time.sleep(0)
+
+    def _arm(self, wake: Callable[[], None]) -> bool:
+        """Register ``wake`` unless something is ready already (then False: do not wait)."""
+        with self._lock:
+            if self.items or self.finished:
+                return False
+            self._wake = wake
+            return True
+
+    def _take(self) -> list[Any]:
+        items = self.items
+        return [items.popleft() for _ in range(len(items))]
+
+    def batches_sync(self) -> Iterator[list[Any]]:
+        ready = threading.Event()
+        while True:
+            batch = self._take()
+            if batch:
+                yield batch
+                continue
+            if self.finished:
+                if self.items:
+                    continue
+                if self.error is not None:
+                    raise self.error
+                return
+            if self._arm(ready.set):
+                ready.wait()
+                ready.clear()
+                self.wakeups += 1
+
+    async def batches_async(self) -> AsyncIterator[list[Any]]:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = self._take()
+            if batch:
+                yield batch
+                continue
+            if self.finished:
+                if self.items:
+                    continue
+                if self.error is not None:
+                    raise self.error
+                return
+            waiter: asyncio.Future[None] = loop.create_future()
+
+            def wake(waiter: asyncio.Future[None] = waiter) -> None:
+                loop.call_soon_threadsafe(_resolve, waiter)
+
+            if self._arm(wake):
+                await waiter
+                self.wakeups += 1
 
     async def close(self) -> None:
         task = self.task
@@ -119,29 +204,28 @@ class _Steps:
             await aclose()
 
 
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:
-    """Drive an async iterator that lives on the engine loop from synchronous code."""
-    steps = _Steps(agen)
+    """Drive an async iterator that lives on the engine loop from synchronous code, taking the
+    items over in batches (one thread wake-up per burst, not per item)."""
+    pump = _Pump(agen)
     try:
-        while True:
-            try:
-                item: T = run_sync(steps.next())
-            except StopAsyncIteration:
-                return
-            yield item
+        for batch in pump.batches_sync():
+            yield from batch
     finally:
-        run_sync(steps.close())
+        run_sync(pump.close())
 
 
 async def iterate_async(agen: AsyncIterator[T]) -> AsyncIterator[T]:
-    """Drive an async iterator that lives on the engine loop from another loop."""
-    steps = _Steps(agen)
+    """Drive an async iterator that lives on the engine loop from another loop, in batches."""
+    pump = _Pump(agen)
     try:
-        while True:
-            try:
-                item: T = await run_async(steps.next())
-            except StopAsyncIteration:
-                return
-            yield item
+        async for batch in pump.batches_async():
+            for item in batch:
+                yield item
     finally:
-        await run_async(steps.close())
+        await run_async(pump.close())
