@@ -154,16 +154,17 @@ class Strategy(StrEnum):
 
 
 def _logic_id(value: object) -> object:
-    """A YAML ``strategy:``: a built-in value (as its `Strategy`) or an added/installed logic id."""
+    """A YAML ``strategy:``: a built-in value (as its `Strategy`) or an added/installed logic id
+    (`orchlab.config.logic_ids`)."""
     if isinstance(value, Strategy) or not isinstance(value, str):
         return value
-    from orchlab.errors import InvalidRequestError
-    from orchlab.strategies.registry import logic_id
+    builtins = [s.value for s in Strategy]
+    if value in builtins:
+        return Strategy(value)
+    from orchlab.config import logic_ids
 
-    try:
-        return logic_id(value)
-    except InvalidRequestError as exc:
-        raise ValueError(str(exc)) from None
+    logic_ids.check(value, builtins)
+    return value
 
 
 LogicId = Annotated[Strategy | str, BeforeValidator(_logic_id)]

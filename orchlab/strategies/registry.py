@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from orchlab.config import logic_ids
 from orchlab.config.schema import Strategy
 from orchlab.errors import InvalidRequestError, PluginError
 from orchlab.strategies.auto import Auto
@@ -34,7 +35,7 @@ from orchlab.strategies.single import Single
 
 log = logging.getLogger(__name__)
 
-ENTRY_POINT_GROUP = "orchlab.logics"
+ENTRY_POINT_GROUP = logic_ids.GROUP
 
 LOGICS: Mapping[str, type[Logic]] = MappingProxyType(
     {
@@ -97,12 +98,14 @@ def register_logic(name: str, cls: type[Logic]) -> None:
     _name(cls, name)
     with _lock:
         _registered[name] = cls
+        logic_ids.add(name)
 
 
 def unregister_logic(name: str) -> None:
     """Remove a logic added with `register_logic` (nothing happens when there is none)."""
     with _lock:
         _registered.pop(name, None)
+        logic_ids.discard(name)
 
 
 def installed_logics(*, refresh: bool = False) -> dict[str, LogicPlugin]:
@@ -118,18 +121,18 @@ def _plugins(*, refresh: bool = False) -> Mapping[str, LogicPlugin]:
         return installed
     with _lock:
         if _installed is None or refresh:
-            _installed, clashes = _read_entry_points()
+            _installed, clashes = _read_entry_points(refresh)
             _clashes.clear()
             _clashes.update(clashes)
             _classes.clear()
         return _installed
 
 
-def _read_entry_points() -> tuple[dict[str, LogicPlugin], dict[str, list[LogicPlugin]]]:
-    from importlib.metadata import entry_points
-
+def _read_entry_points(
+    refresh: bool = False,
+) -> tuple[dict[str, LogicPlugin], dict[str, list[LogicPlugin]]]:
     found: dict[str, list[LogicPlugin]] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for ep in logic_ids.entry_points(refresh=refresh):
         dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else None
         plugin = LogicPlugin(ep.name, ep.value, dist)
         if ep.name in LOGICS or ep.name in ("race", "role"):
