@@ -152,20 +152,28 @@ class _Pump:
         items = self.items
         return [items.popleft() for _ in range(len(items))]
 
+    def _poll(self) -> list[Any] | None:
+        """What is buffered (a non-empty batch); ``[]`` once the source is done (its error raised
+        after the items before it); None: nothing yet, wait."""
+        batch = self._take()
+        if batch or not self.finished:
+            return batch or None
+        batch = self._take()  # items that arrived just before the end
+        if batch:
+            return batch
+        if self.error is not None:
+            raise self.error
+        return []
+
     def batches_sync(self) -> Iterator[list[Any]]:
         ready = threading.Event()
         while True:
-            batch = self._take()
+            batch = self._poll()
             if batch:
                 yield batch
-                continue
-            if self.finished:
-                if self.items:
-                    continue
-                if self.error is not None:
-                    raise self.error
+            elif batch is not None:
                 return
-            if self._arm(ready.set):
+            elif self._arm(ready.set):
                 ready.wait()
                 ready.clear()
                 self.wakeups += 1
@@ -173,15 +181,11 @@ class _Pump:
     async def batches_async(self) -> AsyncIterator[list[Any]]:
         loop = asyncio.get_running_loop()
         while True:
-            batch = self._take()
+            batch = self._poll()
             if batch:
                 yield batch
                 continue
-            if self.finished:
-                if self.items:
-                    continue
-                if self.error is not None:
-                    raise self.error
+            if batch is not None:
                 return
             waiter: asyncio.Future[None] = loop.create_future()
 

@@ -22,6 +22,7 @@ Later passes (memory, response cache, output format) slot into this list.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -49,14 +50,15 @@ class Pass(Protocol):
     def admit_sync(self, ctx: CallContext, flight: InFlight, request: ModelRequest) -> LLMResponse | None: ...
 
 
-class SyncPass:
+class SyncPass(ABC):
     """A pass that never waits: ``admit`` is ``admit_sync``."""
 
     async def admit(self, ctx: CallContext, flight: InFlight, request: ModelRequest) -> LLMResponse | None:
         return self.admit_sync(ctx, flight, request)
 
+    @abstractmethod
     def admit_sync(self, ctx: CallContext, flight: InFlight, request: ModelRequest) -> LLMResponse | None:
-        raise NotImplementedError
+        """Refuse ``request`` (raise an orchlab error), answer it (a response), or let it pass (None)."""
 
 
 class ContextWindow:
