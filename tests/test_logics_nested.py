@@ -69,36 +69,41 @@ def test_a_nested_logic_names_only_known_providers(client_for: Any) -> None:
 def test_a_cascade_whose_first_stage_is_a_race_from_yaml(
     client_for: Any, openai_server: OpenAIWireServer
 ) -> None:
-    with OpenAIWireServer() as far:
+    # three servers, so no reply is taken by the wrong request when the race's slow member is
+    # cancelled before its request is even sent (a loaded machine)
+    with OpenAIWireServer() as slow, OpenAIWireServer() as far:
         client = client_for(
             f"""
 project: t
 tracking: {{enabled: false}}
 providers:
   near: {{type: vllm, api_base: "{openai_server.base_url}"}}
+  slow: {{type: vllm, api_base: "{slow.base_url}"}}
   far: {{type: vllm, api_base: "{far.base_url}"}}
 roles:
   staged:
     strategy: cascade
     cascade: {{scorer: regex, pattern: "^4$", threshold: 0.5}}
     candidates:
-      - {{strategy: parallel, candidates: ["near:small", "far:small"]}}
+      - {{strategy: parallel, candidates: ["near:small", "slow:small"]}}
       - "far:big"
 """
         )
         # no provider:/model: on the role: the race is stage 1; it answers badly, then far:big answers
         openai_server.push(reply("five"))
-        far.push(reply("six", delay_s=1.0), reply("4"))
+        slow.push(reply("six", delay_s=1.0))
+        far.push(reply("4"))
         r = client.run("staged", [{"role": "user", "content": "What is 2+2?"}])
     assert r.content == "4" and r.provider == "far"
     trail = [(a.stage, f"{a.provider}:{a.model}", a.outcome) for a in r.decision.attempts]
     assert trail == [
         ("cascade 1 / race 1", "near:small", "rejected"),  # the race's winner, rejected by the cascade
-        ("cascade 1 / race 2", "far:small", "cancelled"),
+        ("cascade 1 / race 2", "slow:small", "cancelled"),
         ("cascade 2", "far:big", "ok"),
     ]
-    assert r.decision.rationale.startswith("stage 1 parallel(near:small, far:small): regex '^4$' score 0.000")
+    assert r.decision.rationale.startswith("stage 1 parallel(near:small, slow:small): regex '^4$' score 0.000")
     assert [q.body["model"] for q in openai_server.requests] == ["small"]
+    assert [q.body["model"] for q in far.requests] == ["big"]
 
 
 @pytest.mark.parametrize(
