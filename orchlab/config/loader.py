@@ -19,6 +19,7 @@ from orchlab.errors import (
     UnknownProviderError,
     UnknownRoleError,
 )
+from orchlab.plugins import did_you_mean as _did_you_mean
 from orchlab.providers.registry import kind_of, known_kinds
 
 DEFAULT_CONFIG_NAME = "local.yaml"
@@ -225,11 +226,6 @@ def check_strategy_references(config: OrchestratorConfig, *, source: str = "<con
                 + _did_you_mean(provider_name, config.providers),
                 provider=provider_name,
             )
-
-
-def _did_you_mean(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.5)
-    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
 def _explain(err: Mapping[str, Any], written: str | None = None) -> str:

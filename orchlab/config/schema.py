@@ -158,12 +158,11 @@ def _logic_id(value: object) -> object:
     (`orchlab.config.logic_ids`)."""
     if isinstance(value, Strategy) or not isinstance(value, str):
         return value
-    builtins = [s.value for s in Strategy]
-    if value in builtins:
+    if value in [s.value for s in Strategy]:
         return Strategy(value)
     from orchlab.config import logic_ids
 
-    logic_ids.check(value, builtins)
+    logic_ids.check(value)
     return value
 
 

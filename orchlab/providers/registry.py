@@ -9,6 +9,8 @@ A kind is looked up in this order, the first match wins:
    the first time a kind is not found among the first two (never at ``import orchlab``);
 4. ``type: "package.module:Class"`` in the YAML.
 
+The first three are an `orchlab.plugins.PluginRegistry`; this module imports and checks the classes.
+
 A class is imported on first use (a call, a price, a check of ``is_local``), not when the config is
 loaded: an entry whose plugin cannot be imported fails with a `PluginError` naming the entry, the
 type and what is wrong, and the other entries of the config keep working.
@@ -25,18 +27,15 @@ import importlib
 import inspect
 import logging
 import re
-import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from orchlab.errors import MissingDependencyError, PluginError
+from orchlab.plugins import Plugin, PluginRegistry
 
 if TYPE_CHECKING:
     from orchlab.providers.base import Provider
-
-log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "orchlab.providers"
 
@@ -73,26 +72,9 @@ EXTRAS: Mapping[str, str] = MappingProxyType(
 _CLASS_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _KIND_NAME = re.compile(r"[A-Za-z_][\w.-]*")
 
-
-@dataclass(frozen=True, slots=True)
-class Plugin:
-    """An installed provider plugin: its kind, the ``module:Class`` it names, and where it comes from."""
-
-    kind: str
-    target: str
-    distribution: str | None = None
-
-    @property
-    def origin(self) -> str:
-        where = f" of {self.distribution}" if self.distribution else ""
-        return f"the entry point {self.kind} = {self.target}{where} (group {ENTRY_POINT_GROUP})"
-
-
-_lock = threading.Lock()
-_registered: dict[str, str | type[Provider]] = {}
-_installed: dict[str, Plugin] | None = None  # read on first need
-_clashes: dict[str, list[Plugin]] = {}  # a kind installed by two distributions: refused
-_classes: dict[str, type[Provider]] = {}  # kind -> its class, once imported and checked
+_kinds: PluginRegistry[type[Provider]] = PluginRegistry(
+    ENTRY_POINT_GROUP, BUILTIN_KINDS, noun="kind", log=logging.getLogger(__name__)
+)
 
 
 def is_class_path(text: str) -> bool:
@@ -110,131 +92,75 @@ def register(kind: str, adapter: str | type[Provider]) -> None:
             f"register({kind!r}, ...): a kind is a name such as 'echo' (letters, digits, _ . -)",
             kind=str(kind),
         )
-    if kind in BUILTIN_KINDS:
-        raise PluginError(
-            f"register({kind!r}, ...): {kind!r} is a built-in kind and cannot be replaced", kind=kind
-        )
+    _kinds.refuse_builtin(kind, f"register({kind!r}, ...)")
     if isinstance(adapter, str):
-        if not is_class_path(adapter):
-            raise PluginError(
-                f"register({kind!r}, {adapter!r}): expected a Provider subclass or 'package.module:Class'",
-                kind=kind,
-            )
-    elif not (isinstance(adapter, type) and issubclass(adapter, Provider)):
+        fits = is_class_path(adapter)
+    else:
+        fits = isinstance(adapter, type) and issubclass(adapter, Provider)
+    if not fits:
         raise PluginError(
             f"register({kind!r}, {adapter!r}): expected a Provider subclass or 'package.module:Class'",
             kind=kind,
         )
-    with _lock:
-        _registered[kind] = adapter
-        _classes.pop(kind, None)
+    _kinds.add(kind, adapter)
 
 
 def unregister(kind: str) -> None:
     """Remove a kind added with `register` (nothing happens when there is none)."""
-    with _lock:
-        _registered.pop(kind, None)
-        _classes.pop(kind, None)
+    _kinds.remove(kind)
 
 
 def installed_kinds(*, refresh: bool = False) -> dict[str, Plugin]:
     """The provider plugins installed in this environment, by kind. Read once; ``refresh=True``
     reads them again (after a ``pip install`` in a running notebook)."""
-    return dict(_plugins(refresh=refresh))
-
-
-def _plugins(*, refresh: bool = False) -> Mapping[str, Plugin]:
-    global _installed
-    installed = _installed
-    if installed is not None and not refresh:
-        return installed
-    with _lock:
-        if _installed is None or refresh:
-            _installed, clashes = _read_entry_points()
-            _clashes.clear()
-            _clashes.update(clashes)
-            if refresh:
-                _classes.clear()
-        return _installed
-
-
-def _read_entry_points() -> tuple[dict[str, Plugin], dict[str, list[Plugin]]]:
-    from importlib.metadata import entry_points  # scans the installed distributions: only when needed
-
-    found: dict[str, list[Plugin]] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else None
-        plugin = Plugin(ep.name, ep.value, dist)
-        if ep.name in BUILTIN_KINDS:
-            log.warning("ignored %s: %r is a built-in kind", plugin.origin, ep.name)
-            continue
-        same = found.setdefault(ep.name, [])
-        if plugin not in same:  # a distribution seen twice on sys.path is one plugin
-            same.append(plugin)
-    installed = {kind: plugins[0] for kind, plugins in found.items() if len(plugins) == 1}
-    clashes = {
-        kind: sorted(plugins, key=lambda p: (p.distribution or "", p.target))
-        for kind, plugins in found.items()
-        if len(plugins) > 1
-    }
-    return installed, clashes
+    return dict(_kinds.installed(refresh=refresh))
 
 
 def known_kinds() -> list[str]:
     """Every kind a ``type:`` can name here (built-in, registered, installed), sorted."""
-    return sorted({*BUILTIN_KINDS, *_registered, *_plugins(), *_clashes})
+    return sorted(_kinds.known())
 
 
 def kind_of(name: str, declared_type: str | None) -> str | None:
     """The adapter kind of a provider entry: its ``type``, else its key if that is a kind (None: not
     a kind here). A ``"module:Class"`` type is its own kind; nothing is imported here."""
     kind = declared_type or name
-    if kind in BUILTIN_KINDS or kind in _registered:
+    if kind in BUILTIN_KINDS or kind in _kinds.added:
         return kind
     if declared_type is not None and is_class_path(declared_type):
         return kind
-    if kind in _plugins() or kind in _clashes:
-        return kind
-    return None
+    return kind if _kinds.is_installed(kind) else None
 
 
 def provider_class(kind: str, *, provider: str | None = None) -> type[Provider]:
     """The class of ``kind``, imported and checked on first use. ``provider``: the entry that asks,
     named in the `PluginError` when the class cannot be had."""
-    cls = _classes.get(kind)
+    cls = _kinds.loaded(kind)
     if cls is not None:
         return cls
     where = f"providers.{provider}: type {kind!r}" if provider else f"type {kind!r}"
     origin = ""
     if kind in BUILTIN_KINDS:
         target: str | type[Provider] = BUILTIN_KINDS[kind]
-    elif kind in _registered:
-        target = _registered[kind]
+    elif kind in _kinds.added:
+        target = _kinds.added[kind]
         origin = " (added with registry.register)"
     elif is_class_path(kind):
         target = kind
     else:
-        installed = _plugins()
-        if kind in _clashes:
-            named = "; ".join(p.origin for p in _clashes[kind])
-            raise PluginError(
-                f"{where}: two installed plugins claim this kind ({named}): uninstall one of them",
-                provider=provider,
-                kind=kind,
-            )
-        if kind not in installed:
+        _kinds.check_clash(kind, where, provider=provider)
+        plugin = _kinds.installed().get(kind)
+        if plugin is None:
             raise PluginError(
                 f"{where}: no such kind; known: {', '.join(known_kinds())}, or 'package.module:Class'",
                 provider=provider,
                 kind=kind,
             )
-        target = installed[kind].target
-        origin = f" ({installed[kind].origin})"
+        target = plugin.target
+        origin = f" ({plugin.origin})"
     cls = target if isinstance(target, type) else _load(target, f"{where}{origin}", provider, kind)
     _check(cls, f"{where}{origin}", provider, kind)
-    with _lock:
-        _classes[kind] = cls
-    return cls
+    return _kinds.remember(kind, cls)
 
 
 def _load(target: str, where: str, provider: str | None, kind: str) -> type[Provider]:
@@ -309,7 +235,7 @@ def missing_dependency(
     if extra:
         fix = f"pip install 'orchlab[{extra}]'"
     else:
-        plugin = _plugins().get(kind)
+        plugin = _kinds.installed().get(kind)
         of = (
             f" (the dependencies of {plugin.distribution.split()[0]})"
             if plugin and plugin.distribution

@@ -5,23 +5,23 @@ once, the first time an id is not found among the first two, never at ``import o
 
 A logic id is what YAML ``strategy:``, a nested ``{strategy: ...}``, a URN and
 ``complete(strategy=...)`` name: a `Strategy` value or an added/installed id. ``logic_for(plan)``
-builds the logic that answers ``plan``; nothing else picks a logic by name.
+builds the logic that answers ``plan``; nothing else picks a logic by name. The ids and the
+classes added or loaded are kept in `orchlab.config.logic_ids.LOGIC_IDS` (an
+`orchlab.plugins.PluginRegistry`), so the config layer checks an id without importing a logic.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
-import logging
 import re
-import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
+from typing import cast
 
-from orchlab.config import logic_ids
+from orchlab.config.logic_ids import GROUP, LOGIC_IDS, unknown
 from orchlab.config.schema import Strategy
 from orchlab.errors import InvalidRequestError, PluginError
+from orchlab.plugins import Plugin
 from orchlab.strategies.auto import Auto
 from orchlab.strategies.base import EnsembleMode, Nested, Run
 from orchlab.strategies.cascade import Cascade
@@ -33,9 +33,7 @@ from orchlab.strategies.race import Race
 from orchlab.strategies.selection import CloudFirst, CloudOnly, LocalFirst, LocalOnly
 from orchlab.strategies.single import Single
 
-log = logging.getLogger(__name__)
-
-ENTRY_POINT_GROUP = logic_ids.GROUP
+ENTRY_POINT_GROUP = GROUP
 
 LOGICS: Mapping[str, type[Logic]] = MappingProxyType(
     {
@@ -59,27 +57,6 @@ LOGICS: Mapping[str, type[Logic]] = MappingProxyType(
 _ID = re.compile(r"[a-z_][a-z0-9_.-]*")
 
 
-@dataclass(frozen=True, slots=True)
-class LogicPlugin:
-    """An installed logic plugin: its id, the ``module:Class`` it names, and its distribution."""
-
-    name: str
-    target: str
-    distribution: str | None = None
-
-    @property
-    def origin(self) -> str:
-        where = f" of {self.distribution}" if self.distribution else ""
-        return f"the entry point {self.name} = {self.target}{where} (group {ENTRY_POINT_GROUP})"
-
-
-_lock = threading.Lock()
-_registered: dict[str, type[Logic]] = {}
-_installed: dict[str, LogicPlugin] | None = None  # read on first need
-_clashes: dict[str, list[LogicPlugin]] = {}
-_classes: dict[str, type[Logic]] = {}  # installed id -> its class, once imported and checked
-
-
 def register_logic(name: str, cls: type[Logic]) -> None:
     """Add (or replace) a logic in this process under the id ``name`` (lower case: letters, digits,
     ``_ . -``). A built-in id cannot be taken; an installed plugin's can."""
@@ -89,71 +66,26 @@ def register_logic(name: str, cls: type[Logic]) -> None:
             "(letters, digits, _ . -)",
             kind=str(name),
         )
-    if name in LOGICS or name == "race" or name == "role":
-        raise PluginError(
-            f"register_logic({name!r}, ...): {name!r} is a built-in logic and cannot be replaced",
-            kind=name,
-        )
+    LOGIC_IDS.refuse_builtin(name, f"register_logic({name!r}, ...)")
     _check(cls, f"register_logic({name!r}, ...)", name)
     _name(cls, name)
-    with _lock:
-        _registered[name] = cls
-        logic_ids.add(name)
+    LOGIC_IDS.add(name, cls)
 
 
 def unregister_logic(name: str) -> None:
     """Remove a logic added with `register_logic` (nothing happens when there is none)."""
-    with _lock:
-        _registered.pop(name, None)
-        logic_ids.discard(name)
+    LOGIC_IDS.remove(name)
 
 
-def installed_logics(*, refresh: bool = False) -> dict[str, LogicPlugin]:
+def installed_logics(*, refresh: bool = False) -> dict[str, Plugin]:
     """The logic plugins installed in this environment, by id. Read once; ``refresh=True`` reads
     them again."""
-    return dict(_plugins(refresh=refresh))
-
-
-def _plugins(*, refresh: bool = False) -> Mapping[str, LogicPlugin]:
-    global _installed
-    installed = _installed
-    if installed is not None and not refresh:
-        return installed
-    with _lock:
-        if _installed is None or refresh:
-            _installed, clashes = _read_entry_points(refresh)
-            _clashes.clear()
-            _clashes.update(clashes)
-            _classes.clear()
-        return _installed
-
-
-def _read_entry_points(
-    refresh: bool = False,
-) -> tuple[dict[str, LogicPlugin], dict[str, list[LogicPlugin]]]:
-    found: dict[str, list[LogicPlugin]] = {}
-    for ep in logic_ids.entry_points(refresh=refresh):
-        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else None
-        plugin = LogicPlugin(ep.name, ep.value, dist)
-        if ep.name in LOGICS or ep.name in ("race", "role"):
-            log.warning("ignored %s: %r is a built-in logic", plugin.origin, ep.name)
-            continue
-        same = found.setdefault(ep.name, [])
-        if plugin not in same:
-            same.append(plugin)
-    installed = {name: plugins[0] for name, plugins in found.items() if len(plugins) == 1}
-    clashes = {
-        name: sorted(plugins, key=lambda p: (p.distribution or "", p.target))
-        for name, plugins in found.items()
-        if len(plugins) > 1
-    }
-    return installed, clashes
+    return dict(LOGIC_IDS.installed(refresh=refresh))
 
 
 def known_logics() -> list[str]:
     """Every logic id: the built-ins (in `Strategy` order), then the added and installed ones, sorted."""
-    extra = sorted({*_registered, *_plugins(), *_clashes} - set(LOGICS))
-    return [s.value for s in Strategy] + extra
+    return LOGIC_IDS.known()
 
 
 def logic_id(value: object, *, aliases: Mapping[str, Strategy] | None = None) -> Strategy | str:
@@ -166,17 +98,9 @@ def logic_id(value: object, *, aliases: Mapping[str, Strategy] | None = None) ->
         return aliases[text]
     if text in LOGICS:
         return Strategy(text)
-    if text in _registered or text in _plugins() or text in _clashes:
+    if LOGIC_IDS.is_known(text):
         return text
-    known = [*(aliases or ()), *known_logics()]
-    close = difflib.get_close_matches(text, known, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    installed = sorted(set(known_logics()) - set(LOGICS))
-    raise InvalidRequestError(
-        f"unknown logic {text!r}{hint} (built-in: {', '.join(s.value for s in Strategy)}; "
-        f"installed: {', '.join(installed) or 'none'})",
-        parameter="strategy",
-    )
+    raise InvalidRequestError(unknown(text, aliases=tuple(aliases or ())), parameter="strategy")
 
 
 def logic_class(strategy: Strategy | str) -> type[Logic]:
@@ -185,18 +109,11 @@ def logic_class(strategy: Strategy | str) -> type[Logic]:
     builtin = LOGICS.get(name)
     if builtin is not None:
         return builtin
-    if name in _registered:
-        return _registered[name]
-    cls = _classes.get(name)
+    cls = LOGIC_IDS.added.get(name) or LOGIC_IDS.loaded(name)
     if cls is not None:
-        return cls
-    if name in _clashes:
-        named = "; ".join(p.origin for p in _clashes[name])
-        raise PluginError(
-            f"logic {name!r}: two installed plugins claim this id ({named}): uninstall one of them",
-            kind=name,
-        )
-    plugin = _plugins()[name]
+        return cast("type[Logic]", cls)
+    LOGIC_IDS.check_clash(name, f"logic {name!r}")
+    plugin = LOGIC_IDS.installed()[name]
     where = f"logic {name!r} ({plugin.origin})"
     module_name, _, attr = plugin.target.partition(":")
     try:
@@ -208,9 +125,7 @@ def logic_class(strategy: Strategy | str) -> type[Logic]:
     _check(obj, where, name)
     assert isinstance(obj, type)
     _name(obj, name)
-    with _lock:
-        _classes[name] = obj
-    return obj
+    return cast("type[Logic]", LOGIC_IDS.remember(name, obj))
 
 
 def _check(cls: object, where: str, name: str) -> None:
