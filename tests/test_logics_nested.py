@@ -101,7 +101,9 @@ roles:
         ("cascade 1 / race 2", "slow:small", "cancelled"),
         ("cascade 2", "far:big", "ok"),
     ]
-    assert r.decision.rationale.startswith("stage 1 parallel(near:small, slow:small): regex '^4$' score 0.000")
+    assert r.decision.rationale.startswith(
+        "stage 1 parallel(near:small, slow:small): regex '^4$' score 0.000"
+    )
     assert [q.body["model"] for q in openai_server.requests] == ["small"]
     assert [q.body["model"] for q in far.requests] == ["big"]
 
