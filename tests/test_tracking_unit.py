@@ -266,8 +266,10 @@ def test_payload_has_a_root_span_and_one_span_per_attempt_with_real_times(
     )  # fmt: skip
     ctx = CallContext(role="llm.inference", strategy="fallback", messages=(Message("user", "2+2?"),))
     ctx.started_at, ctx.attempts = t0, [failed, ok]
-    response = LLMResponse("four", "openai", "gpt-small", usage=Usage(13, 7), cost_usd=0.0000164)
-    response.decision = Decision("fallback", attempts=ctx.attempts, winner="openai:gpt-small", rationale="r")
+    response = LLMResponse(
+        "four", "openai", "gpt-small", usage=Usage(13, 7), cost_usd=0.0000164,
+        decision=Decision("fallback", attempts=(failed, ok), winner="openai:gpt-small", rationale="r"),
+    )  # fmt: skip
     record = CallRecord(ctx, response, None, t0 + 0.8)
     tid = new_trace_id()
 

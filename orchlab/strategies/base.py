@@ -14,7 +14,7 @@ import contextlib
 import copy
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -117,15 +117,36 @@ def leaves(cand: AnyCandidate) -> list[Candidate]:
 
 @dataclass(slots=True)
 class Answer:
-    """A successful call: the provider's response and its attempt in the trail."""
+    """A successful call: the provider's response, and where its attempt is in the call's trail.
+
+    A logic's verdict on it (`reject`, `rate`, `add_note`) replaces the attempt's record in the
+    trail with a judged copy; ``attempt`` always reads the record as it stands."""
 
     response: LLMResponse
-    attempt: Attempt
     candidate: AnyCandidate
+    ctx: CallContext
+    slot: int
 
     @property
     def content(self) -> str:
         return self.response.content
+
+    @property
+    def attempt(self) -> Attempt:
+        return self.ctx.attempts[self.slot]
+
+    def reject(self, why: str) -> None:
+        """Not the answer returned: its attempt reads ``"rejected"``, with why."""
+        self.ctx.revise(self.slot, outcome="rejected", note=why)
+
+    def rate(self, confidence: float | None) -> None:
+        """The score a logic gave it (the attempt's ``confidence``)."""
+        self.ctx.revise(self.slot, confidence=confidence)
+
+    def add_note(self, text: str) -> None:
+        """Add ``text`` to its attempt's note (after what the note says already)."""
+        note = self.attempt.note
+        self.ctx.revise(self.slot, note=text if note is None else f"{note}; {text}")
 
 
 @dataclass(slots=True)
@@ -200,11 +221,7 @@ class Run:
         try:
             resolved = self.orch.resolver.resolve_target(cand.provider, cand.model, merged, role=cand.role)
         except AuthError as exc:
-            # No key: nothing was sent, but the trail and the error group should say so.
-            unsent = self.ctx.new_attempt(cand.provider, cand.model, stage=stage)
-            unsent.error, unsent.error_type = str(exc), type(exc).__name__
-            unsent.note = "not sent: no API key"
-            self.errors.append(exc)
+            self._unsent(cand, stage, exc)
             raise
         request = ModelRequest(model=resolved.model, messages=tuple(messages or self.messages), params=merged)
         deadline = asyncio.timeout(timeout_s)
@@ -216,16 +233,20 @@ class Run:
                 self._find(stage)
                 self.errors.append(exc)
                 raise
-            attempt = self._find(stage)
+            slot = self._find(stage)
             error = ProviderTimeoutError(
                 f"no answer within the strategy's attempt timeout of {timeout_s:g}s",
                 provider=cand.provider,
                 model=cand.model,
             )
-            if attempt is not None:
-                attempt.outcome = "error"
-                attempt.error, attempt.error_type = str(error), type(error).__name__
-                attempt.note = "cut off by retry.attempt_timeout_s; tokens generated so far are unknown"
+            if slot is not None:
+                self.ctx.revise(
+                    slot,
+                    outcome="error",
+                    error=str(error),
+                    error_type=type(error).__name__,
+                    note="cut off by retry.attempt_timeout_s; tokens generated so far are unknown",
+                )
             self.errors.append(error)
             raise error from None
         except asyncio.CancelledError:
@@ -234,9 +255,9 @@ class Run:
             self._find(stage)
             self.errors.append(exc)
             raise
-        attempt = self._find(stage)
-        assert attempt is not None, "Dispatch.attempt records every attempt it makes"
-        return Answer(response, attempt, cand)
+        slot = self._find(stage)
+        assert slot is not None, "Dispatch.attempt records every attempt it makes"
+        return Answer(response, cand, self.ctx, slot)
 
     async def stream_call(self, cand: AnyCandidate, *, stage: str) -> AsyncGenerator[str | Answer, None]:
         """One streamed provider call, recorded as an attempt: its text deltas, then its `Answer`
@@ -252,10 +273,7 @@ class Run:
         try:
             resolved = self.orch.resolver.resolve_target(cand.provider, cand.model, merged, role=cand.role)
         except AuthError as exc:
-            unsent = self.ctx.new_attempt(cand.provider, cand.model, stage=stage)
-            unsent.error, unsent.error_type = str(exc), type(exc).__name__
-            unsent.note = "not sent: no API key"
-            self.errors.append(exc)
+            self._unsent(cand, stage, exc)
             raise
         request = ModelRequest(model=resolved.model, messages=self.messages, params=merged)
         chunks = self.orch.dispatch.attempt_stream(self.ctx, resolved, request, stage=stage)
@@ -266,20 +284,34 @@ class Run:
                         if chunk.delta:
                             yield chunk.delta
                         continue
-                    attempt = self._find(stage)
-                    assert attempt is not None, "Dispatch.attempt_stream records every attempt it makes"
-                    yield Answer(chunk.response, attempt, cand)
+                    slot = self._find(stage)
+                    assert slot is not None, "Dispatch.attempt_stream records every attempt it makes"
+                    yield Answer(chunk.response, cand, self.ctx, slot)
         except Exception as exc:
             self._find(stage)
             self.errors.append(exc)
             raise
 
-    def _find(self, stage: str) -> Attempt | None:
-        """The attempt `Dispatch.attempt` recorded for ``stage`` (stage labels are unique within a call)."""
-        for attempt in reversed(self.ctx.attempts):
-            if attempt.stage == stage and id(attempt) not in self._claimed:
-                self._claimed.add(id(attempt))
-                return attempt
+    def _unsent(self, cand: Candidate, stage: str, exc: AuthError) -> None:
+        """No key: nothing was sent, but the trail and the error group should say so."""
+        self.ctx.new_attempt(
+            cand.provider,
+            cand.model,
+            stage=stage,
+            error=str(exc),
+            error_type=type(exc).__name__,
+            note="not sent: no API key",
+        )
+        self.errors.append(exc)
+
+    def _find(self, stage: str) -> int | None:
+        """The slot of the attempt `Dispatch.attempt` recorded for ``stage`` (stage labels are
+        unique within a call)."""
+        attempts = self.ctx.attempts
+        for slot in range(len(attempts) - 1, -1, -1):
+            if attempts[slot].stage == stage and slot not in self._claimed:
+                self._claimed.add(slot)
+                return slot
         return None
 
     def candidate(self, ref: str, *, params: GenerationParams | None = None) -> Candidate:
@@ -323,16 +355,23 @@ def _free(orch: Orchestrator, provider: str, model: str) -> bool:
 
 def _settle_cancelled(run: Run) -> None:
     """Cancelled attempts never reported tokens: $0 when the model is free, else unknown."""
-    for attempt in run.ctx.attempts:
-        if attempt.outcome != "cancelled" or attempt.note is not None:
+    ctx = run.ctx
+    for slot, attempt in enumerate(ctx.attempts):
+        if attempt.outcome != "cancelled" or attempt.note is not None or attempt.cost_usd is not None:
             continue
-        if attempt.cost_usd is None and _free(run.orch, attempt.provider, attempt.model):
-            attempt.cost_usd = 0.0
-            attempt.note = "cancelled: the generation stopped at its next token; $0 (a free, local model)"
-        elif attempt.cost_usd is None:
-            attempt.note = (
-                "cancelled before the provider reported usage: tokens and cost unknown (it may bill "
-                "the prompt and the tokens generated before the cancel)"
+        if _free(run.orch, attempt.provider, attempt.model):
+            ctx.revise(
+                slot,
+                cost_usd=0.0,
+                note="cancelled: the generation stopped at its next token; $0 (a free, local model)",
+            )
+        else:
+            ctx.revise(
+                slot,
+                note=(
+                    "cancelled before the provider reported usage: tokens and cost unknown (it may bill "
+                    "the prompt and the tokens generated before the cancel)"
+                ),
             )
 
 
@@ -355,23 +394,25 @@ def finalize(run: Run, outcome: Outcome) -> LLMResponse:
     ctx = run.ctx
     answer = outcome.answer
     if answer.attempt.outcome != "ok":
-        answer.attempt.outcome = "ok"
+        ctx.revise(answer.slot, outcome="ok")  # returned after all (a rejected best-scored answer)
     decision = decision_of(
         ctx, winner=answer.response.target, rationale=outcome.rationale, scores=outcome.scores
     )
-    response = answer.response
     total = Usage()
     for attempt in ctx.attempts:
         total = total + attempt.usage
-    response.usage = total
-    response.cost_usd = decision.total_cost_usd
-    response.cost_note = cost_note(ctx.attempts) if response.cost_usd is None else None
+    cost = decision.total_cost_usd
     overruns = [a.overrun_usd for a in ctx.attempts if a.overrun_usd]
-    response.overrun_usd = sum(overruns) if overruns else None
-    response.latency_s = time.perf_counter() - ctx.started_perf
-    response.role = ctx.role
-    response.decision = decision
-    return response
+    return replace(
+        answer.response,
+        usage=total,
+        cost_usd=cost,
+        cost_note=cost_note(ctx.attempts) if cost is None else None,
+        overrun_usd=sum(overruns) if overruns else None,
+        latency_s=time.perf_counter() - ctx.started_perf,
+        role=ctx.role,
+        decision=decision,
+    )
 
 
 def ms(seconds: float) -> str:

@@ -47,7 +47,7 @@ async def run_cascade(
             notes.append(f"stage {i} {cand.target} failed ({type(exc).__name__}): escalated")
             continue
         score = await scorer.score(run, answer, stage=stage)
-        answer.attempt.confidence = score.value
+        answer.rate(score.value)
         if score.value is not None:
             scores[unique_key(scores, cand.target)] = score.value
         shown = "unknown" if score.value is None else f"{score.value:.3f}"
@@ -60,13 +60,12 @@ async def run_cascade(
                 f"{shown} < {bar:g} ({score.note})"
             )
             return Outcome(answer, "; ".join([*notes, head]), scores)
-        answer.attempt.outcome = "rejected"
-        answer.attempt.note = f"{scorer.label} score {shown} < threshold {bar:g}: escalated ({score.note})"
+        answer.reject(f"{scorer.label} score {shown} < threshold {bar:g}: escalated ({score.note})")
         notes.append(f"stage {i} {cand.target}: {scorer.label} score {shown} < {bar:g}, escalated")
         rejected.append((score.value if score.value is not None else -1.0, answer))
     if rejected:
         best = max(rejected, key=lambda item: item[0])[1]
-        best.attempt.note = (best.attempt.note or "") + "; returned: every later stage failed"
+        best.add_note("returned: every later stage failed")
         head = (
             f"the last stage failed; returning the best-scored rejected answer, from {best.candidate.target}"
         )

@@ -90,13 +90,11 @@ def vote(answers: Sequence[Answer], normalizer: Callable[[str], str] = normalize
     tied = [k for k, g in groups.items() if len(g) == len(best) and k != best_key]
     for key, group in groups.items():
         for answer in group:
-            answer.attempt.confidence = len(group) / voters
+            answer.rate(len(group) / voters)
             if key != best_key:
-                answer.attempt.outcome = "rejected"
-                answer.attempt.note = f"outvoted ({len(group)}/{voters})"
+                answer.reject(f"outvoted ({len(group)}/{voters})")
     for answer in abstained:
-        answer.attempt.outcome = "rejected"
-        answer.attempt.note = "empty answer: abstained"
+        answer.reject("empty answer: abstained")
     winner = best[0]
     shown = best_key if len(best_key) <= 40 else best_key[:37] + "..."
     rationale = f"vote: {len(best)}/{voters} answers agree on {shown!r}"
@@ -136,8 +134,7 @@ async def run_chain_refine(run: Run, candidates: Sequence[AnyCandidate]) -> Outc
             steps.append(f"{cand.target} failed to refine ({type(exc).__name__}): kept the draft")
             continue
         if not refined.content.strip():
-            refined.attempt.outcome = "rejected"
-            refined.attempt.note = "empty refinement: kept the previous draft"
+            refined.reject("empty refinement: kept the previous draft")
             steps.append(f"{cand.target} returned nothing: kept the draft")
             continue
         draft = refined
@@ -172,8 +169,7 @@ async def run_judge(
             chosen = answers[picks[0] - 1]
             for answer in answers:
                 if answer is not chosen:
-                    answer.attempt.outcome = "rejected"
-                    answer.attempt.note = f"the judge picked answer {picks[0]}"
+                    answer.reject(f"the judge picked answer {picks[0]}")
             return Outcome(
                 chosen,
                 f"judge: {judge.target} picked answer {picks[0]} of {len(answers)}, from "

@@ -57,13 +57,12 @@ async def run_race(
                     continue  # finished in the same turn as the winner: a loser that did answer
                 value, why = await _judge(run, answer, scorer, threshold)
                 if value is not None:
-                    answer.attempt.confidence = value
+                    answer.rate(value)
                     scores[unique_key(scores, answer.candidate.target)] = value
                 if why is None:
                     winner = answer
                 else:
-                    answer.attempt.outcome = "rejected"
-                    answer.attempt.note = why
+                    answer.reject(why)
                     rejected.append((value if value is not None else -1.0, -tasks[task], answer))
     finally:
         for task in pending:
@@ -83,7 +82,7 @@ async def run_race(
         return Outcome(winner, "; ".join([head, *tail]), scores)
     if rejected:
         best = max(rejected, key=lambda item: (item[0], item[1]))[2]
-        best.attempt.note = (best.attempt.note or "") + "; returned anyway: no answer was good"
+        best.add_note("returned anyway: no answer was good")
         head = f"no answer was good; returning the best-scored, from {best.candidate.target}"
         return Outcome(best, "; ".join([head, *tail]), scores)
     raise AllAttemptsFailedError(
