@@ -119,7 +119,7 @@ def leaves(cand: AnyCandidate) -> list[Candidate]:
 class Answer:
     """A successful call: the provider's response, and where its attempt is in the call's trail.
 
-    A logic's verdict on it (`reject`, `rate`, `add_note`) replaces the attempt's record in the
+    A logic's verdict on it (`reject`, `rate`, `annotate`) replaces the attempt's record in the
     trail with a judged copy; ``attempt`` always reads the record as it stands."""
 
     response: LLMResponse
@@ -143,7 +143,7 @@ class Answer:
         """The score a logic gave it (the attempt's ``confidence``)."""
         self.ctx.revise(self.slot, confidence=confidence)
 
-    def add_note(self, text: str) -> None:
+    def annotate(self, text: str) -> None:
         """Add ``text`` to its attempt's note (after what the note says already)."""
         note = self.attempt.note
         self.ctx.revise(self.slot, note=text if note is None else f"{note}; {text}")

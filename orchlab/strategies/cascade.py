@@ -65,7 +65,7 @@ async def run_cascade(
         rejected.append((score.value if score.value is not None else -1.0, answer))
     if rejected:
         best = max(rejected, key=lambda item: item[0])[1]
-        best.add_note("returned: every later stage failed")
+        best.annotate("returned: every later stage failed")
         head = (
             f"the last stage failed; returning the best-scored rejected answer, from {best.candidate.target}"
         )

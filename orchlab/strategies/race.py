@@ -82,7 +82,7 @@ async def run_race(
         return Outcome(winner, "; ".join([head, *tail]), scores)
     if rejected:
         best = max(rejected, key=lambda item: (item[0], item[1]))[2]
-        best.add_note("returned anyway: no answer was good")
+        best.annotate("returned anyway: no answer was good")
         head = f"no answer was good; returning the best-scored, from {best.candidate.target}"
         return Outcome(best, "; ".join([head, *tail]), scores)
     raise AllAttemptsFailedError(
