@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from orchlab.config.schema import Strategy
 from orchlab.strategies.base import FALL_THROUGH, Outcome, Run, resolve_ref
-from orchlab.strategies.logic import Logic, _choice
+from orchlab.strategies.logic import Logic, choice
 from orchlab.strategies.plan import Plan, role_candidates
 from orchlab.strategies.routing import (
     CLASSIFY_PROMPT,
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 class Auto(Logic):
     strategy = Strategy.AUTO
     params: ClassVar[Mapping[str, Callable[[str], Any]]] = {
-        "tier": _choice("fast", "standard", "advanced"),
+        "tier": choice("fast", "standard", "advanced"),
         "task_type": TaskType,
     }
 

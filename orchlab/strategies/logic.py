@@ -32,7 +32,9 @@ def _threshold(value: str) -> float:
     return number
 
 
-def _choice(*allowed: str) -> Callable[[str], str]:
+def choice(*allowed: str) -> Callable[[str], str]:
+    """A parser for a logic's ``params`` that takes one of ``allowed``."""
+
     def parse(value: str) -> str:
         if value not in allowed:
             raise ValueError(f"must be one of {', '.join(allowed)}")
@@ -92,9 +94,9 @@ class Logic(ABC):
 
 
 SCORERS = ("logprob", "agreement", "judge", "json", "regex")
-SCORED_PARAMS: Mapping[str, Callable[[str], Any]] = {"threshold": _threshold, "scorer": _choice(*SCORERS)}
+SCORED_PARAMS: Mapping[str, Callable[[str], Any]] = {"threshold": _threshold, "scorer": choice(*SCORERS)}
 ENSEMBLE_PARAMS: Mapping[str, Callable[[str], Any]] = {
-    "mode": _choice("vote", "chain", "judge", "fuse"),
+    "mode": choice("vote", "chain", "judge", "fuse"),
     "judge": str,
     "aggregator": str,
 }
