@@ -19,7 +19,7 @@ import pytest
 from orchlab.errors import ConfigError, InvalidRequestError, PluginError
 from orchlab.strategies import Logic, register_logic
 from orchlab.strategies import registry as logics
-from orchlab.strategies.base import Outcome, Run
+from orchlab.strategies.base import Answering, Outcome
 from tests.servers.openai_wire import OpenAIWireServer, Reply, completion_body
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,10 +37,10 @@ class Longest(Logic):
 
     params: ClassVar[Mapping[str, Callable[[str], Any]]] = {"n": int}
 
-    async def answer(self, run: Run) -> Outcome:
+    async def answer(self, answering: Answering) -> Outcome:
         n = self.plan.extra.get("n", len(self.plan.candidates))
         answers = [
-            await run.call(c, stage=f"longest {i + 1}") for i, c in enumerate(self.plan.candidates[:n])
+            await answering.call(c, stage=f"longest {i + 1}") for i, c in enumerate(self.plan.candidates[:n])
         ]
         best = max(answers, key=lambda a: len(a.content))
         return Outcome(best, f"the longest of {len(answers)}")

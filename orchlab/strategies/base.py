@@ -1,10 +1,11 @@
-"""What every strategy is built from: candidates, one recorded call (`Run.call`), the final trail.
+"""What every strategy is built from: candidates, one recorded call (`Answering.call`), the final trail.
 
-A strategy receives a `Run` (the orchestrator, the call's `CallContext`, the messages and the
-caller's parameter overrides) and a list of `Candidate`. It makes calls with `Run.call`, which
-goes through ``Dispatch.attempt`` (`orchlab.pipeline`) so every provider call is one `Attempt`,
-and it returns an `Outcome`. `finalize` turns that into the response: the winner's answer, with
-the decision trail attached and usage and cost summed over every attempt.
+A strategy receives an `Answering` (the call being answered: the orchestrator, the call's
+`CallContext`, the messages and the caller's parameter overrides) and a list of `Candidate`. It
+makes calls with `Answering.call`, which goes through ``Dispatch.attempt`` (`orchlab.pipeline`)
+so every provider call is one `Attempt`, and it returns an `Outcome`. `finalize` turns that into
+the response: the winner's answer, with the decision trail attached and usage and cost summed
+over every attempt.
 """
 
 from __future__ import annotations
@@ -158,8 +159,12 @@ class Outcome:
     scores: dict[str, float] = field(default_factory=dict)
 
 
-class Run:
-    """One orchestrated call in progress."""
+class Answering:
+    """One orchestrated call being answered: what a logic's ``answer(answering)`` receives.
+
+    ``answering.call(candidate, stage=...)`` makes one provider call (an `Answer`, its attempt in
+    the trail); ``answering.messages`` / ``question`` are what was asked; ``answering.errors``
+    every failed attempt's error. (Not ``client.run()``: that is a way to start a call.)"""
 
     def __init__(
         self,
@@ -180,8 +185,8 @@ class Run:
         self.prefix = ""
         """Stage labels' prefix inside a nested logic (``"cascade 1 / "``)."""
 
-    def nested(self, stage: str) -> Run:
-        """This run as seen by a candidate that is a logic: the same call, trail and errors; its
+    def nested(self, stage: str) -> Answering:
+        """This call as a candidate that is a logic answers it: the same call, trail and errors; its
         stages labelled under ``stage``."""
         child = copy.copy(self)
         child.prefix = f"{self.prefix}{stage} / "
@@ -353,13 +358,13 @@ def _free(orch: Orchestrator, provider: str, model: str) -> bool:
     return price is not None and price.free
 
 
-def _settle_cancelled(run: Run) -> None:
+def _settle_cancelled(answering: Answering) -> None:
     """Cancelled attempts never reported tokens: $0 when the model is free, else unknown."""
-    ctx = run.ctx
+    ctx = answering.ctx
     for slot, attempt in enumerate(ctx.attempts):
         if attempt.outcome != "cancelled" or attempt.note is not None or attempt.cost_usd is not None:
             continue
-        if _free(run.orch, attempt.provider, attempt.model):
+        if _free(answering.orch, attempt.provider, attempt.model):
             ctx.revise(
                 slot,
                 cost_usd=0.0,
@@ -388,10 +393,10 @@ def cost_note(attempts: Sequence[Attempt]) -> str | None:
     )
 
 
-def finalize(run: Run, outcome: Outcome) -> LLMResponse:
+def finalize(answering: Answering, outcome: Outcome) -> LLMResponse:
     """The winner's response, with the trail, total usage and total cost of every attempt."""
-    _settle_cancelled(run)
-    ctx = run.ctx
+    _settle_cancelled(answering)
+    ctx = answering.ctx
     answer = outcome.answer
     if answer.attempt.outcome != "ok":
         ctx.revise(answer.slot, outcome="ok")  # returned after all (a rejected best-scored answer)
