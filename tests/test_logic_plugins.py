@@ -141,6 +141,31 @@ def test_a_logic_id_that_is_not_known_says_what_is(
         client.complete("hi", role="urn:orchlab:longest:candidates=near:a;m=2")
 
 
+def test_compare_takes_an_added_logic_as_a_target(longest: None, client_for: Any) -> None:
+    import orchlab
+
+    client = client_for(
+        """
+        project: t
+        tracking: {enabled: false}
+        providers:
+          near: {type: test, options: {models: {a: {reply: "4"}, b: {reply: "four, surely"}}}}
+        roles:
+          plain: {provider: near, model: a, candidates: ["near:b"]}
+        """
+    )
+    result = orchlab.compare(
+        ["What is 2+2?"], ["plain", "longest"], client=client, progress=False, warmup=False
+    )
+    by_target = {row["target"]: row for row in result.rows}
+    assert (by_target["plain"]["answer"], by_target["plain"]["strategy"]) == ("4", "fallback")
+    assert (by_target["longest"]["answer"], by_target["longest"]["strategy"]) == ("four, surely", "longest")
+    with pytest.raises(
+        InvalidRequestError, match="not a logic: unknown logic 'longst'; did you mean 'longest'"
+    ):
+        orchlab.compare(["hi"], ["longst"], client=client, progress=False, warmup=False)
+
+
 def test_register_logic_refuses_a_built_in_id_and_a_class_that_is_not_a_logic() -> None:
     with pytest.raises(PluginError, match="'parallel' is a built-in logic and cannot be replaced"):
         register_logic("parallel", Longest)
