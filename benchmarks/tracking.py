@@ -102,11 +102,11 @@ class QueueObserver:
         self.settings, self.records, self.writer = settings, records, writer.writer()
         self.call_item = writer.CallItem
 
-    def call_finished(self, record: Any) -> None:
+    def call_finished(self, record: Any) -> Any:
+        from orchlab.calls import CallFacts
         from orchlab.tracking.context import current_link
 
         trace_id = self.records.new_trace_id()
-        record.response.trace_id = trace_id
         build = partial(
             self.records.trace_payload,
             record,
@@ -117,6 +117,7 @@ class QueueObserver:
             secrets=self.tracking.secrets(),
         )
         self.writer.submit(self.settings, self.call_item(build), trace_id=trace_id)
+        return CallFacts(trace_id=trace_id)
 
 
 # --- 1 and 2: the caller's path ------------------------------------------------------------

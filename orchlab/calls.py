@@ -1,16 +1,19 @@
 """What the orchestrator knows about one orchestrated call while it runs, and who hears of it.
 
 A `CallContext` collects the `Attempt` of every provider call made for one user call (a plain
-role call makes one; strategies make several). When the call ends, each registered
-`CallObserver` receives a `CallRecord` (cost tracking, MLflow tracing). Observers must return
-quickly and never raise into the caller's path: the orchestrator isolates them.
+role call makes one; strategies make several). Attempts are frozen values: each has a slot in
+``attempts`` (`CallContext.new_attempt`), and its end or a logic's verdict replaces the value in
+that slot (`CallContext.revise`). When the call ends, each registered `CallObserver` receives a
+`CallRecord` (cost tracking, MLflow tracing) and may return `CallFacts` learnt from it (the
+trace id), which the pipeline attaches to the response with `dataclasses.replace`. Observers
+must return quickly and never raise into the caller's path: the orchestrator isolates them.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from orchlab.errors import OrchlabWarning
@@ -31,19 +34,27 @@ class CallContext:
     """Free annotations for observers, e.g. the registered prompt name and version."""
 
     def new_attempt(
-        self, provider: str, model: str, *, stage: str | None = None, params: dict[str, Any] | None = None
-    ) -> Attempt:
-        """Record the start of one provider call; it reads ``"error"`` until its end is recorded."""
-        attempt = Attempt(
-            provider=provider,
-            model=model,
-            outcome="error",
-            latency_s=0.0,
-            stage=stage,
-            started_at=time.time(),
-            params=params if params is not None else {},
+        self,
+        provider: str,
+        model: str,
+        *,
+        stage: str | None = None,
+        params: dict[str, Any] | None = None,
+        **facts: Any,
+    ) -> int:
+        """Record the start of one provider call (it reads ``"error"`` until `revise` records its
+        end; ``facts`` are other `Attempt` fields known at once); its slot in ``attempts``."""
+        facts = {"outcome": "error", "latency_s": 0.0, **facts}
+        params = params if params is not None else {}
+        self.attempts.append(
+            Attempt(provider, model, stage=stage, started_at=time.time(), params=params, **facts)
         )
-        self.attempts.append(attempt)
+        return len(self.attempts) - 1
+
+    def revise(self, slot: int, **changes: Any) -> Attempt:
+        """Replace the attempt in ``slot`` by a copy with ``changes`` (its end, a logic's verdict)."""
+        attempt = replace(self.attempts[slot], **changes)
+        self.attempts[slot] = attempt
         return attempt
 
 
@@ -61,8 +72,16 @@ class CallRecord:
         return self.ended_at - self.context.started_at
 
 
+@dataclass(frozen=True, slots=True)
+class CallFacts:
+    """What an observer learnt of a finished call that its caller should see."""
+
+    trace_id: str | None = None
+    """The id of the call's trace (tracking): set on the response, or on an orchlab error."""
+
+
 class CallObserver(Protocol):
-    def call_finished(self, record: CallRecord) -> None: ...
+    def call_finished(self, record: CallRecord) -> CallFacts | None: ...
 
 
 class Observers:
@@ -83,10 +102,14 @@ class Observers:
     def __iter__(self) -> Any:
         return iter(list(self._observers))
 
-    def notify(self, record: CallRecord) -> None:
+    def notify(self, record: CallRecord) -> CallFacts | None:
+        """Tell every observer; the facts they returned (the first of each kind wins)."""
+        found: CallFacts | None = None
         for observer in list(self._observers):
             try:
-                observer.call_finished(record)
+                facts = observer.call_finished(record)
+                if facts is not None:
+                    found = facts if found is None else _merge(found, facts)
             except Exception as exc:
                 if id(observer) not in self._warned:
                     self._warned.add(id(observer))
@@ -96,3 +119,8 @@ class Observers:
                         OrchlabWarning,
                         stacklevel=2,
                     )
+        return found
+
+
+def _merge(first: CallFacts, then: CallFacts) -> CallFacts:
+    return CallFacts(trace_id=first.trace_id if first.trace_id is not None else then.trace_id)

@@ -132,6 +132,10 @@ class Orchestrator:
             return bound
         return Binding(rebound[0], rebound[1], bound.params, role)
 
+    def is_rebound(self, role: str) -> bool:
+        """Whether ``role`` was pointed at another target this session (`rebind`)."""
+        return role in self._bindings
+
     def rebind(self, role: str, target: str) -> ResolvedLLMConfig:
         """Point ``role`` at ``'provider:model'`` for this session (the YAML is not changed)."""
         self.resolver.binding(role)

@@ -1,7 +1,9 @@
 """The values that cross orchlab's layers: messages, params, usage, responses, decision trails.
 
 Plain dataclasses (not pydantic) because one of each is built per call on the hot path; and
-`ResponseStream`, what ``client.stream()`` returns.
+`ResponseStream`, what ``client.stream()`` returns. They are frozen: each is built once, and a
+later fact (an attempt's end, a logic's verdict, the trace id) makes a new value with
+`dataclasses.replace`, so a response the caller holds never changes under it.
 """
 
 from __future__ import annotations
@@ -137,7 +139,7 @@ class GenerationParams:
 _PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in fields(GenerationParams) if f.name != "extra")
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
@@ -162,9 +164,13 @@ class Usage:
 AttemptOutcome = Literal["ok", "error", "cancelled", "rejected"]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Attempt:
-    """One provider call made while answering a request (the winner, a loser, a failure)."""
+    """One provider call made while answering a request (the winner, a loser, a failure).
+
+    The call's trail holds one per provider call: a placeholder when it starts (outcome
+    ``"error"`` until its end is known), replaced by its settled record when it ends, and again
+    when a logic judges it (``"rejected"``, a confidence, a note)."""
 
     provider: str
     model: str
@@ -192,7 +198,7 @@ class Decision:
 
     strategy: str
     task_type: str | None = None
-    attempts: list[Attempt] = field(default_factory=list)
+    attempts: tuple[Attempt, ...] = ()
     winner: str | None = None
     rationale: str = ""
     scores: dict[str, float] = field(default_factory=dict)
@@ -211,13 +217,14 @@ class Decision:
         return sum(c for c in costs if c is not None)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class LLMResponse:
     """One answer, whatever produced it.
 
     ``cost_usd`` is None only when the price is unknown, and ``cost_note`` then says why.
     ``decision`` is set when a strategy produced the answer; its attempts' costs are in
-    ``cost_usd`` already.
+    ``cost_usd`` already. ``trace_id`` is set when tracking recorded the call. The response is
+    frozen: later facts arrive as a copy made with `dataclasses.replace` (``id`` is kept).
     """
 
     content: str

@@ -135,6 +135,7 @@ def test_errors_show_the_reference_never_the_value_from_the_environment(
         )
     assert "canary" not in str(unknown.value) and unknown.value.provider == "${MY_PROVIDER}"
     assert "provider '${MY_PROVIDER}' is not defined" in str(unknown.value)
+    assert unknown.value.__context__ is None and unknown.value.__cause__ is None  # nothing chained names it
 
 
 def test_expanded_api_base_reaches_the_sdk(

@@ -19,7 +19,7 @@ import pytest
 from orchlab.errors import ConfigError, InvalidRequestError, PluginError
 from orchlab.strategies import Logic, register_logic
 from orchlab.strategies import registry as logics
-from orchlab.strategies.base import Outcome, Run
+from orchlab.strategies.base import Answering, Outcome
 from tests.servers.openai_wire import OpenAIWireServer, Reply, completion_body
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,10 +37,10 @@ class Longest(Logic):
 
     params: ClassVar[Mapping[str, Callable[[str], Any]]] = {"n": int}
 
-    async def answer(self, run: Run) -> Outcome:
+    async def answer(self, answering: Answering) -> Outcome:
         n = self.plan.extra.get("n", len(self.plan.candidates))
         answers = [
-            await run.call(c, stage=f"longest {i + 1}") for i, c in enumerate(self.plan.candidates[:n])
+            await answering.call(c, stage=f"longest {i + 1}") for i, c in enumerate(self.plan.candidates[:n])
         ]
         best = max(answers, key=lambda a: len(a.content))
         return Outcome(best, f"the longest of {len(answers)}")
@@ -139,6 +139,31 @@ def test_a_logic_id_that_is_not_known_says_what_is(
         client.complete("hi", role="urn:orchlab:longst:candidates=near:a")
     with pytest.raises(InvalidRequestError, match="logic 'longest' has no param 'm'"):
         client.complete("hi", role="urn:orchlab:longest:candidates=near:a;m=2")
+
+
+def test_compare_takes_an_added_logic_as_a_target(longest: None, client_for: Any) -> None:
+    import orchlab
+
+    client = client_for(
+        """
+        project: t
+        tracking: {enabled: false}
+        providers:
+          near: {type: test, options: {models: {a: {reply: "4"}, b: {reply: "four, surely"}}}}
+        roles:
+          plain: {provider: near, model: a, candidates: ["near:b"]}
+        """
+    )
+    result = orchlab.compare(
+        ["What is 2+2?"], ["plain", "longest"], client=client, progress=False, warmup=False
+    )
+    by_target = {row["target"]: row for row in result.rows}
+    assert (by_target["plain"]["answer"], by_target["plain"]["strategy"]) == ("4", "fallback")
+    assert (by_target["longest"]["answer"], by_target["longest"]["strategy"]) == ("four, surely", "longest")
+    with pytest.raises(
+        InvalidRequestError, match="not a logic: unknown logic 'longst'; did you mean 'longest'"
+    ):
+        orchlab.compare(["hi"], ["longst"], client=client, progress=False, warmup=False)
 
 
 def test_register_logic_refuses_a_built_in_id_and_a_class_that_is_not_a_logic() -> None:

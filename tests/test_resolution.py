@@ -82,7 +82,9 @@ def test_unknown_role_lists_close_matches(client):
 
 
 def test_rebind_for_the_session(client):
+    assert not client.is_rebound("llm.inference")
     client.rebind("llm.inference", "gpu1:qwen2.5:7b")
+    assert client.is_rebound("llm.inference") and not client.is_rebound("llm.gpu")
     r = client.resolve("llm.inference")
     assert (r.provider, r.model, r.api_base) == ("gpu1", "qwen2.5:7b", "http://gpu1:11434")
     assert r.params.temperature == 0.3

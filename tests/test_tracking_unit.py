@@ -15,7 +15,7 @@ import pytest
 from orchlab.calls import CallContext, CallRecord
 from orchlab.config.loader import parse_config
 from orchlab.errors import ConfigValidationError, InvalidRequestError, PromptError, TrackingError
-from orchlab.tracking.compare import load_prompts, parse_target
+from orchlab.tracking.compare import compare_target, load_prompts
 from orchlab.tracking.feedback import normalize_rating, trace_id_of
 from orchlab.tracking.history import filter_string
 from orchlab.tracking.prompts import PromptMessage, _prompt_uri
@@ -266,8 +266,10 @@ def test_payload_has_a_root_span_and_one_span_per_attempt_with_real_times(
     )  # fmt: skip
     ctx = CallContext(role="llm.inference", strategy="fallback", messages=(Message("user", "2+2?"),))
     ctx.started_at, ctx.attempts = t0, [failed, ok]
-    response = LLMResponse("four", "openai", "gpt-small", usage=Usage(13, 7), cost_usd=0.0000164)
-    response.decision = Decision("fallback", attempts=ctx.attempts, winner="openai:gpt-small", rationale="r")
+    response = LLMResponse(
+        "four", "openai", "gpt-small", usage=Usage(13, 7), cost_usd=0.0000164,
+        decision=Decision("fallback", attempts=(failed, ok), winner="openai:gpt-small", rationale="r"),
+    )  # fmt: skip
     record = CallRecord(ctx, response, None, t0 + 0.8)
     tid = new_trace_id()
 
@@ -380,15 +382,15 @@ def test_compare_targets_are_roles_models_or_strategies(loop_config: Path) -> No
     import orchlab
 
     client = orchlab.get_llm_client(loop_config)
-    assert parse_target(client, "chat").kind == "role"
-    assert parse_target(client, "loop:big").model == "loop:big"
-    assert parse_target(client, "cascade").strategy == "cascade"
-    custom = parse_target(client, {"label": "hot", "role": "chat", "temperature": 1.0})
+    assert compare_target(client, "chat").kind == "role"
+    assert compare_target(client, "loop:big").model == "loop:big"
+    assert compare_target(client, "cascade").strategy == "cascade"
+    custom = compare_target(client, {"label": "hot", "role": "chat", "temperature": 1.0})
     assert (custom.label, custom.role, dict(custom.options)) == ("hot", "chat", {"temperature": 1.0})
     with pytest.raises(InvalidRequestError, match="not a role"):
-        parse_target(client, "nope")
+        compare_target(client, "nope")
     with pytest.raises(orchlab.ConfigError, match="nowhere"):
-        parse_target(client, "nowhere:model")
+        compare_target(client, "nowhere:model")
 
 
 def test_history_filters_become_mlflow_search_clauses() -> None:

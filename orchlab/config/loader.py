@@ -10,12 +10,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from orchlab.config.document import Problem, decode, key_path, read_document
+from orchlab.config.document import Document, Problem, decode, key_path, read_document
 from orchlab.config.schema import LogicCandidateConfig, OrchestratorConfig
 from orchlab.errors import (
     ConfigError,
     ConfigFileError,
     ConfigValidationError,
+    PluginError,
     UnknownProviderError,
     UnknownRoleError,
 )
@@ -80,15 +81,35 @@ def parse_config(text: str, *, source: str = "<string>") -> OrchestratorConfig:
         check_models_and_budgets(config, source=source)
         check_strategy_references(config, source=source)
     except ConfigError as exc:
-        if doc.from_env:
-            exc.args = tuple(doc.redact(a) if isinstance(a, str) else a for a in exc.args)
-            for attr in ("provider", "role"):
-                value = getattr(exc, attr, None)
-                for written, expanded in doc.from_env.values():
-                    if value == expanded:
-                        setattr(exc, attr, written)
-        raise
-    return config
+        if not doc.from_env:
+            raise
+        shown = _as_written(exc, doc)
+    else:
+        return config
+    raise shown  # outside the except block: the error naming the values is not even its context
+
+
+def _as_written(exc: ConfigError, doc: Document) -> ConfigError:
+    """``exc`` built again with every value from ``${VAR}`` shown as the file writes it (a new
+    error, raised instead of the one that names the values: nothing is patched)."""
+    message = doc.redact(str(exc))
+
+    def shown(value: str) -> str:
+        return next((written for written, expanded in doc.from_env.values() if value == expanded), value)
+
+    if isinstance(exc, UnknownProviderError):
+        return UnknownProviderError(message, provider=shown(exc.provider))
+    if isinstance(exc, UnknownRoleError):
+        return UnknownRoleError(
+            message, role=shown(exc.role), suggestions=[shown(s) for s in exc.suggestions]
+        )
+    if isinstance(exc, ConfigValidationError):
+        problems = [(key, doc.redact(text)) for key, text in exc.problems]
+        return ConfigValidationError(message, path=exc.path, problems=problems)
+    if isinstance(exc, PluginError):
+        provider = None if exc.provider is None else shown(exc.provider)
+        return PluginError(message, kind=shown(exc.kind), provider=provider)
+    return ConfigError(message)
 
 
 def problems_error(source: str, problems: Sequence[Problem]) -> ConfigValidationError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
 from orchlab.catalog.tokens import upper_bound
@@ -115,8 +116,8 @@ class Dispatch:
             async with contextlib.aclosing(stream) as chunks:
                 async for chunk in chunks:
                     if chunk.response is not None:
-                        chunk.response.latency_s = time.perf_counter() - ctx.started_perf
-                        self._succeeded(flight, chunk.response)
+                        took = time.perf_counter() - ctx.started_perf
+                        chunk = StreamChunk(chunk.delta, self._succeeded(flight, chunk.response, took))
                     else:
                         parts.append(chunk.delta)
                     yield chunk
@@ -129,13 +130,15 @@ class Dispatch:
         self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest
     ) -> AsyncIterator[StreamChunk]:
         """A whole streamed call of one attempt: the last chunk ends the call (`Observe.answered`)."""
+        from orchlab.types import StreamChunk
+
         answered = False
         try:
             chunks = cast("AsyncGenerator[StreamChunk, None]", self.attempt_stream(ctx, resolved, request))
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
                     if chunk.response is not None:
-                        self.observe.answered(ctx, chunk.response)
+                        chunk = StreamChunk(chunk.delta, self.observe.answered(ctx, chunk.response))
                         answered = True
                     yield chunk
         except BaseException as exc:
@@ -159,49 +162,74 @@ class Dispatch:
     def _open(
         self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest, stage: str | None
     ) -> InFlight:
-        record = ctx.new_attempt(
-            resolved.provider, request.model, stage=stage, params=request.params.as_dict()
-        )
+        slot = ctx.new_attempt(resolved.provider, request.model, stage=stage, params=request.params.as_dict())
         return InFlight(
             resolved,
-            record,
+            ctx,
+            slot,
             self.catalog.entry(resolved.provider, request.model),
             resolved.role if resolved.role is not None else ctx.role,
             ceiling=upper_bound(request.messages),
         )
 
-    def _succeeded(self, flight: InFlight, response: LLMResponse) -> LLMResponse:
-        """Price the response, settle its reservation, and record it in the trail."""
-        self.settle.charge(flight, response)
-        response.role = flight.role
-        record = flight.record
-        record.outcome, record.usage = "ok", response.usage
-        record.cost_usd, record.output = response.cost_usd, response.content
-        record.latency_s = time.perf_counter() - flight.started
-        if response.overrun_usd:
-            record.overrun_usd = response.overrun_usd
-            record.note = f"cost ${response.overrun_usd:.6f} more than its budget reservation"
+    def _succeeded(
+        self, flight: InFlight, response: LLMResponse, latency_s: float | None = None
+    ) -> LLMResponse:
+        """The response priced and labelled with its role (and ``latency_s`` when given: a
+        stream's), its reservation settled, and its end recorded in the trail."""
+        charge = self.settle.charge(flight, response)
+        response = replace(
+            response,
+            role=flight.role,
+            cost_usd=charge.cost_usd,
+            cost_note=charge.cost_note,
+            overrun_usd=charge.overrun_usd,
+            latency_s=response.latency_s if latency_s is None else latency_s,
+        )
+        overrun = (
+            {
+                "overrun_usd": charge.overrun_usd,
+                "note": f"cost ${charge.overrun_usd:.6f} more than its budget reservation",
+            }
+            if charge.overrun_usd
+            else {}
+        )
+        flight.ctx.revise(
+            flight.slot,
+            outcome="ok",
+            usage=response.usage,
+            cost_usd=response.cost_usd,
+            output=response.content,
+            latency_s=time.perf_counter() - flight.started,
+            **overrun,
+        )
         return response
 
     def _answered_by_pass(self, flight: InFlight, response: LLMResponse) -> LLMResponse:
         """A pass answered: nothing was sent, so the reservation is given back."""
         self.settle.release(flight)
-        record = flight.record
-        record.latency_s = response.latency_s = time.perf_counter() - flight.started
-        record.outcome, record.usage, record.cost_usd = "ok", response.usage, response.cost_usd
-        record.output, record.note = response.content, response.cost_note
+        response = replace(response, latency_s=time.perf_counter() - flight.started)
+        flight.ctx.revise(
+            flight.slot,
+            outcome="ok",
+            latency_s=response.latency_s,
+            usage=response.usage,
+            cost_usd=response.cost_usd,
+            output=response.content,
+            note=response.cost_note,
+        )
         return response
 
     def _failed(self, flight: InFlight, exc: BaseException, *, output: str | None = None) -> None:
         """Record the error, or the cancel (anything that is not an `Exception`: a task's
         cancel, Ctrl-C, a stream closed early), and settle the reservation."""
-        record = flight.record
-        record.latency_s = time.perf_counter() - flight.started
         cancelled = not isinstance(exc, Exception)
-        if cancelled:
-            record.outcome = "cancelled"
-        else:
-            record.error, record.error_type = str(exc), type(exc).__name__
+        end = (
+            {"outcome": "cancelled"}
+            if cancelled
+            else {"outcome": "error", "error": str(exc), "error_type": type(exc).__name__}
+        )
         if output is not None:
-            record.output = output
+            end["output"] = output
+        flight.ctx.revise(flight.slot, latency_s=time.perf_counter() - flight.started, **end)
         self.settle.release(flight, cancelled_after_send=cancelled and flight.sent)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from orchlab.budgets import Reservation
+    from orchlab.calls import CallContext
     from orchlab.catalog.catalog import Entry
     from orchlab.catalog.tokens import TokenCount
     from orchlab.resolution import ResolvedLLMConfig
@@ -16,10 +17,12 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class InFlight:
-    """The attempt's trail record, what the passes found, and whether anything was sent."""
+    """The attempt's slot in the call's trail, what the passes found, and whether anything was sent."""
 
     resolved: ResolvedLLMConfig
-    record: Attempt
+    ctx: CallContext
+    slot: int
+    """Where the attempt's record is in ``ctx.attempts`` (its end replaces it there)."""
     entry: Entry
     """The catalog entry of the model asked for (facts and price)."""
     budget_role: str | None
@@ -31,6 +34,11 @@ class InFlight:
     reservation: Reservation | None = None
     sent: bool = False
     started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def record(self) -> Attempt:
+        """The attempt's record as it stands in the trail."""
+        return self.ctx.attempts[self.slot]
 
     @property
     def role(self) -> str | None:

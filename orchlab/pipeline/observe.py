@@ -1,11 +1,14 @@
-"""The end of a call: the trail attached to its answer, and the observers told."""
+"""The end of a call: the trail attached to its answer, the observers told, and what they learnt
+(the trace id) attached to the answer the caller gets."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from orchlab.calls import CallRecord
+from orchlab.errors import OrchlabError
 from orchlab.types import Decision
 
 if TYPE_CHECKING:
@@ -20,7 +23,7 @@ def decision_of(
     return Decision(
         strategy=ctx.strategy,
         task_type=ctx.task_type,
-        attempts=list(ctx.attempts),
+        attempts=tuple(ctx.attempts),
         winner=winner,
         rationale=rationale,
         scores=dict(scores or {}),
@@ -34,16 +37,26 @@ class Observe:
         self._observers = observers
 
     def answered(self, ctx: CallContext, response: LLMResponse) -> LLMResponse:
-        """Attach the decision trail (a logic may have set its own) and tell the observers."""
+        """The response with its decision trail (a logic may have attached its own) and the facts
+        the observers returned (the trace id): what the caller gets."""
         if response.decision is None:
             winner = ctx.attempts[-1] if ctx.attempts else None
-            response.decision = decision_of(
-                ctx,
-                winner=f"{winner.provider}:{winner.model}" if winner else None,
-                rationale=f"role {ctx.role!r} is bound to {response.target}",
+            response = replace(
+                response,
+                decision=decision_of(
+                    ctx,
+                    winner=f"{winner.provider}:{winner.model}" if winner else None,
+                    rationale=f"role {ctx.role!r} is bound to {response.target}",
+                ),
             )
-        self._observers.notify(CallRecord(ctx, response, None, time.time()))
+        facts = self._observers.notify(CallRecord(ctx, response, None, time.time()))
+        if facts is not None and facts.trace_id is not None:
+            response = replace(response, trace_id=facts.trace_id)
         return response
 
     def failed(self, ctx: CallContext, error: BaseException) -> None:
-        self._observers.notify(CallRecord(ctx, None, error, time.time()))
+        """Tell the observers; an orchlab error gets the trace id (``OrchlabError.trace_id``
+        exists for it: an SDK's or Python's exception is never patched)."""
+        facts = self._observers.notify(CallRecord(ctx, None, error, time.time()))
+        if facts is not None and facts.trace_id is not None and isinstance(error, OrchlabError):
+            error.trace_id = facts.trace_id

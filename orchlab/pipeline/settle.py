@@ -17,7 +17,7 @@ back; a cloud call cancelled after sending keeps its worst case as spent.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from orchlab.budgets import money
 from orchlab.errors import OrchlabWarning
@@ -31,6 +31,15 @@ if TYPE_CHECKING:
 NO_USAGE_NOTE = "the provider reported no token usage for this call, so its cost is unknown"
 
 
+class Charge(NamedTuple):
+    """What an answer cost: dispatch puts these on the response and its attempt (`Settle.charge`)."""
+
+    cost_usd: float | None
+    cost_note: str | None
+    overrun_usd: float | None
+    """How much more than its budget reservation it cost (None: not more)."""
+
+
 class Settle:
     """Cost accounting for one client's attempts."""
 
@@ -39,8 +48,8 @@ class Settle:
         self._budgets = budgets
         self._warned: set[tuple[str | None, str]] = set()
 
-    def charge(self, flight: InFlight, response: LLMResponse) -> None:
-        """Set ``response.cost_usd`` / ``cost_note`` from its usage and settle the reservation."""
+    def charge(self, flight: InFlight, response: LLMResponse) -> Charge:
+        """The response's cost (and why it is unknown) from its usage; the reservation settled."""
         entry = flight.entry
         price = entry.price
         if price is None and response.model != entry.info.model:
@@ -63,15 +72,15 @@ class Settle:
                 note = entry.info.price_note if entry.info.local and price.source == "local" else None
         else:
             cost, note = None, entry.info.price_note
-        response.cost_usd, response.cost_note = cost, note
         overrun = self._budgets.settle(flight.reservation, cost, flight.budget_role)
         if overrun:
-            self._overrun(flight, response, overrun)
+            self._overrun(flight, cost, overrun)
+            return Charge(cost, note, overrun)
+        return Charge(cost, note, response.overrun_usd)
 
-    def _overrun(self, flight: InFlight, response: LLMResponse, overrun: float) -> None:
-        """Record an answer that cost more than its reservation; warn once per role and model."""
+    def _overrun(self, flight: InFlight, cost: float | None, overrun: float) -> None:
+        """Warn of an answer that cost more than its reservation, once per role and model."""
         assert flight.reservation is not None
-        response.overrun_usd = overrun
         role, target = flight.budget_role, flight.entry.info.target
         if (role, target) in self._warned:
             return
@@ -79,7 +88,7 @@ class Settle:
         named = f" (role {role!r})" if role is not None else ""
         warnings.warn(
             f"orchlab: {target}{named} reported usage costing "
-            f"{money(response.cost_usd)}, {money(overrun)} more than the worst case reserved "
+            f"{money(cost)}, {money(overrun)} more than the worst case reserved "
             f"before sending ({money(flight.reservation.amount)}). It is charged what it reported, so "
             "a budget may end above its limit by that much; the overrun is recorded as overrun_usd "
             "on the response, its attempt and in client.usage(). Further overruns of this role and "

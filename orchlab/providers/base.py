@@ -322,12 +322,16 @@ class Provider(ABC):
 def _scrub(error: Exception, secrets: tuple[str, ...], depth: int = 0) -> Exception:
     """``error`` with its message masked, an SDK exception on ``__cause__`` (or ``__context__``)
     replaced by its `ScrubbedCause`, and ``__context__`` cleared. The ``ImportError`` behind a
-    `MissingDependencyError` is kept as it is: it names a module, never a request."""
+    `MissingDependencyError` is kept: it names a module, never a request (a copy without its
+    context goes on ``__cause__``: Python's own exception is not patched)."""
     if error.args and isinstance(error.args[0], str) and any(secrets):
         error.args = (mask(error.args[0], secrets), *error.args[1:])
     cause = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     if isinstance(error, MissingDependencyError) and isinstance(cause, ImportError):
-        cause.__context__ = None
+        if cause.__context__ is not None or cause.__cause__ is not None:
+            kind = ModuleNotFoundError if isinstance(cause, ModuleNotFoundError) else ImportError
+            alone = kind(*cause.args, name=cause.name, path=cause.path)
+            cause = alone.with_traceback(cause.__traceback__)
     elif cause is not None and not isinstance(cause, ScrubbedCause):
         if isinstance(cause, OrchlabError) and isinstance(cause, Exception) and depth < 8:
             cause = _scrub(cause, secrets, depth + 1)

@@ -251,7 +251,14 @@ class OllamaProvider(Provider):
             )
         error = super().translate(exc, model, timeout_s)
         if isinstance(error, ProviderConnectionError):
-            error.args = (f"{error.args[0]}; is `ollama serve` running there?", *error.args[1:])
+            return ProviderConnectionError(
+                f"{error.args[0]}; is `ollama serve` running there?",
+                provider=error.provider,
+                model=error.model,
+                status_code=error.status_code,
+                retry_after=error.retry_after,
+                retryable=error.retryable,
+            )
         return error
 
 

@@ -22,11 +22,11 @@ from orchlab.calls import CallContext
 from orchlab.errors import InvalidRequestError, OrchlabError
 from orchlab.resolution import check_params, parse_target
 from orchlab.strategies.base import (
+    Answering,
     AnyCandidate,
     Candidate,
     EnsembleMode,
     Outcome,
-    Run,
     Strategy,
     finalize,
     resolve_ref,
@@ -202,7 +202,7 @@ async def complete(
     plan = plan_for_target(orch, role, strategy=strategy, model=model, candidates=candidates, **options)
     ctx = CallContext(role=plan.role, strategy=str(plan.strategy), messages=messages)
     if plan.strategy is Strategy.SINGLE:
-        # the plain call needs no Run: one attempt, the trail attached by Observe
+        # the plain call needs no `Answering`: one attempt, the trail attached by Observe
         cand = plan.candidates[0]
         assert isinstance(cand, Candidate), "a plan's first candidate is a target (the role's model)"
         resolved = orch.resolver.resolve_target(cand.provider, cand.model, cand.params, role=cand.role)
@@ -210,17 +210,17 @@ async def complete(
             model=resolved.model, messages=messages, params=cand.params.merged(dict(params or {}))
         )
         return await orch.dispatch.finish(ctx, orch.dispatch.attempt(ctx, resolved, request))
-    run = Run(orch, ctx, messages, params, plan.spec.retry if plan.spec is not None else None)
-    return await orch.dispatch.finish(ctx, _answer(run, plan))
+    answering = Answering(orch, ctx, messages, params, plan.spec.retry if plan.spec is not None else None)
+    return await orch.dispatch.finish(ctx, _answer(answering, plan))
 
 
-async def _answer(run: Run, plan: Plan) -> LLMResponse:
-    return finalize(run, await execute(run, plan))
+async def _answer(answering: Answering, plan: Plan) -> LLMResponse:
+    return finalize(answering, await execute(answering, plan))
 
 
-async def execute(run: Run, plan: Plan) -> Outcome:
-    """Run ``plan``'s logic inside ``run`` (AUTO calls this again for the routed plan)."""
-    return await logic_for(plan).answer(run)
+async def execute(answering: Answering, plan: Plan) -> Outcome:
+    """``plan``'s logic answers inside ``answering`` (AUTO calls this again for the routed plan)."""
+    return await logic_for(plan).answer(answering)
 
 
 async def stream(
@@ -233,14 +233,14 @@ async def stream(
         params = check_params(params)
     plan = plan_for_target(orch, role)
     ctx = CallContext(role=plan.role, strategy=str(plan.strategy), messages=as_messages(messages))
-    run = Run(orch, ctx, ctx.messages, params, plan.spec.retry if plan.spec is not None else None)
+    answering = Answering(orch, ctx, ctx.messages, params, plan.spec.retry if plan.spec is not None else None)
     answered = False
     try:
-        items = logic_for(plan).stream(run)
+        items = logic_for(plan).stream(answering)
         async with contextlib.aclosing(items):  # type: ignore[type-var]
             async for item in items:
                 if isinstance(item, Outcome):
-                    response = orch.dispatch.observe.answered(ctx, finalize(run, item))
+                    response = orch.dispatch.observe.answered(ctx, finalize(answering, item))
                     answered = True
                     yield StreamChunk(response=response)
                     return

@@ -8,8 +8,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from orchlab.config.schema import Strategy
-from orchlab.strategies.base import FALL_THROUGH, Outcome, Run, resolve_ref
-from orchlab.strategies.logic import Logic, _choice
+from orchlab.strategies.base import FALL_THROUGH, Answering, Outcome, resolve_ref
+from orchlab.strategies.logic import Logic, choice
 from orchlab.strategies.plan import Plan, role_candidates
 from orchlab.strategies.routing import (
     CLASSIFY_PROMPT,
@@ -28,18 +28,18 @@ if TYPE_CHECKING:
 class Auto(Logic):
     strategy = Strategy.AUTO
     params: ClassVar[Mapping[str, Callable[[str], Any]]] = {
-        "tier": _choice("fast", "standard", "advanced"),
+        "tier": choice("fast", "standard", "advanced"),
         "task_type": TaskType,
     }
 
-    async def answer(self, run: Run) -> Outcome:
+    async def answer(self, answering: Answering) -> Outcome:
         from orchlab.strategies.registry import logic_for
 
         plan = self.plan
-        cls = await _classify(run, plan)
-        run.ctx.task_type = cls.task_type.value
-        routing = run.orch.config.routing
-        remaining = run.orch.budgets.remaining_usd() if routing.low_budget is not None else None
+        cls = await _classify(answering, plan)
+        answering.ctx.task_type = cls.task_type.value
+        routing = answering.orch.config.routing
+        remaining = answering.orch.budgets.remaining_usd() if routing.low_budget is not None else None
         ref, why = route_for(routing, cls.task_type, plan.tier, remaining_usd=remaining)
         took = f"{cls.elapsed_s * 1e6:.0f} µs" if cls.source == "rules" else cls.source
         head = f"task {cls.task_type.value} ({cls.source}: {cls.reason}; {took})"
@@ -49,37 +49,39 @@ class Auto(Logic):
                 sub = replace(plan, strategy=chain)
                 head += "; no route: the call's candidates"
             else:
-                sub = _routed_plan(run.orch, plan, plan.role)
+                sub = _routed_plan(answering.orch, plan, plan.role)
                 head += f"; no route: role {plan.role!r}"
-        elif ref in run.orch.config.roles:
-            sub = _routed_plan(run.orch, plan, ref)
-            run.ctx.role = ref
+        elif ref in answering.orch.config.roles:
+            sub = _routed_plan(answering.orch, plan, ref)
+            answering.ctx.role = ref
             head += f"; {why} -> role {ref!r}"
         else:
-            target = resolve_ref(run.orch, ref, params=plan.base_params)
+            target = resolve_ref(answering.orch, ref, params=plan.base_params)
             sub = replace(plan, strategy=Strategy.SINGLE, candidates=[target])
             head += f"; {why} -> {ref}"
         if sub.spec is not None and sub.spec.retry is not None:
-            run.retry = sub.spec.retry
-        outcome = await logic_for(sub).answer(run)
+            answering.retry = sub.spec.retry
+        outcome = await logic_for(sub).answer(answering)
         head += f" ({sub.strategy})"
         return Outcome(outcome.answer, f"{head}; {outcome.rationale}", outcome.scores)
 
 
-async def _classify(run: Run, plan: Plan) -> Classification:
+async def _classify(answering: Answering, plan: Plan) -> Classification:
     if plan.task_type is not None:
         return Classification(plan.task_type, "named by the caller", "given")
-    routing = run.orch.config.routing
-    rules = classify(run.question)
+    routing = answering.orch.config.routing
+    rules = classify(answering.question)
     if routing.classifier == "rules" or (
         routing.classifier == "hybrid" and rules.task_type != TaskType.GENERAL
     ):
         return rules
     assert routing.classifier_role is not None
-    classifier = run.candidate(routing.classifier_role)
-    prompt = CLASSIFY_PROMPT.format(labels=", ".join(t.value for t in TaskType), text=run.question[:2000])
+    classifier = answering.candidate(routing.classifier_role)
+    prompt = CLASSIFY_PROMPT.format(
+        labels=", ".join(t.value for t in TaskType), text=answering.question[:2000]
+    )
     try:
-        answer = await run.call(
+        answer = await answering.call(
             classifier,
             stage="classify",
             messages=[Message("user", prompt)],

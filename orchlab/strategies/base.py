@@ -1,10 +1,11 @@
-"""What every strategy is built from: candidates, one recorded call (`Run.call`), the final trail.
+"""What every strategy is built from: candidates, one recorded call (`Answering.call`), the final trail.
 
-A strategy receives a `Run` (the orchestrator, the call's `CallContext`, the messages and the
-caller's parameter overrides) and a list of `Candidate`. It makes calls with `Run.call`, which
-goes through ``Dispatch.attempt`` (`orchlab.pipeline`) so every provider call is one `Attempt`,
-and it returns an `Outcome`. `finalize` turns that into the response: the winner's answer, with
-the decision trail attached and usage and cost summed over every attempt.
+A strategy receives an `Answering` (the call being answered: the orchestrator, the call's
+`CallContext`, the messages and the caller's parameter overrides) and a list of `Candidate`. It
+makes calls with `Answering.call`, which goes through ``Dispatch.attempt`` (`orchlab.pipeline`)
+so every provider call is one `Attempt`, and it returns an `Outcome`. `finalize` turns that into
+the response: the winner's answer, with the decision trail attached and usage and cost summed
+over every attempt.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import contextlib
 import copy
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -117,15 +118,36 @@ def leaves(cand: AnyCandidate) -> list[Candidate]:
 
 @dataclass(slots=True)
 class Answer:
-    """A successful call: the provider's response and its attempt in the trail."""
+    """A successful call: the provider's response, and where its attempt is in the call's trail.
+
+    A logic's verdict on it (`reject`, `rate`, `annotate`) replaces the attempt's record in the
+    trail with a judged copy; ``attempt`` always reads the record as it stands."""
 
     response: LLMResponse
-    attempt: Attempt
     candidate: AnyCandidate
+    ctx: CallContext
+    slot: int
 
     @property
     def content(self) -> str:
         return self.response.content
+
+    @property
+    def attempt(self) -> Attempt:
+        return self.ctx.attempts[self.slot]
+
+    def reject(self, why: str) -> None:
+        """Not the answer returned: its attempt reads ``"rejected"``, with why."""
+        self.ctx.revise(self.slot, outcome="rejected", note=why)
+
+    def rate(self, confidence: float | None) -> None:
+        """The score a logic gave it (the attempt's ``confidence``)."""
+        self.ctx.revise(self.slot, confidence=confidence)
+
+    def annotate(self, text: str) -> None:
+        """Add ``text`` to its attempt's note (after what the note says already)."""
+        note = self.attempt.note
+        self.ctx.revise(self.slot, note=text if note is None else f"{note}; {text}")
 
 
 @dataclass(slots=True)
@@ -137,8 +159,12 @@ class Outcome:
     scores: dict[str, float] = field(default_factory=dict)
 
 
-class Run:
-    """One orchestrated call in progress."""
+class Answering:
+    """One orchestrated call being answered: what a logic's ``answer(answering)`` receives.
+
+    ``answering.call(candidate, stage=...)`` makes one provider call (an `Answer`, its attempt in
+    the trail); ``answering.messages`` / ``question`` are what was asked; ``answering.errors``
+    every failed attempt's error. (Not ``client.run()``: that is a way to start a call.)"""
 
     def __init__(
         self,
@@ -159,8 +185,8 @@ class Run:
         self.prefix = ""
         """Stage labels' prefix inside a nested logic (``"cascade 1 / "``)."""
 
-    def nested(self, stage: str) -> Run:
-        """This run as seen by a candidate that is a logic: the same call, trail and errors; its
+    def nested(self, stage: str) -> Answering:
+        """This call as a candidate that is a logic answers it: the same call, trail and errors; its
         stages labelled under ``stage``."""
         child = copy.copy(self)
         child.prefix = f"{self.prefix}{stage} / "
@@ -200,11 +226,7 @@ class Run:
         try:
             resolved = self.orch.resolver.resolve_target(cand.provider, cand.model, merged, role=cand.role)
         except AuthError as exc:
-            # No key: nothing was sent, but the trail and the error group should say so.
-            unsent = self.ctx.new_attempt(cand.provider, cand.model, stage=stage)
-            unsent.error, unsent.error_type = str(exc), type(exc).__name__
-            unsent.note = "not sent: no API key"
-            self.errors.append(exc)
+            self._unsent(cand, stage, exc)
             raise
         request = ModelRequest(model=resolved.model, messages=tuple(messages or self.messages), params=merged)
         deadline = asyncio.timeout(timeout_s)
@@ -216,16 +238,20 @@ class Run:
                 self._find(stage)
                 self.errors.append(exc)
                 raise
-            attempt = self._find(stage)
+            slot = self._find(stage)
             error = ProviderTimeoutError(
                 f"no answer within the strategy's attempt timeout of {timeout_s:g}s",
                 provider=cand.provider,
                 model=cand.model,
             )
-            if attempt is not None:
-                attempt.outcome = "error"
-                attempt.error, attempt.error_type = str(error), type(error).__name__
-                attempt.note = "cut off by retry.attempt_timeout_s; tokens generated so far are unknown"
+            if slot is not None:
+                self.ctx.revise(
+                    slot,
+                    outcome="error",
+                    error=str(error),
+                    error_type=type(error).__name__,
+                    note="cut off by retry.attempt_timeout_s; tokens generated so far are unknown",
+                )
             self.errors.append(error)
             raise error from None
         except asyncio.CancelledError:
@@ -234,9 +260,9 @@ class Run:
             self._find(stage)
             self.errors.append(exc)
             raise
-        attempt = self._find(stage)
-        assert attempt is not None, "Dispatch.attempt records every attempt it makes"
-        return Answer(response, attempt, cand)
+        slot = self._find(stage)
+        assert slot is not None, "Dispatch.attempt records every attempt it makes"
+        return Answer(response, cand, self.ctx, slot)
 
     async def stream_call(self, cand: AnyCandidate, *, stage: str) -> AsyncGenerator[str | Answer, None]:
         """One streamed provider call, recorded as an attempt: its text deltas, then its `Answer`
@@ -252,10 +278,7 @@ class Run:
         try:
             resolved = self.orch.resolver.resolve_target(cand.provider, cand.model, merged, role=cand.role)
         except AuthError as exc:
-            unsent = self.ctx.new_attempt(cand.provider, cand.model, stage=stage)
-            unsent.error, unsent.error_type = str(exc), type(exc).__name__
-            unsent.note = "not sent: no API key"
-            self.errors.append(exc)
+            self._unsent(cand, stage, exc)
             raise
         request = ModelRequest(model=resolved.model, messages=self.messages, params=merged)
         chunks = self.orch.dispatch.attempt_stream(self.ctx, resolved, request, stage=stage)
@@ -266,20 +289,34 @@ class Run:
                         if chunk.delta:
                             yield chunk.delta
                         continue
-                    attempt = self._find(stage)
-                    assert attempt is not None, "Dispatch.attempt_stream records every attempt it makes"
-                    yield Answer(chunk.response, attempt, cand)
+                    slot = self._find(stage)
+                    assert slot is not None, "Dispatch.attempt_stream records every attempt it makes"
+                    yield Answer(chunk.response, cand, self.ctx, slot)
         except Exception as exc:
             self._find(stage)
             self.errors.append(exc)
             raise
 
-    def _find(self, stage: str) -> Attempt | None:
-        """The attempt `Dispatch.attempt` recorded for ``stage`` (stage labels are unique within a call)."""
-        for attempt in reversed(self.ctx.attempts):
-            if attempt.stage == stage and id(attempt) not in self._claimed:
-                self._claimed.add(id(attempt))
-                return attempt
+    def _unsent(self, cand: Candidate, stage: str, exc: AuthError) -> None:
+        """No key: nothing was sent, but the trail and the error group should say so."""
+        self.ctx.new_attempt(
+            cand.provider,
+            cand.model,
+            stage=stage,
+            error=str(exc),
+            error_type=type(exc).__name__,
+            note="not sent: no API key",
+        )
+        self.errors.append(exc)
+
+    def _find(self, stage: str) -> int | None:
+        """The slot of the attempt `Dispatch.attempt` recorded for ``stage`` (stage labels are
+        unique within a call)."""
+        attempts = self.ctx.attempts
+        for slot in range(len(attempts) - 1, -1, -1):
+            if attempts[slot].stage == stage and slot not in self._claimed:
+                self._claimed.add(slot)
+                return slot
         return None
 
     def candidate(self, ref: str, *, params: GenerationParams | None = None) -> Candidate:
@@ -321,18 +358,25 @@ def _free(orch: Orchestrator, provider: str, model: str) -> bool:
     return price is not None and price.free
 
 
-def _settle_cancelled(run: Run) -> None:
+def _settle_cancelled(answering: Answering) -> None:
     """Cancelled attempts never reported tokens: $0 when the model is free, else unknown."""
-    for attempt in run.ctx.attempts:
-        if attempt.outcome != "cancelled" or attempt.note is not None:
+    ctx = answering.ctx
+    for slot, attempt in enumerate(ctx.attempts):
+        if attempt.outcome != "cancelled" or attempt.note is not None or attempt.cost_usd is not None:
             continue
-        if attempt.cost_usd is None and _free(run.orch, attempt.provider, attempt.model):
-            attempt.cost_usd = 0.0
-            attempt.note = "cancelled: the generation stopped at its next token; $0 (a free, local model)"
-        elif attempt.cost_usd is None:
-            attempt.note = (
-                "cancelled before the provider reported usage: tokens and cost unknown (it may bill "
-                "the prompt and the tokens generated before the cancel)"
+        if _free(answering.orch, attempt.provider, attempt.model):
+            ctx.revise(
+                slot,
+                cost_usd=0.0,
+                note="cancelled: the generation stopped at its next token; $0 (a free, local model)",
+            )
+        else:
+            ctx.revise(
+                slot,
+                note=(
+                    "cancelled before the provider reported usage: tokens and cost unknown (it may bill "
+                    "the prompt and the tokens generated before the cancel)"
+                ),
             )
 
 
@@ -349,29 +393,31 @@ def cost_note(attempts: Sequence[Attempt]) -> str | None:
     )
 
 
-def finalize(run: Run, outcome: Outcome) -> LLMResponse:
+def finalize(answering: Answering, outcome: Outcome) -> LLMResponse:
     """The winner's response, with the trail, total usage and total cost of every attempt."""
-    _settle_cancelled(run)
-    ctx = run.ctx
+    _settle_cancelled(answering)
+    ctx = answering.ctx
     answer = outcome.answer
     if answer.attempt.outcome != "ok":
-        answer.attempt.outcome = "ok"
+        ctx.revise(answer.slot, outcome="ok")  # returned after all (a rejected best-scored answer)
     decision = decision_of(
         ctx, winner=answer.response.target, rationale=outcome.rationale, scores=outcome.scores
     )
-    response = answer.response
     total = Usage()
     for attempt in ctx.attempts:
         total = total + attempt.usage
-    response.usage = total
-    response.cost_usd = decision.total_cost_usd
-    response.cost_note = cost_note(ctx.attempts) if response.cost_usd is None else None
+    cost = decision.total_cost_usd
     overruns = [a.overrun_usd for a in ctx.attempts if a.overrun_usd]
-    response.overrun_usd = sum(overruns) if overruns else None
-    response.latency_s = time.perf_counter() - ctx.started_perf
-    response.role = ctx.role
-    response.decision = decision
-    return response
+    return replace(
+        answer.response,
+        usage=total,
+        cost_usd=cost,
+        cost_note=cost_note(ctx.attempts) if cost is None else None,
+        overrun_usd=sum(overruns) if overruns else None,
+        latency_s=time.perf_counter() - ctx.started_perf,
+        role=ctx.role,
+        decision=decision,
+    )
 
 
 def ms(seconds: float) -> str:

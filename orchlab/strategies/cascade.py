@@ -17,14 +17,14 @@ from collections.abc import Callable, Sequence
 
 from orchlab.config.schema import Strategy
 from orchlab.errors import AllAttemptsFailedError
-from orchlab.strategies.base import FALL_THROUGH, Answer, AnyCandidate, Outcome, Run, leaves, unique_key
+from orchlab.strategies.base import FALL_THROUGH, Answer, Answering, AnyCandidate, Outcome, leaves, unique_key
 from orchlab.strategies.fallback import call_with_retries
 from orchlab.strategies.logic import SCORED_PARAMS, Logic
 from orchlab.strategies.scorers import Scorer, make_scorer
 
 
 async def run_cascade(
-    run: Run,
+    answering: Answering,
     stages: Sequence[AnyCandidate],
     *,
     scorer_for: Callable[[AnyCandidate], Scorer],
@@ -41,13 +41,13 @@ async def run_cascade(
         params = {"logprobs": True} if scorer.needs_logprobs else None
         stage = f"cascade {i}"
         try:
-            answer = await call_with_retries(run, cand, stage=stage, params=params, notes=notes)
+            answer = await call_with_retries(answering, cand, stage=stage, params=params, notes=notes)
         except FALL_THROUGH as exc:
             failed.append(f"{cand.target} ({type(exc).__name__})")
             notes.append(f"stage {i} {cand.target} failed ({type(exc).__name__}): escalated")
             continue
-        score = await scorer.score(run, answer, stage=stage)
-        answer.attempt.confidence = score.value
+        score = await scorer.score(answering, answer, stage=stage)
+        answer.rate(score.value)
         if score.value is not None:
             scores[unique_key(scores, cand.target)] = score.value
         shown = "unknown" if score.value is None else f"{score.value:.3f}"
@@ -60,19 +60,19 @@ async def run_cascade(
                 f"{shown} < {bar:g} ({score.note})"
             )
             return Outcome(answer, "; ".join([*notes, head]), scores)
-        answer.attempt.outcome = "rejected"
-        answer.attempt.note = f"{scorer.label} score {shown} < threshold {bar:g}: escalated ({score.note})"
+        answer.reject(f"{scorer.label} score {shown} < threshold {bar:g}: escalated ({score.note})")
         notes.append(f"stage {i} {cand.target}: {scorer.label} score {shown} < {bar:g}, escalated")
         rejected.append((score.value if score.value is not None else -1.0, answer))
     if rejected:
         best = max(rejected, key=lambda item: item[0])[1]
-        best.attempt.note = (best.attempt.note or "") + "; returned: every later stage failed"
+        best.annotate("returned: every later stage failed")
         head = (
             f"the last stage failed; returning the best-scored rejected answer, from {best.candidate.target}"
         )
         return Outcome(best, "; ".join([*notes, head]), scores)
     raise AllAttemptsFailedError(
-        f"every cascade stage failed ({len(run.errors)} attempts): {', '.join(failed)}", run.errors
+        f"every cascade stage failed ({len(answering.errors)} attempts): {', '.join(failed)}",
+        answering.errors,
     )
 
 
@@ -82,7 +82,7 @@ class Cascade(Logic):
     strategy = Strategy.CASCADE
     params = SCORED_PARAMS
 
-    async def answer(self, run: Run) -> Outcome:
+    async def answer(self, answering: Answering) -> Outcome:
         plan = self.plan
         config = plan.spec.cascade if plan.spec is not None else None
         default: Scorer = make_scorer(plan.scorer, config)
@@ -98,14 +98,14 @@ class Cascade(Logic):
 
         stages = plan.candidates
         if config is not None and config.order == "price":
-            stages = sorted(stages, key=lambda c: _price(run, c))
-        return await run_cascade(run, stages, scorer_for=scorer_for, threshold=threshold)
+            stages = sorted(stages, key=lambda c: _price(answering, c))
+        return await run_cascade(answering, stages, scorer_for=scorer_for, threshold=threshold)
 
 
-def _price(run: Run, cand: AnyCandidate) -> float:
+def _price(answering: Answering, cand: AnyCandidate) -> float:
     """Catalog price (input + output per Mtok) for ordering; local models cost 0, unknown sorts last;
     a nested logic is as dear as its dearest target."""
-    prices = [run.orch.catalog.entry(leaf.provider, leaf.model).price for leaf in leaves(cand)]
+    prices = [answering.orch.catalog.entry(leaf.provider, leaf.model).price for leaf in leaves(cand)]
     if any(price is None for price in prices):
         return math.inf
     return max(price.input_per_mtok + price.output_per_mtok for price in prices if price is not None)

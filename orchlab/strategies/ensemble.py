@@ -27,11 +27,11 @@ from orchlab.errors import AllAttemptsFailedError
 from orchlab.strategies.base import (
     FALL_THROUGH,
     Answer,
+    Answering,
     AnyCandidate,
     Candidate,
     EnsembleMode,
     Outcome,
-    Run,
     ms,
 )
 from orchlab.strategies.logic import ENSEMBLE_PARAMS, Logic
@@ -52,22 +52,26 @@ FUSE_PROMPT = (
 )
 
 
-async def fan_out(run: Run, candidates: Sequence[AnyCandidate], prefix: str) -> list[Answer | Exception]:
+async def fan_out(
+    answering: Answering, candidates: Sequence[AnyCandidate], prefix: str
+) -> list[Answer | Exception]:
     """Every candidate at once, results in candidate order (failures as exceptions)."""
 
     async def one(i: int, cand: AnyCandidate) -> Answer | Exception:
         try:
-            return await run.call(cand, stage=f"{prefix} {i}")
+            return await answering.call(cand, stage=f"{prefix} {i}")
         except FALL_THROUGH as exc:
             return exc
 
     return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(candidates, 1))))
 
 
-def _answers(results: Sequence[Answer | Exception], what: str, run: Run) -> list[Answer]:
+def _answers(results: Sequence[Answer | Exception], what: str, answering: Answering) -> list[Answer]:
     answers = [r for r in results if isinstance(r, Answer)]
     if not answers:
-        raise AllAttemptsFailedError(f"every {what} failed ({len(run.errors)} attempts)", run.errors)
+        raise AllAttemptsFailedError(
+            f"every {what} failed ({len(answering.errors)} attempts)", answering.errors
+        )
     return answers
 
 
@@ -90,13 +94,11 @@ def vote(answers: Sequence[Answer], normalizer: Callable[[str], str] = normalize
     tied = [k for k, g in groups.items() if len(g) == len(best) and k != best_key]
     for key, group in groups.items():
         for answer in group:
-            answer.attempt.confidence = len(group) / voters
+            answer.rate(len(group) / voters)
             if key != best_key:
-                answer.attempt.outcome = "rejected"
-                answer.attempt.note = f"outvoted ({len(group)}/{voters})"
+                answer.reject(f"outvoted ({len(group)}/{voters})")
     for answer in abstained:
-        answer.attempt.outcome = "rejected"
-        answer.attempt.note = "empty answer: abstained"
+        answer.reject("empty answer: abstained")
     winner = best[0]
     shown = best_key if len(best_key) <= 40 else best_key[:37] + "..."
     rationale = f"vote: {len(best)}/{voters} answers agree on {shown!r}"
@@ -108,42 +110,45 @@ def vote(answers: Sequence[Answer], normalizer: Callable[[str], str] = normalize
     return Outcome(winner, rationale, scores)
 
 
-async def run_vote(run: Run, candidates: Sequence[AnyCandidate], normalizer: Callable[[str], str]) -> Outcome:
-    answers = _answers(await fan_out(run, candidates, "vote"), "voter", run)
+async def run_vote(
+    answering: Answering, candidates: Sequence[AnyCandidate], normalizer: Callable[[str], str]
+) -> Outcome:
+    answers = _answers(await fan_out(answering, candidates, "vote"), "voter", answering)
     return vote(answers, normalizer)
 
 
-async def run_chain_refine(run: Run, candidates: Sequence[AnyCandidate]) -> Outcome:
+async def run_chain_refine(answering: Answering, candidates: Sequence[AnyCandidate]) -> Outcome:
     draft: Answer | None = None
     steps: list[str] = []
     for i, cand in enumerate(candidates, 1):
         if draft is None:
             try:
-                draft = await run.call(cand, stage=f"chain {i} draft")
+                draft = await answering.call(cand, stage=f"chain {i} draft")
             except FALL_THROUGH as exc:
                 steps.append(f"{cand.target} could not draft ({type(exc).__name__})")
                 continue
             steps.append(f"{cand.target} drafted")
             continue
         messages = [
-            *run.messages,
+            *answering.messages,
             Message("assistant", draft.content),
             Message("user", REFINE_PROMPT),
         ]
         try:
-            refined = await run.call(cand, stage=f"chain {i} refine", messages=messages)
+            refined = await answering.call(cand, stage=f"chain {i} refine", messages=messages)
         except FALL_THROUGH as exc:
             steps.append(f"{cand.target} failed to refine ({type(exc).__name__}): kept the draft")
             continue
         if not refined.content.strip():
-            refined.attempt.outcome = "rejected"
-            refined.attempt.note = "empty refinement: kept the previous draft"
+            refined.reject("empty refinement: kept the previous draft")
             steps.append(f"{cand.target} returned nothing: kept the draft")
             continue
         draft = refined
         steps.append(f"{cand.target} refined")
     if draft is None:
-        raise AllAttemptsFailedError(f"no candidate could draft ({len(run.errors)} attempts)", run.errors)
+        raise AllAttemptsFailedError(
+            f"no candidate could draft ({len(answering.errors)} attempts)", answering.errors
+        )
     return Outcome(draft, "chain: " + " -> ".join(steps), {"steps": float(len(steps))})
 
 
@@ -155,15 +160,18 @@ _INT = re.compile(r"\d+")
 
 
 async def run_judge(
-    run: Run, candidates: Sequence[AnyCandidate], judge: AnyCandidate, normalizer: Callable[[str], str]
+    answering: Answering,
+    candidates: Sequence[AnyCandidate],
+    judge: AnyCandidate,
+    normalizer: Callable[[str], str],
 ) -> Outcome:
-    answers = _answers(await fan_out(run, candidates, "answer"), "candidate", run)
+    answers = _answers(await fan_out(answering, candidates, "answer"), "candidate", answering)
     if len(answers) == 1:
         return Outcome(answers[0], f"judge: only {answers[0].candidate.target} answered; no judging needed")
-    prompt = JUDGE_PICK_PROMPT.format(question=run.question, answers=_numbered(answers))
+    prompt = JUDGE_PICK_PROMPT.format(question=answering.question, answers=_numbered(answers))
     why = ""
     try:
-        verdict = await run.call(judge, stage="judge", messages=[Message("user", prompt)])
+        verdict = await answering.call(judge, stage="judge", messages=[Message("user", prompt)])
     except FALL_THROUGH as exc:
         why = f"the judge {judge.target} failed ({type(exc).__name__})"
     else:
@@ -172,8 +180,7 @@ async def run_judge(
             chosen = answers[picks[0] - 1]
             for answer in answers:
                 if answer is not chosen:
-                    answer.attempt.outcome = "rejected"
-                    answer.attempt.note = f"the judge picked answer {picks[0]}"
+                    answer.reject(f"the judge picked answer {picks[0]}")
             return Outcome(
                 chosen,
                 f"judge: {judge.target} picked answer {picks[0]} of {len(answers)}, from "
@@ -188,12 +195,15 @@ async def run_judge(
 
 
 async def run_fuse(
-    run: Run, candidates: Sequence[AnyCandidate], aggregator: AnyCandidate, normalizer: Callable[[str], str]
+    answering: Answering,
+    candidates: Sequence[AnyCandidate],
+    aggregator: AnyCandidate,
+    normalizer: Callable[[str], str],
 ) -> Outcome:
-    answers = _answers(await fan_out(run, candidates, "propose"), "proposer", run)
-    prompt = FUSE_PROMPT.format(question=run.question, answers=_numbered(answers))
+    answers = _answers(await fan_out(answering, candidates, "propose"), "proposer", answering)
+    prompt = FUSE_PROMPT.format(question=answering.question, answers=_numbered(answers))
     try:
-        fused = await run.call(aggregator, stage="aggregate", messages=[Message("user", prompt)])
+        fused = await answering.call(aggregator, stage="aggregate", messages=[Message("user", prompt)])
     except FALL_THROUGH as exc:
         fallback = vote(answers, normalizer)
         return Outcome(
@@ -211,7 +221,7 @@ async def run_fuse(
 
 
 async def run_ensemble(
-    run: Run,
+    answering: Answering,
     candidates: Sequence[AnyCandidate],
     mode: EnsembleMode,
     *,
@@ -220,12 +230,12 @@ async def run_ensemble(
     normalizer: Callable[[str], str] = normalize,
 ) -> Outcome:
     if mode is EnsembleMode.VOTE:
-        return await run_vote(run, candidates, normalizer)
+        return await run_vote(answering, candidates, normalizer)
     if mode is EnsembleMode.CHAIN:
-        return await run_chain_refine(run, candidates)
+        return await run_chain_refine(answering, candidates)
     if mode is EnsembleMode.JUDGE:
-        return await run_judge(run, candidates, judge or candidates[0], normalizer)
-    return await run_fuse(run, candidates, aggregator or candidates[0], normalizer)
+        return await run_judge(answering, candidates, judge or candidates[0], normalizer)
+    return await run_fuse(answering, candidates, aggregator or candidates[0], normalizer)
 
 
 class Ensemble(Logic):
@@ -234,17 +244,19 @@ class Ensemble(Logic):
     strategy = Strategy.ENSEMBLE
     params = ENSEMBLE_PARAMS
 
-    async def answer(self, run: Run) -> Outcome:
+    async def answer(self, answering: Answering) -> Outcome:
         plan = self.plan
         ens = plan.spec.ensemble if plan.spec is not None else None
         mode = plan.mode or EnsembleMode(ens.mode if ens is not None else "vote")
         judge_ref = plan.judge or (ens.judge if ens is not None else None)
         aggregator_ref = plan.aggregator or (ens.aggregator if ens is not None else None)
         return await run_ensemble(
-            run,
+            answering,
             plan.candidates,
             mode,
-            judge=run.candidate(judge_ref, params=plan.base_params) if judge_ref else None,
-            aggregator=run.candidate(aggregator_ref, params=plan.base_params) if aggregator_ref else None,
+            judge=answering.candidate(judge_ref, params=plan.base_params) if judge_ref else None,
+            aggregator=answering.candidate(aggregator_ref, params=plan.base_params)
+            if aggregator_ref
+            else None,
             normalizer=plan.normalizer,
         )

@@ -39,7 +39,16 @@ from orchlab.errors import (
     ProviderError,
     ProviderTimeoutError,
 )
-from orchlab.strategies.base import FALL_THROUGH, Answer, AnyCandidate, Candidate, Nested, Outcome, Run, ms
+from orchlab.strategies.base import (
+    FALL_THROUGH,
+    Answer,
+    Answering,
+    AnyCandidate,
+    Candidate,
+    Nested,
+    Outcome,
+    ms,
+)
 from orchlab.strategies.logic import Logic
 
 if TYPE_CHECKING:
@@ -47,23 +56,25 @@ if TYPE_CHECKING:
 
 
 async def call_with_retries(
-    run: Run,
+    answering: Answering,
     cand: AnyCandidate,
     *,
     stage: str,
     params: Mapping[str, object] | None = None,
     notes: list[str] | None = None,
 ) -> Answer:
-    """One candidate, retried on retryable errors as ``run.retry`` says."""
+    """One candidate, retried on retryable errors as ``answering.retry`` says."""
     if isinstance(cand, Nested):
-        return await run.call(cand, stage=stage)  # its own logic retries its own candidates
-    policy = run.retry
-    health = run.orch.health
+        return await answering.call(cand, stage=stage)  # its own logic retries its own candidates
+    policy = answering.retry
+    health = answering.orch.health
     tries = 0
     while True:
         label = stage if tries == 0 else f"{stage} retry {tries}"
         try:
-            answer = await run.call(cand, stage=label, params=params, timeout_s=policy.attempt_timeout_s)
+            answer = await answering.call(
+                cand, stage=label, params=params, timeout_s=policy.attempt_timeout_s
+            )
         except ProviderError as exc:
             if not exc.retryable:
                 raise
@@ -91,7 +102,7 @@ async def call_with_retries(
                 why = "backoff"
             if notes is not None:
                 notes.append(f"waited {wait:g}s ({why}) before retrying {cand.target}")
-            await run.clock.sleep(wait)
+            await answering.clock.sleep(wait)
             tries += 1
             continue
         health.success(cand.provider)
@@ -114,9 +125,11 @@ def _tokens_needed(orch: Orchestrator, cand: AnyCandidate, exc: Exception) -> in
     return None
 
 
-async def run_chain(run: Run, candidates: Sequence[AnyCandidate], *, label: str = "fallback") -> Outcome:
+async def run_chain(
+    answering: Answering, candidates: Sequence[AnyCandidate], *, label: str = "fallback"
+) -> Outcome:
     """Try ``candidates`` in order until one answers."""
-    health = run.orch.health
+    health = answering.orch.health
     notes: list[str] = []
     cooling = [c for c in candidates if isinstance(c, Candidate) and health.cooling(c.provider) is not None]
     order = [c for c in candidates if c not in cooling] or list(candidates)
@@ -135,16 +148,16 @@ async def run_chain(run: Run, candidates: Sequence[AnyCandidate], *, label: str 
     failed: list[str] = []
     for i, cand in enumerate(order, 1):
         if needed is not None:
-            window = context_window(run.orch, cand)
+            window = context_window(answering.orch, cand)
             if window is not None and window < needed:
                 notes.append(f"skipped {cand.target}: window {window} < {needed} tokens needed")
                 continue
         try:
-            answer = await call_with_retries(run, cand, stage=f"{label} {i}", notes=notes)
+            answer = await call_with_retries(answering, cand, stage=f"{label} {i}", notes=notes)
         except FALL_THROUGH as exc:
             failed.append(f"{cand.target} ({type(exc).__name__})")
             if isinstance(exc, ContextWindowError | ContextLengthExceededError):
-                needed = max(needed or 0, _tokens_needed(run.orch, cand, exc) or 0) or None
+                needed = max(needed or 0, _tokens_needed(answering.orch, cand, exc) or 0) or None
             continue
         head = (
             f"{cand.target} answered"
@@ -154,10 +167,10 @@ async def run_chain(run: Run, candidates: Sequence[AnyCandidate], *, label: str 
         rationale = f"{head} in {ms(answer.attempt.latency_s)}"
         return Outcome(answer, "; ".join([rationale, *notes]))
     raise AllAttemptsFailedError(
-        f"all {len(candidates)} candidates failed ({len(run.errors)} attempts): "
+        f"all {len(candidates)} candidates failed ({len(answering.errors)} attempts): "
         + ", ".join(failed)
         + ("; " + "; ".join(notes) if notes else ""),
-        run.errors or [RuntimeError("no candidate could be tried")],
+        answering.errors or [RuntimeError("no candidate could be tried")],
     )
 
 
@@ -166,15 +179,15 @@ class Fallback(Logic):
 
     strategy = Strategy.FALLBACK
 
-    async def answer(self, run: Run) -> Outcome:
-        return await run_chain(run, self.plan.candidates)
+    async def answer(self, answering: Answering) -> Outcome:
+        return await run_chain(answering, self.plan.candidates)
 
-    def stream(self, run: Run) -> AsyncIterator[str | Outcome]:
-        return stream_chain(run, self.plan.candidates)
+    def stream(self, answering: Answering) -> AsyncIterator[str | Outcome]:
+        return stream_chain(answering, self.plan.candidates)
 
 
 async def stream_chain(
-    run: Run, candidates: Sequence[AnyCandidate], *, label: str = "fallback"
+    answering: Answering, candidates: Sequence[AnyCandidate], *, label: str = "fallback"
 ) -> AsyncIterator[str | Outcome]:
     """Stream the first candidate that produces a token: a candidate that fails before its first
     token passes to the next one (no retries while streaming: a retry would repeat the wait the
@@ -183,10 +196,10 @@ async def stream_chain(
     for i, cand in enumerate(candidates, 1):
         started = False
         try:
-            async for item in run.stream_call(cand, stage=f"{label} {i}"):
+            async for item in answering.stream_call(cand, stage=f"{label} {i}"):
                 if isinstance(item, Answer):
                     if isinstance(cand, Candidate):
-                        run.orch.health.success(cand.provider)
+                        answering.orch.health.success(cand.provider)
                     head = f"{cand.target} streamed the answer"
                     if failed:
                         head += f" after {len(failed)} failed before their first token: {', '.join(failed)}"
@@ -200,5 +213,5 @@ async def stream_chain(
             failed.append(f"{cand.target} ({type(exc).__name__})")
     raise AllAttemptsFailedError(
         f"all {len(candidates)} candidates failed before their first token: {', '.join(failed)}",
-        run.errors or [RuntimeError("no candidate could be tried")],
+        answering.errors or [RuntimeError("no candidate could be tried")],
     )

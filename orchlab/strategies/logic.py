@@ -1,8 +1,8 @@
 """`Logic`: the public base class of an orchestration logic (single, fallback, race, ...).
 
-A logic is built from a `Plan` (its candidates and options) and answers within a `Run` (the call
-in progress: every provider call it makes goes through the call pipeline and is one attempt in the
-trail). Each member of `Strategy` has exactly one logic, registered in
+A logic is built from a `Plan` (its candidates and options) and answers within an `Answering`
+(the call in progress: every provider call it makes goes through the call pipeline and is one
+attempt in the trail). Each member of `Strategy` has exactly one logic, registered in
 `orchlab.strategies.registry`.
 
 ``from_params`` parses a logic's options from a string mapping (what a URN's params or a query
@@ -21,7 +21,7 @@ from orchlab.errors import InvalidRequestError
 
 if TYPE_CHECKING:
     from orchlab.config.schema import Strategy
-    from orchlab.strategies.base import Outcome, Run
+    from orchlab.strategies.base import Answering, Outcome
     from orchlab.strategies.plan import Plan
 
 
@@ -32,7 +32,9 @@ def _threshold(value: str) -> float:
     return number
 
 
-def _choice(*allowed: str) -> Callable[[str], str]:
+def choice(*allowed: str) -> Callable[[str], str]:
+    """A parser for a logic's ``params`` that takes one of ``allowed``."""
+
     def parse(value: str) -> str:
         if value not in allowed:
             raise ValueError(f"must be one of {', '.join(allowed)}")
@@ -58,13 +60,22 @@ class Logic(ABC):
         self.plan = plan
 
     @abstractmethod
-    async def answer(self, run: Run) -> Outcome:
-        """Answer the call with the plan's candidates (each call through ``run.call``)."""
+    async def answer(self, answering: Answering) -> Outcome:
+        """Answer the call with the plan's candidates: each provider call through
+        ``answering.call(candidate, stage=...)`` (an `Answer`), then an `Outcome` naming the answer
+        returned and why. Example (``examples/plugin_logic/``)::
 
-    async def stream(self, run: Run) -> AsyncIterator[str | Outcome]:
+            async def answer(self, answering: Answering) -> Outcome:
+                cands = self.plan.candidates
+                answers = [await answering.call(c, stage=f"mine {i}") for i, c in enumerate(cands, 1)]
+                best = min(answers, key=lambda a: len(a.content))
+                return Outcome(best, f"the shortest of {len(answers)} answers")
+        """
+
+    async def stream(self, answering: Answering) -> AsyncIterator[str | Outcome]:
         """Text deltas, then the `Outcome`. The default streams the final answer once it is
         decided (cascade, ensemble, auto); fallback and race stream their candidates' tokens."""
-        outcome = await self.answer(run)
+        outcome = await self.answer(answering)
         if outcome.answer.content:
             yield outcome.answer.content
         yield outcome
@@ -92,9 +103,9 @@ class Logic(ABC):
 
 
 SCORERS = ("logprob", "agreement", "judge", "json", "regex")
-SCORED_PARAMS: Mapping[str, Callable[[str], Any]] = {"threshold": _threshold, "scorer": _choice(*SCORERS)}
+SCORED_PARAMS: Mapping[str, Callable[[str], Any]] = {"threshold": _threshold, "scorer": choice(*SCORERS)}
 ENSEMBLE_PARAMS: Mapping[str, Callable[[str], Any]] = {
-    "mode": _choice("vote", "chain", "judge", "fuse"),
+    "mode": choice("vote", "chain", "judge", "fuse"),
     "judge": str,
     "aggregator": str,
 }

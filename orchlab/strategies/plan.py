@@ -60,7 +60,7 @@ def role_candidates(orch: Orchestrator, role: str, model: str | None = None) -> 
     if model is not None:
         provider, name = parse_target(model)
         out = [Candidate(provider, name, base, role=role)]
-    elif spec.provider is not None or role in orch._bindings:
+    elif spec.provider is not None or orch.is_rebound(role):
         out = [Candidate(bound.provider, bound.model, base, role=role)]
     out += [_entry(entry, base, role) for entry in [*spec.candidates, *spec.fallbacks]]
     return out

@@ -19,13 +19,13 @@ from collections.abc import AsyncIterator, Sequence
 
 from orchlab.config.schema import Strategy
 from orchlab.errors import AllAttemptsFailedError
-from orchlab.strategies.base import FALL_THROUGH, Answer, AnyCandidate, Outcome, Run, ms, unique_key
+from orchlab.strategies.base import FALL_THROUGH, Answer, Answering, AnyCandidate, Outcome, ms, unique_key
 from orchlab.strategies.logic import SCORED_PARAMS, Logic
 from orchlab.strategies.scorers import Scorer, make_scorer
 
 
 async def run_race(
-    run: Run,
+    answering: Answering,
     candidates: Sequence[AnyCandidate],
     *,
     scorer: Scorer | None = None,
@@ -33,7 +33,7 @@ async def run_race(
 ) -> Outcome:
     params = {"logprobs": True} if scorer is not None and scorer.needs_logprobs else None
     tasks: dict[asyncio.Task[Answer], int] = {
-        asyncio.ensure_future(run.call(c, stage=f"race {i}", params=params)): i
+        asyncio.ensure_future(answering.call(c, stage=f"race {i}", params=params)): i
         for i, c in enumerate(candidates, 1)
     }
     pending: set[asyncio.Task[Answer]] = set(tasks)
@@ -55,15 +55,14 @@ async def run_race(
                 answer = task.result()
                 if winner is not None:
                     continue  # finished in the same turn as the winner: a loser that did answer
-                value, why = await _judge(run, answer, scorer, threshold)
+                value, why = await _judge(answering, answer, scorer, threshold)
                 if value is not None:
-                    answer.attempt.confidence = value
+                    answer.rate(value)
                     scores[unique_key(scores, answer.candidate.target)] = value
                 if why is None:
                     winner = answer
                 else:
-                    answer.attempt.outcome = "rejected"
-                    answer.attempt.note = why
+                    answer.reject(why)
                     rejected.append((value if value is not None else -1.0, -tasks[task], answer))
     finally:
         for task in pending:
@@ -83,23 +82,23 @@ async def run_race(
         return Outcome(winner, "; ".join([head, *tail]), scores)
     if rejected:
         best = max(rejected, key=lambda item: (item[0], item[1]))[2]
-        best.attempt.note = (best.attempt.note or "") + "; returned anyway: no answer was good"
+        best.annotate("returned anyway: no answer was good")
         head = f"no answer was good; returning the best-scored, from {best.candidate.target}"
         return Outcome(best, "; ".join([head, *tail]), scores)
     raise AllAttemptsFailedError(
-        f"all {len(candidates)} raced candidates failed: {', '.join(failed)}", run.errors
+        f"all {len(candidates)} raced candidates failed: {', '.join(failed)}", answering.errors
     )
 
 
 async def _judge(
-    run: Run, answer: Answer, scorer: Scorer | None, threshold: float
+    answering: Answering, answer: Answer, scorer: Scorer | None, threshold: float
 ) -> tuple[float | None, str | None]:
     """(score, why it is not good) for a finished answer; why is None for a good answer."""
     if not answer.content.strip():
         return None, "empty answer"
     if scorer is None:
         return None, None
-    score = await scorer.score(run, answer, stage=answer.attempt.stage or "race")
+    score = await scorer.score(answering, answer, stage=answer.attempt.stage or "race")
     if score.value is None:
         return None, f"not scored: {score.note}"
     if score.value < threshold:
@@ -113,29 +112,31 @@ class Race(Logic):
     strategy = Strategy.PARALLEL
     params = SCORED_PARAMS
 
-    async def answer(self, run: Run) -> Outcome:
+    async def answer(self, answering: Answering) -> Outcome:
         plan = self.plan
         config = plan.spec.parallel if plan.spec is not None else None
         spec = plan.scorer if plan.scorer is not None else (config.scorer if config is not None else None)
         scorer = make_scorer(spec, config) if spec is not None else None
         threshold = plan.threshold if plan.threshold is not None else (config.threshold if config else 1.0)
-        return await run_race(run, plan.candidates, scorer=scorer, threshold=threshold)
+        return await run_race(answering, plan.candidates, scorer=scorer, threshold=threshold)
 
-    async def stream(self, run: Run) -> AsyncIterator[str | Outcome]:
+    async def stream(self, answering: Answering) -> AsyncIterator[str | Outcome]:
         config = self.plan.spec.parallel if self.plan.spec is not None else None
         if self.plan.scorer is not None or (config is not None and config.scorer is not None):
             # a scored race judges whole answers: stream the winner once it is decided
-            async for item in super().stream(run):
+            async for item in super().stream(answering):
                 yield item
             return
-        async for item in stream_race(run, self.plan.candidates):
+        async for item in stream_race(answering, self.plan.candidates):
             yield item
 
 
-async def stream_race(run: Run, candidates: Sequence[AnyCandidate]) -> AsyncIterator[str | Outcome]:
+async def stream_race(
+    answering: Answering, candidates: Sequence[AnyCandidate]
+) -> AsyncIterator[str | Outcome]:
     """Every candidate streams at once; the first to produce a token (or a whole answer) is
     streamed to the caller and the others are cancelled."""
-    streams = [run.stream_call(c, stage=f"race {i}") for i, c in enumerate(candidates, 1)]
+    streams = [answering.stream_call(c, stage=f"race {i}") for i, c in enumerate(candidates, 1)]
     firsts: dict[asyncio.Task[str | Answer], int] = {
         asyncio.ensure_future(anext(gen)): i for i, gen in enumerate(streams)
     }
@@ -166,7 +167,7 @@ async def stream_race(run: Run, candidates: Sequence[AnyCandidate]) -> AsyncIter
     if winner is None:
         raise AllAttemptsFailedError(
             f"all {len(candidates)} raced candidates failed before their first token: {', '.join(failed)}",
-            run.errors,
+            answering.errors,
         )
     tail = [f"cancelled {len(cancelled)}: {', '.join(cancelled)}"] if cancelled else []
     if failed:

@@ -23,7 +23,7 @@ from orchlab.config.schema import Strategy
 from orchlab.errors import InvalidRequestError, PluginError
 from orchlab.plugins import Plugin
 from orchlab.strategies.auto import Auto
-from orchlab.strategies.base import EnsembleMode, Nested, Run
+from orchlab.strategies.base import Answering, EnsembleMode, Nested
 from orchlab.strategies.cascade import Cascade
 from orchlab.strategies.ensemble import Ensemble
 from orchlab.strategies.fallback import Fallback
@@ -147,7 +147,7 @@ def logic_for(plan: Plan) -> Logic:
     return logic_class(plan.strategy)(plan)
 
 
-def nested_logic(cand: Nested, run: Run) -> Logic:
+def nested_logic(cand: Nested, answering: Answering) -> Logic:
     """The logic of a candidate that is itself a logic (its options parsed by its ``from_params``)."""
     cls = logic_class(cand.strategy)
     options = cls.from_params(dict(cand.options))

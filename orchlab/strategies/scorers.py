@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from orchlab.errors import InvalidRequestError
-from orchlab.strategies.base import FALL_THROUGH, Answer, Run
+from orchlab.strategies.base import FALL_THROUGH, Answer, Answering
 from orchlab.types import Message
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class Scorer(ABC):
         return self.name
 
     @abstractmethod
-    async def score(self, run: Run, answer: Answer, *, stage: str) -> Score: ...
+    async def score(self, answering: Answering, answer: Answer, *, stage: str) -> Score: ...
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -96,7 +96,7 @@ class Validator(Scorer):
     def label(self) -> str:
         return self._label
 
-    async def score(self, run: Run, answer: Answer, *, stage: str) -> Score:
+    async def score(self, answering: Answering, answer: Answer, *, stage: str) -> Score:
         try:
             result = self.fn(answer.content)
         except Exception as exc:
@@ -152,7 +152,7 @@ class LogprobScorer(Scorer):
     name = "logprob"
     needs_logprobs = True
 
-    async def score(self, run: Run, answer: Answer, *, stage: str) -> Score:
+    async def score(self, answering: Answering, answer: Answer, *, stage: str) -> Score:
         lps = answer.response.logprobs
         if not lps:
             return Score(None, f"{answer.response.target} returned no log-probs")
@@ -171,13 +171,13 @@ class AgreementScorer(Scorer):
         self.samples = samples
         self.temperature = temperature
 
-    async def score(self, run: Run, answer: Answer, *, stage: str) -> Score:
+    async def score(self, answering: Answering, answer: Answer, *, stage: str) -> Score:
         cand = answer.candidate
         base_seed = cand.params.seed if cand.params.seed is not None else 0
 
         async def sample(i: int) -> str | None:
             try:
-                extra = await run.call(
+                extra = await answering.call(
                     cand,
                     stage=f"{stage} sample {i}",
                     params={"temperature": self.temperature, "seed": base_seed + i, "logprobs": False},
@@ -227,11 +227,11 @@ class JudgeScorer(Scorer):
         self.scale = scale
         self.prompt = prompt
 
-    async def score(self, run: Run, answer: Answer, *, stage: str) -> Score:
-        judge = run.candidate(self.judge)
-        text = self.prompt.format(question=run.question, answer=answer.content)
+    async def score(self, answering: Answering, answer: Answer, *, stage: str) -> Score:
+        judge = answering.candidate(self.judge)
+        text = self.prompt.format(question=answering.question, answer=answer.content)
         try:
-            verdict = await run.call(
+            verdict = await answering.call(
                 judge, stage=f"{stage} judge", messages=[Message("user", text)], params={"logprobs": False}
             )
         except FALL_THROUGH as exc:

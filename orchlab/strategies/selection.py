@@ -6,14 +6,16 @@ from collections.abc import AsyncIterator, Sequence
 from typing import ClassVar
 
 from orchlab.errors import StrategyError
-from orchlab.strategies.base import AnyCandidate, Outcome, Run, Strategy, leaves
+from orchlab.strategies.base import Answering, AnyCandidate, Outcome, Strategy, leaves
 from orchlab.strategies.fallback import run_chain, stream_chain
 from orchlab.strategies.logic import Logic
 
 
-def select(run: Run, strategy: Strategy, candidates: Sequence[AnyCandidate]) -> list[AnyCandidate]:
+def select(
+    answering: Answering, strategy: Strategy, candidates: Sequence[AnyCandidate]
+) -> list[AnyCandidate]:
     """The candidates ``strategy`` tries, in order (order among local or cloud ones is kept)."""
-    local = [c for c in candidates if all(run.is_local(leaf.provider) for leaf in leaves(c))]
+    local = [c for c in candidates if all(answering.is_local(leaf.provider) for leaf in leaves(c))]
     cloud = [c for c in candidates if c not in local]
     if strategy is Strategy.LOCAL_ONLY:
         chosen = local
@@ -40,13 +42,13 @@ class _Selected(Logic):
 
     strategy: ClassVar[Strategy]
 
-    async def answer(self, run: Run) -> Outcome:
-        chosen = select(run, self.strategy, self.plan.candidates)
-        return await run_chain(run, chosen, label=self.strategy.value)
+    async def answer(self, answering: Answering) -> Outcome:
+        chosen = select(answering, self.strategy, self.plan.candidates)
+        return await run_chain(answering, chosen, label=self.strategy.value)
 
-    def stream(self, run: Run) -> AsyncIterator[str | Outcome]:
-        chosen = select(run, self.strategy, self.plan.candidates)
-        return stream_chain(run, chosen, label=self.strategy.value)
+    def stream(self, answering: Answering) -> AsyncIterator[str | Outcome]:
+        chosen = select(answering, self.strategy, self.plan.candidates)
+        return stream_chain(answering, chosen, label=self.strategy.value)
 
 
 class LocalOnly(_Selected):

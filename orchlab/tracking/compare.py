@@ -10,8 +10,9 @@ Example::
     result.pareto()                      # the same as a table: which targets are on the front
     result.ui_url()                      # MLflow's compare view of the runs (port: ORCH_MLFLOW_PORT)
 
-A target is a role name, ``"provider:model"``, a strategy name (``"cascade"``, ``"ensemble"``,
-... on the default role) or a dict of ``client.complete`` arguments with a ``label``. Each target
+A target is a role name, ``"provider:model"``, a logic id (a strategy: ``"cascade"``,
+``"ensemble"``, ..., or a logic added with ``register_logic`` or installed as a plugin; on the
+default role) or a dict of ``client.complete`` arguments with a ``label``. Each target
 gets one MLflow run, ``<target> · <name>`` (params: target, kind, role, provider, model, strategy,
 warmup; metrics: success rate, latency p50/p95, tokens, total and mean cost, warm-up time; mean
 rating once rated, logged again after each rating given in this process, see `Comparison._rated`);
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchlab.config import logic_ids
 from orchlab.config.schema import Strategy
 from orchlab.errors import InvalidRequestError, OrchlabError, OrchlabWarning
 from orchlab.tracking.context import TraceLink, linked, untracked
@@ -87,7 +89,8 @@ class PromptCase:
 # --- inputs ------------------------------------------------------------------------------
 
 
-def parse_target(client: Orchestrator, spec: object) -> Target:
+def compare_target(client: Orchestrator, spec: object) -> Target:
+    """What a compare target names: a role, ``'provider:model'``, a logic id or a dict."""
     if isinstance(spec, Target):
         return spec
     if isinstance(spec, Mapping):
@@ -108,12 +111,14 @@ def parse_target(client: Orchestrator, spec: object) -> Target:
         provider = spec.partition(":")[0]
         client.resolver.provider_config(provider)  # UnknownProviderError with suggestions
         return Target(spec, "model", model=spec)
-    if spec in STRATEGIES:
-        return Target(spec, "strategy", strategy=spec)
-    raise InvalidRequestError(
-        f"compare target {spec!r} is not a role ({', '.join(client.roles()) or 'none defined'}), "
-        f"not 'provider:model' and not a strategy ({', '.join(STRATEGIES)})"
-    )
+    try:
+        logic_ids.check(spec, list(STRATEGIES))  # built in, added by register_logic, or installed
+    except ValueError as exc:
+        raise InvalidRequestError(
+            f"compare target {spec!r} is not a role ({', '.join(client.roles()) or 'none defined'}), "
+            f"not 'provider:model' and not a logic: {exc}"
+        ) from None
+    return Target(spec, "strategy", strategy=spec)
 
 
 def load_prompts(prompts: object) -> list[PromptCase]:
@@ -250,8 +255,8 @@ def compare(
     if client is None:
         client = get_llm_client()
     if isinstance(targets, str | Mapping) or not targets:
-        raise InvalidRequestError("targets must be a non-empty list (roles, 'provider:model', strategies)")
-    parsed = [parse_target(client, t) for t in targets]
+        raise InvalidRequestError("targets must be a non-empty list (roles, 'provider:model', logic ids)")
+    parsed = [compare_target(client, t) for t in targets]
     labels = [t.label for t in parsed]
     if len(set(labels)) != len(labels):
         raise InvalidRequestError(f"compare targets must have distinct labels, got {labels}")

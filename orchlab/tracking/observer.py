@@ -2,9 +2,10 @@
 
 `attach` is called from ``Orchestrator.__init__``; it resolves the settings (microseconds, no
 mlflow) and registers `Tracking` as a call observer. ``call_finished`` runs on the caller's
-path: it gives the response its trace id, builds the trace record (secrets masked) and appends it
-to the journal before the call returns, then makes sure a drain process runs (see `journal`,
-`launch`, `drain`). Without mlflow installed tracking turns itself off, with one warning.
+path: it picks the trace id (returned as a `CallFacts`; the pipeline puts it on the response the
+caller gets), builds the trace record (secrets masked) and appends it to the journal before the
+call returns, then makes sure a drain process runs (see `journal`, `launch`, `drain`). Without
+mlflow installed tracking turns itself off, with one warning.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchlab.calls import CallRecord
-from orchlab.errors import OrchlabError, OrchlabWarning
+from orchlab.calls import CallFacts, CallRecord
+from orchlab.errors import OrchlabWarning
 from orchlab.providers.registry import kind_of
 from orchlab.tracking.context import TraceLink, current_link, is_untracked
 from orchlab.tracking.journal import Journal, journal_for, unsupported
@@ -85,19 +86,15 @@ class Tracking:
 
     # --- the observer (caller's path) ------------------------------------------------------
 
-    def call_finished(self, record: CallRecord) -> None:
+    def call_finished(self, record: CallRecord) -> CallFacts | None:
+        """Journal the call's trace; its trace id is returned, for the response (or error)."""
         if not record.context.log or is_untracked():
-            return
+            return None
         trace_id = new_trace_id()
-        if record.response is not None:
-            record.response.trace_id = trace_id
-        elif isinstance(record.error, OrchlabError):
-            # only orchlab's own errors carry a trace id (declared on OrchlabError): an SDK's or
-            # Python's exception is never patched
-            record.error.trace_id = trace_id
         self.journal.append(self._payload(record, trace_id, current_link()))
         remember(trace_id)
         after_write(self.journal)
+        return CallFacts(trace_id=trace_id)
 
     def _payload(self, record: CallRecord, trace_id: str, link: TraceLink | None) -> dict[str, object]:
         if link is not None and link.tracking_uri is not None and not self._same_store(link.tracking_uri):

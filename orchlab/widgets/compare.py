@@ -75,10 +75,10 @@ def run_targets(
 
     ``log=False``: no MLflow runs (wrap the call in ``orchlab.tracking.context.untracked()`` to
     leave out the traces too)."""
-    from orchlab.tracking.compare import compare, parse_target
+    from orchlab.tracking.compare import compare, compare_target
 
     for t in targets:
-        parse_target(client, t)  # a bad target fails before anything runs
+        compare_target(client, t)  # a bad target fails before anything runs
     name = name or f"compare view {dt.datetime.now().strftime('%Y-%m-%d %H:%M:%S')}"
     case: Any = prompt if isinstance(prompt, str) else [dict(m) for m in prompt]
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from orchlab.strategies import Logic
-from orchlab.strategies.base import Outcome, Run
+from orchlab.strategies.base import Answering, Outcome
 
 __version__ = "0.1.0"
 
@@ -23,10 +23,11 @@ class Shortest(Logic):
         "n": _count
     }  # what a URN or a YAML `options:` may set, parsed by Logic.from_params
 
-    async def answer(self, run: Run) -> Outcome:
+    async def answer(self, answering: Answering) -> Outcome:
         n = self.plan.extra.get("n", len(self.plan.candidates))
         answers = [
-            await run.call(cand, stage=f"shortest {i + 1}") for i, cand in enumerate(self.plan.candidates[:n])
+            await answering.call(cand, stage=f"shortest {i + 1}")
+            for i, cand in enumerate(self.plan.candidates[:n])
         ]
         best = min(answers, key=lambda a: len(a.content.strip()))
         sizes = ", ".join(f"{a.candidate.target}: {len(a.content.strip())}" for a in answers)
