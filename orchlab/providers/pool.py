@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -22,13 +23,17 @@ class ProviderPool:
         self._settings_for = settings_for
         self._adapters: dict[str, Provider] = {}
         self._hops: dict[str, Provider] = {}
+        self._lock = threading.Lock()
 
     def get(self, name: str) -> Provider:
         adapter = self._adapters.get(name)
         if adapter is None:
-            settings = self._settings_for(name)
-            adapter = provider_class(settings.kind, provider=name)(settings)
-            self._adapters[name] = adapter
+            with self._lock:  # callers on several threads' loops build it once
+                adapter = self._adapters.get(name)
+                if adapter is None:
+                    settings = self._settings_for(name)
+                    adapter = provider_class(settings.kind, provider=name)(settings)
+                    self._adapters[name] = adapter
         return adapter
 
     __call__ = get
