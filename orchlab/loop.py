@@ -283,10 +283,11 @@ class PerLoop(Generic[T]):
         if value is None:
             with self._lock:
                 value = self._values.get(loop)
+                built = value is None
                 if value is None:
                     value = self._values[loop] = self._build()
-                    if loop is not None and loop is not _loop:  # the engine loop never ends
-                        _close_at_shutdown(loop, self)
+            if built and loop is not None and loop is not _loop:  # the engine loop never ends
+                _close_at_shutdown(loop, self)  # outside our lock: it takes the watch lock
         return value
 
     async def aclose(self) -> None:
@@ -348,7 +349,7 @@ def _close_at_shutdown(loop: asyncio.AbstractEventLoop, owner: PerLoop[Any]) -> 
             with contextlib.suppress(StopIteration):
                 closer.asend(None).send(None)
             watched = _watched[loop] = (owners, closer)
-    watched[0].add(owner)
+        watched[0].add(owner)
 
 
 async def _closer(
@@ -374,7 +375,6 @@ def _sweep_closed() -> None:
         owners, closer = _watched.pop(loop)
         for owner in list(owners):
             owner._forget(loop)
-        with contextlib.suppress(
-            StopIteration
-        ):  # finished here: its finalizer must not reach the closed loop
+        # finished here, so that its finalizer does not try to reach the closed loop
+        with contextlib.suppress(StopIteration):
             closer.aclose().send(None)
