@@ -20,7 +20,7 @@ from orchlab.calls import CallContext, Observers
 from orchlab.catalog import Catalog
 from orchlab.config.loader import check_env, default_config_path, load_config
 from orchlab.config.schema import OrchestratorConfig
-from orchlab.loop import run_async, run_sync, sync_twin
+from orchlab.loop import run_sync, sync_twin
 from orchlab.pipeline.dispatch import Dispatch
 from orchlab.pipeline.observe import Observe
 from orchlab.pipeline.passes import default_passes
@@ -104,6 +104,7 @@ class Orchestrator:
             passes=default_passes(self.budgets, self.providers.get),
             settle=Settle(self.catalog, self.budgets),
             observe=Observe(self.observers),
+            providers_here=self.providers.here,
         )
         """The call pipeline: passes, one provider attempt, settle, observe (`orchlab.pipeline`)."""
 
@@ -188,10 +189,9 @@ class Orchestrator:
         return self.dispatch.observe.answered(ctx, response)
 
     async def arun(self, role: str, messages: object, params_override: ParamsOverride = None) -> LLMResponse:
-        """`run` for async code."""
-        return await run_async(self._arun(role, messages, params_override))
-
-    async def _arun(self, role: str, messages: object, params_override: ParamsOverride) -> LLMResponse:
+        """`run` for async code: the call runs on the caller's own event loop (no thread hop),
+        but for an adapter that does not run on any loop (`Provider.runs_on_any_loop`), which
+        is awaited on orchlab's engine loop. ``async for`` over `stream` and the ``a*`` API too."""
         if self._has_strategy(role):
             return await self._complete(messages, role=role, params=params_override)
         ctx, resolved, request = self._single(role, messages, params_override)
@@ -237,22 +237,20 @@ class Orchestrator:
         (``max_tokens=16``). ``response.decision.explain()`` shows what happened.
         ``complete`` is the same for synchronous code.
         """
-        return await run_async(
-            self._complete(
-                prompt,
-                role=role,
-                strategy=strategy,
-                task_type=task_type,
-                model=model,
-                system=system,
-                candidates=candidates,
-                scorer=scorer,
-                threshold=threshold,
-                tier=tier,
-                params=params,
-                where="complete()",
-                keywords=_COMPLETE_KEYWORDS,
-            )
+        return await self._complete(
+            prompt,
+            role=role,
+            strategy=strategy,
+            task_type=task_type,
+            model=model,
+            system=system,
+            candidates=candidates,
+            scorer=scorer,
+            threshold=threshold,
+            tier=tier,
+            params=params,
+            where="complete()",
+            keywords=_COMPLETE_KEYWORDS,
         )
 
     complete = sync_twin(acomplete)
@@ -275,21 +273,19 @@ class Orchestrator:
         ``mode``: ``vote`` | ``chain`` | ``judge`` | ``fuse`` (`orchlab.strategies.EnsembleMode`).
         ``ensemble`` is the same for synchronous code.
         """
-        return await run_async(
-            self._complete(
-                prompt,
-                role=role,
-                strategy="ensemble",
-                candidates=models,
-                mode=mode,
-                judge=judge,
-                aggregator=aggregator,
-                system=system,
-                normalizer=normalizer,
-                params=params,
-                where="ensemble()",
-                keywords=_ENSEMBLE_KEYWORDS,
-            )
+        return await self._complete(
+            prompt,
+            role=role,
+            strategy="ensemble",
+            candidates=models,
+            mode=mode,
+            judge=judge,
+            aggregator=aggregator,
+            system=system,
+            normalizer=normalizer,
+            params=params,
+            where="ensemble()",
+            keywords=_ENSEMBLE_KEYWORDS,
         )
 
     ensemble = sync_twin(aensemble)
