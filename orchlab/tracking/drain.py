@@ -60,6 +60,8 @@ BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
 MAX_DOWN_S = 600.0
 MAX_PROBLEMS = 50
+NICE = 10
+"""The drain's CPU priority below the callers' (a background writer: the journal keeps the calls)."""
 
 
 @dataclass
@@ -546,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
         drain.stopping = True
 
     signal.signal(signal.SIGTERM, stop)
+    with contextlib.suppress(OSError):
+        os.nice(NICE)  # under load the calls get the CPU first; the drain catches up after them
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C meant for the script that started us
     log.info("draining %s for %s", store_dir, drain.uri)
     try:
