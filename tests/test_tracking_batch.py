@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from orchlab.calls import CallContext, CallRecord
-from orchlab.tracking.drain import MAX_BATCH, REJECTED_FILE, STATUS_FILE
+from orchlab.tracking.drain import MAX_BATCH, NICE, REJECTED_FILE, STATUS_FILE
 from orchlab.tracking.journal import Journal, Progress, journals
 from orchlab.tracking.mlflow_writes import PUBLIC_ONLY_METADATA, MlflowWriter
 from orchlab.tracking.records import feedback_payload, new_trace_id, trace_payload
@@ -29,6 +29,7 @@ from tests.tracking_support import (  # noqa: F401  (the *_fixture names registe
     mlflow_client,
     template_db_fixture,
     tracking_on_fixture,
+    wait_until,
 )
 
 EXPERIMENT = "trk/batch"
@@ -293,3 +294,21 @@ def test_a_record_that_is_not_a_trace_the_drain_can_build_fails_alone(
     assert sorted(stored_trace_ids(writer.settings)) == sorted(
         r["trace_id"] for r in records if r is not records[2]
     )
+
+
+def test_the_drain_runs_below_its_callers_cpu_priority(tmp_path: Path, template_db: Path) -> None:
+    settings = settings_for(tmp_path, template_db)
+    journal = Journal(settings)
+    journal.append(a_record(0))
+    journal.close()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchlab.tracking.drain", str(settings.store_dir), "--idle", "30"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: (settings.store_dir / STATUS_FILE).exists(), 60, "the drain's status")
+        expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + NICE)
+        assert os.getpriority(os.PRIO_PROCESS, proc.pid) == expected
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
