@@ -1,0 +1,98 @@
+"""The gateway on loopback for tests: `Served` runs ``create_app(...)`` on uvicorn in a thread, on
+a free port; `served` is the fixture. Upstream: the loopback wire servers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers.openai_wire import OpenAIWireServer
+
+KEY = "sk-gw-upstream-0123456789-SECRET"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Served:
+    """uvicorn serving an app on 127.0.0.1 in a background thread (its own event loop)."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def start(self) -> Served:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def gateway_yaml(upstream: OpenAIWireServer, gateway: str = "", extra: str = "") -> str:
+    """Roles on the loopback OpenAI server (key in ORCH_AUTH_UP_API_KEY), priced; ``gateway``
+    is the body of the ``gateway:`` section (indented by 2)."""
+    section = f"gateway:\n{gateway}" if gateway else ""
+    return f"""
+project: gw
+tracking: {{enabled: false}}
+providers:
+  up: {{type: openai, api_base: "{upstream.base_url}", auth_profile: up, max_retries: 0}}
+models:
+  "up:cheap": {{input_price_per_mtok: 1.0, output_price_per_mtok: 2.0}}
+  "up:big": {{input_price_per_mtok: 10.0, output_price_per_mtok: 20.0}}
+roles:
+  llm.inference: {{provider: up, model: cheap}}
+  llm.big: {{provider: up, model: big}}
+{extra}
+{section}
+"""
+
+
+@pytest.fixture(name="serve")
+def serve_fixture(
+    monkeypatch: pytest.MonkeyPatch, write_config: Callable[[str], Path]
+) -> Iterator[Callable[..., Served]]:
+    """``serve(yaml)`` (or ``serve(client=...)``): the gateway for it, stopped after the test."""
+    from orchlab.serve import create_app
+
+    monkeypatch.setenv("ORCH_AUTH_UP_API_KEY", KEY)
+    started: list[Served] = []
+
+    def start(yaml: str | None = None, **kwargs: Any) -> Served:
+        app = create_app(write_config(yaml) if yaml is not None else None, **kwargs)
+        served = Served(app).start()
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        served.stop()
