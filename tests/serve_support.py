@@ -69,9 +69,11 @@ providers:
 models:
   "up:cheap": {{input_price_per_mtok: 1.0, output_price_per_mtok: 2.0}}
   "up:big": {{input_price_per_mtok: 10.0, output_price_per_mtok: 20.0}}
+  "up:tiny": {{input_price_per_mtok: 1.0, output_price_per_mtok: 2.0, context_window: 50}}
 roles:
   llm.inference: {{provider: up, model: cheap}}
   llm.big: {{provider: up, model: big}}
+  llm.tiny: {{provider: up, model: tiny}}
 {extra}
 {section}
 """

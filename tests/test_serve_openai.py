@@ -91,3 +91,114 @@ def test_unknown_route_and_method_are_openai_shaped(serve, openai_server: OpenAI
     assert r.status_code == 404 and r.json()["error"]["message"] == "no route GET /v1/nothing"
     r = httpx.get(f"{served.base_url}/chat/completions")
     assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_streaming_with_usage_through_the_sdk(serve, openai_server: OpenAIWireServer) -> None:
+    served = serve(gateway_yaml(openai_server))
+    chunks = list(
+        sdk(served).chat.completions.create(
+            model="llm.inference", messages=Q, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "echo: What is 2+2? "  # the upstream's words, each with its space
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == 3
+    assert chunks[-1].usage.completion_tokens == 4
+    assert all(c.usage is None for c in chunks[:-1])
+    assert len({c.id for c in chunks}) == 1 and openai_server.last.body["stream"] is True
+
+
+def test_streaming_wire_format_ends_with_done(serve, openai_server: OpenAIWireServer) -> None:
+    served = serve(gateway_yaml(openai_server))
+    body = {"model": "llm.inference", "messages": Q, "stream": True}
+    with httpx.stream("POST", f"{served.base_url}/chat/completions", json=body) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        frames = [line for line in r.iter_lines() if line]
+    assert frames[-1] == "data: [DONE]" and all(f.startswith("data: ") for f in frames)
+    assert '"usage"' not in "".join(frames)  # no usage unless asked
+
+
+def test_sdk_stream_helper_and_async_client(serve, openai_server: OpenAIWireServer) -> None:
+    served = serve(gateway_yaml(openai_server))
+    with sdk(served).chat.completions.stream(model="llm.inference", messages=Q) as stream:
+        final = stream.get_final_completion()
+    assert final.choices[0].message.content == "echo: What is 2+2? "
+
+    async def call() -> tuple[str, str]:
+        client = openai.AsyncOpenAI(base_url=served.base_url, api_key="k", max_retries=0)
+        r = await client.chat.completions.create(model="llm.big", messages=Q)
+        parts = []
+        async for c in await client.chat.completions.create(model="llm.big", messages=Q, stream=True):
+            parts.append(c.choices[0].delta.content or "" if c.choices else "")
+        await client.close()
+        return r.choices[0].message.content or "", "".join(parts)
+
+    import asyncio
+
+    assert asyncio.run(call()) == ("echo: What is 2+2?", "echo: What is 2+2? ")
+
+
+def test_max_tokens_zero_is_an_empty_completion_of_length(serve, openai_server: OpenAIWireServer) -> None:
+    served = serve(gateway_yaml(openai_server))
+    r = sdk(served).chat.completions.create(model="llm.inference", messages=Q, max_tokens=0)
+    assert r.choices[0].message.content == "" and r.choices[0].finish_reason == "length"
+    assert r.usage.total_tokens == 0 and openai_server.requests == []
+    r = sdk(served).chat.completions.create(model="llm.inference", messages=Q, max_completion_tokens=0)
+    assert r.choices[0].finish_reason == "length"
+    chunks = list(
+        sdk(served).chat.completions.create(model="llm.inference", messages=Q, max_tokens=0, stream=True)
+    )
+    assert [c.choices[0].finish_reason for c in chunks] == [None, "length"]
+    assert openai_server.requests == []
+
+
+def test_unsupported_parameters_are_refused_naming_them(serve, openai_server: OpenAIWireServer) -> None:
+    served = serve(gateway_yaml(openai_server))
+    client = sdk(served)
+    for kwargs, param in [
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"n": 2}, "n"),
+        ({"extra_body": {"made_up": 1}}, "made_up"),
+        ({"messages": [{"role": "user", "content": "hi", "name": "bob"}]}, "messages[0].name"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(**{"model": "llm.inference", "messages": Q, **kwargs})
+        assert info.value.body["param"] == param, kwargs
+        assert param.split("[")[0].split(".")[-1] in info.value.body["message"]
+    assert openai_server.requests == []
+
+
+def test_drop_params_drops_what_the_gateway_cannot_honour(serve, openai_server: OpenAIWireServer) -> None:
+    served = serve(gateway_yaml(openai_server, "  drop_params: true\n"))
+    r = sdk(served).chat.completions.create(
+        model="llm.inference",
+        messages=[{"role": "developer", "content": "be brief", "name": "ops"}, *Q],
+        frequency_penalty=0.5,
+        modalities=["text", "audio"],
+        store=True,
+        user="alice",
+        metadata={"team": "ds"},
+        stream_options=None,
+        extra_body={"made_up": 1},
+    )
+    assert r.choices[0].message.content == "echo: What is 2+2?"
+    sent = openai_server.last.body
+    assert sent["messages"] == [{"role": "system", "content": "be brief"}, *Q]
+    assert not {"frequency_penalty", "modalities", "store", "made_up", "user", "metadata"} & set(sent)
+
+
+def test_response_format_and_logprobs_are_forwarded(serve, openai_server: OpenAIWireServer) -> None:
+    served = serve(gateway_yaml(openai_server))
+    sdk(served).chat.completions.create(
+        model="llm.inference",
+        messages=Q,
+        response_format={"type": "json_object"},
+        logprobs=True,
+        top_logprobs=2,
+    )
+    sent = openai_server.last.body
+    assert sent["response_format"] == {"type": "json_object"} and sent["logprobs"] is True
+    assert sent["top_logprobs"] == 2
