@@ -154,3 +154,92 @@ def test_cli_reports_a_config_error_without_starting(write_config, tmp_path) -> 
     assert out.returncode == 2 and "gateway.aliases" in out.stderr and "Traceback" not in out.stderr
     out = subprocess.run([sys.executable, "-m", "orchlab", "serve", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--workers" in out.stdout and "127.0.0.1" in out.stdout
+
+
+def test_tags_reach_the_call_record_on_every_path(
+    client_for, openai_server: OpenAIWireServer, monkeypatch
+) -> None:
+    import asyncio
+
+    monkeypatch.setenv("ORCH_AUTH_UP_API_KEY", "sk-upstream-key-0123456789")
+    client = client_for(
+        gateway_yaml(openai_server, extra="  llm.safe: {provider: up, model: big, fallbacks: ['up:cheap']}")
+    )
+    seen: list[dict] = []
+
+    class Recorder:
+        def call_finished(self, record):
+            seen.append(dict(record.context.tags))
+
+    client.observers.add(Recorder())
+
+    async def calls() -> None:
+        await client.arun("llm.inference", [{"role": "user", "content": "a"}], tags={"k": "plain"})
+        await client.arun("llm.safe", [{"role": "user", "content": "a"}], tags={"k": "strategy"})
+        async for _ in client.stream(
+            "llm.inference", [{"role": "user", "content": "a"}], tags={"k": "stream"}
+        ):
+            pass
+        async for _ in client.stream("llm.safe", [{"role": "user", "content": "a"}], tags={"k": "logic"}):
+            pass
+
+    asyncio.run(calls())
+    assert seen == [{"k": "plain"}, {"k": "strategy"}, {"k": "stream"}, {"k": "logic"}]
+
+
+def test_import_orchlab_does_not_load_the_gateway() -> None:
+    code = (
+        "import sys, orchlab, orchlab.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'uvicorn', 'starlette')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_missing_fastapi_names_the_extra(monkeypatch) -> None:
+    from orchlab.errors import MissingDependencyError
+    from orchlab.serve.app import require_fastapi
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'orchlab\[gateway\]'") as info:
+        require_fastapi()
+    assert info.value.extra == "gateway" and info.value.module == "fastapi"
+
+
+@pytest.mark.server
+def test_several_workers_each_serve(write_config, openai_server: OpenAIWireServer, monkeypatch) -> None:
+    from tests.serve_support import free_port
+    from tests.tracking_support import wait_until
+
+    monkeypatch.setenv("ORCH_AUTH_UP_API_KEY", "sk-upstream-key-0123456789")
+    config = write_config(gateway_yaml(openai_server))
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "orchlab",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+
+        def answer() -> httpx.Response | None:
+            try:
+                return httpx.post(
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    json={"model": "llm.inference", "messages": [{"role": "user", "content": "hi"}]},
+                )
+            except httpx.HTTPError:
+                return None
+
+        r = wait_until(answer, timeout=60, what="the workers starting")
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "echo: hi"
+    finally:
+        proc.terminate()
+        proc.wait(30)
