@@ -188,16 +188,31 @@ class Orchestrator:
             raise
         return self.dispatch.observe.answered(ctx, response)
 
-    async def arun(self, role: str, messages: object, params_override: ParamsOverride = None) -> LLMResponse:
+    async def arun(
+        self,
+        role: str,
+        messages: object,
+        params_override: ParamsOverride = None,
+        *,
+        tags: Mapping[str, str] | None = None,
+    ) -> LLMResponse:
         """`run` for async code: the call runs on the caller's own event loop (no thread hop),
         but for an adapter that does not run on any loop (`Provider.runs_on_any_loop`), which
-        is awaited on orchlab's engine loop. ``async for`` over `stream` and the ``a*`` API too."""
+        is awaited on orchlab's engine loop. ``async for`` over `stream` and the ``a*`` API too.
+        ``tags`` go on the call's trace (``stream`` takes them too)."""
         if self._has_strategy(role):
-            return await self._complete(messages, role=role, params=params_override)
-        ctx, resolved, request = self._single(role, messages, params_override)
+            return await self._complete(messages, role=role, params=params_override, tags=tags)
+        ctx, resolved, request = self._single(role, messages, params_override, tags)
         return await self.dispatch.finish(ctx, self.dispatch.attempt(ctx, resolved, request))
 
-    def stream(self, role: str, messages: object, params_override: ParamsOverride = None) -> ResponseStream:
+    def stream(
+        self,
+        role: str,
+        messages: object,
+        params_override: ParamsOverride = None,
+        *,
+        tags: Mapping[str, str] | None = None,
+    ) -> ResponseStream:
         """Iterate (sync or async) over text deltas; ``.response`` holds the final answer.
 
         A role with a ``strategy:``, ``candidates:`` or ``fallbacks:`` streams its logic: a
@@ -208,8 +223,8 @@ class Orchestrator:
         if self._has_strategy(role):
             from orchlab.strategies.answer import stream
 
-            return ResponseStream(stream(self, messages, role=role, params=params_override))
-        ctx, resolved, request = self._single(role, messages, params_override)
+            return ResponseStream(stream(self, messages, role=role, params=params_override, tags=tags))
+        ctx, resolved, request = self._single(role, messages, params_override, tags)
         return ResponseStream(self.dispatch.stream(ctx, resolved, request))
 
     # --- strategies (orchlab.strategies) ----------------------------------------------------
@@ -317,12 +332,17 @@ class Orchestrator:
         )
 
     def _single(
-        self, role: str, messages: object, params_override: ParamsOverride
+        self,
+        role: str,
+        messages: object,
+        params_override: ParamsOverride,
+        tags: Mapping[str, str] | None = None,
     ) -> tuple[CallContext, ResolvedLLMConfig, ModelRequest]:
         """A plain role call: its context, the role's binding and the request."""
         resolved = self.resolve(role)
         request = self._request(resolved, messages, params_override)
-        return CallContext(role=role, strategy="single", messages=request.messages), resolved, request
+        ctx = CallContext(role=role, strategy="single", messages=request.messages, tags=dict(tags or {}))
+        return ctx, resolved, request
 
     # --- lifecycle ---------------------------------------------------------------------------
 

@@ -59,3 +59,22 @@ def test_lower_layers_never_import_the_orchestrator_or_a_logic() -> None:
             if within(imported, UPPER):
                 upward.append(f"{path.relative_to(ROOT.parent)}:{line} imports {imported}")
     assert upward == []
+
+
+SERVE = ("orchlab.serve",)
+SERVE_USERS = ("orchlab.cli", "orchlab.__main__")
+
+
+def test_only_the_cli_imports_the_gateway() -> None:
+    # orchlab.serve is the top layer (it imports the orchestrator); the library never needs it
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        name = module_name(path)
+        if within(name, SERVE) or name in SERVE_USERS:
+            continue
+        for line, imported in imports(path):
+            if within(imported, SERVE):
+                found.append(f"{path.relative_to(ROOT.parent)}:{line} imports {imported}")
+    assert found == []
+    cli = {name for _, name in imports(ROOT / "cli.py")}
+    assert "orchlab.serve.app" in cli  # the walker sees the CLI's lazy import of the gateway

@@ -209,8 +209,8 @@ def check_models_and_budgets(config: OrchestratorConfig, *, source: str = "<conf
 
 
 def check_strategy_references(config: OrchestratorConfig, *, source: str = "<config>") -> None:
-    """Judges, aggregators, routes and the classifier name a role or a 'provider:model' of a defined
-    provider."""
+    """Judges, aggregators, routes, the classifier and the gateway's aliases name a role or a
+    'provider:model' of a defined provider; the gateway's ``expose`` names roles."""
     refs: list[tuple[str, str]] = []
     for role_name, role in config.roles.items():
         for key, section in (("cascade", role.cascade), ("parallel", role.parallel)):
@@ -228,9 +228,22 @@ def check_strategy_references(config: OrchestratorConfig, *, source: str = "<con
     for task, route in routing.routes.items():
         for tier, ref in route.items() if isinstance(route, dict) else [(None, route)]:
             refs.append((f"routing.routes.{task}" + (f".{tier}" if tier else ""), ref))
+    for alias, ref in config.gateway.aliases.items():
+        if ref[:4].lower() != "urn:":  # a URN is checked by the gateway when it starts (orchlab.serve)
+            refs.append((f"gateway.aliases.{alias}", ref))
+    for i, role_name in enumerate(config.gateway.expose or ()):
+        if role_name not in config.roles:
+            refs.append((f"gateway.expose[{i}]", role_name))
     for key, ref in refs:
         if ref in config.roles:
             continue
+        if key.startswith("gateway.expose"):
+            raise UnknownRoleError(
+                f"{source}: {key}: {ref!r} is not a defined role (defined: "
+                f"{', '.join(sorted(config.roles)) or 'none'})" + _did_you_mean(ref, config.roles),
+                role=ref,
+                suggestions=difflib.get_close_matches(ref, list(config.roles), n=3, cutoff=0.5),
+            )
         provider_name, sep, model = ref.partition(":")
         if not sep or not model:
             raise UnknownRoleError(

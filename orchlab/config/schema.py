@@ -431,6 +431,26 @@ class BudgetsConfig(_Strict):
     per_role_usd: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
 
 
+class GatewayConfig(_Strict):
+    """``orchlab serve`` (`orchlab.serve`): what the request's ``model`` may name, and the limits on
+    a request."""
+
+    aliases: dict[str, str] = Field(
+        default_factory=dict, description="a model name callers send -> a role, 'provider:model' or a URN"
+    )
+    allow_direct_targets: bool = Field(
+        default=False, description="accept 'provider:model' of a configured provider as the model"
+    )
+    drop_params: bool = Field(
+        default=False, description="drop OpenAI parameters the gateway cannot honour instead of a 400"
+    )
+    max_body_bytes: int = Field(default=1_048_576, gt=0, description="a larger request body is a 413")
+    read_timeout_s: float = Field(
+        default=10.0, gt=0, description="time to receive a whole request body, else a 408"
+    )
+    expose: list[str] | None = Field(default=None, description="the roles served (default: every role)")
+
+
 class OrchestratorConfig(_Strict):
     project: str
     env: str = "dev"
@@ -443,6 +463,7 @@ class OrchestratorConfig(_Strict):
         default_factory=dict, description="'provider:model' -> prices, context window, capabilities, tier"
     )
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
 
     def for_env(self, env: str) -> OrchestratorConfig:
         """This config as seen from ``env``: that env's overlay merged over the base."""

@@ -15,7 +15,7 @@ Where a call takes a role it takes a target: a role, ``'provider:model'`` or a U
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from orchlab.calls import CallContext
@@ -189,6 +189,7 @@ async def complete(
     params: object = None,
     where: str = "params_override",
     keywords: tuple[str, ...] = (),
+    tags: Mapping[str, str] | None = None,
     **options: Any,
 ) -> LLMResponse:
     """What answers ``client.complete`` / ``ensemble`` / ``run`` with a logic (on the engine loop).
@@ -200,7 +201,7 @@ async def complete(
         params = check_params(params, where=where, keywords=keywords)
     messages = as_messages(prompt, system)
     plan = plan_for_target(orch, role, strategy=strategy, model=model, candidates=candidates, **options)
-    ctx = CallContext(role=plan.role, strategy=str(plan.strategy), messages=messages)
+    ctx = CallContext(role=plan.role, strategy=str(plan.strategy), messages=messages, tags=dict(tags or {}))
     if plan.strategy is Strategy.SINGLE:
         # the plain call needs no `Answering`: one attempt, the trail attached by Observe
         cand = plan.candidates[0]
@@ -224,7 +225,12 @@ async def execute(answering: Answering, plan: Plan) -> Outcome:
 
 
 async def stream(
-    orch: Orchestrator, messages: object, *, role: str, params: object = None
+    orch: Orchestrator,
+    messages: object,
+    *,
+    role: str,
+    params: object = None,
+    tags: Mapping[str, str] | None = None,
 ) -> AsyncIterator[StreamChunk]:
     """``client.stream`` on a role with a strategy (or a URN, or ``'provider:model'``): the logic's
     deltas, then one last chunk with the whole decision trail and the cost rolled up over every
@@ -232,7 +238,9 @@ async def stream(
     if params is not None:
         params = check_params(params)
     plan = plan_for_target(orch, role)
-    ctx = CallContext(role=plan.role, strategy=str(plan.strategy), messages=as_messages(messages))
+    ctx = CallContext(
+        role=plan.role, strategy=str(plan.strategy), messages=as_messages(messages), tags=dict(tags or {})
+    )
     answering = Answering(orch, ctx, ctx.messages, params, plan.spec.retry if plan.spec is not None else None)
     answered = False
     try:
