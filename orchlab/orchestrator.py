@@ -30,7 +30,7 @@ from orchlab.providers.pool import ProviderPool
 from orchlab.redaction import mask_keys_in_logs
 from orchlab.resolution import Binding, ResolvedLLMConfig, Resolver, check_params, parse_target
 from orchlab.strategies.health import ProviderHealth
-from orchlab.tracking.observer import attach as attach_tracking
+from orchlab.tracking.settings import resolve_settings
 from orchlab.types import LLMResponse, ModelRequest, ResponseStream, to_messages
 from orchlab.usage import KEYS as USAGE_KEYS
 from orchlab.usage import UsageTracker
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from orchlab.tracking.feedback import Rating
+    from orchlab.tracking.observer import Tracking
 
 ParamsOverride = Mapping[str, Any] | None
 # keyword names of complete() / ensemble(), for "did you mean" on a misspelt one that would
@@ -84,13 +85,19 @@ class Orchestrator:
         self.usage_tracker = UsageTracker()
         self.observers.add(self.usage_tracker)
         self.observers.add(self.budgets)
-        self.tracking = attach_tracking(
-            config,
-            self.observers,
-            base_dir=config_path.parent if config_path is not None else None,
-            keys=self.resolver.configured_keys,
+        self._tracking: Tracking | None = None
+        base_dir = config_path.parent if config_path is not None else None
+        self._tracking_settings = resolve_settings(
+            config.tracking, project=config.project, env=config.env, base_dir=base_dir
         )
-        """MLflow tracking (YAML ``tracking:``): every call becomes a trace; rate one with `feedback`."""
+        if self._tracking_settings.enabled:
+            # the observer (journal, drain launcher) is imported only when tracking is on: a
+            # one-shot script with tracking off never loads it (issue 13, first call)
+            from orchlab.tracking.observer import attach as attach_tracking
+
+            self._tracking = attach_tracking(
+                config, self.observers, base_dir=base_dir, keys=self.resolver.configured_keys
+            )
         self.catalog = Catalog(
             config,
             provider_config=self.resolver.provider_config,
@@ -107,6 +114,17 @@ class Orchestrator:
             providers_here=self.providers.here,
         )
         """The call pipeline: passes, one provider attempt, settle, observe (`orchlab.pipeline`)."""
+
+    @property
+    def tracking(self) -> Tracking:
+        """MLflow tracking (YAML ``tracking:``): every call becomes a trace; rate one with `feedback`."""
+        if self._tracking is None:
+            # tracking was off when the client was built: its (disabled) settings, built on first use
+            from orchlab.tracking.observer import Tracking
+
+            settings, keys = self._tracking_settings, self.resolver.configured_keys
+            self._tracking = Tracking(settings, self.config, keys=keys)
+        return self._tracking
 
     def __repr__(self) -> str:
         return (
