@@ -219,3 +219,19 @@ def check_tool_choice(choice: object, tools: tuple[Tool, ...], where: str = "too
             parameter=where,
         )
     return choice
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOffer:
+    """The tools one call offers the model, ``tool_choice`` and ``parallel_tool_calls`` (what
+    goes on each `ModelRequest` of the call)."""
+
+    tools: tuple[Tool, ...] = ()
+    choice: str | None = None
+    parallel: bool | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.tools) or self.choice is not None or self.parallel is not None
+
+
+NO_TOOLS = ToolOffer()

@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from orchlab.errors import ConfigError, InvalidRequestError
 from orchlab.plugins import did_you_mean
-from orchlab.tools.functions import AnyTool, FunctionTool, as_tool
+from orchlab.tools.functions import AnyTool, FunctionTool, as_tool, schemas
+from orchlab.tools.model import ToolOffer, check_tool_choice
 
 _imported: dict[str, FunctionTool] = {}
 
@@ -81,3 +82,40 @@ def gather_tools(
     for t in out:
         unique.setdefault(id(t), t)  # a tool in a toolset and in tools= is offered once
     return tuple(unique.values())
+
+
+TOOL_PARAMS = ("tools", "tool_choice", "parallel_tool_calls")
+"""Names in a call's params that are no generation params but the tool offer (OpenAI's)."""
+
+
+def lift_tool_params(params: object) -> tuple[object, dict[str, object]]:
+    """``params`` without OpenAI's ``tools`` / ``tool_choice`` / ``parallel_tool_calls``, and those."""
+    if not isinstance(params, Mapping) or not any(k in params for k in TOOL_PARAMS):
+        return params, {}
+    rest = {k: v for k, v in params.items() if k not in TOOL_PARAMS}
+    return rest, {k: params[k] for k in TOOL_PARAMS if k in params}
+
+
+def make_offer(
+    toolsets: Mapping[str, Sequence[str]],
+    role_toolset: str | None,
+    *,
+    tools: object = None,
+    toolset: str | None = None,
+    tool_choice: object = None,
+    parallel_tool_calls: object = None,
+) -> tuple[ToolOffer, tuple[AnyTool, ...]]:
+    """A call's `ToolOffer` (the schemas sent) and its tools (what `delegate` runs)."""
+    found = gather_tools(tools, toolset, toolsets, role_toolset)
+    sent = schemas(found)
+    choice = check_tool_choice(tool_choice, sent)
+    if choice is not None and choice != "none" and not sent:
+        raise InvalidRequestError(
+            f"tool_choice is {choice!r} but the call offers no tools: pass tools= or toolset=",
+            parameter="tool_choice",
+        )
+    if parallel_tool_calls is not None and not isinstance(parallel_tool_calls, bool):
+        raise InvalidRequestError(
+            "parallel_tool_calls must be true or false", parameter="parallel_tool_calls"
+        )
+    return ToolOffer(sent, choice, parallel_tool_calls), found
