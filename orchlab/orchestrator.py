@@ -379,6 +379,43 @@ class Orchestrator:
 
     ensemble = sync_twin(aensemble)
 
+    async def adelegate(
+        self,
+        task: object,
+        *,
+        role: str | None = None,
+        tools: object = None,
+        toolset: str | None = None,
+        max_steps: int = 8,
+        tool_choice: object = None,
+        parallel_tool_calls: bool | None = None,
+        system: str | None = None,
+        **params: Any,
+    ) -> LLMResponse:
+        """Give ``role`` a task and tools: the model is called, the tools it asks for are run (at
+        once when it asks for several) and their results sent back, until it answers in text or
+        ``max_steps`` model calls are made (`orchlab.tools.delegate`). One trace with a TOOL span
+        per tool run; ``response.decision`` holds every step and tool run, ``cost_usd`` their sum.
+        ``delegate`` is the same for synchronous code."""
+        from orchlab.tools.delegate import delegate
+
+        return await run_async(
+            delegate(
+                self,
+                task,
+                role=role,
+                tools=tools,
+                toolset=toolset,
+                max_steps=max_steps,
+                tool_choice=tool_choice,
+                parallel_tool_calls=parallel_tool_calls,
+                system=system,
+                params=params or None,
+            )
+        )
+
+    delegate = sync_twin(adelegate)
+
     async def _complete(self, prompt: object, **kwargs: Any) -> LLMResponse:
         from orchlab.strategies.answer import complete
 

@@ -32,9 +32,10 @@ class Message:
 
     role: MessageRole
     content: str
-    tool_calls: tuple[ToolCall, ...] = ()
-    tool_call_id: str | None = None
-    is_error: bool = False
+    # keyword-only: a subclass's own fields (`PromptMessage`'s prompt, version) stay positional
+    tool_calls: tuple[ToolCall, ...] = field(default=(), kw_only=True)
+    tool_call_id: str | None = field(default=None, kw_only=True)
+    is_error: bool = field(default=False, kw_only=True)
 
 
 def to_messages(messages: object) -> list[Message]:
@@ -140,7 +141,13 @@ def _tool_message(i: int, m: Message | Mapping[str, Any], before: list[Message])
         raise InvalidRequestError(f"{where}.is_error must be true or false", parameter=f"{where}.is_error")
     if isinstance(m, Message):
         return m
-    return Message(cast(MessageRole, role), cast(str, content), calls, call_id, is_error)
+    return Message(
+        cast(MessageRole, role),
+        cast(str, content),
+        tool_calls=calls,
+        tool_call_id=cast(str | None, call_id),
+        is_error=cast(bool, is_error),
+    )
 
 
 def check_text(text: object, where: str) -> None:
@@ -265,6 +272,8 @@ class Attempt:
     """What the numbers cannot say (e.g. a cancelled call's tokens were never reported)."""
     overrun_usd: float | None = None
     """How much more than its budget reservation this call cost (charged as reported)."""
+    tool_calls: tuple[ToolCall, ...] = field(default=(), repr=False)
+    """The calls the model asked for in this attempt's answer."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,7 @@ def test_openai_shaped_tool_turns_become_messages() -> None:
         ]
     )
     assert messages[1] == Message(
-        "assistant", "", (ToolCall("call_a", "add", {"a": 1, "b": 2}, '{"a": 1, "b": 2}'),)
+        "assistant", "", tool_calls=(ToolCall("call_a", "add", {"a": 1, "b": 2}, '{"a": 1, "b": 2}'),)
     )
     assert messages[2] == Message("tool", "3", tool_call_id="call_a")
     assert messages[1].tool_calls[0].to_openai() == CALL

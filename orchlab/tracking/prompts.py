@@ -73,8 +73,8 @@ class RegisteredPrompt:
             raise PromptError(f"prompt {self.ref} could not be rendered: {exc}") from exc
         version = str(self.version)
         if isinstance(rendered, str):
-            return [PromptMessage("user", rendered, prompt=self.name, version=version)]
-        return [PromptMessage(m["role"], m["content"], prompt=self.name, version=version) for m in rendered]
+            return [PromptMessage("user", rendered, self.name, version)]
+        return [PromptMessage(m["role"], m["content"], self.name, version) for m in rendered]
 
     def __repr__(self) -> str:
         alias = f", aliases={list(self.aliases)}" if self.aliases else ""
