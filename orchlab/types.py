@@ -20,7 +20,7 @@ from orchlab.tools.model import Tool, ToolCall, ToolRun
 MessageRole = Literal["system", "user", "assistant", "tool"]
 MESSAGE_ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 _MESSAGE_KEYS = frozenset({"role", "content"})
-_TOOL_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id", "is_error", "name"})
+_TOOL_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id", "is_error"})
 
 
 @dataclass(frozen=True, slots=True)
