@@ -37,6 +37,9 @@ _EXPORTS: dict[str, str] = {
     "StrategyError": "orchlab.errors",
     "TaskType": "orchlab.strategies.routing",
     "Tier": "orchlab.catalog.model_info",
+    "Tool": "orchlab.tools.model",
+    "ToolCall": "orchlab.tools.model",
+    "ToolResult": "orchlab.tools.model",
     "UnknownCostError": "orchlab.errors",
     "Usage": "orchlab.types",
     "compare": "orchlab.tracking.compare",
@@ -46,6 +49,7 @@ _EXPORTS: dict[str, str] = {
     "load_config": "orchlab.config.loader",
     "load_prompt": "orchlab.tracking.prompts",
     "register_prompt": "orchlab.tracking.prompts",
+    "tool": "orchlab.tools.functions",
     "usage_history": "orchlab.tracking.history",
 }
 
@@ -72,6 +76,8 @@ if TYPE_CHECKING:
     from orchlab.strategies.base import EnsembleMode, Strategy
     from orchlab.strategies.logic import Logic
     from orchlab.strategies.routing import TaskType
+    from orchlab.tools.functions import tool
+    from orchlab.tools.model import Tool, ToolCall, ToolResult
     from orchlab.tracking.api import flush
     from orchlab.tracking.compare import compare
     from orchlab.tracking.history import history, usage_history

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from orchlab.errors import OrchlabWarning
+from orchlab.tools.model import ToolRun
 from orchlab.types import Attempt, LLMResponse, Message
 
 
@@ -32,6 +33,8 @@ class CallContext:
     log: bool = True
     tags: dict[str, Any] = field(default_factory=dict)
     """Free annotations for observers, e.g. the registered prompt name and version."""
+    tool_runs: list[ToolRun] = field(default_factory=list)
+    """The tools `delegate` ran in this call, in order (a TOOL span each in its trace)."""
 
     def new_attempt(
         self,

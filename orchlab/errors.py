@@ -29,7 +29,8 @@
     ├── PromptError                      a registered prompt or template could not be loaded/rendered
     ├── TrackingError                    misuse of the tracking API (bad rating, unknown trace)
     └── StrategyError                    a strategy could not produce an answer
-        └── AllAttemptsFailedError       also an ExceptionGroup holding every attempt's error
+        ├── AllAttemptsFailedError       also an ExceptionGroup holding every attempt's error
+        └── ToolLoopError                delegate() reached max_steps with tool calls still asked
 
 SDK exceptions are translated at the provider boundary (by behaviour: timeouts, broken
 connections, HTTP statuses, malformed bodies; see `orchlab.providers.translate`). The SDK's own
@@ -349,3 +350,14 @@ class AllAttemptsFailedError(StrategyError, ExceptionGroup):
 
     def derive(self, excs: Sequence[Exception]) -> AllAttemptsFailedError:  # type: ignore[override]
         return AllAttemptsFailedError(self.message, excs)
+
+
+class ToolLoopError(StrategyError):
+    """`delegate` made ``max_steps`` model calls and the model still asks for tools: no final
+    answer. ``response`` is the last answer (its tool calls, the decision trail with every tool
+    run, and the cost of every step)."""
+
+    def __init__(self, message: str, *, steps: int, response: object = None) -> None:
+        super().__init__(message)
+        self.steps = steps
+        self.response = response

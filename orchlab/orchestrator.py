@@ -30,6 +30,8 @@ from orchlab.providers.pool import ProviderPool
 from orchlab.redaction import mask_keys_in_logs
 from orchlab.resolution import Binding, ResolvedLLMConfig, Resolver, check_params, parse_target
 from orchlab.strategies.health import ProviderHealth
+from orchlab.tools.model import NO_TOOLS, ToolOffer
+from orchlab.tools.toolsets import TOOL_PARAMS, lift_tool_params, make_offer
 from orchlab.tracking.settings import resolve_settings
 from orchlab.types import LLMResponse, ModelRequest, ResponseStream, to_messages
 from orchlab.usage import KEYS as USAGE_KEYS
@@ -189,16 +191,33 @@ class Orchestrator:
     # loop thread: the overhead target of benchmarks/overhead.py). A role with a strategy goes
     # to `orchlab.strategies.answer`.
 
-    def run(self, role: str, messages: object, params_override: ParamsOverride = None) -> LLMResponse:
+    def run(
+        self,
+        role: str,
+        messages: object,
+        params_override: ParamsOverride = None,
+        *,
+        tools: object = None,
+        toolset: str | None = None,
+        tool_choice: object = None,
+        parallel_tool_calls: bool | None = None,
+    ) -> LLMResponse:
         """Answer ``messages`` with the model bound to ``role`` (works inside Jupyter's loop).
 
         A role with a ``strategy:`` (or ``candidates:`` / ``fallbacks:``) runs that strategy.
         ``role`` may also be ``'provider:model'`` or a URN (``urn:orchlab:race:candidates=a:m,b:m``,
         `orchlab.strategies.urn`); ``arun`` and ``stream`` take the same targets.
+
+        ``tools`` (functions, ``@orchlab.tool``, `orchlab.Tool`, OpenAI's JSON, toolset names) and
+        ``toolset`` (a YAML ``toolsets:`` entry; else the role's ``toolset:``) are offered to the
+        model; the calls it asks for are in ``response.tool_calls`` (`delegate` runs them).
         """
+        params_override, offer = self.offer(
+            role, params_override, tools, toolset, tool_choice, parallel_tool_calls
+        )
         if self._has_strategy(role):
-            return run_sync(self._complete(messages, role=role, params=params_override))
-        ctx, resolved, request = self._single(role, messages, params_override)
+            return run_sync(self._complete(messages, role=role, params=params_override, offer=offer))
+        ctx, resolved, request = self._single(role, messages, params_override, offer=offer)
         try:
             response = self.dispatch.attempt_sync(ctx, resolved, request)
         except BaseException as exc:
@@ -213,14 +232,21 @@ class Orchestrator:
         params_override: ParamsOverride = None,
         *,
         tags: Mapping[str, str] | None = None,
+        tools: object = None,
+        toolset: str | None = None,
+        tool_choice: object = None,
+        parallel_tool_calls: bool | None = None,
     ) -> LLMResponse:
         """`run` for async code: the call runs on the caller's own event loop (no thread hop),
         but for an adapter that does not run on any loop (`Provider.runs_on_any_loop`), which
         is awaited on orchlab's engine loop. ``async for`` over `stream` and the ``a*`` API too.
         ``tags`` go on the call's trace (``stream`` takes them too)."""
+        params_override, offer = self.offer(
+            role, params_override, tools, toolset, tool_choice, parallel_tool_calls
+        )
         if self._has_strategy(role):
-            return await self._complete(messages, role=role, params=params_override, tags=tags)
-        ctx, resolved, request = self._single(role, messages, params_override, tags)
+            return await self._complete(messages, role=role, params=params_override, tags=tags, offer=offer)
+        ctx, resolved, request = self._single(role, messages, params_override, tags, offer)
         return await self.dispatch.finish(ctx, self.dispatch.attempt(ctx, resolved, request))
 
     def stream(
@@ -230,20 +256,67 @@ class Orchestrator:
         params_override: ParamsOverride = None,
         *,
         tags: Mapping[str, str] | None = None,
+        tools: object = None,
+        toolset: str | None = None,
+        tool_choice: object = None,
+        parallel_tool_calls: bool | None = None,
     ) -> ResponseStream:
         """Iterate (sync or async) over text deltas; ``.response`` holds the final answer.
 
         A role with a ``strategy:``, ``candidates:`` or ``fallbacks:`` streams its logic: a
         fallback chain or a race streams the first candidate to produce a token (switching only
         before it); cascade, ensemble and auto stream their final answer. ``.response`` then
-        carries the whole decision trail and the cost of every attempt.
+        carries the whole decision trail and the cost of every attempt (and ``tool_calls``).
         """
+        params_override, offer = self.offer(
+            role, params_override, tools, toolset, tool_choice, parallel_tool_calls
+        )
         if self._has_strategy(role):
             from orchlab.strategies.answer import stream
 
-            return ResponseStream(stream(self, messages, role=role, params=params_override, tags=tags))
-        ctx, resolved, request = self._single(role, messages, params_override, tags)
+            return ResponseStream(
+                stream(self, messages, role=role, params=params_override, tags=tags, offer=offer)
+            )
+        ctx, resolved, request = self._single(role, messages, params_override, tags, offer)
         return ResponseStream(self.dispatch.stream(ctx, resolved, request))
+
+    # --- tools (orchlab.tools) ---------------------------------------------------------------
+
+    def offer(
+        self,
+        role: str | None,
+        params: ParamsOverride,
+        tools: object = None,
+        toolset: str | None = None,
+        tool_choice: object = None,
+        parallel_tool_calls: bool | None = None,
+    ) -> tuple[ParamsOverride, ToolOffer]:
+        """The call's params without OpenAI's tool keys, and the tools it offers: ``tools`` and
+        ``toolset`` (or those keys in ``params``), else the role's ``toolset:``."""
+        if params is not None and any(k in params for k in TOOL_PARAMS):
+            params, lifted = lift_tool_params(params)  # type: ignore[assignment]
+            tools = lifted.get("tools", tools)
+            tool_choice = lifted.get("tool_choice", tool_choice)
+            parallel_tool_calls = lifted.get("parallel_tool_calls", parallel_tool_calls)  # type: ignore[assignment]
+        spec = self.config.roles.get(role) if role is not None else None
+        role_toolset = spec.toolset if spec is not None else None
+        if (
+            tools is None
+            and toolset is None
+            and tool_choice is None
+            and parallel_tool_calls is None
+            and role_toolset is None
+        ):
+            return params, NO_TOOLS
+        offer, _ = make_offer(
+            self.config.toolsets,
+            role_toolset,
+            tools=tools,
+            toolset=toolset,
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
+        )
+        return params, offer
 
     # --- strategies (orchlab.strategies) ----------------------------------------------------
 
@@ -323,9 +396,46 @@ class Orchestrator:
 
     ensemble = sync_twin(aensemble)
 
+    async def adelegate(
+        self,
+        task: object,
+        *,
+        role: str | None = None,
+        tools: object = None,
+        toolset: str | None = None,
+        max_steps: int = 8,
+        tool_choice: object = None,
+        parallel_tool_calls: bool | None = None,
+        system: str | None = None,
+        **params: Any,
+    ) -> LLMResponse:
+        """Give ``role`` a task and tools: the model is called, the tools it asks for are run (at
+        once when it asks for several) and their results sent back, until it answers in text or
+        ``max_steps`` model calls are made (`orchlab.tools.delegate`). One trace with a TOOL span
+        per tool run; ``response.decision`` holds every step and tool run, ``cost_usd`` their sum.
+        ``delegate`` is the same for synchronous code."""
+        from orchlab.tools.delegate import delegate
+
+        return await delegate(
+            self,
+            task,
+            role=role,
+            tools=tools,
+            toolset=toolset,
+            max_steps=max_steps,
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
+            system=system,
+            params=params or None,
+        )
+
+    delegate = sync_twin(adelegate)
+
     async def _complete(self, prompt: object, **kwargs: Any) -> LLMResponse:
         from orchlab.strategies.answer import complete
 
+        if "offer" not in kwargs:  # complete()/ensemble(): tools come in **params (OpenAI's names)
+            kwargs["params"], kwargs["offer"] = self.offer(kwargs.get("role"), kwargs.get("params"))
         return await complete(self, prompt, **kwargs)
 
     def _has_strategy(self, role: str) -> bool:
@@ -339,7 +449,11 @@ class Orchestrator:
     # --- requests -------------------------------------------------------------------------------
 
     def _request(
-        self, resolved: ResolvedLLMConfig, messages: object, params_override: ParamsOverride
+        self,
+        resolved: ResolvedLLMConfig,
+        messages: object,
+        params_override: ParamsOverride,
+        offer: ToolOffer = NO_TOOLS,
     ) -> ModelRequest:
         return ModelRequest(
             model=resolved.model,
@@ -347,6 +461,9 @@ class Orchestrator:
             params=resolved.params
             if params_override is None
             else resolved.params.merged(check_params(params_override)),
+            tools=offer.tools,
+            tool_choice=offer.choice,
+            parallel_tool_calls=offer.parallel,
         )
 
     def _single(
@@ -355,10 +472,11 @@ class Orchestrator:
         messages: object,
         params_override: ParamsOverride,
         tags: Mapping[str, str] | None = None,
+        offer: ToolOffer = NO_TOOLS,
     ) -> tuple[CallContext, ResolvedLLMConfig, ModelRequest]:
         """A plain role call: its context, the role's binding and the request."""
         resolved = self.resolve(role)
-        request = self._request(resolved, messages, params_override)
+        request = self._request(resolved, messages, params_override, offer)
         ctx = CallContext(role=role, strategy="single", messages=request.messages, tags=dict(tags or {}))
         return ctx, resolved, request
 

@@ -15,15 +15,27 @@ from typing import Any, Literal, cast
 
 from orchlab.errors import InvalidRequestError
 from orchlab.loop import iterate_async, iterate_sync
+from orchlab.tools.model import Tool, ToolCall, ToolRun
 
-MessageRole = Literal["system", "user", "assistant"]
-MESSAGE_ROLES: tuple[str, ...] = ("system", "user", "assistant")
+MessageRole = Literal["system", "user", "assistant", "tool"]
+MESSAGE_ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+_MESSAGE_KEYS = frozenset({"role", "content"})
+_TOOL_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id", "is_error"})
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """One turn. An assistant turn may carry ``tool_calls`` (its text may then be empty); a
+    ``tool`` turn is a call's result: ``tool_call_id`` names the call, ``is_error`` says the tool
+    failed (OpenAI's message JSON, one to one; ``is_error`` is orchlab's, sent where the provider
+    has it)."""
+
     role: MessageRole
     content: str
+    # keyword-only: a subclass's own fields (`PromptMessage`'s prompt, version) stay positional
+    tool_calls: tuple[ToolCall, ...] = field(default=(), kw_only=True)
+    tool_call_id: str | None = field(default=None, kw_only=True)
+    is_error: bool = field(default=False, kw_only=True)
 
 
 def to_messages(messages: object) -> list[Message]:
@@ -42,15 +54,24 @@ def to_messages(messages: object) -> list[Message]:
     for i, m in enumerate(messages):
         if isinstance(m, Message):
             role, content = m.role, m.content
+            if m.tool_calls or role == "tool":
+                out.append(_tool_message(i, m, out))
+                continue
         elif isinstance(m, Mapping):
             role, content = m.get("role"), m.get("content")
-            extra = set(m) - {"role", "content"}
-            if extra:
+            if not _MESSAGE_KEYS.issuperset(m):
+                if _TOOL_KEYS.issuperset(m) or role == "tool":
+                    out.append(_tool_message(i, m, out))
+                    continue
+                extra = set(m) - _TOOL_KEYS
                 raise InvalidRequestError(
-                    f"messages[{i}] has unknown keys {sorted(extra, key=str)}; only 'role' and 'content' "
-                    "are used",
+                    f"messages[{i}] has unknown keys {sorted(extra, key=str)}; only 'role', 'content', "
+                    "'tool_calls', 'tool_call_id' and 'is_error' are used",
                     parameter=f"messages[{i}]",
                 )
+            if role == "tool":
+                out.append(_tool_message(i, m, out))
+                continue
         else:
             raise InvalidRequestError(
                 f"messages[{i}] must be a dict with 'role' and 'content', got {type(m).__name__}",
@@ -66,6 +87,67 @@ def to_messages(messages: object) -> list[Message]:
     if not out:
         raise InvalidRequestError("messages is empty: pass at least one {'role': 'user', ...}")
     return out
+
+
+def _tool_message(i: int, m: Message | Mapping[str, Any], before: list[Message]) -> Message:
+    """An assistant turn with tool calls, or a ``tool`` turn answering one of an earlier turn's
+    calls (OpenAI's JSON: ``tool_calls`` with ``function.arguments`` as JSON text, or `ToolCall`)."""
+    where = f"messages[{i}]"
+    role: object
+    content: object
+    call_id: object
+    is_error: object
+    calls: tuple[ToolCall, ...]
+    if isinstance(m, Message):
+        role, content, calls, call_id, is_error = m.role, m.content, m.tool_calls, m.tool_call_id, m.is_error
+    else:
+        role, content, call_id = m.get("role"), m.get("content"), m.get("tool_call_id")
+        is_error = m.get("is_error", False)
+        raw_calls = m.get("tool_calls") or ()
+        if isinstance(raw_calls, str | bytes | Mapping) or not isinstance(raw_calls, Iterable):
+            raise InvalidRequestError(f"{where}.tool_calls must be a list", parameter=f"{where}.tool_calls")
+        calls = tuple(ToolCall.from_openai(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(raw_calls))
+    if role not in MESSAGE_ROLES:
+        raise InvalidRequestError(
+            f"{where}.role is {role!r}; expected one of {', '.join(MESSAGE_ROLES)}", parameter=f"{where}.role"
+        )
+    if calls and role != "assistant":
+        raise InvalidRequestError(
+            f"{where} is a {role!r} turn with tool_calls: only an assistant turn calls tools",
+            parameter=f"{where}.tool_calls",
+        )
+    if role == "tool":
+        if not isinstance(call_id, str) or not call_id:
+            raise InvalidRequestError(
+                f"{where} is a tool result without a tool_call_id: name the call it answers",
+                parameter=f"{where}.tool_call_id",
+            )
+        asked = {c.id for earlier in before for c in earlier.tool_calls}
+        if call_id not in asked:
+            raise InvalidRequestError(
+                f"{where}.tool_call_id is {call_id!r}, but no earlier assistant turn made a call with that "
+                f"id (calls made: {', '.join(sorted(asked)) or 'none'})",
+                parameter=f"{where}.tool_call_id",
+            )
+    elif call_id is not None:
+        raise InvalidRequestError(
+            f"{where} is a {role!r} turn with a tool_call_id: only a 'tool' turn answers a call",
+            parameter=f"{where}.tool_call_id",
+        )
+    if content is None and (calls or role == "tool"):
+        content = ""
+    check_text(content, f"{where}.content")
+    if not isinstance(is_error, bool):
+        raise InvalidRequestError(f"{where}.is_error must be true or false", parameter=f"{where}.is_error")
+    if isinstance(m, Message):
+        return m
+    return Message(
+        cast(MessageRole, role),
+        cast(str, content),
+        tool_calls=calls,
+        tool_call_id=cast(str | None, call_id),
+        is_error=cast(bool, is_error),
+    )
 
 
 def check_text(text: object, where: str) -> None:
@@ -190,6 +272,8 @@ class Attempt:
     """What the numbers cannot say (e.g. a cancelled call's tokens were never reported)."""
     overrun_usd: float | None = None
     """How much more than its budget reservation this call cost (charged as reported)."""
+    tool_calls: tuple[ToolCall, ...] = field(default=(), repr=False)
+    """The calls the model asked for in this attempt's answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +286,8 @@ class Decision:
     winner: str | None = None
     rationale: str = ""
     scores: dict[str, float] = field(default_factory=dict)
+    tools: tuple[ToolRun, ...] = ()
+    """Every tool run of a `delegate` loop, in order (call, result, step, timing)."""
 
     def explain(self) -> str:
         """The trail as text: every attempt (stage, target, outcome, latency, tokens, cost) and why."""
@@ -244,6 +330,9 @@ class LLMResponse:
     overrun_usd: float | None = None
     """Set when the provider reported more usage than the worst case reserved under a budget:
     by how much the cost exceeded that reservation (it is charged in full; see `orchlab.pipeline.settle`)."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """The calls the model asked for instead of (or besides) text; ``finish_reason`` is then
+    ``"tool_calls"``. `delegate` runs them; ``run()`` returns them to the caller."""
 
     @property
     def target(self) -> str:
@@ -268,11 +357,16 @@ class LLMResponse:
 
 @dataclass(frozen=True, slots=True)
 class ModelRequest:
-    """What an adapter receives: the model id, validated messages and merged params."""
+    """What an adapter receives: the model id, validated messages and merged params; the tools
+    the model may call and ``tool_choice`` (``auto`` | ``none`` | ``required`` | a tool's name,
+    None: the provider's default); ``parallel_tool_calls=False`` asks for one call at a time."""
 
     model: str
     messages: tuple[Message, ...]
     params: GenerationParams = field(default_factory=GenerationParams)
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str | None = None
+    parallel_tool_calls: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
 """The provider boundary, the same for every adapter: deadlines that hold, SDK exceptions translated
-by behaviour, no empty success, no hidden tool call, no key reachable from an error.
+by behaviour, no empty success, no hidden tool call (it is returned), no key reachable from an error.
 
 Each test runs every cloud adapter (OpenAI, Anthropic, Gemini, Ollama) through its real SDK
 against its loopback wire server, called the way a user calls it (`client.run`, `client.stream`),
@@ -513,35 +513,33 @@ def test_a_stream_cut_short_after_some_text_is_not_a_success(
     assert info.value.retryable
 
 
-# --- item 18: a tool call is not an empty answer ----------------------------------------------------
+# --- item 18: a tool call is not an empty answer (issue 17: it is returned as a ToolCall) -----------
 
 
-def test_a_tool_call_answer_is_refused_with_the_tool_named(
-    kit: Kit, server: Any, make_client: MakeClient
-) -> None:
+def test_a_tool_call_answer_is_returned_not_hidden(kit: Kit, server: Any, make_client: MakeClient) -> None:
     client = make_client()
     server.push(Reply(body=kit.tool_answer(TOOL, kit.model)))
-    with pytest.raises(UnsupportedCapabilityError) as info:
-        client.run("r", MESSAGES)
-    err = info.value
-    assert (err.provider, err.model) == ("remote", kit.model)
-    assert f"call to the tool(s) {TOOL}" in str(err) and str(err).startswith(f"remote:{kit.model}")
+    response = client.run("r", MESSAGES)
+    assert [(c.name, dict(c.arguments)) for c in response.tool_calls] == [(TOOL, {"city": "Paris"})]
+    assert response.content == "" and response.tool_calls[0].id
 
 
-def test_a_streamed_tool_call_is_refused_with_the_tool_named(
-    kit: Kit, server: Any, make_client: MakeClient
-) -> None:
+def test_a_streamed_tool_call_is_returned_not_hidden(kit: Kit, server: Any, make_client: MakeClient) -> None:
     client = make_client()
     server.push(kit.stream(kit.tool_frames(TOOL, kit.model)))
-    with pytest.raises(UnsupportedCapabilityError) as info:
-        stream_text(client)
-    assert TOOL in str(info.value) and info.value.model == kit.model
+    stream = client.stream("r", MESSAGES)
+    assert stream.text() == ""
+    assert stream.response is not None
+    assert [(c.name, dict(c.arguments)) for c in stream.response.tool_calls] == [(TOOL, {"city": "Paris"})]
 
 
-def test_several_tool_calls_are_all_named(client_for: Callable[..., Orchestrator]) -> None:
+def test_a_call_to_a_custom_tool_is_refused_with_the_tool_named(
+    client_for: Callable[..., Orchestrator],
+) -> None:
+    """OpenAI's custom (free-text) tools have no function arguments to map: refused, named."""
     body = openai_wire.tool_call_body(TOOL, model="m")
-    second = {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
-    body["choices"][0]["message"]["tool_calls"].append(second)
+    custom = {"id": "call_2", "type": "custom", "custom": {"name": "grammar_tool", "input": "x"}}
+    body["choices"][0]["message"]["tool_calls"].append(custom)
     with openai_wire.OpenAIWireServer() as srv:
         srv.push(Reply(body=body))
         client = client_for(
@@ -553,7 +551,9 @@ def test_several_tool_calls_are_all_named(client_for: Callable[..., Orchestrator
               r: {{provider: local, model: m}}
             """
         )
-        with pytest.raises(UnsupportedCapabilityError, match=r"tool\(s\) get_weather, get_time instead"):
+        with pytest.raises(
+            UnsupportedCapabilityError, match=r"tool\(s\) grammar_tool, which are not function"
+        ):
             client.run("r", MESSAGES)
 
 

@@ -27,6 +27,9 @@ PUBLIC = [
     "StrategyError",
     "TaskType",
     "Tier",
+    "Tool",
+    "ToolCall",
+    "ToolResult",
     "UnknownCostError",
     "Usage",
     "compare",
@@ -36,6 +39,7 @@ PUBLIC = [
     "load_config",
     "load_prompt",
     "register_prompt",
+    "tool",
     "usage_history",
 ]
 
@@ -53,6 +57,12 @@ def test_every_public_name_resolves():
     assert issubclass(orchlab.RateLimitError, orchlab.ProviderError)
     assert orchlab.Provider.__module__ == "orchlab.providers.base"
     assert callable(orchlab.load_ipython_extension)
+    assert orchlab.ToolCall.from_text("c1", "f", '{"a": 1}').arguments == {"a": 1}
+
+    def double(x: int) -> int:
+        return 2 * x
+
+    assert orchlab.tool(double).tool.name == "double" and orchlab.tool(double)(4) == 8
 
 
 def test_unknown_attribute_is_an_attribute_error():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import tempfile
 import threading
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from orchlab.tools.model import Tool
 from orchlab.types import Message, ModelRequest
 
 if TYPE_CHECKING:
@@ -53,13 +55,22 @@ class TokenCounter(Protocol):
     def count_tokens(self, request: ModelRequest) -> int: ...
 
 
-def upper_bound(messages: Sequence[Message]) -> int:
-    """A ceiling on the prompt tokens of ``messages`` for byte-level BPE tokenizers (no tokenizer needed)."""
-    return (
+def upper_bound(messages: Sequence[Message], tools: Sequence[Tool] = ()) -> int:
+    """A ceiling on the prompt tokens of ``messages`` (their tool calls included) and the schemas of
+    ``tools`` for byte-level BPE tokenizers (no tokenizer needed)."""
+    bound = (
         sum(len(m.content.encode("utf-8")) for m in messages)
         + _BOUND_PER_MESSAGE * len(messages)
         + _BOUND_FIXED
     )
+    for m in messages:
+        for call in m.tool_calls:
+            bound += (
+                len(call.raw_arguments.encode("utf-8")) + len(call.name) + len(call.id) + _BOUND_PER_MESSAGE
+            )
+    for tool in tools:
+        bound += len(json.dumps(tool.to_openai(), ensure_ascii=False).encode("utf-8")) + _BOUND_PER_MESSAGE
+    return bound
 
 
 def estimate(messages: Sequence[Message]) -> int:

@@ -332,6 +332,9 @@ class RoleConfig(_Strict):
     budget_usd: float | None = Field(
         default=None, ge=0, description="this role's budget in USD (or budgets.per_role_usd)"
     )
+    toolset: str | None = Field(
+        default=None, description="a toolsets: entry its calls offer when the call names no tools"
+    )
 
     @model_validator(mode="after")
     def _own_model_or_candidates(self) -> RoleConfig:
@@ -454,6 +457,15 @@ class GatewayConfig(_Strict):
     expose: list[str] | None = Field(default=None, description="the roles served (default: every role)")
 
 
+ToolRef = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="an importable function, 'package.module:function'",
+    ),
+]
+
+
 class OrchestratorConfig(_Strict):
     project: str
     env: str = "dev"
@@ -467,6 +479,19 @@ class OrchestratorConfig(_Strict):
     )
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    toolsets: dict[str, list[ToolRef]] = Field(
+        default_factory=dict, description="name -> importable functions 'package.module:function'"
+    )
+
+    @model_validator(mode="after")
+    def _known_toolsets(self) -> OrchestratorConfig:
+        for name, role in self.roles.items():
+            if role.toolset is not None and role.toolset not in self.toolsets:
+                known = ", ".join(sorted(self.toolsets)) or "none defined"
+                raise ValueError(
+                    f"roles.{name}.toolset is {role.toolset!r}, which is not under toolsets: ({known})"
+                )
+        return self
 
     def for_env(self, env: str) -> OrchestratorConfig:
         """This config as seen from ``env``: that env's overlay merged over the base."""

@@ -72,6 +72,8 @@ class CellArgs(BaseModel):
     compare: list[str] = Field(default_factory=list)
     ensemble: str | None = None
     prompt: str | None = None
+    tools: list[str] = Field(default_factory=list)
+    """Toolset names or notebook variables holding functions: the cell runs `delegate`."""
     config: Path | None = None
     no_log: bool = False
     no_stream: bool = False
@@ -109,6 +111,10 @@ class CellArgs(BaseModel):
             raise ValueError("--compare needs at least two comma-separated targets")
         if self.ensemble and (self.strategy or self.model):
             raise ValueError("--ensemble picks its own models: drop --strategy/--model")
+        if self.tools and (self.compare or self.ensemble or self.strategy):
+            raise ValueError(
+                "--tools delegates to one role (or --model): drop --compare/--ensemble/--strategy"
+            )
         if self.insert and self.format != "code":
             raise ValueError("--insert puts the answer's code in a new cell: add -f code")
         return self
@@ -158,6 +164,12 @@ def cell_parser() -> _Parser:
     )
     p.add_argument("--ensemble", metavar="MODE", help="answer with an ensemble: vote, chain, judge, fuse")
     p.add_argument("--prompt", metavar="NAME@VERSION", help="a registered prompt; the cell holds variables")
+    p.add_argument(
+        "--tools",
+        type=_targets,
+        metavar="NAME",
+        help="delegate with a toolset or a variable holding functions",
+    )
     p.add_argument("--config", metavar="PATH", help="a config file for this cell")
     p.add_argument("--no-log", action="store_true", dest="no_log", help="do not record this call")
     p.add_argument("--no-stream", action="store_true", dest="no_stream", help="show only the final answer")
@@ -194,6 +206,7 @@ def parse_cell_args(line: str) -> CellArgs:
     values = vars(ns)
     values["params"] = dict(values.pop("param"))
     values["compare"] = [t for group in values["compare"] or () for t in group]
+    values["tools"] = values["tools"] or []
     try:
         return CellArgs.model_validate(values)
     except ValidationError as exc:

@@ -108,8 +108,43 @@ def run_cell(shell: Any, session: NotebookSession, args: CellArgs, body: str) ->
         shell.user_ns[args.out] = response
     if chat is not None:
         chat.add(prompt, response.content)
+    if args.tools:
+        show_tool_runs(response)
     show(shell, client, response, args)
     return response
+
+
+def tool_items(names: list[str], namespace: Mapping[str, Any]) -> list[object]:
+    """``--tools`` names: a notebook variable (a function, an ``@orchlab.tool``, or a list of
+    them) or else a YAML toolset's name (checked by the library, with "did you mean")."""
+    items: list[object] = []
+    for name in names:
+        value = namespace.get(name)
+        if value is None:
+            items.append(name)
+        elif isinstance(value, list | tuple):
+            items.extend(value)
+        else:
+            items.append(value)
+    return items
+
+
+def show_tool_runs(response: LLMResponse) -> None:
+    """Each tool call of a ``--tools`` cell and its result, in order, before the answer."""
+    from IPython.display import display
+
+    runs = response.decision.tools if response.decision is not None else ()
+    if not runs:
+        return
+    md = [f"**{len(runs)} tool call{'s' if len(runs) != 1 else ''}**", ""]
+    plain = []
+    for run in runs:
+        result = run.result.content if len(run.result.content) <= 200 else run.result.content[:197] + "..."
+        verdict = "error: " if run.result.is_error else ""
+        call = f"{run.call.name}({run.call.raw_arguments})"
+        md.append(f"- step {run.step} `{call}` → {verdict}`{result}`")
+        plain.append(f"step {run.step}  {call} -> {verdict}{result}")
+    display({"text/markdown": "\n".join(md), "text/plain": "\n".join(plain)}, raw=True)
 
 
 def _answer(
@@ -122,6 +157,9 @@ def _answer(
     params: dict[str, Any],
 ) -> LLMResponse:
     """The one library call this cell makes."""
+    if args.tools:
+        target = args.model or role
+        return client.delegate(messages, role=target, tools=tool_items(args.tools, shell.user_ns), **params)
     if args.ensemble:
         return client.ensemble(messages, mode=args.ensemble, role=role, **params)
     if args.strategy or args.model:

@@ -172,7 +172,7 @@ class Dispatch:
             slot,
             self.catalog.entry(resolved.provider, request.model),
             resolved.role if resolved.role is not None else ctx.role,
-            ceiling=upper_bound(request.messages),
+            ceiling=upper_bound(request.messages, request.tools),
         )
 
     def _succeeded(
@@ -205,6 +205,7 @@ class Dispatch:
             output=response.content,
             latency_s=time.perf_counter() - flight.started,
             **overrun,
+            **({"tool_calls": response.tool_calls} if response.tool_calls else {}),
         )
         return response
 

@@ -27,6 +27,7 @@ def decision_of(
         winner=winner,
         rationale=rationale,
         scores=dict(scores or {}),
+        tools=tuple(ctx.tool_runs),
     )
 
 

@@ -37,6 +37,7 @@ from orchlab.errors import (
 from orchlab.loop import PerLoop
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status
+from orchlab.tools.model import ToolCall, new_call_id
 from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
 
 if TYPE_CHECKING:
@@ -70,17 +71,43 @@ class AnthropicOptions(BaseModel):
     )
 
 
-def to_anthropic(messages: Sequence[Message]) -> tuple[str | None, list[dict[str, str]]]:
-    """``(system, turns)`` for the Messages API: system lifted out, same-role turns merged."""
+def to_anthropic(messages: Sequence[Message]) -> tuple[str | None, list[dict[str, Any]]]:
+    """``(system, turns)`` for the Messages API: system lifted out, same-role turns merged.
+
+    An assistant turn's tool calls become ``tool_use`` blocks after its text; each tool result a
+    ``tool_result`` block in a user turn (consecutive results, and a user text after them, share
+    that turn: the API wants every result of a turn's calls in the next user turn)."""
     system = [m.content for m in messages if m.role == "system"]
-    turns: list[dict[str, str]] = []
+    turns: list[dict[str, Any]] = []
     for m in messages:
         if m.role == "system":
             continue
-        if turns and turns[-1]["role"] == m.role:
-            turns[-1]["content"] += "\n\n" + m.content
+        role: str = m.role
+        content: str | list[dict[str, Any]] = m.content
+        if m.role == "tool":
+            role = "user"
+            block: dict[str, Any] = {
+                "type": "tool_result",
+                "tool_use_id": m.tool_call_id,
+                "content": m.content,
+            }
+            if m.is_error:
+                block["is_error"] = True
+            content = [block]
+        elif m.tool_calls:
+            content = [{"type": "text", "text": m.content}] if m.content else []
+            content += [
+                {"type": "tool_use", "id": c.id, "name": c.name, "input": dict(c.arguments)}
+                for c in m.tool_calls
+            ]
+        if turns and turns[-1]["role"] == role:
+            last = turns[-1]["content"]
+            if isinstance(last, str) and isinstance(content, str):
+                turns[-1]["content"] = last + "\n\n" + content
+            else:
+                turns[-1]["content"] = _blocks(last) + _blocks(content)
         else:
-            turns.append({"role": m.role, "content": m.content})
+            turns.append({"role": role, "content": content})
     if not turns:
         raise InvalidRequestError(
             "Anthropic needs at least one user message; only system messages were given"
@@ -91,6 +118,34 @@ def to_anthropic(messages: Sequence[Message]) -> tuple[str | None, list[dict[str
             "is from the assistant; put a user message before it"
         )
     return ("\n\n".join(system) if system else None), turns
+
+
+def _blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
+def tools_kwargs(request: ModelRequest) -> dict[str, Any]:
+    """``tools`` and ``tool_choice`` for the Messages API (``parallel_tool_calls=False`` is its
+    ``disable_parallel_tool_use``)."""
+    kwargs: dict[str, Any] = {}
+    if request.tools:
+        kwargs["tools"] = [
+            {"name": t.name, "description": t.description, "input_schema": dict(t.parameters)}
+            if t.description
+            else {"name": t.name, "input_schema": dict(t.parameters)}
+            for t in request.tools
+        ]
+    choice = request.tool_choice
+    tool_choice: dict[str, Any] | None = None
+    if choice is not None:
+        tool_choice = {"auto": {"type": "auto"}, "none": {"type": "none"}, "required": {"type": "any"}}.get(
+            choice, {"type": "tool", "name": choice}
+        )
+    if request.parallel_tool_calls is False and request.tools:
+        tool_choice = {**(tool_choice or {"type": "auto"}), "disable_parallel_tool_use": True}
+    if tool_choice is not None:
+        kwargs["tool_choice"] = tool_choice
+    return kwargs
 
 
 class AnthropicProvider(Provider):
@@ -136,6 +191,8 @@ class AnthropicProvider(Provider):
         }
         if system is not None:
             kwargs["system"] = system
+        if request.tools or request.tool_choice is not None:
+            kwargs.update(tools_kwargs(request))
         if p.stop:
             kwargs["stop_sequences"] = list(p.stop)
         # temperature/top_p are not in this SDK's typed signature; the API takes them in the body.
@@ -163,9 +220,11 @@ class AnthropicProvider(Provider):
                 provider=self.name,
                 model=request.model,
             )
-        tools = [_tool_name(block) for block in content if getattr(block, "type", None) == "tool_use"]
-        if tools:
-            raise self.tool_call_error(tools, request.model)
+        calls = tuple(
+            ToolCall.from_object(block.id, _tool_name(block), getattr(block, "input", None))
+            for block in content
+            if getattr(block, "type", None) == "tool_use"
+        )
         text = "".join(
             getattr(block, "text", "") or "" for block in content if getattr(block, "type", None) == "text"
         )
@@ -177,6 +236,7 @@ class AnthropicProvider(Provider):
             latency_s=time.perf_counter() - started,
             finish_reason=getattr(resp, "stop_reason", None),
             raw=resp,
+            tool_calls=calls,
         )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
@@ -186,7 +246,7 @@ class AnthropicProvider(Provider):
         # The SDK's read timeout must not cut a silence that stream_idle_timeout_s allows.
         kwargs["timeout"] = max(self.limits(request))
         parts: list[str] = []
-        tools: list[str] = []
+        calls: dict[int, list[Any]] = {}  # block index -> [id, name, input JSON pieces]
         usage: dict[str, int | None] = {}
         finish_reason = None
         model = request.model
@@ -198,17 +258,22 @@ class AnthropicProvider(Provider):
             elif kind == "content_block_start":
                 block = getattr(event, "content_block", None)
                 if getattr(block, "type", None) == "tool_use":
-                    tools.append(_tool_name(block))
+                    calls[getattr(event, "index", len(calls))] = [
+                        getattr(block, "id", None),
+                        _tool_name(block),
+                        [],
+                    ]
             elif kind == "content_block_delta":
+                delta_type = getattr(event.delta, "type", None)
                 text = getattr(event.delta, "text", None)
-                if getattr(event.delta, "type", None) == "text_delta" and text:
+                if delta_type == "text_delta" and text:
                     parts.append(text)
                     yield StreamChunk(delta=text)
+                elif delta_type == "input_json_delta" and getattr(event, "index", None) in calls:
+                    calls[event.index][2].append(getattr(event.delta, "partial_json", "") or "")
             elif kind == "message_delta":
                 finish_reason = getattr(event.delta, "stop_reason", None) or finish_reason
                 _merge_usage(usage, getattr(event, "usage", None))
-        if tools:
-            raise self.tool_call_error(tools, request.model)
         if "input_tokens" not in usage:
             raise ProviderResponseError(
                 "the stream ended without a message_start event (no usage)",
@@ -225,6 +290,10 @@ class AnthropicProvider(Provider):
                 usage=_usage_of(usage),
                 latency_s=time.perf_counter() - started,
                 finish_reason=finish_reason,
+                tool_calls=tuple(
+                    ToolCall.from_text(call_id or new_call_id(), name, "".join(pieces))
+                    for _, (call_id, name, pieces) in sorted(calls.items())
+                ),
             )
         )
 

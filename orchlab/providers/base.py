@@ -251,12 +251,13 @@ class Provider(ABC):
         return error
 
     def tool_call_error(self, tools: Sequence[str], model: str | None) -> UnsupportedCapabilityError:
-        """The error for an answer that calls tools: orchlab does not run tools yet, and an answer
-        whose call is hidden in ``raw`` would read as an empty reply."""
+        """The error for an answer that calls tools orchlab cannot represent (not functions: an
+        OpenAI custom tool, a provider's built-in tool); an answer whose call is hidden in ``raw``
+        would read as an empty reply."""
         named = ", ".join(dict.fromkeys(tools))  # in order, once each
         return UnsupportedCapabilityError(
-            f"the model answered with a call to the tool(s) {named} instead of text; orchlab does not "
-            "run tools yet: leave tools (and tool_choice) out of this role's params.extra",
+            f"the model answered with a call to the tool(s) {named}, which are not function tools: "
+            "orchlab maps function calls only (orchlab.Tool, @orchlab.tool)",
             provider=self.name,
             model=model,
         )

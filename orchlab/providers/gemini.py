@@ -22,6 +22,7 @@ also in ``reasoning_tokens``). A prompt the API blocked comes back as an empty a
 
 from __future__ import annotations
 
+import base64
 import difflib
 import re
 import time
@@ -39,6 +40,7 @@ from orchlab.errors import (
 from orchlab.loop import PerLoop
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status, retry_after_seconds
+from orchlab.tools.model import ToolCall, new_call_id
 from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
 
 if TYPE_CHECKING:
@@ -60,20 +62,70 @@ class GeminiOptions(BaseModel):
 
 
 def to_gemini(messages: Sequence[Message]) -> tuple[list[str], list[dict[str, Any]]]:
-    """``(system_parts, contents)``: system lifted out, roles mapped, same-role turns grouped."""
+    """``(system_parts, contents)``: system lifted out, roles mapped, same-role turns grouped.
+
+    Tool calls become ``function_call`` parts of the model's turn (with the thought signature
+    Gemini gave them); tool results ``function_response`` parts of a user turn, named after the
+    call they answer, the text wrapped as ``{"output": ...}`` (``{"error": ...}`` for a failure).
+    Call ids are not sent: Gemini pairs a response with its call by order and name."""
     system = [m.content for m in messages if m.role == "system"]
     contents: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
     for m in messages:
         if m.role == "system":
             continue
         role = "model" if m.role == "assistant" else "user"
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].append({"text": m.content})
+        parts: list[dict[str, Any]]
+        if m.role == "tool":
+            key = "error" if m.is_error else "output"
+            name = names.get(m.tool_call_id or "", "")
+            parts = [{"function_response": {"name": name, "response": {key: m.content}}}]
         else:
-            contents.append({"role": role, "parts": [{"text": m.content}]})
+            parts = [{"text": m.content}] if m.content or not m.tool_calls else []
+            for call in m.tool_calls:
+                names[call.id] = call.name
+                part: dict[str, Any] = {"function_call": {"name": call.name, "args": dict(call.arguments)}}
+                if call.signature:
+                    part["thought_signature"] = base64.b64decode(call.signature)
+                parts.append(part)
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
     if not contents:
         raise InvalidRequestError("Gemini needs at least one user message; only system messages were given")
     return system, contents
+
+
+def tool_config(request: ModelRequest) -> dict[str, Any]:
+    """``tools`` (function declarations, their parameters as JSON schema) and ``tool_config``
+    for ``GenerateContentConfig``. Gemini has no switch for parallel calls."""
+    from google.genai import types
+
+    config: dict[str, Any] = {}
+    if request.tools:
+        config["tools"] = [
+            types.Tool(
+                function_declarations=[
+                    types.FunctionDeclaration(
+                        name=t.name,
+                        description=t.description or None,
+                        parameters_json_schema=dict(t.parameters),
+                    )
+                    for t in request.tools
+                ]
+            )
+        ]
+    choice = request.tool_choice
+    if choice is not None:
+        mode = {"auto": "AUTO", "none": "NONE", "required": "ANY"}.get(choice, "ANY")
+        config["tool_config"] = types.ToolConfig(
+            function_calling_config=types.FunctionCallingConfig(
+                mode=types.FunctionCallingConfigMode(mode),
+                allowed_function_names=None if choice in ("auto", "none", "required") else [choice],
+            )
+        )
+    return config
 
 
 class GeminiProvider(Provider):
@@ -131,6 +183,8 @@ class GeminiProvider(Provider):
             config["seed"] = p.seed
         if p.logprobs:
             config["response_logprobs"] = True
+        if request.tools or request.tool_choice is not None:
+            config.update(tool_config(request))
         if stream:
             # With aiohttp the SDK's timeout is a total: it would cut a long answer. The stream's
             # first event and its silences are bounded by orchlab (Provider.paced) instead.
@@ -164,9 +218,6 @@ class GeminiProvider(Provider):
                 provider=self.name,
                 model=request.model,
             )
-        tools = _tool_names(resp)
-        if tools:
-            raise self.tool_call_error(tools, request.model)
         text, finish_reason, logprobs = _read_candidate(resp)
         return LLMResponse(
             content=text,
@@ -177,6 +228,7 @@ class GeminiProvider(Provider):
             finish_reason=finish_reason,
             raw=resp,
             logprobs=logprobs,
+            tool_calls=tuple(_tool_calls(resp)),
         )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
@@ -184,7 +236,7 @@ class GeminiProvider(Provider):
         kwargs = self.request_kwargs(request, stream=True)
         parts: list[str] = []
         logprobs: list[float] = []
-        tools: list[str] = []
+        calls: list[ToolCall] = []  # Gemini streams each call whole, in one part
         usage = None
         finish_reason = None
         model = request.model
@@ -192,15 +244,13 @@ class GeminiProvider(Provider):
             model = getattr(chunk, "model_version", None) or model
             if getattr(chunk, "usage_metadata", None) is not None:
                 usage = chunk.usage_metadata
-            tools.extend(_tool_names(chunk))
+            calls.extend(_tool_calls(chunk))
             text, reason, chunk_logprobs = _read_candidate(chunk)
             finish_reason = reason or finish_reason
             logprobs.extend(chunk_logprobs or ())
             if text:
                 parts.append(text)
                 yield StreamChunk(delta=text)
-        if tools:
-            raise self.tool_call_error(tools, request.model)
         if finish_reason is None:
             raise self.unfinished_stream(request.model, parts)
         yield StreamChunk(
@@ -212,6 +262,7 @@ class GeminiProvider(Provider):
                 latency_s=time.perf_counter() - started,
                 finish_reason=finish_reason,
                 logprobs=logprobs or None,
+                tool_calls=tuple(calls),
             )
         )
 
@@ -294,15 +345,26 @@ def _read_candidate(resp: Any) -> tuple[str, str | None, list[float] | None]:
     return text, (_enum_text(reason) if reason is not None else None), logprobs
 
 
-def _tool_names(resp: Any) -> list[str]:
-    """The functions the first candidate calls (``functionCall`` parts)."""
+def _tool_calls(resp: Any) -> list[ToolCall]:
+    """The functions the first candidate calls (``functionCall`` parts), each with its id (minted
+    when Gemini gives none) and its thought signature (base64)."""
     candidates = getattr(resp, "candidates", None)
     content = getattr(candidates[0], "content", None) if candidates else None
-    return [
-        str(getattr(part.function_call, "name", None) or "(unnamed)")
-        for part in (getattr(content, "parts", None) or ())
-        if getattr(part, "function_call", None) is not None
-    ]
+    calls = []
+    for part in getattr(content, "parts", None) or ():
+        call = getattr(part, "function_call", None)
+        if call is None:
+            continue
+        signature = getattr(part, "thought_signature", None)
+        calls.append(
+            ToolCall.from_object(
+                getattr(call, "id", None) or new_call_id(),
+                str(getattr(call, "name", None) or "(unnamed)"),
+                getattr(call, "args", None),
+                base64.b64encode(signature).decode("ascii") if signature else None,
+            )
+        )
+    return calls
 
 
 def _enum_text(value: Any) -> str:

@@ -34,6 +34,7 @@ from orchlab.errors import (
     MissingDependencyError,
     ProviderError,
     UnknownModelError,
+    UnsupportedCapabilityError,
 )
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.registry import missing_dependency
@@ -299,6 +300,10 @@ def _output_tokens(loaded: _Loaded) -> int:
     return n
 
 
+def _has_tool_turns(request: ModelRequest) -> bool:
+    return any(m.role == "tool" or m.tool_calls for m in request.messages)
+
+
 def completion_prompt(messages: tuple[Message, ...], fmt: Literal["qa", "raw"]) -> str:
     """Messages as a base-model prompt.
 
@@ -399,6 +404,8 @@ class LlamaCppProvider(Provider):
         started = time.perf_counter()
         loaded = self._loaded(request)
         llama = loaded.llama
+        if request.tools or request.tool_choice not in (None, "none") or _has_tool_turns(request):
+            raise self._no_tools(request, loaded)
         p = request.params
         max_tokens = p.max_tokens or DEFAULT_MAX_TOKENS
 
@@ -478,6 +485,21 @@ class LlamaCppProvider(Provider):
             finish_reason=finish_reason,
             logprobs=logprobs,
             raw=raw,
+        )
+
+    def _no_tools(self, request: ModelRequest, loaded: _Loaded) -> UnsupportedCapabilityError:
+        """Tools on this adapter: refused before generating, never a faked call. Function calling
+        needs one of llama-cpp-python's function-calling chat formats (``chatml-function-calling``,
+        ``functionary``) and a model trained for it; orchlab does not drive those formats yet, and
+        the default Gemma 270M is a base model without a chat template."""
+        fmt = getattr(loaded.llama, "chat_format", None) or "none"
+        return UnsupportedCapabilityError(
+            f"{request.model} runs in-process through llama.cpp with the chat format {fmt!r}, which has no "
+            "function calling: orchlab does not fake tool calls. Offer tools to a model that calls "
+            "functions (an OpenAI, Anthropic, Gemini or Ollama role, or a llama.cpp server with "
+            "--jinja behind type: llamacpp_server)",
+            provider=self.name,
+            model=request.model,
         )
 
     async def complete(self, request: ModelRequest) -> LLMResponse:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,11 +36,13 @@ from orchlab.errors import (
     ProviderError,
     ProviderResponseError,
     ProviderUnavailableError,
+    UnsupportedCapabilityError,
 )
 from orchlab.loop import PerLoop
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status, looks_like_context_overflow
-from orchlab.types import LLMResponse, ModelRequest, StreamChunk, Usage
+from orchlab.tools.model import ToolCall, new_call_id
+from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
 
 if TYPE_CHECKING:
     import httpx
@@ -131,8 +133,10 @@ class OllamaProvider(Provider):
             options["seed"] = p.seed
         kwargs: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": to_ollama(request.messages),
         }
+        if request.tools or request.tool_choice is not None:
+            kwargs.update(self.tools_kwargs(request))
         if self.options.keep_alive is not None:
             kwargs["keep_alive"] = self.options.keep_alive
         if p.logprobs:
@@ -146,14 +150,26 @@ class OllamaProvider(Provider):
             kwargs["options"] = options
         return kwargs
 
+    def tools_kwargs(self, request: ModelRequest) -> dict[str, Any]:
+        """OpenAI-shaped ``tools``. Ollama has no ``tool_choice``: ``auto`` is its only behaviour,
+        ``none`` sends no tools, and ``required`` or a named tool is refused before sending."""
+        choice = request.tool_choice
+        if choice is not None and choice not in ("auto", "none"):
+            raise UnsupportedCapabilityError(
+                f"Ollama's chat API has no tool_choice, so {choice!r} cannot be asked of {request.model}: "
+                "use tool_choice 'auto' (or leave it unset) with this provider",
+                provider=self.name,
+                model=request.model,
+            )
+        if choice == "none" or not request.tools:
+            return {}
+        return {"tools": [t.to_openai() for t in request.tools]}
+
     async def complete(self, request: ModelRequest) -> LLMResponse:
         started = time.perf_counter()
         kwargs = self.request_kwargs(request)
         _error_headers.set(None)
         resp = await self.client.chat(**kwargs, stream=False)
-        tools = _tool_names(resp.message)
-        if tools:
-            raise self.tool_call_error(tools, request.model)
         return LLMResponse(
             content=resp.message.content or "",
             provider=self.name,
@@ -163,6 +179,7 @@ class OllamaProvider(Provider):
             finish_reason=resp.done_reason,
             raw=resp,
             logprobs=[lp.logprob for lp in resp.logprobs] if resp.logprobs else None,
+            tool_calls=_tool_calls(resp.message),
         )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
@@ -170,20 +187,18 @@ class OllamaProvider(Provider):
         kwargs = self.request_kwargs(request)
         parts: list[str] = []
         logprobs: list[float] = []
-        tools: list[str] = []
+        calls: list[ToolCall] = []  # Ollama streams each call whole
         last = None
         _error_headers.set(None)
         async for part in self.paced(self.client.chat(**kwargs, stream=True), request):
             last = part
             if part.logprobs:
                 logprobs.extend(lp.logprob for lp in part.logprobs)
-            tools.extend(_tool_names(part.message))
+            calls.extend(_tool_calls(part.message))
             text = part.message.content if part.message is not None else None
             if text:
                 parts.append(text)
                 yield StreamChunk(delta=text)
-        if tools:
-            raise self.tool_call_error(tools, request.model)
         if last is None or not last.done:  # no final ("done") line
             raise self.unfinished_stream(request.model, parts)
         yield StreamChunk(
@@ -195,6 +210,7 @@ class OllamaProvider(Provider):
                 latency_s=time.perf_counter() - started,
                 finish_reason=last.done_reason,
                 logprobs=logprobs or None,
+                tool_calls=tuple(calls),
             )
         )
 
@@ -269,12 +285,38 @@ async def _close(client: Any) -> None:
     await client.close()
 
 
-def _tool_names(message: Any) -> list[str]:
-    """The tools an answer (or a stream line) calls (``message.tool_calls``)."""
-    return [
-        str(getattr(getattr(call, "function", None), "name", None) or "(unnamed)")
+def to_ollama(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Messages for ``/api/chat``: a tool call's arguments as an object, a tool result as a
+    ``tool`` turn named after the function it answers (``tool_name``: Ollama has no call ids)."""
+    out: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
+    for m in messages:
+        if m.role == "tool":
+            out.append(
+                {"role": "tool", "content": m.content, "tool_name": names.get(m.tool_call_id or "", "")}
+            )
+        elif m.tool_calls:
+            for call in m.tool_calls:
+                names[call.id] = call.name
+            calls = [{"function": {"name": c.name, "arguments": dict(c.arguments)}} for c in m.tool_calls]
+            out.append({"role": m.role, "content": m.content, "tool_calls": calls})
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out
+
+
+def _tool_calls(message: Any) -> tuple[ToolCall, ...]:
+    """The calls an answer (or a stream line) asks for; Ollama gives no ids: each gets a new one
+    (never the function's name: two calls to one function would collide)."""
+    return tuple(
+        ToolCall.from_object(
+            new_call_id(),
+            str(getattr(call.function, "name", None) or "(unnamed)"),
+            getattr(call.function, "arguments", None),
+        )
         for call in (getattr(message, "tool_calls", None) or ())
-    ]
+        if getattr(call, "function", None) is not None
+    )
 
 
 def usage_from(resp: Any) -> Usage:

@@ -17,7 +17,8 @@ from orchlab.providers import deadline
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status
 from orchlab.providers.translate import message_of
-from orchlab.types import LLMResponse, ModelRequest, StreamChunk, Usage
+from orchlab.tools.model import ToolCall, new_call_id
+from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI, OpenAI
@@ -75,8 +76,24 @@ class OpenAIProvider(Provider):
         p = request.params
         kwargs: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [
+                {"role": m.role, "content": m.content}
+                if m.role != "tool" and not m.tool_calls
+                else to_openai_message(m)
+                for m in request.messages
+            ],
         }
+        if request.tools:
+            kwargs["tools"] = [t.to_openai() for t in request.tools]
+        choice = request.tool_choice
+        if choice is not None:
+            kwargs["tool_choice"] = (
+                choice
+                if choice in ("auto", "none", "required")
+                else {"type": "function", "function": {"name": choice}}
+            )
+        if request.parallel_tool_calls is not None:
+            kwargs["parallel_tool_calls"] = request.parallel_tool_calls
         if p.temperature is not None:
             kwargs["temperature"] = p.temperature
         if p.max_tokens is not None:
@@ -125,9 +142,9 @@ class OpenAIProvider(Provider):
                 model=request.model,
             )
         choice = choices[0]
-        tools = _tool_names(choice.message)
-        if tools:
-            raise self.tool_call_error(tools, request.model)
+        calls, other = _tool_calls(choice.message)
+        if other:
+            raise self.tool_call_error(other, request.model)
         content = getattr(choice.message, "content", None)
         if content is not None and not isinstance(content, str):
             raise ProviderResponseError(
@@ -148,6 +165,7 @@ class OpenAIProvider(Provider):
             finish_reason=getattr(choice, "finish_reason", None),
             raw=resp,
             logprobs=logprobs,
+            tool_calls=calls,
         )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
@@ -160,6 +178,7 @@ class OpenAIProvider(Provider):
         parts: list[str] = []
         logprobs: list[float] = []
         tools: list[str] = []
+        calls: dict[int, list[Any]] = {}  # index -> [id, name, argument pieces]
         usage = None
         finish_reason = None
         model = request.model
@@ -173,7 +192,19 @@ class OpenAIProvider(Provider):
                 if lp is not None and getattr(lp, "content", None):
                     logprobs.extend(t.logprob for t in lp.content)
                 delta = getattr(choice, "delta", None)
-                tools.extend(_tool_names(delta, streamed=True))
+                for part in getattr(delta, "tool_calls", None) or ():
+                    custom = getattr(part, "custom", None)
+                    if custom is not None:  # a custom tool's call (its name comes in its first delta)
+                        if getattr(custom, "name", None):
+                            tools.append(str(custom.name))
+                        continue
+                    function = getattr(part, "function", None)
+                    slot = calls.setdefault(getattr(part, "index", None) or 0, [None, None, []])
+                    slot[0] = slot[0] or getattr(part, "id", None)
+                    slot[1] = slot[1] or getattr(function, "name", None)
+                    pieces = getattr(function, "arguments", None)
+                    if pieces:
+                        slot[2].append(pieces)
                 text = getattr(delta, "content", None)
                 if isinstance(text, str) and text:
                     parts.append(text)
@@ -193,6 +224,10 @@ class OpenAIProvider(Provider):
                 latency_s=time.perf_counter() - started,
                 finish_reason=finish_reason,
                 logprobs=logprobs or None,
+                tool_calls=tuple(
+                    ToolCall.from_text(call_id or new_call_id(), name or "", "".join(pieces))
+                    for _, (call_id, name, pieces) in sorted(calls.items())
+                ),
             )
         )
 
@@ -230,20 +265,30 @@ async def _close(client: Any) -> None:
     await client.close()
 
 
-def _tool_names(message: Any, *, streamed: bool = False) -> list[str]:
-    """The tools a message (or a stream delta) calls: ``tool_calls`` (function or custom tools)
-    and the older ``function_call``. In a stream only a call's first delta has its name."""
-    calls = list(getattr(message, "tool_calls", None) or ())
-    function_call = getattr(message, "function_call", None)
-    if function_call is not None:
-        calls.append(function_call)
-    names = []
-    for call in calls:
-        named = getattr(call, "function", None) or getattr(call, "custom", None) or call
-        name = getattr(named, "name", None)
-        if name or not streamed:
-            names.append(str(name or "(unnamed)"))
-    return names
+def to_openai_message(m: Message) -> dict[str, Any]:
+    """An assistant turn with tool calls, or a tool result, in OpenAI's message JSON."""
+    if m.role == "tool":
+        return {"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}
+    return {"role": m.role, "content": m.content or None, "tool_calls": [c.to_openai() for c in m.tool_calls]}
+
+
+def _tool_calls(message: Any) -> tuple[tuple[ToolCall, ...], list[str]]:
+    """The function calls a message asks for (the older ``function_call`` included, with a
+    minted id), and the names of calls orchlab cannot represent (custom tools)."""
+    calls: list[ToolCall] = []
+    other: list[str] = []
+    for call in getattr(message, "tool_calls", None) or ():
+        function = getattr(call, "function", None)
+        if function is None:
+            other.append(str(getattr(getattr(call, "custom", None), "name", None) or "(unnamed)"))
+            continue
+        calls.append(
+            ToolCall.from_text(getattr(call, "id", None) or new_call_id(), function.name, function.arguments)
+        )
+    legacy = getattr(message, "function_call", None)
+    if legacy is not None:
+        calls.append(ToolCall.from_text(new_call_id(), legacy.name, legacy.arguments))
+    return tuple(calls), other
 
 
 def _status_in(body: Any) -> int | None:

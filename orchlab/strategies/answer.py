@@ -36,6 +36,7 @@ from orchlab.strategies.registry import logic_class, logic_for, logic_id
 from orchlab.strategies.routing import TaskType
 from orchlab.strategies.scorers import normalize
 from orchlab.strategies.urn import is_urn, parse_urn
+from orchlab.tools.model import NO_TOOLS, ToolOffer
 from orchlab.types import (
     GenerationParams,
     LLMResponse,
@@ -190,6 +191,7 @@ async def complete(
     where: str = "params_override",
     keywords: tuple[str, ...] = (),
     tags: Mapping[str, str] | None = None,
+    offer: ToolOffer = NO_TOOLS,
     **options: Any,
 ) -> LLMResponse:
     """What answers ``client.complete`` / ``ensemble`` / ``run`` with a logic (on the engine loop).
@@ -208,10 +210,17 @@ async def complete(
         assert isinstance(cand, Candidate), "a plan's first candidate is a target (the role's model)"
         resolved = orch.resolver.resolve_target(cand.provider, cand.model, cand.params, role=cand.role)
         request = ModelRequest(
-            model=resolved.model, messages=messages, params=cand.params.merged(dict(params or {}))
+            model=resolved.model,
+            messages=messages,
+            params=cand.params.merged(dict(params or {})),
+            tools=offer.tools,
+            tool_choice=offer.choice,
+            parallel_tool_calls=offer.parallel,
         )
         return await orch.dispatch.finish(ctx, orch.dispatch.attempt(ctx, resolved, request))
-    answering = Answering(orch, ctx, messages, params, plan.spec.retry if plan.spec is not None else None)
+    answering = Answering(
+        orch, ctx, messages, params, plan.spec.retry if plan.spec is not None else None, offer=offer
+    )
     return await orch.dispatch.finish(ctx, _answer(answering, plan))
 
 
@@ -231,6 +240,7 @@ async def stream(
     role: str,
     params: object = None,
     tags: Mapping[str, str] | None = None,
+    offer: ToolOffer = NO_TOOLS,
 ) -> AsyncIterator[StreamChunk]:
     """``client.stream`` on a role with a strategy (or a URN, or ``'provider:model'``): the logic's
     deltas, then one last chunk with the whole decision trail and the cost rolled up over every
@@ -241,7 +251,9 @@ async def stream(
     ctx = CallContext(
         role=plan.role, strategy=str(plan.strategy), messages=as_messages(messages), tags=dict(tags or {})
     )
-    answering = Answering(orch, ctx, ctx.messages, params, plan.spec.retry if plan.spec is not None else None)
+    answering = Answering(
+        orch, ctx, ctx.messages, params, plan.spec.retry if plan.spec is not None else None, offer=offer
+    )
     answered = False
     try:
         items = logic_for(plan).stream(answering)

@@ -34,6 +34,7 @@ from orchlab.errors import (
 from orchlab.pipeline.observe import decision_of
 from orchlab.providers.registry import kind_of, provider_class
 from orchlab.resolution import parse_target
+from orchlab.tools.model import NO_TOOLS, ToolOffer
 from orchlab.types import Attempt, GenerationParams, LLMResponse, Message, ModelRequest, Usage
 
 if TYPE_CHECKING:
@@ -173,10 +174,14 @@ class Answering:
         messages: tuple[Message, ...],
         overrides: Mapping[str, Any] | None,
         retry: RetryConfig | None = None,
+        *,
+        offer: ToolOffer = NO_TOOLS,
     ) -> None:
         self.orch = orch
         self.ctx = ctx
         self.messages = messages
+        self.offer = offer
+        """The tools every provider call of this answer offers (`orchlab.tools`)."""
         self.overrides = dict(overrides or {})
         self.retry = retry or RetryConfig()
         self.errors: list[Exception] = []
@@ -228,7 +233,16 @@ class Answering:
         except AuthError as exc:
             self._unsent(cand, stage, exc)
             raise
-        request = ModelRequest(model=resolved.model, messages=tuple(messages or self.messages), params=merged)
+        # a logic's own prompt (a judge's, an aggregator's) is not offered the call's tools
+        offer = self.offer if messages is None else NO_TOOLS
+        request = ModelRequest(
+            model=resolved.model,
+            messages=tuple(messages or self.messages),
+            params=merged,
+            tools=offer.tools,
+            tool_choice=offer.choice,
+            parallel_tool_calls=offer.parallel,
+        )
         deadline = asyncio.timeout(timeout_s)
         try:
             async with deadline:
@@ -280,7 +294,15 @@ class Answering:
         except AuthError as exc:
             self._unsent(cand, stage, exc)
             raise
-        request = ModelRequest(model=resolved.model, messages=self.messages, params=merged)
+        offer = self.offer
+        request = ModelRequest(
+            model=resolved.model,
+            messages=self.messages,
+            params=merged,
+            tools=offer.tools,
+            tool_choice=offer.choice,
+            parallel_tool_calls=offer.parallel,
+        )
         chunks = self.orch.dispatch.attempt_stream(self.ctx, resolved, request, stage=stage)
         try:
             async with contextlib.aclosing(chunks):  # type: ignore[type-var]

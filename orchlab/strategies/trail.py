@@ -69,4 +69,11 @@ def format_trail(decision: Decision) -> str:
     tout = sum(a.usage.output_tokens for a in decision.attempts)
     cost = _cost(total) if total is not None else f"unknown (known part {_cost(known)})"
     lines.append(f"total: {len(decision.attempts)} attempts, tokens {tin}/{tout}, cost {cost}")
+    for run in decision.tools:
+        mark = "error" if run.result.is_error else "ok"
+        result = run.result.content if len(run.result.content) <= 60 else run.result.content[:57] + "..."
+        lines.append(
+            f"tool  step {run.step}  {run.call.name}({run.call.raw_arguments})  {mark}  "
+            f"{run.latency_s * 1000:.0f} ms  -> {result}"
+        )
     return "\n".join(lines)

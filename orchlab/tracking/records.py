@@ -16,8 +16,11 @@ One trace per orchestrated call::
 - the root span (type CHAIN) named after the role (or the strategy): role, strategy, task type,
   the decision (winner, rationale, scores), total cost, latency, error; trace tags for filtering;
 - a child span (type CHAT_MODEL) per provider attempt, with its real start and end: provider,
-  model, params, messages, output, ``mlflow.chat.tokenUsage``, ``mlflow.llm.model`` /
-  ``mlflow.llm.provider``, orchlab's cost as ``mlflow.llm.cost``, outcome and error.
+  model, params, messages, output (with the tool calls it asked for), ``mlflow.chat.tokenUsage``,
+  ``mlflow.llm.model`` / ``mlflow.llm.provider``, orchlab's cost as ``mlflow.llm.cost``, outcome
+  and error;
+- a child span (type TOOL) per tool run of a `delegate` loop: the call's arguments in, the
+  result out, its step, call id and whether it failed (status ERROR).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from orchlab.calls import CallRecord
+from orchlab.tools.model import ToolCall, ToolRun
 from orchlab.tracking.context import TraceLink
 from orchlab.types import Attempt, Message
 
@@ -106,21 +110,52 @@ def _ns(seconds: float) -> int:
     return int(seconds * 1_000_000_000)
 
 
-def _messages(messages: Iterable[Message]) -> list[dict[str, str]]:
-    return [{"role": m.role, "content": m.content} for m in messages]
+def _messages(messages: Iterable[Message]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "tool":
+            out.append({"role": "tool", "content": m.content, "tool_call_id": m.tool_call_id})
+        elif m.tool_calls:
+            out.append(
+                {"role": m.role, "content": m.content, "tool_calls": [c.to_openai() for c in m.tool_calls]}
+            )
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out
 
 
-def _chat_output(content: str | None, finish_reason: str | None = None) -> dict[str, Any]:
+def _chat_output(
+    content: str | None, finish_reason: str | None = None, tool_calls: tuple[ToolCall, ...] = ()
+) -> dict[str, Any]:
     """OpenAI's response shape, which MLflow's UI renders as a chat and uses for the preview."""
-    return {
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content or ""},
-                "finish_reason": finish_reason,
-            }
-        ]
-    }
+    message: dict[str, Any] = {"role": "assistant", "content": content or ""}
+    if tool_calls:
+        message["tool_calls"] = [c.to_openai() for c in tool_calls]
+    return {"choices": [{"index": 0, "message": message, "finish_reason": finish_reason}]}
+
+
+def _tool_span(run: ToolRun) -> dict[str, Any]:
+    call, result = run.call, run.result
+    return _span(
+        name=f"tool {call.name}",
+        span_type="TOOL",
+        start_s=run.started_at,
+        end_s=run.started_at + run.latency_s,
+        inputs=dict(call.arguments)
+        if call.arguments_error is None
+        else {"raw_arguments": call.raw_arguments},
+        outputs=result.content,
+        attributes={
+            "orchlab.tool.name": call.name,
+            "orchlab.tool.call_id": call.id,
+            "orchlab.tool.step": run.step,
+            "orchlab.tool.is_error": result.is_error,
+            "orchlab.latency_s": round(run.latency_s, 6),
+        },
+        status="ERROR" if result.is_error else "OK",
+        error=result.content if result.is_error else None,
+        error_type="ToolError" if result.is_error else None,
+    )
 
 
 def _usage(attempt: Attempt) -> dict[str, int]:
@@ -229,12 +264,14 @@ def trace_payload(
     tags.update({str(k): str(v) for k, v in ctx.tags.items()})
 
     spans = [_attempt_span(attempt, messages, provider_kinds, record.ended_at) for attempt in ctx.attempts]
+    spans += [_tool_span(run) for run in ctx.tool_runs]
 
     root_attrs: dict[str, Any] = {
         "orchlab.role": ctx.role,
         "orchlab.strategy": ctx.strategy,
         "orchlab.task_type": ctx.task_type,
         "orchlab.attempts": len(ctx.attempts),
+        "orchlab.tool_runs": len(ctx.tool_runs) or None,
         "orchlab.latency_s": round(record.latency_s, 6),
         "orchlab.tags": dict(ctx.tags) or None,
     }
@@ -264,7 +301,11 @@ def trace_payload(
     if error is not None:
         root_attrs["orchlab.error_type"] = type(error).__name__
         root_attrs["orchlab.error"] = str(error)
-    outputs = _chat_output(response.content, response.finish_reason) if response is not None else None
+    outputs = (
+        _chat_output(response.content, response.finish_reason, response.tool_calls)
+        if response is not None
+        else None
+    )
     spans.insert(
         0,
         _span(
@@ -358,7 +399,9 @@ def _attempt_span(
         start_s=started,
         end_s=started + attempt.latency_s,
         inputs={"messages": messages, "params": dict(attempt.params)},
-        outputs=_chat_output(attempt.output) if attempt.output is not None else None,
+        outputs=_chat_output(attempt.output, None, attempt.tool_calls)
+        if attempt.output is not None
+        else None,
         attributes=attrs,
         status=status,
         error=attempt.error if attempt.outcome == "error" else None,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tests.servers import tool_agent
 from tests.servers.loopback import LoopbackServer, Reply, word_count
 
 ERROR_TYPES = {
@@ -177,6 +178,79 @@ def tool_use_events(name: str, *, model: str) -> list[bytes]:
     ]
 
 
+def tool_uses_body(
+    calls: list[tuple[str, str, dict[str, Any]]], *, model: str, text: str = ""
+) -> dict[str, Any]:
+    """A Message calling several tools at once: ``calls`` are ``(id, name, input)``."""
+    body = message_body(text, model=model, input_tokens=9, output_tokens=7, stop_reason="tool_use")
+    blocks = [{"type": "text", "text": text, "citations": None}] if text else []
+    body["content"] = blocks + [{"type": "tool_use", "id": i, "name": n, "input": a} for i, n, a in calls]
+    return body
+
+
+def tool_uses_events(calls: list[tuple[str, str, dict[str, Any]]], *, model: str) -> list[bytes]:
+    """The events of a streamed answer calling several tools: one ``tool_use`` block each, its
+    input in two ``input_json_delta`` pieces."""
+    start = message_body("", model=model, input_tokens=9, output_tokens=1)
+    start["content"], start["stop_reason"] = [], None
+    frames = [sse("message_start", {"type": "message_start", "message": start})]
+    for index, (call_id, name, tool_input) in enumerate(calls):
+        block = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
+        text = json.dumps(tool_input)
+        cut = len(text) // 2
+        frames.append(
+            sse(
+                "content_block_start", {"type": "content_block_start", "index": index, "content_block": block}
+            )
+        )
+        for piece in (text[:cut], text[cut:]):
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            frames.append(
+                sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            )
+        frames.append(sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+    frames += [
+        sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                "usage": {"output_tokens": 7},
+            },
+        ),
+        sse("message_stop", {"type": "message_stop"}),
+    ]
+    return frames
+
+
+def _agent_reply(body: dict[str, Any]) -> Reply | None:
+    """The tool agent's move (tests/servers/tool_agent.py) when the request offers its tools."""
+    if not tool_agent.offers_tools([t.get("name") for t in body.get("tools") or ()]):
+        return None
+    messages = body.get("messages") or []
+    results = []
+    for m in messages:
+        for block in m.get("content") if isinstance(m.get("content"), list) else ():
+            if block.get("type") == "tool_result":
+                content = block.get("content")
+                if isinstance(content, list):
+                    content = "".join(b.get("text", "") for b in content)
+                results.append(str(content))
+    move = tool_agent.next_move(results)
+    model = body.get("model", "unknown")
+    step = sum(1 for m in messages if m.get("role") == "assistant")
+    if isinstance(move, str):
+        pieces = [w + " " for w in move.split()]
+        pieces[-1] = pieces[-1].rstrip()
+        if body.get("stream"):
+            return stream_reply(stream_events(pieces, model=model, input_tokens=9, output_tokens=len(pieces)))
+        return Reply(body=message_body(move, model=model, input_tokens=9, output_tokens=len(pieces)))
+    calls = [(f"toolu_{step}_{i}", name, args) for i, (name, args) in enumerate(move)]
+    if body.get("stream"):
+        return stream_reply(tool_uses_events(calls, model=model))
+    return Reply(body=tool_uses_body(calls, model=model))
+
+
 def stream_reply(frames: list[bytes], **kwargs: Any) -> Reply:
     return Reply(stream=frames, content_type="text/event-stream", **kwargs)
 
@@ -221,6 +295,9 @@ class AnthropicWireServer(LoopbackServer):
             return anthropic_error(404, "not_found_error", f"no route {method} {route}")
         if not isinstance(body, dict):
             return anthropic_error(400, "invalid_request_error", "expected a JSON body")
+        agent = _agent_reply(body)
+        if agent is not None:
+            return agent
         text, input_tokens = _echo(body)
         model = body.get("model", "unknown")
         output_tokens = word_count(text)

@@ -21,6 +21,7 @@ import json
 import re
 from typing import Any
 
+from tests.servers import tool_agent
 from tests.servers.loopback import LoopbackServer, Reply, word_count
 
 _ROUTE = re.compile(r"^/(?P<version>[^/]+)/models/(?P<model>[^:/]+):(?P<method>\w+)$")
@@ -91,6 +92,56 @@ def function_call_body(name: str, args: dict[str, Any] | None = None, *, model: 
     """A response whose candidate calls the function ``name`` (a ``functionCall`` part)."""
     part = {"functionCall": {"name": name, "args": args or {"city": "Paris"}}}
     return response_body("", model=model, usage=usage_metadata(9, 7), parts=[part])
+
+
+def function_calls_body(calls: list[tuple[str, dict[str, Any]]], *, model: str) -> dict[str, Any]:
+    """A response calling several functions at once (one ``functionCall`` part each, no ids)."""
+    parts = [{"functionCall": {"name": name, "args": args}} for name, args in calls]
+    return response_body("", model=model, usage=usage_metadata(9, 7), parts=parts)
+
+
+def function_call_frames(calls: list[tuple[str, dict[str, Any]]], *, model: str) -> list[bytes]:
+    """A streamed answer calling several functions: one frame per call (Gemini streams each call
+    whole), the last with the finish reason and usage."""
+    frames = []
+    for i, (name, args) in enumerate(calls):
+        last = i == len(calls) - 1
+        part = {"functionCall": {"name": name, "args": args}}
+        frames.append(
+            sse(
+                response_body(
+                    "",
+                    model=model,
+                    usage=usage_metadata(9, 7) if last else usage_metadata(9),
+                    finish_reason="STOP" if last else None,
+                    parts=[part],
+                )
+            )
+        )
+    return frames
+
+
+def _agent_reply(body: dict[str, Any], model: str, stream: bool) -> Reply | None:
+    """The tool agent's move (tests/servers/tool_agent.py) when the request offers its tools."""
+    names = [d.get("name") for t in body.get("tools") or () for d in t.get("functionDeclarations") or ()]
+    if not tool_agent.offers_tools(names):
+        return None
+    results = [
+        str(part["functionResponse"].get("response", {}).get("output"))
+        for content in body.get("contents") or ()
+        for part in content.get("parts") or ()
+        if "functionResponse" in part
+    ]
+    move = tool_agent.next_move(results)
+    if isinstance(move, str):
+        pieces = [w + " " for w in move.split()]
+        pieces[-1] = pieces[-1].rstrip()
+        if stream:
+            return stream_reply(stream_frames(pieces, model=model, prompt=9, candidates=len(pieces)))
+        return Reply(body=response_body(move, model=model, usage=usage_metadata(9, len(pieces))))
+    if stream:
+        return stream_reply(function_call_frames(move, model=model))
+    return Reply(body=function_calls_body(move, model=model))
 
 
 def sse(data: Any) -> bytes:
@@ -164,6 +215,9 @@ class GeminiWireServer(LoopbackServer):
         if not isinstance(body, dict):
             return gemini_error(400, "INVALID_ARGUMENT", "expected a JSON body")
         model = found["model"]
+        agent = _agent_reply(body, model, found["method"] == "streamGenerateContent")
+        if agent is not None:
+            return agent
         text, prompt = _echo(body)
         candidates = word_count(text)
         if found["method"] == "streamGenerateContent":

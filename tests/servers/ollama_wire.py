@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tests.servers import tool_agent
 from tests.servers.loopback import LoopbackServer, Reply, word_count
 
 CREATED_AT = "2026-11-22T10:00:00.000000Z"
@@ -57,6 +58,38 @@ def tool_call_body(name: str, *, model: str) -> dict[str, Any]:
     body = chat_body("", model=model, prompt_eval_count=9, eval_count=7)
     body["message"]["tool_calls"] = [{"function": {"name": name, "arguments": {"city": "Paris"}}}]
     return body
+
+
+def tool_calls_body(calls: list[tuple[str, dict[str, Any]]], *, model: str) -> dict[str, Any]:
+    """A chat answer calling several tools at once (Ollama's calls carry no ids)."""
+    body = chat_body("", model=model, prompt_eval_count=9, eval_count=7)
+    body["message"]["tool_calls"] = [{"function": {"name": n, "arguments": a}} for n, a in calls]
+    return body
+
+
+def tool_calls_lines(calls: list[tuple[str, dict[str, Any]]], *, model: str) -> list[bytes]:
+    """A streamed answer calling several tools: one line holding every call, then the done line."""
+    first = {**tool_calls_body(calls, model=model), "done": False}
+    for key in ("done_reason", "prompt_eval_count", "eval_count"):
+        first.pop(key, None)
+    return [ndjson(first), ndjson(chat_body("", model=model, prompt_eval_count=9, eval_count=7))]
+
+
+def _agent_reply(body: dict[str, Any], name: str) -> Reply | None:
+    """The tool agent's move (tests/servers/tool_agent.py) when the request offers its tools."""
+    if not tool_agent.offers_tools([t.get("function", {}).get("name") for t in body.get("tools") or ()]):
+        return None
+    messages = body.get("messages") or []
+    move = tool_agent.next_move([str(m.get("content")) for m in messages if m.get("role") == "tool"])
+    if isinstance(move, str):
+        pieces = [w + " " for w in move.split()]
+        pieces[-1] = pieces[-1].rstrip()
+        if body.get("stream", True):
+            return stream_reply(stream_lines(pieces, model=name, prompt_eval_count=9, eval_count=len(pieces)))
+        return Reply(body=chat_body(move, model=name, prompt_eval_count=9, eval_count=len(pieces)))
+    if body.get("stream", True):
+        return stream_reply(tool_calls_lines(move, model=name))
+    return Reply(body=tool_calls_body(move, model=name))
 
 
 def ndjson(obj: Any) -> bytes:
@@ -188,6 +221,9 @@ class OllamaWireServer(LoopbackServer):
             return Reply(status=404, body=b"404 page not found", content_type="text/plain")
         if name not in self.models:
             return ollama_error(404, f'model "{name}" not found, try pulling it first')
+        agent = _agent_reply(body, name)
+        if agent is not None:
+            return agent
         text, prompt = _echo(body)
         if body.get("stream", True):
             pieces = [w + " " for w in text.split()]

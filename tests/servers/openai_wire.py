@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tests.servers import loopback
+from tests.servers import loopback, tool_agent
 from tests.servers.loopback import LoopbackServer, Recorded
 
 __all__ = [
@@ -30,6 +30,8 @@ __all__ = [
     "stream_chunks",
     "tool_call_body",
     "tool_call_chunks",
+    "tool_calls_body",
+    "tool_calls_chunks",
 ]
 
 
@@ -151,6 +153,70 @@ def tool_call_chunks(name: str, arguments: str = '{"city": "Paris"}', *, model: 
     ]
 
 
+def tool_calls_body(
+    calls: list[tuple[str, str, str]], *, model: str, content: str | None = None
+) -> dict[str, Any]:
+    """A completion calling several functions at once: ``calls`` are ``(id, name, arguments text)``."""
+    body = completion_body("", model=model, prompt_tokens=9, completion_tokens=7, finish_reason="tool_calls")
+    body["choices"][0]["message"] = {
+        "role": "assistant",
+        "content": content,
+        "refusal": None,
+        "tool_calls": [
+            {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+            for cid, name, args in calls
+        ],
+    }
+    return body
+
+
+def tool_calls_chunks(calls: list[tuple[str, str, str]], *, model: str) -> list[dict[str, Any]]:
+    """A streamed answer calling several functions: each call's first delta (id, name), then its
+    arguments in two pieces, the calls' pieces interleaved (as OpenAI does with parallel calls);
+    usage last."""
+    base = {"id": "chatcmpl-loopback", "object": "chat.completion.chunk", "created": 0, "model": model}
+
+    def delta(d: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": d, "finish_reason": finish}]}
+
+    chunks = [delta({"role": "assistant", "content": None})]
+    for i, (cid, name, _) in enumerate(calls):
+        first = {"index": i, "id": cid, "type": "function", "function": {"name": name, "arguments": ""}}
+        chunks.append(delta({"tool_calls": [first]}))
+    for half in (0, 1):
+        for i, (_, _, args) in enumerate(calls):
+            cut = len(args) // 2
+            piece = args[:cut] if half == 0 else args[cut:]
+            chunks.append(delta({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}))
+    chunks.append(delta({}, "tool_calls"))
+    chunks.append(
+        {**base, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16}}
+    )
+    return chunks
+
+
+def _agent_reply(body: dict[str, Any]) -> Reply | None:
+    """The tool agent's move (tests/servers/tool_agent.py) when the request offers its tools."""
+    names = [t.get("function", {}).get("name") for t in body.get("tools") or ()]
+    if not tool_agent.offers_tools(names):
+        return None
+    messages = body.get("messages") or []
+    results = [str(m.get("content")) for m in messages if m.get("role") == "tool"]
+    move = tool_agent.next_move(results)
+    model = body.get("model", "unknown")
+    step = sum(1 for m in messages if m.get("role") == "assistant")
+    if isinstance(move, str):
+        pieces = [w + " " for w in move.split()]
+        pieces[-1] = pieces[-1].rstrip()
+        if body.get("stream"):
+            return Reply(stream_chunks=stream_chunks(pieces, model=model, prompt_tokens=9))
+        return Reply(body=completion_body(move, model=model, prompt_tokens=9, completion_tokens=len(pieces)))
+    calls = [(f"call_{step}_{i}", name, json.dumps(args)) for i, (name, args) in enumerate(move)]
+    if body.get("stream"):
+        return Reply(stream_chunks=tool_calls_chunks(calls, model=model))
+    return Reply(body=tool_calls_body(calls, model=model))
+
+
 def _echo(body: dict[str, Any]) -> tuple[str, int, int]:
     messages = body.get("messages") or []
     last = messages[-1]["content"] if messages else ""
@@ -199,6 +265,9 @@ class OpenAIWireServer(LoopbackServer):
             )
         if not isinstance(body, dict):
             return Reply.error(400, "expected a JSON body")
+        agent = _agent_reply(body)
+        if agent is not None:
+            return agent
         content, prompt_tokens, completion_tokens = _echo(body)
         model = body.get("model", "unknown")
         if body.get("stream"):
