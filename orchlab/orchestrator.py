@@ -74,11 +74,12 @@ class Orchestrator:
         self.resolver = Resolver(config, base_dir=config_path.parent if config_path else None)
         mask_keys_in_logs(self.resolver.configured_keys())
         self._bindings: dict[str, tuple[str, str]] = {}
-        self.providers = ProviderPool(self.resolver.provider_settings)
+        self.health = ProviderHealth()
+        """Cooldowns of failing providers (fallback strategies) and of a pool's deployments (its
+        ``clock`` is swappable)."""
+        self.providers = ProviderPool(self.resolver.provider_settings, health=self.health)
         """The adapters, each built once (``client.provider(name)``)."""
         self.observers = Observers()
-        self.health = ProviderHealth()
-        """Cooldowns of failing providers for the fallback strategies (its ``clock`` is swappable)."""
         self.budgets = Budgets.from_config(config)
         """Spending limits (YAML ``budgets:``); change them with ``client.budgets.set(...)``."""
         self.usage_tracker = UsageTracker()

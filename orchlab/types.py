@@ -190,6 +190,8 @@ class Attempt:
     """What the numbers cannot say (e.g. a cancelled call's tokens were never reported)."""
     overrun_usd: float | None = None
     """How much more than its budget reservation this call cost (charged as reported)."""
+    deployment: str | None = None
+    """The server of a pooled provider (``deployments:``) that answered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +246,10 @@ class LLMResponse:
     overrun_usd: float | None = None
     """Set when the provider reported more usage than the worst case reserved under a budget:
     by how much the cost exceeded that reservation (it is charged in full; see `orchlab.pipeline.settle`)."""
+    deployment: str | None = None
+    """The server of a pooled provider (``deployments:``) that answered."""
+    moved_from: tuple[str, ...] = ()
+    """Deployments of that pool that failed this request before it was moved ("url (error type)")."""
 
     @property
     def target(self) -> str:

@@ -296,7 +296,9 @@ class Catalog:
         config = self._config
         seen: dict[tuple[str, str], None] = {}
         for role in config.roles.values():
-            seen[parse_target(role.own_target())] = None
+            own = role.own_target()
+            if own is not None:
+                seen[parse_target(own)] = None
             for target in role.fallbacks:
                 seen[parse_target(target)] = None
             for candidate in role.candidates:
