@@ -29,7 +29,8 @@
     ├── PromptError                      a registered prompt or template could not be loaded/rendered
     ├── TrackingError                    misuse of the tracking API (bad rating, unknown trace)
     └── StrategyError                    a strategy could not produce an answer
-        └── AllAttemptsFailedError       also an ExceptionGroup holding every attempt's error
+        ├── AllAttemptsFailedError       also an ExceptionGroup holding every attempt's error
+        └── NoModelMatchesError          a selector (select:) matches no model: what was ruled out, why
 
 SDK exceptions are translated at the provider boundary (by behaviour: timeouts, broken
 connections, HTTP statuses, malformed bodies; see `orchlab.providers.translate`). The SDK's own
@@ -349,3 +350,12 @@ class AllAttemptsFailedError(StrategyError, ExceptionGroup):
 
     def derive(self, excs: Sequence[Exception]) -> AllAttemptsFailedError:  # type: ignore[override]
         return AllAttemptsFailedError(self.message, excs)
+
+
+class NoModelMatchesError(StrategyError):
+    """A selector (a role's ``select:``) matches no catalogued model now. ``ruled_out`` maps each
+    model considered (``'provider:model'``) to why it was ruled out."""
+
+    def __init__(self, message: str, *, ruled_out: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.ruled_out: dict[str, str] = dict(ruled_out or {})

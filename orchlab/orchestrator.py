@@ -20,6 +20,7 @@ from orchlab.calls import CallContext, Observers
 from orchlab.catalog import Catalog
 from orchlab.config.loader import check_env, default_config_path, load_config
 from orchlab.config.schema import OrchestratorConfig
+from orchlab.errors import InvalidRequestError
 from orchlab.loop import run_sync, sync_twin
 from orchlab.pipeline.dispatch import Dispatch
 from orchlab.pipeline.observe import Observe
@@ -28,7 +29,7 @@ from orchlab.pipeline.settle import Settle
 from orchlab.providers.base import Provider
 from orchlab.providers.pool import ProviderPool
 from orchlab.redaction import mask_keys_in_logs
-from orchlab.resolution import Binding, ResolvedLLMConfig, Resolver, check_params, parse_target
+from orchlab.resolution import Binding, ResolvedLLMConfig, Resolver, check_params, params_from, parse_target
 from orchlab.strategies.health import ProviderHealth
 from orchlab.tracking.observer import attach as attach_tracking
 from orchlab.types import LLMResponse, ModelRequest, ResponseStream, to_messages
@@ -38,6 +39,7 @@ from orchlab.usage import UsageTracker
 if TYPE_CHECKING:
     import pandas as pd
 
+    from orchlab.catalog.select import Selection
     from orchlab.tracking.feedback import Rating
 
 ParamsOverride = Mapping[str, Any] | None
@@ -53,6 +55,8 @@ _COMPLETE_KEYWORDS = (
     "scorer",
     "threshold",
     "tier",
+    "risk",
+    "complexity",
 )
 _ENSEMBLE_KEYWORDS = ("models", "mode", "role", "judge", "aggregator", "system", "normalizer")
 
@@ -119,17 +123,66 @@ class Orchestrator:
     def roles(self) -> list[str]:
         return self.resolver.role_names()
 
-    def resolve(self, role: str) -> ResolvedLLMConfig:
+    def resolve(self, role: str, **call: Any) -> ResolvedLLMConfig:
         """The provider, model, params and key a role runs on now (session rebinds included);
-        `AuthError` when that provider's key is missing."""
+        `AuthError` when that provider's key is missing. A role with ``select:`` shows what its
+        rule picks now (``risk=``, ``complexity=``, ``task_type=``, ``tier=`` as a call would
+        give them; `selection` says why)."""
+        if self._selects(role):
+            chosen = self.selection(role, **call).chosen
+            params = params_from(self.config.roles[role].params)
+            return self.resolver.resolve_target(chosen.provider, chosen.model, params, role=role)
         bound = self.binding(role)
         return self.resolver.resolve_target(bound.provider, bound.model, bound.params, role=role)
+
+    async def aselection(
+        self,
+        role: str,
+        *,
+        risk: str | None = None,
+        complexity: str | None = None,
+        task_type: str | None = None,
+        tier: str | None = None,
+    ) -> Selection:
+        """What the ``select:`` rule of ``role`` picks now: the model, its estimated cost per
+        call, the runners-up, what was ruled out and why (`orchlab.catalog.select.Selection`).
+        `NoModelMatchesError` when nothing matches."""
+        from orchlab.strategies.select import rule_of, select_for
+
+        spec = self.config.roles.get(role)
+        if spec is None or spec.select is None:
+            self.resolver.binding(role)  # an unknown role: "did you mean"
+            raise InvalidRequestError(
+                f"role {role!r} names its model: it has no select: rule", parameter="role"
+            )
+        return await select_for(
+            self,
+            rule_of(self, role, {}),
+            role=role,
+            tier=tier,
+            risk=risk,
+            complexity=complexity,
+            task_type=task_type,
+            output_tokens=spec.params.max_tokens or None,
+        )
+
+    selection = sync_twin(aselection)
+
+    def _selects(self, role: str) -> bool:
+        spec = self.config.roles.get(role)
+        return spec is not None and spec.select is not None and role not in self._bindings
 
     def binding(self, role: str) -> Binding:
         """What `resolve` returns, without looking up a key (strategies plan with this: each
         candidate's key is looked up when that candidate is tried)."""
-        bound = self.resolver.binding(role)
         rebound = self._bindings.get(role)
+        spec = self.config.roles.get(role)
+        if spec is not None and spec.select is not None:  # no model in the YAML: the catalog picks
+            if rebound is None:
+                self.resolver.binding(role)  # raises: the role selects its model
+            assert rebound is not None
+            return Binding(rebound[0], rebound[1], params_from(spec.params), role)
+        bound = self.resolver.binding(role)
         if rebound is None:
             return bound
         return Binding(rebound[0], rebound[1], bound.params, role)
@@ -140,7 +193,8 @@ class Orchestrator:
 
     def rebind(self, role: str, target: str) -> ResolvedLLMConfig:
         """Point ``role`` at ``'provider:model'`` for this session (the YAML is not changed)."""
-        self.resolver.binding(role)
+        if role not in self.config.roles:
+            self.resolver.binding(role)  # UnknownRoleError with "did you mean"
         provider, model = parse_target(target)
         self.resolver.provider_settings(provider)
         self._bindings[role] = (provider, model)
@@ -172,13 +226,19 @@ class Orchestrator:
     # loop thread: the overhead target of benchmarks/overhead.py). A role with a strategy goes
     # to `orchlab.strategies.answer`.
 
-    def run(self, role: str, messages: object, params_override: ParamsOverride = None) -> LLMResponse:
+    def run(
+        self, role: str, messages: object, params_override: ParamsOverride = None, **routing: str | None
+    ) -> LLMResponse:
         """Answer ``messages`` with the model bound to ``role`` (works inside Jupyter's loop).
 
-        A role with a ``strategy:`` (or ``candidates:`` / ``fallbacks:``) runs that strategy.
-        ``role`` may also be ``'provider:model'`` or a URN (``urn:orchlab:race:candidates=a:m,b:m``,
-        `orchlab.strategies.urn`); ``arun`` and ``stream`` take the same targets.
+        A role with a ``strategy:`` (or ``candidates:`` / ``fallbacks:`` / ``select:``) runs that
+        strategy. ``role`` may also be ``'provider:model'`` or a URN
+        (``urn:orchlab:race:candidates=a:m,b:m``, `orchlab.strategies.urn`); ``arun`` and ``stream``
+        take the same targets. ``risk=`` / ``complexity=`` (low, medium, high), ``task_type=`` and
+        ``tier=`` choose the tier a ``select:`` role asks the catalog for (``routing.tiers``).
         """
+        if routing:
+            return run_sync(self._complete(messages, role=role, params=params_override, **_routing(routing)))
         if self._has_strategy(role):
             return run_sync(self._complete(messages, role=role, params=params_override))
         ctx, resolved, request = self._single(role, messages, params_override)
@@ -189,10 +249,14 @@ class Orchestrator:
             raise
         return self.dispatch.observe.answered(ctx, response)
 
-    async def arun(self, role: str, messages: object, params_override: ParamsOverride = None) -> LLMResponse:
+    async def arun(
+        self, role: str, messages: object, params_override: ParamsOverride = None, **routing: str | None
+    ) -> LLMResponse:
         """`run` for async code: the call runs on the caller's own event loop (no thread hop),
         but for an adapter that does not run on any loop (`Provider.runs_on_any_loop`), which
         is awaited on orchlab's engine loop. ``async for`` over `stream` and the ``a*`` API too."""
+        if routing:
+            return await self._complete(messages, role=role, params=params_override, **_routing(routing))
         if self._has_strategy(role):
             return await self._complete(messages, role=role, params=params_override)
         ctx, resolved, request = self._single(role, messages, params_override)
@@ -228,6 +292,8 @@ class Orchestrator:
         scorer: Any = None,
         threshold: float | None = None,
         tier: str | None = None,
+        risk: str | None = None,
+        complexity: str | None = None,
         **params: Any,
     ) -> LLMResponse:
         """Answer ``prompt`` (a string or messages), with a strategy when one applies.
@@ -249,6 +315,8 @@ class Orchestrator:
             scorer=scorer,
             threshold=threshold,
             tier=tier,
+            risk=risk,
+            complexity=complexity,
             params=params,
             where="complete()",
             keywords=_COMPLETE_KEYWORDS,
@@ -338,6 +406,25 @@ class Orchestrator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_ROUTING = ("risk", "complexity", "task_type", "tier")
+
+
+def _routing(given: Mapping[str, str | None]) -> dict[str, str | None]:
+    """A call's routing keywords (risk, complexity, task_type, tier); another name is refused."""
+    import difflib
+
+    for name in given:
+        if name not in _ROUTING:
+            close = difflib.get_close_matches(name, [*_ROUTING, "params_override"], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise InvalidRequestError(
+                f"run() got an unknown keyword {name!r} (routing keywords: {', '.join(_ROUTING)}; "
+                f"generation params go in params_override){hint}",
+                parameter=name,
+            )
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def get_llm_client(config_path: str | Path | None = None, *, env: str | None = None) -> Orchestrator:

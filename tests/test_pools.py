@@ -7,7 +7,6 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -24,29 +23,17 @@ HELLO = [{"role": "user", "content": "hello there"}]
 
 
 class SlowOllama(OllamaWireServer):
-    """An Ollama-wire server whose chat replies take ``delay_s``; ``kill()`` stops it listening
-    and resets every connection still open (in-flight requests included)."""
+    """An Ollama-wire server whose chat replies take ``delay_s`` (``kill()``: the host dies)."""
 
     def __init__(self, delay_s: float) -> None:
         super().__init__()
         self.delay_s = delay_s
-        self.killed = False
 
     def default_reply(self, method: str, path: str, body: Any) -> Reply:
         reply = super().default_reply(method, path, body)
         if "/api/chat" in path:
             reply.delay_s = self.delay_s
         return reply
-
-    def _send(self, h: BaseHTTPRequestHandler, reply: Reply) -> None:
-        if self.killed:
-            self._reset(h)
-            return
-        super()._send(h, reply)
-
-    def kill(self) -> None:
-        self.killed = True
-        self.stop()
 
 
 @pytest.fixture

@@ -434,8 +434,8 @@ class RoleConfig(_Strict):
             raise ValueError("strategy: select needs select: {capability: ..., tier: ..., ...}")
         if self.provider is None and not (self.strategy and self.candidates):
             raise ValueError(
-                "the role needs provider: and model:, select:, or strategy: with candidates: "
-                "(then its candidates are all its stages)"
+                "the role needs provider: and model:, or strategy: with candidates: "
+                "(then its candidates are all its stages), or select: (the catalog picks its model)"
             )
         if self.options and (self.strategy is None or isinstance(self.strategy, Strategy)):
             raise ValueError(
