@@ -53,7 +53,7 @@ class PoolConfig(_Strict):
 
     balance: Literal["least_outstanding", "latency"] = Field(
         default="least_outstanding",
-        description="least_outstanding: fewest requests in flight; latency: weighted by recent latency",
+        description="least_outstanding: fewest requests in flight; latency: a draw weighted by speed",
     )
     cooldown_after: int = Field(default=1, ge=1, description="consecutive retryable failures of a deployment")
     cooldown_s: float = Field(default=30.0, ge=0, description="how long such a deployment gets no requests")

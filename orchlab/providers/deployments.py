@@ -9,8 +9,9 @@
         pool: {balance: least_outstanding, cooldown_after: 1, cooldown_s: 30, health_check_s: 15}
 
 Each request goes to one deployment: ``least_outstanding`` (the default) takes the one with the
-fewest requests in flight (ties: the lower recent latency); ``latency`` the lowest
-(requests in flight + 1) x recent mean latency. A deployment not measured yet is tried first.
+fewest requests in flight (ties: the lower recent latency); ``latency`` draws one with a chance
+in proportion to 1 / ((requests in flight + 1) x recent mean latency). A deployment not
+measured yet is tried first.
 
 A deployment that fails with a retryable error (connection refused or reset, 5xx, 429, a
 timeout) is cooled down by the client's `ProviderHealth` (key ``"<entry>@<url>"``) after
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import threading
 import time
 import weakref
@@ -136,6 +138,7 @@ class DeploymentPool(Provider):
         ]
         self.options = self.deployments[0].adapter.options
         self._lock = threading.Lock()
+        self._random = random.Random()
         self._watcher: concurrent.futures.Future[None] | None = None
         if self.health_check_s > 0:
             self._watcher = _start_watching(self)
@@ -158,6 +161,7 @@ class DeploymentPool(Provider):
         best_score: tuple[float, float] = (0.0, 0.0)
         fallback: Deployment | None = None
         by_latency = self.balance == "latency"
+        weighted: list[Deployment] = []
         with self._lock:
             for d in self.deployments:
                 if d in tried:
@@ -166,9 +170,17 @@ class DeploymentPool(Provider):
                     fallback = fallback or d
                     continue
                 latency = d.latency_s or 0.0
-                score = ((d.outstanding + 1) * latency, 0.0) if by_latency else (d.outstanding, latency)
+                if by_latency and latency:
+                    weighted.append(d)
+                    continue
+                score = (d.outstanding, latency)  # an unmeasured deployment (latency 0) first
                 if best is None or score < best_score:
                     best, best_score = d, score
+            if best is None and weighted:
+                # chance in proportion to speed: 1 / ((in flight + 1) x recent latency); the slower
+                # ones keep a share, so their latency stays measured
+                weights = [1 / ((d.outstanding + 1) * (d.latency_s or 1.0)) for d in weighted]
+                best = self._random.choices(weighted, weights)[0]
             chosen = best or fallback  # all cooling or down: tried anyway
             if chosen is not None:
                 chosen.outstanding += 1
