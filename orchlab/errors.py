@@ -30,7 +30,8 @@
     ├── TrackingError                    misuse of the tracking API (bad rating, unknown trace)
     └── StrategyError                    a strategy could not produce an answer
         ├── AllAttemptsFailedError       also an ExceptionGroup holding every attempt's error
-        └── ToolLoopError                delegate() reached max_steps with tool calls still asked
+        ├── ToolLoopError                delegate() reached max_steps with tool calls still asked
+        └── NoModelMatchesError          a selector (select:) matches no model: what was ruled out, why
 
 SDK exceptions are translated at the provider boundary (by behaviour: timeouts, broken
 connections, HTTP statuses, malformed bodies; see `orchlab.providers.translate`). The SDK's own
@@ -361,3 +362,12 @@ class ToolLoopError(StrategyError):
         super().__init__(message)
         self.steps = steps
         self.response = response
+
+
+class NoModelMatchesError(StrategyError):
+    """A selector (a role's ``select:``) matches no catalogued model now. ``ruled_out`` maps each
+    model considered (``'provider:model'``) to why it was ruled out."""
+
+    def __init__(self, message: str, *, ruled_out: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.ruled_out: dict[str, str] = dict(ruled_out or {})

@@ -20,6 +20,7 @@ from orchlab.calls import CallContext, Observers
 from orchlab.catalog import Catalog
 from orchlab.config.loader import check_env, default_config_path, load_config
 from orchlab.config.schema import OrchestratorConfig
+from orchlab.errors import InvalidRequestError
 from orchlab.loop import run_sync, sync_twin
 from orchlab.pipeline.dispatch import Dispatch
 from orchlab.pipeline.observe import Observe
@@ -28,7 +29,7 @@ from orchlab.pipeline.settle import Settle
 from orchlab.providers.base import Provider
 from orchlab.providers.pool import ProviderPool
 from orchlab.redaction import mask_keys_in_logs
-from orchlab.resolution import Binding, ResolvedLLMConfig, Resolver, check_params, parse_target
+from orchlab.resolution import Binding, ResolvedLLMConfig, Resolver, check_params, params_from, parse_target
 from orchlab.strategies.health import ProviderHealth
 from orchlab.tools.model import NO_TOOLS, ToolOffer
 from orchlab.tools.toolsets import TOOL_PARAMS, lift_tool_params, make_offer
@@ -40,6 +41,7 @@ from orchlab.usage import UsageTracker
 if TYPE_CHECKING:
     import pandas as pd
 
+    from orchlab.catalog.select import Selection
     from orchlab.tracking.feedback import Rating
     from orchlab.tracking.observer import Tracking
 
@@ -56,6 +58,8 @@ _COMPLETE_KEYWORDS = (
     "scorer",
     "threshold",
     "tier",
+    "risk",
+    "complexity",
 )
 _ENSEMBLE_KEYWORDS = ("models", "mode", "role", "judge", "aggregator", "system", "normalizer")
 
@@ -77,11 +81,12 @@ class Orchestrator:
         self.resolver = Resolver(config, base_dir=config_path.parent if config_path else None)
         mask_keys_in_logs(self.resolver.configured_keys())
         self._bindings: dict[str, tuple[str, str]] = {}
-        self.providers = ProviderPool(self.resolver.provider_settings)
+        self.health = ProviderHealth()
+        """Cooldowns of failing providers (fallback strategies) and of a pool's deployments (its
+        ``clock`` is swappable)."""
+        self.providers = ProviderPool(self.resolver.provider_settings, health=self.health)
         """The adapters, each built once (``client.provider(name)``)."""
         self.observers = Observers()
-        self.health = ProviderHealth()
-        """Cooldowns of failing providers for the fallback strategies (its ``clock`` is swappable)."""
         self.budgets = Budgets.from_config(config)
         """Spending limits (YAML ``budgets:``); change them with ``client.budgets.set(...)``."""
         self.usage_tracker = UsageTracker()
@@ -138,17 +143,66 @@ class Orchestrator:
     def roles(self) -> list[str]:
         return self.resolver.role_names()
 
-    def resolve(self, role: str) -> ResolvedLLMConfig:
+    def resolve(self, role: str, **call: Any) -> ResolvedLLMConfig:
         """The provider, model, params and key a role runs on now (session rebinds included);
-        `AuthError` when that provider's key is missing."""
+        `AuthError` when that provider's key is missing. A role with ``select:`` shows what its
+        rule picks now (``risk=``, ``complexity=``, ``task_type=``, ``tier=`` as a call would
+        give them; `selection` says why)."""
+        if self._selects(role):
+            chosen = self.selection(role, **call).chosen
+            params = params_from(self.config.roles[role].params)
+            return self.resolver.resolve_target(chosen.provider, chosen.model, params, role=role)
         bound = self.binding(role)
         return self.resolver.resolve_target(bound.provider, bound.model, bound.params, role=role)
+
+    async def aselection(
+        self,
+        role: str,
+        *,
+        risk: str | None = None,
+        complexity: str | None = None,
+        task_type: str | None = None,
+        tier: str | None = None,
+    ) -> Selection:
+        """What the ``select:`` rule of ``role`` picks now: the model, its estimated cost per
+        call, the runners-up, what was ruled out and why (`orchlab.catalog.select.Selection`).
+        `NoModelMatchesError` when nothing matches."""
+        from orchlab.strategies.select import rule_of, select_for
+
+        spec = self.config.roles.get(role)
+        if spec is None or spec.select is None:
+            self.resolver.binding(role)  # an unknown role: "did you mean"
+            raise InvalidRequestError(
+                f"role {role!r} names its model: it has no select: rule", parameter="role"
+            )
+        return await select_for(
+            self,
+            rule_of(self, role, {}),
+            role=role,
+            tier=tier,
+            risk=risk,
+            complexity=complexity,
+            task_type=task_type,
+            output_tokens=spec.params.max_tokens or None,
+        )
+
+    selection = sync_twin(aselection)
+
+    def _selects(self, role: str) -> bool:
+        spec = self.config.roles.get(role)
+        return spec is not None and spec.select is not None and role not in self._bindings
 
     def binding(self, role: str) -> Binding:
         """What `resolve` returns, without looking up a key (strategies plan with this: each
         candidate's key is looked up when that candidate is tried)."""
-        bound = self.resolver.binding(role)
         rebound = self._bindings.get(role)
+        spec = self.config.roles.get(role)
+        if spec is not None and spec.select is not None:  # no model in the YAML: the catalog picks
+            if rebound is None:
+                self.resolver.binding(role)  # raises: the role selects its model
+            assert rebound is not None
+            return Binding(rebound[0], rebound[1], params_from(spec.params), role)
+        bound = self.resolver.binding(role)
         if rebound is None:
             return bound
         return Binding(rebound[0], rebound[1], bound.params, role)
@@ -159,7 +213,8 @@ class Orchestrator:
 
     def rebind(self, role: str, target: str) -> ResolvedLLMConfig:
         """Point ``role`` at ``'provider:model'`` for this session (the YAML is not changed)."""
-        self.resolver.binding(role)
+        if role not in self.config.roles:
+            self.resolver.binding(role)  # UnknownRoleError with "did you mean"
         provider, model = parse_target(target)
         self.resolver.provider_settings(provider)
         self._bindings[role] = (provider, model)
@@ -201,12 +256,15 @@ class Orchestrator:
         toolset: str | None = None,
         tool_choice: object = None,
         parallel_tool_calls: bool | None = None,
+        **routing: str | None,
     ) -> LLMResponse:
         """Answer ``messages`` with the model bound to ``role`` (works inside Jupyter's loop).
 
-        A role with a ``strategy:`` (or ``candidates:`` / ``fallbacks:``) runs that strategy.
-        ``role`` may also be ``'provider:model'`` or a URN (``urn:orchlab:race:candidates=a:m,b:m``,
-        `orchlab.strategies.urn`); ``arun`` and ``stream`` take the same targets.
+        A role with a ``strategy:`` (or ``candidates:`` / ``fallbacks:`` / ``select:``) runs that
+        strategy. ``role`` may also be ``'provider:model'`` or a URN
+        (``urn:orchlab:race:candidates=a:m,b:m``, `orchlab.strategies.urn`); ``arun`` and ``stream``
+        take the same targets. ``risk=`` / ``complexity=`` (low, medium, high), ``task_type=`` and
+        ``tier=`` choose the tier a ``select:`` role asks the catalog for (``routing.tiers``).
 
         ``tools`` (functions, ``@orchlab.tool``, `orchlab.Tool`, OpenAI's JSON, toolset names) and
         ``toolset`` (a YAML ``toolsets:`` entry; else the role's ``toolset:``) are offered to the
@@ -215,6 +273,10 @@ class Orchestrator:
         params_override, offer = self.offer(
             role, params_override, tools, toolset, tool_choice, parallel_tool_calls
         )
+        if routing:
+            return run_sync(
+                self._complete(messages, role=role, params=params_override, offer=offer, **_routing(routing))
+            )
         if self._has_strategy(role):
             return run_sync(self._complete(messages, role=role, params=params_override, offer=offer))
         ctx, resolved, request = self._single(role, messages, params_override, offer=offer)
@@ -236,6 +298,7 @@ class Orchestrator:
         toolset: str | None = None,
         tool_choice: object = None,
         parallel_tool_calls: bool | None = None,
+        **routing: str | None,
     ) -> LLMResponse:
         """`run` for async code: the call runs on the caller's own event loop (no thread hop),
         but for an adapter that does not run on any loop (`Provider.runs_on_any_loop`), which
@@ -244,6 +307,10 @@ class Orchestrator:
         params_override, offer = self.offer(
             role, params_override, tools, toolset, tool_choice, parallel_tool_calls
         )
+        if routing:
+            return await self._complete(
+                messages, role=role, params=params_override, tags=tags, offer=offer, **_routing(routing)
+            )
         if self._has_strategy(role):
             return await self._complete(messages, role=role, params=params_override, tags=tags, offer=offer)
         ctx, resolved, request = self._single(role, messages, params_override, tags, offer)
@@ -333,6 +400,8 @@ class Orchestrator:
         scorer: Any = None,
         threshold: float | None = None,
         tier: str | None = None,
+        risk: str | None = None,
+        complexity: str | None = None,
         **params: Any,
     ) -> LLMResponse:
         """Answer ``prompt`` (a string or messages), with a strategy when one applies.
@@ -354,6 +423,8 @@ class Orchestrator:
             scorer=scorer,
             threshold=threshold,
             tier=tier,
+            risk=risk,
+            complexity=complexity,
             params=params,
             where="complete()",
             keywords=_COMPLETE_KEYWORDS,
@@ -493,6 +564,25 @@ class Orchestrator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_ROUTING = ("risk", "complexity", "task_type", "tier")
+
+
+def _routing(given: Mapping[str, str | None]) -> dict[str, str | None]:
+    """A call's routing keywords (risk, complexity, task_type, tier); another name is refused."""
+    import difflib
+
+    for name in given:
+        if name not in _ROUTING:
+            close = difflib.get_close_matches(name, [*_ROUTING, "params_override"], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise InvalidRequestError(
+                f"run() got an unknown keyword {name!r} (routing keywords: {', '.join(_ROUTING)}; "
+                f"generation params go in params_override){hint}",
+                parameter=name,
+            )
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def get_llm_client(config_path: str | Path | None = None, *, env: str | None = None) -> Orchestrator:

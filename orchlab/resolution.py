@@ -202,7 +202,14 @@ class Resolver:
                 role=role,
                 suggestions=close,
             )
-        provider, model = parse_target(spec.own_target())
+        target = spec.own_target()
+        if target is None:
+            raise InvalidRequestError(
+                f"role {role!r} selects its model (select:): the client picks it "
+                "(client.resolve(role), client.selection(role))",
+                parameter="role",
+            )
+        provider, model = parse_target(target)
         self.provider_kind(provider)
         return Binding(provider, model, params_from(spec.params), role)
 
@@ -308,6 +315,8 @@ class Resolver:
             max_retries=spec.max_retries,
             options=dict(spec.options),
             stream_idle_timeout_s=spec.stream_idle_timeout_s,
+            deployments=tuple(spec.deployments),
+            pool=spec.pool,
         )
         self._settings[name] = settings
         return settings

@@ -274,6 +274,8 @@ class Attempt:
     """How much more than its budget reservation this call cost (charged as reported)."""
     tool_calls: tuple[ToolCall, ...] = field(default=(), repr=False)
     """The calls the model asked for in this attempt's answer."""
+    deployment: str | None = None
+    """The server of a pooled provider (``deployments:``) that answered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +335,10 @@ class LLMResponse:
     tool_calls: tuple[ToolCall, ...] = ()
     """The calls the model asked for instead of (or besides) text; ``finish_reason`` is then
     ``"tool_calls"``. `delegate` runs them; ``run()`` returns them to the caller."""
+    deployment: str | None = None
+    """The server of a pooled provider (``deployments:``) that answered."""
+    moved_from: tuple[str, ...] = ()
+    """Deployments of that pool that failed this request before it was moved ("url (error type)")."""
 
     @property
     def target(self) -> str:

@@ -8,6 +8,7 @@ Example::
 
     client.usage()                      # one row per (role, provider, model, strategy)
     client.usage(by="provider")         # or by=["role", "model"], by=[] for a single total row
+    client.usage(by=["provider", "deployment"])   # a pool's servers ("" for other providers)
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from orchlab.calls import CallRecord
 
 KEYS: tuple[str, ...] = ("role", "provider", "model", "strategy")
+"""The default grouping of `client.usage()`."""
+ALL_KEYS: tuple[str, ...] = (*KEYS, "deployment")
+"""Every key ``by=`` takes: ``deployment`` is the server of a pooled provider that answered."""
 COLUMNS: tuple[str, ...] = (
     "calls",
     "errors",
@@ -63,7 +67,7 @@ class UsageTracker:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._rows: dict[tuple[str, str, str, str], _Totals] = {}
+        self._rows: dict[tuple[str, str, str, str, str], _Totals] = {}
 
     def __repr__(self) -> str:
         with self._lock:
@@ -76,7 +80,7 @@ class UsageTracker:
         role = ctx.role or ""
         with self._lock:
             for attempt in ctx.attempts:
-                key = (role, attempt.provider, attempt.model, ctx.strategy)
+                key = (role, attempt.provider, attempt.model, ctx.strategy, attempt.deployment or "")
                 totals = self._rows.get(key)
                 if totals is None:
                     totals = self._rows[key] = _Totals()
@@ -110,7 +114,7 @@ class UsageTracker:
             snapshot = [(k, _copy(t)) for k, t in self._rows.items()]
         groups: dict[tuple[str, ...], _Totals] = {}
         for key, totals in snapshot:
-            named = dict(zip(KEYS, key, strict=True))
+            named = dict(zip(ALL_KEYS, key, strict=True))
             group = tuple(named[k] for k in keys)
             if group not in groups:
                 groups[group] = _Totals()
@@ -136,7 +140,8 @@ class UsageTracker:
         return rows
 
     def frame(self, by: str | Sequence[str] = KEYS) -> pd.DataFrame:
-        """A pandas DataFrame: one row per group of ``by`` (any of role, provider, model, strategy).
+        """A pandas DataFrame: one row per group of ``by`` (any of role, provider, model, strategy,
+        deployment).
 
         Columns: calls (provider calls, failures included), errors, input/output tokens, cost_usd
         (NaN when no call of the group had a price), unpriced_calls, mean_latency_s, overrun_usd
@@ -150,11 +155,11 @@ class UsageTracker:
 
 def _keys(by: str | Sequence[str]) -> list[str]:
     keys = [by] if isinstance(by, str) else list(by)
-    unknown = [k for k in keys if k not in KEYS]
+    unknown = [k for k in keys if k not in ALL_KEYS]
     if unknown:
         from orchlab.errors import InvalidRequestError
 
-        raise InvalidRequestError(f"usage(by=...) takes any of {', '.join(KEYS)}; got {unknown}")
+        raise InvalidRequestError(f"usage(by=...) takes any of {', '.join(ALL_KEYS)}; got {unknown}")
     return keys
 
 

@@ -53,6 +53,7 @@ def test_enums_are_exactly_as_specified_and_match_the_yaml_schema() -> None:
         "ENSEMBLE": "ensemble",
         "PARALLEL": "parallel",
         "CASCADE": "cascade",
+        "SELECT": "select",
     }
     assert [m.value for m in EnsembleMode] == ["vote", "chain", "judge", "fuse"]
     assert [t.value for t in TaskType] == [

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -97,6 +98,10 @@ class Catalog:
         self._lock = threading.Lock()
         self.discovery_errors: dict[str, BaseException] = {}
         """Providers whose discovery failed last time, with the error."""
+        self.discovered_at: dict[str, float] = {}
+        """When each provider was last asked for its models (``time.monotonic()``)."""
+        self.version = 0
+        """Bumped whenever discovery changes what the catalog knows (selectors re-resolve)."""
 
     def __repr__(self) -> str:
         return f"Catalog({len(self._targets())} models; project {self._config.project!r})"
@@ -240,15 +245,20 @@ class Catalog:
 
     # --- discovery ---------------------------------------------------------------------------
 
-    async def adiscover(self, providers: Sequence[str] | None = None) -> list[ModelInfo]:
+    async def adiscover(
+        self, providers: Sequence[str] | None = None, *, warn: bool = True
+    ) -> list[ModelInfo]:
         """Ask providers for their models (default: every local provider, e.g. Ollama); a network call.
 
-        A provider that cannot be reached is recorded in ``discovery_errors`` with an
-        `OrchlabWarning`; the others' models join the catalog.
+        A provider that cannot be reached is recorded in ``discovery_errors`` (with an
+        `OrchlabWarning` unless ``warn=False``); the others' models join the catalog.
         """
         from orchlab.loop import run_async
 
         names = list(providers) if providers is not None else self._local_providers()
+        now = time.monotonic()
+        for name in names:
+            self.discovered_at[name] = now
         results = await asyncio.gather(
             *(run_async(self._providers(name).list_models()) for name in names), return_exceptions=True
         )
@@ -258,6 +268,9 @@ class Catalog:
                 if isinstance(result, asyncio.CancelledError):
                     raise result
                 self.discovery_errors[name] = result
+                self.version += 1
+                if not warn:
+                    continue
                 warnings.warn(
                     f"orchlab: could not list the models of provider {name!r} ({result}); "
                     "they are missing from the catalog",
@@ -266,6 +279,7 @@ class Catalog:
                 )
                 continue
             self.discovery_errors.pop(name, None)
+            self.version += 1
             with self._lock:
                 for discovered in result:
                     self._discovered[(name, discovered.id)] = discovered
@@ -296,7 +310,9 @@ class Catalog:
         config = self._config
         seen: dict[tuple[str, str], None] = {}
         for role in config.roles.values():
-            seen[parse_target(role.own_target())] = None
+            own = role.own_target()
+            if own is not None:
+                seen[parse_target(own)] = None
             for target in role.fallbacks:
                 seen[parse_target(target)] = None
             for candidate in role.candidates:

@@ -48,9 +48,24 @@ Target = Annotated[str, AfterValidator(_check_target)]
 """A ``'provider:model'`` string."""
 
 
+class PoolConfig(_Strict):
+    """How a provider entry with ``deployments:`` spreads its requests (`orchlab.providers.deployments`)."""
+
+    balance: Literal["least_outstanding", "latency"] = Field(
+        default="least_outstanding",
+        description="least_outstanding: fewest requests in flight; latency: a draw weighted by speed",
+    )
+    cooldown_after: int = Field(default=1, ge=1, description="consecutive retryable failures of a deployment")
+    cooldown_s: float = Field(default=30.0, ge=0, description="how long such a deployment gets no requests")
+    health_check_s: float = Field(
+        default=15.0, ge=0, description="seconds between health checks of every deployment (0: none)"
+    )
+
+
 class ProviderConfig(_Strict):
     """One provider entry. ``type`` names the adapter (a built-in kind, an installed plugin's kind, or
-    ``"package.module:Class"``: `orchlab.providers.registry`); it defaults to the entry's key."""
+    ``"package.module:Class"``: `orchlab.providers.registry`); it defaults to the entry's key.
+    ``deployments:`` lists several servers of the same models (instead of ``api_base``)."""
 
     type: str | None = None
     auth_profile: str | None = None
@@ -65,6 +80,21 @@ class ProviderConfig(_Strict):
         default_factory=dict,
         description="adapter-specific settings, validated by the adapter (e.g. model_path, n_ctx)",
     )
+    deployments: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="base URLs of several servers of the same models (a pool)"
+    )
+    pool: PoolConfig | None = Field(default=None, description="how requests spread over deployments:")
+
+    @model_validator(mode="after")
+    def _deployments(self) -> ProviderConfig:
+        if self.deployments and self.api_base is not None:
+            raise ValueError("give api_base or deployments, not both (deployments: one URL per server)")
+        if self.pool is not None and not self.deployments:
+            raise ValueError("pool: applies to deployments: (list the servers' URLs there)")
+        seen = [u for i, u in enumerate(self.deployments) if u in self.deployments[:i]]
+        if seen:
+            raise ValueError(f"deployment {seen[0]!r} is listed twice")
+        return self
 
 
 class RoleParams(_Strict):
@@ -151,6 +181,8 @@ class Strategy(StrEnum):
     """One model: the first candidate."""
     FALLBACK = "fallback"
     """The candidates in order, each retried, until one answers."""
+    SELECT = "select"
+    """The model the catalog picks for a rule (capability, tier, max cost, local or cloud)."""
 
 
 def _logic_id(value: object) -> object:
@@ -279,6 +311,57 @@ class LowBudgetRouting(_Strict):
     tier: str = Field(description="the tier routes use then, e.g. cheap")
 
 
+TierName = Literal["fast", "standard", "advanced"]
+Level = Literal["low", "medium", "high"]
+
+DEFAULT_RISK_COMPLEXITY: dict[str, dict[str, str]] = {
+    "low": {"low": "fast", "medium": "fast", "high": "standard"},
+    "medium": {"low": "fast", "medium": "standard", "high": "advanced"},
+    "high": {"low": "standard", "medium": "advanced", "high": "advanced"},
+}
+"""risk -> complexity -> catalog tier, when ``routing.tiers.risk_complexity`` does not say."""
+DEFAULT_TASK_TIERS: dict[str, str] = {
+    "code_generation": "standard",
+    "code_review": "advanced",
+    "reasoning": "advanced",
+    "summarization": "fast",
+    "error_diagnosis": "standard",
+    "data_interpretation": "standard",
+    "workflow_generation": "standard",
+    "general": "fast",
+}
+"""task type -> catalog tier, when ``routing.tiers.task_types`` does not say."""
+
+
+class TiersConfig(_Strict):
+    """``routing.tiers``: a call's ``risk=`` / ``complexity=`` (low, medium, high; one alone: the
+    other is medium) or task type -> the catalog tier a selector asks for. Entries given here go
+    over the defaults (`DEFAULT_RISK_COMPLEXITY`, `DEFAULT_TASK_TIERS`)."""
+
+    risk_complexity: dict[Level, dict[Level, TierName]] = Field(default_factory=dict)
+    task_types: dict[TaskTypeName, TierName] = Field(default_factory=dict)
+
+
+class SelectConfig(_Strict):
+    """A role that says what it needs instead of naming a model: the catalog picks the model
+    (`orchlab.catalog.select`), again whenever what it knows changes."""
+
+    capability: CapabilityName = "chat"
+    tier: TierName | None = Field(default=None, description="a call's risk/complexity/task type wins")
+    max_cost_per_call: float | None = Field(
+        default=None, ge=0, description="USD for prompt_tokens in and output_tokens out"
+    )
+    prefer: Literal["cheapest", "local", "cloud"] = Field(
+        default="cheapest", description="local (or cloud) models first when any matches, then the cheapest"
+    )
+    providers: list[str] = Field(default_factory=list, description="provider entries to pick from (all)")
+    prompt_tokens: int = Field(default=1000, gt=0, description="the call size costs are estimated for")
+    output_tokens: int = Field(default=500, gt=0, description="(the role's max_tokens when it sets one)")
+    discover: bool = Field(
+        default=True, description="ask the local providers among them for their models on first use"
+    )
+
+
 class RoutingConfig(_Strict):
     """AUTO: task type -> a role or ``'provider:model'`` (optionally per tier)."""
 
@@ -292,6 +375,9 @@ class RoutingConfig(_Strict):
         default=None, description="a cheaper tier while the session budget runs low"
     )
     routes: dict[TaskTypeName, str | dict[str, str]] = Field(default_factory=dict)
+    tiers: TiersConfig = Field(
+        default_factory=TiersConfig, description="risk/complexity or task type -> a selector's tier"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RoutingConfig:
@@ -335,16 +421,27 @@ class RoleConfig(_Strict):
     toolset: str | None = Field(
         default=None, description="a toolsets: entry its calls offer when the call names no tools"
     )
+    select: SelectConfig | None = Field(
+        default=None, description="instead of provider:/model:, what the model must be (the catalog picks)"
+    )
 
     @model_validator(mode="after")
     def _own_model_or_candidates(self) -> RoleConfig:
         if (self.provider is None) != (self.model is None):
             given, missing = ("provider", "model") if self.model is None else ("model", "provider")
             raise ValueError(f"the role gives {given} but no {missing}: give both, or neither")
+        if self.select is not None:
+            if self.provider is not None or self.candidates:
+                raise ValueError("select: picks the role's model: give no provider:/model: or candidates:")
+            if self.strategy not in (None, Strategy.SELECT):
+                raise ValueError(f"select: runs the select logic, not strategy {self.strategy!s}")
+            return self
+        if self.strategy is Strategy.SELECT:
+            raise ValueError("strategy: select needs select: {capability: ..., tier: ..., ...}")
         if self.provider is None and not (self.strategy and self.candidates):
             raise ValueError(
                 "the role needs provider: and model:, or strategy: with candidates: "
-                "(then its candidates are all its stages)"
+                "(then its candidates are all its stages), or select: (the catalog picks its model)"
             )
         if self.options and (self.strategy is None or isinstance(self.strategy, Strategy)):
             raise ValueError(
@@ -353,9 +450,11 @@ class RoleConfig(_Strict):
             )
         return self
 
-    def own_target(self) -> str:
+    def own_target(self) -> str | None:
         """``'provider:model'`` of the role's own model, else of its first candidate (a role whose
-        candidates are all its stages)."""
+        candidates are all its stages); None for a role with ``select:`` (the catalog picks)."""
+        if self.select is not None:
+            return None
         if self.provider is not None:
             return f"{self.provider}:{self.model}"
         first = self.candidates[0]
@@ -366,7 +465,7 @@ class RoleConfig(_Strict):
     @property
     def has_strategy(self) -> bool:
         """Whether a call of this role runs a strategy: it names one, or has candidates or fallbacks."""
-        return bool(self.strategy or self.candidates or self.fallbacks)
+        return bool(self.strategy or self.candidates or self.fallbacks or self.select)
 
 
 class EnvOverlay(_Strict):

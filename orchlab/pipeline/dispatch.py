@@ -197,6 +197,11 @@ class Dispatch:
             if charge.overrun_usd
             else {}
         )
+        if response.deployment is not None:  # a pool's server (orchlab.providers.deployments)
+            overrun["deployment"] = response.deployment
+            if response.moved_from:
+                moved = f"moved to {response.deployment} after {', '.join(response.moved_from)} failed"
+                overrun["note"] = f"{overrun['note']}; {moved}" if "note" in overrun else moved
         flight.ctx.revise(
             flight.slot,
             outcome="ok",

@@ -72,6 +72,10 @@ class ProviderSettings:
     options: Mapping[str, Any] = field(default_factory=dict)
     stream_idle_timeout_s: float | None = None
     """The longest silence between two stream events (None: ``timeout_s``)."""
+    deployments: tuple[str, ...] = ()
+    """Several servers of the same models (a pool: `orchlab.providers.deployments`)."""
+    pool: Any = None
+    """The entry's ``pool:`` settings (an `orchlab.config.schema.PoolConfig`), or None."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,15 +12,21 @@ from orchlab.providers.base import Provider, ProviderSettings
 from orchlab.providers.registry import provider_class
 
 if TYPE_CHECKING:
+    from orchlab.providers.deployments import Health
     from orchlab.types import LLMResponse, ModelRequest, StreamChunk
 
 
 class ProviderPool:
     """Adapters by provider entry name. ``settings_for(name)`` looks the entry (and its key) up;
-    a missing key raises there and nothing is cached, so a key set later is picked up."""
+    a missing key raises there and nothing is cached, so a key set later is picked up. An entry
+    with ``deployments:`` is a `orchlab.providers.deployments.DeploymentPool` (cooled down in
+    ``health``, the client's `ProviderHealth`)."""
 
-    def __init__(self, settings_for: Callable[[str], ProviderSettings]) -> None:
+    def __init__(
+        self, settings_for: Callable[[str], ProviderSettings], *, health: Health | None = None
+    ) -> None:
         self._settings_for = settings_for
+        self._health = health
         self._adapters: dict[str, Provider] = {}
         self._hops: dict[str, Provider] = {}
         self._lock = threading.Lock()
@@ -32,7 +38,13 @@ class ProviderPool:
                 adapter = self._adapters.get(name)
                 if adapter is None:
                     settings = self._settings_for(name)
-                    adapter = provider_class(settings.kind, provider=name)(settings)
+                    cls = provider_class(settings.kind, provider=name)
+                    if settings.deployments:
+                        from orchlab.providers.deployments import pool_class
+
+                        adapter = pool_class(cls, name)(settings, health=self._health)
+                    else:
+                        adapter = cls(settings)
                     self._adapters[name] = adapter
         return adapter
 

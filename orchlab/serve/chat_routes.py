@@ -124,7 +124,7 @@ def describe(gw: Gateway) -> dict[str, Any]:
             {"name": name, "description": spec.description, "target": target, "strategy": str(strategy)}
         )
     models = []
-    for target in dict.fromkeys(targets):
+    for target in dict.fromkeys(t for t in targets if t is not None):  # a select: role names none
         try:
             info = client.catalog.get_model_info(target)
         except OrchlabError:

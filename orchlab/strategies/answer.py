@@ -31,10 +31,11 @@ from orchlab.strategies.base import (
     finalize,
     resolve_ref,
 )
-from orchlab.strategies.plan import Plan, as_strings, role_candidates, split_options
+from orchlab.strategies.plan import Plan, as_strings, role_candidates, role_params, selects, split_options
 from orchlab.strategies.registry import logic_class, logic_for, logic_id
 from orchlab.strategies.routing import TaskType
 from orchlab.strategies.scorers import normalize
+from orchlab.strategies.select import RULE_KEYS, rule_of
 from orchlab.strategies.urn import is_urn, parse_urn
 from orchlab.tools.model import NO_TOOLS, ToolOffer
 from orchlab.types import (
@@ -93,14 +94,21 @@ def make_plan(
     **options: Any,
 ) -> Plan:
     chosen = None if strategy is None else logic_id(strategy)
-    if role is None and model is None and not candidates:
+    if chosen is None and selects(orch, role) and model is None and not candidates:
+        chosen = Strategy.SELECT
+    if chosen is Strategy.SELECT:
+        given = {k: options.pop(k) for k in list(options) if k in RULE_KEYS}
+        options["select"] = rule_of(orch, role, given)
+    elif role is None and model is None and not candidates:
         role = default_role(orch)
         chosen = chosen or Strategy.AUTO
     spec = orch.config.roles.get(role) if role is not None else None
     # the binding, not `resolve`: no key is looked up before a candidate is tried
-    base = orch.binding(role).params if role is not None else GenerationParams()
+    base = role_params(orch, role) if role is not None else GenerationParams()
     cands: list[AnyCandidate]
-    if candidates:
+    if chosen is Strategy.SELECT and role is None and model is None and not candidates:
+        cands = []  # a URN's selector: the catalog picks every candidate
+    elif candidates:
         cands = [resolve_ref(orch, ref, params=base) for ref in candidates]
         if model is not None:
             provider, name = parse_target(model)

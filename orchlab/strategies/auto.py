@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from orchlab.config.schema import Strategy
 from orchlab.strategies.base import FALL_THROUGH, Answering, Outcome, resolve_ref
 from orchlab.strategies.logic import Logic, choice
-from orchlab.strategies.plan import Plan, role_candidates
+from orchlab.strategies.plan import Plan, role_candidates, role_params, selects
 from orchlab.strategies.routing import (
     CLASSIFY_PROMPT,
     Classification,
@@ -100,8 +100,10 @@ def _routed_plan(orch: Orchestrator, plan: Plan, role: str) -> Plan:
     cands = plan.candidates if role == plan.role else role_candidates(orch, role)
     if spec.strategy is not None and spec.strategy is not Strategy.AUTO:
         chosen = spec.strategy
+    elif selects(orch, role):
+        chosen = Strategy.SELECT  # the catalog picks, with the task type AUTO found
     else:
         chosen = Strategy.FALLBACK if len(cands) > 1 else Strategy.SINGLE
     return replace(
-        plan, role=role, spec=spec, strategy=chosen, candidates=cands, base_params=orch.binding(role).params
+        plan, role=role, spec=spec, strategy=chosen, candidates=cands, base_params=role_params(orch, role)
     )

@@ -13,7 +13,7 @@ from orchlab.strategies.scorers import normalize
 from orchlab.types import GenerationParams
 
 if TYPE_CHECKING:
-    from orchlab.config.schema import RoleConfig
+    from orchlab.config.schema import RoleConfig, SelectConfig
     from orchlab.orchestrator import Orchestrator
     from orchlab.strategies.base import EnsembleMode
     from orchlab.strategies.routing import TaskType
@@ -37,9 +37,29 @@ class Plan:
     aggregator: str | None = None
     tier: str | None = None
     task_type: TaskType | None = None
+    select: SelectConfig | None = None
+    """SELECT: the selector rule (None: the role's ``select:``)."""
+    risk: str | None = None
+    """SELECT: the call's risk (low, medium, high), mapped to a tier by ``routing.tiers``."""
+    complexity: str | None = None
+    """SELECT: the call's complexity (low, medium, high)."""
     normalizer: Callable[[str], str] = normalize
     extra: dict[str, Any] = field(default_factory=dict)
     """An added/installed logic's own options (what its ``from_params`` returned beyond these fields)."""
+
+
+def role_params(orch: Orchestrator, role: str) -> GenerationParams:
+    """The role's params (a role whose model a selector picks has no binding to read them from)."""
+    spec = orch.config.roles.get(role)
+    if spec is not None and spec.select is not None and not orch.is_rebound(role):
+        return params_from(spec.params)
+    return orch.binding(role).params
+
+
+def selects(orch: Orchestrator, role: str | None) -> bool:
+    """Whether ``role``'s model is picked by its ``select:`` rule now (not rebound this session)."""
+    spec = orch.config.roles.get(role) if role is not None else None
+    return spec is not None and spec.select is not None and not orch.is_rebound(role)  # type: ignore[arg-type]
 
 
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -53,9 +73,13 @@ def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 def role_candidates(orch: Orchestrator, role: str, model: str | None = None) -> list[AnyCandidate]:
     """The role's model (or ``model``), then its ``candidates:``, then its ``fallbacks:``. A role
     without ``provider:``/``model:`` (not rebound this session) has only its candidates."""
+    spec = orch.config.roles[role]
+    if spec.select is not None and not orch.is_rebound(role) and model is None:
+        # the catalog picks the model when the call is answered (SELECT): only the fallbacks here
+        base = params_from(spec.params)
+        return [_entry(entry, base, role) for entry in spec.fallbacks]
     bound = orch.binding(role)
     base = bound.params
-    spec = orch.config.roles[role]
     out: list[AnyCandidate] = []
     if model is not None:
         provider, name = parse_target(model)

@@ -30,6 +30,7 @@ from orchlab.strategies.fallback import Fallback
 from orchlab.strategies.logic import Logic
 from orchlab.strategies.plan import Plan, split_options
 from orchlab.strategies.race import Race
+from orchlab.strategies.select import Select
 from orchlab.strategies.selection import CloudFirst, CloudOnly, LocalFirst, LocalOnly
 from orchlab.strategies.single import Single
 
@@ -49,6 +50,7 @@ LOGICS: Mapping[str, type[Logic]] = MappingProxyType(
             Cascade,
             Ensemble,
             Auto,
+            Select,
         )
     }
 )

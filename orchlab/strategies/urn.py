@@ -18,7 +18,8 @@ Grammar (``parse_urn`` checks it; ``answer.plan_for_target`` turns the result in
     param      = name "=" value
     candidates = target *( "," target )          (target: a role or "provider:model")
 
-``candidates`` and ``role`` are read here (one of them is required, except for ``auto``); every
+``candidates`` and ``role`` are read here (one of them is required, except for ``auto`` and
+``select``, whose params are its rule: ``urn:orchlab:select:capability=code;tier=standard``); every
 other param is parsed and validated by the logic's own ``Logic.from_params`` (``threshold``,
 ``scorer``, ``mode``, ``judge``, ``tier``, ...). Names and values are percent-decoded after
 splitting, so ``%2C``, ``%3B``, ``%26``, ``%3D`` and ``%25`` carry a literal ``,`` ``;`` ``&``
@@ -101,7 +102,7 @@ def parse_urn(text: str) -> Urn:
             )
     if role is not None:
         role = unquote(role)
-    if not candidates and role is None and strategy is not Strategy.AUTO:
+    if not candidates and role is None and strategy not in (Strategy.AUTO, Strategy.SELECT):
         raise InvalidRequestError(
             f"URN {text!r}: logic {logic_id!r} needs candidates=<target>,<target> or role=<role>",
             parameter="candidates",

@@ -384,6 +384,8 @@ def _attempt_span(
         "orchlab.params": dict(attempt.params) or None,
         "orchlab.note": getattr(attempt, "note", None),
     }
+    if attempt.deployment is not None:
+        attrs["orchlab.deployment"] = attempt.deployment
     if attempt.outcome != "error" or attempt.usage.total_tokens:
         attrs["mlflow.chat.tokenUsage"] = _usage(attempt)
     cost = _cost(attempt)

@@ -92,6 +92,7 @@ class LoopbackServer:
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()  # ends stalls and trickles when the server stops
+        self.killed = False
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -167,6 +168,13 @@ class LoopbackServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
+    def kill(self) -> None:
+        """A host that dies: stop listening (new connections are refused) and reset every
+        connection still open, a reply in progress included (keep-alive connections would
+        otherwise go on being served by their handler threads)."""
+        self.killed = True
+        self.stop()
+
     def __enter__(self) -> Any:
         return self.start()
 
@@ -222,6 +230,9 @@ class LoopbackServer:
         h.close_connection = True
 
     def _send(self, h: BaseHTTPRequestHandler, reply: Reply) -> None:
+        if self.killed:
+            self._reset(h)
+            return
         data = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
         h.send_response(reply.status)
         h.send_header("content-type", reply.content_type)
@@ -238,6 +249,9 @@ class LoopbackServer:
         self._write(h, data, reply)
 
     def _send_stream(self, h: BaseHTTPRequestHandler, reply: Reply) -> None:
+        if self.killed:
+            self._reset(h)
+            return
         h.send_response(reply.status)
         h.send_header("content-type", reply.content_type)
         h.send_header("cache-control", "no-cache")

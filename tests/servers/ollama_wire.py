@@ -185,8 +185,8 @@ def _echo(body: dict[str, Any]) -> tuple[str, int]:
 class OllamaWireServer(LoopbackServer):
     """``models`` maps each installed model to ``(tags entry, show body)``."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        super().__init__(host)
+    def __init__(self, host: str = "127.0.0.1", *, nodelay: bool = False) -> None:
+        super().__init__(host, nodelay=nodelay)
         self.models: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "llama3.1:8b": (
                 tag(
