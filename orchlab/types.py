@@ -244,6 +244,8 @@ class LLMResponse:
     overrun_usd: float | None = None
     """Set when the provider reported more usage than the worst case reserved under a budget:
     by how much the cost exceeded that reservation (it is charged in full; see `orchlab.pipeline.settle`)."""
+    message_id: str | None = None
+    """The stored assistant message (a ULID) when the call was made in a thread (`client.thread`)."""
 
     @property
     def target(self) -> str:

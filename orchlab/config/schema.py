@@ -396,6 +396,17 @@ class TrackingConfig(_Strict):
     )
 
 
+class StoreConfig(_Strict):
+    """The thread store (orchlab.store): threads, messages, feedback. ``ORCH_STORE_URL`` overrides it."""
+
+    url: str | None = Field(
+        default=None,
+        description="a SQLAlchemy URL: sqlite:///PATH (relative to this YAML file) or "
+        "postgresql+psycopg://USER@HOST/DB; default: .orchlab/store.db next to the MLflow SQLite store",
+    )
+    context_depth: int = Field(default=10, ge=0, description="messages of a thread's branch sent with a call")
+
+
 CapabilityName = Literal["chat", "code", "reasoning", "vision", "tools", "embedding"]
 
 
@@ -443,6 +454,7 @@ class OrchestratorConfig(_Strict):
         default_factory=dict, description="'provider:model' -> prices, context window, capabilities, tier"
     )
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
 
     def for_env(self, env: str) -> OrchestratorConfig:
         """This config as seen from ``env``: that env's overlay merged over the base."""
