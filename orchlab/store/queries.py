@@ -119,7 +119,8 @@ def insert_messages(conn: Connection, rows: Sequence[Mapping[str, Any]], *, head
     """Write messages (each once: ids are new ULIDs) and move their thread's head to ``head``."""
     if not rows:
         return
-    conn.execute(messages.insert(), [dict(r) for r in rows])
+    # every row with every column: an executemany takes its columns from the first row
+    conn.execute(messages.insert(), [{k: r.get(k) for k in _COLUMNS} for r in rows])
     if head is not None:
         set_head(conn, rows[-1]["thread_id"], head)
 
