@@ -183,6 +183,11 @@ def thread_messages(conn: Connection, thread_id: str) -> list[StoredMessage]:
     return [stored_message(r) for r in conn.execute(stmt)]
 
 
+def count_answers(conn: Connection, thread_id: str) -> int:
+    stmt = select(func.count()).where(messages.c.thread_id == thread_id, messages.c.role == "assistant")
+    return int(conn.execute(stmt).scalar() or 0)
+
+
 def get_message(conn: Connection, message_id: str) -> StoredMessage | None:
     row = conn.execute(select(messages).where(messages.c.id == message_id)).first()
     return stored_message(row) if row is not None else None

@@ -131,6 +131,10 @@ class Store:
     def message(self, message_id: str) -> StoredMessage | None:
         return self.read(queries.get_message, message_id)
 
+    def answers(self, thread_id: str) -> int:
+        """How many answers (assistant messages) the thread holds, every branch."""
+        return self.read(queries.count_answers, thread_id)
+
     def message_by_trace(self, trace_id: str) -> StoredMessage | None:
         return self.read(queries.message_by_trace, trace_id)
 
