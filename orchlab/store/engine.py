@@ -7,7 +7,10 @@ busy handler always applies (a deferred transaction that upgrades to a write can
 with "database is locked"). `retry_locked` is the last net: a write that still meets a lock after
 the busy timeout is retried, never reported to the caller, until `WRITE_DEADLINE_S`.
 
-PostgreSQL: psycopg 3 (sync and async), sessions in UTC.
+PostgreSQL: psycopg 3 (sync and async), sessions in UTC with ``synchronous_commit=off``: the
+same promise as SQLite's ``synchronous=NORMAL`` (a killed client or server process loses no
+committed message; a power cut of the database host may lose the last fraction of a second of
+them, never corrupt anything), without waiting for a disk flush on every message.
 
 Migrations (alembic, ``migrations/`` in the package) run once per process and store, under a lock
 that every process takes (a file lock beside a SQLite store, an advisory lock on PostgreSQL), so
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+PG_OPTIONS = "-c timezone=UTC -c synchronous_commit=off"
 HEAD = "0001"
 """The newest migration in ``migrations/versions`` (a test checks it against alembic's head)."""
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -49,8 +53,10 @@ _migrate_lock = threading.Lock()
 T = TypeVar("T")
 
 
-def sync_engine(settings: StoreSettings) -> Engine:
-    """A pooled engine on the store (not yet migrated: `migrate`)."""
+def sync_engine(settings: StoreSettings, *, reads: bool = False) -> Engine:
+    """A pooled engine on the store (not yet migrated: `migrate`). ``reads``: on PostgreSQL, an
+    engine of autocommit connections for single-statement reads (no BEGIN, no ROLLBACK, no
+    isolation switch per checkout: one round trip per read)."""
     if settings.backend == "sqlite":
         path = settings.sqlite_path
         assert path is not None
@@ -61,8 +67,11 @@ def sync_engine(settings: StoreSettings) -> Engine:
         _sqlite_events(engine)
         return engine
     _need_psycopg(settings)
+    # no pre-ping (a round trip per checkout): a connection found dead is invalidated and the
+    # read retried once (`Store.read`), the pool replaced on the next checkout
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None} if reads else {}
     return create_engine(
-        settings.url, pool_pre_ping=True, connect_args={"options": "-c timezone=UTC"}, pool_size=5
+        settings.url, pool_recycle=1800, connect_args={"options": PG_OPTIONS}, **options
     )
 
 
@@ -82,7 +91,7 @@ def async_engine(settings: StoreSettings) -> AsyncEngine:
         return engine
     _need_psycopg(settings)
     return create_async_engine(
-        settings.async_url, pool_pre_ping=True, connect_args={"options": "-c timezone=UTC"}
+        settings.async_url, pool_recycle=1800, connect_args={"options": PG_OPTIONS}
     )
 
 

@@ -48,9 +48,10 @@ def open_store(settings: StoreSettings) -> Store:
 class Store:
     """Threads, messages, feedback and prompt versions in one database (SQLite or PostgreSQL)."""
 
-    def __init__(self, settings: StoreSettings, engine: Engine) -> None:
+    def __init__(self, settings: StoreSettings, engine: Engine, reader: Engine | None = None) -> None:
         self.settings = settings
         self._engine = engine
+        self._reader = reader or engine
         self._writer = engine.execution_options(**WRITE)
 
     @classmethod
@@ -58,22 +59,35 @@ class Store:
         """An engine on the store, migrated to the current schema (idempotent, safe to race)."""
         engine = sync_engine(settings)
         migrate(engine, settings)
-        return cls(settings, engine)
+        reader = sync_engine(settings, reads=True) if settings.backend == "postgresql" else None
+        return cls(settings, engine, reader)
 
     def __repr__(self) -> str:
         return f"Store({self.settings.safe_url!r})"
 
     def close(self) -> None:
         self._engine.dispose()
+        if self._reader is not self._engine:
+            self._reader.dispose()
 
     # --- running statements -------------------------------------------------------------------
 
     def read(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        from sqlalchemy.exc import DBAPIError
+
         def once() -> T:
-            with self._engine.connect() as conn:
+            with self._reader.connect() as conn:
                 return op(conn, *args, **kwargs)
 
-        return self._guard(once)
+        def again_if_dropped() -> T:
+            try:
+                return once()
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:  # a server restart, an idle timeout
+                    raise
+            return once()
+
+        return self._guard(again_if_dropped)
 
     def write(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``op`` in one write transaction (retried, never "database is locked")."""
