@@ -17,8 +17,8 @@ Run::
 
 PostgreSQL is the distribution's server, started in a temporary folder on loopback with fsync on
 (``--pg-no-fsync`` to turn it off); the store's sessions (and the raw baseline's) commit with
-``synchronous_commit=off`` (`orchlab.store.engine`). The machine is shared with other work: compare figures only
-within one run.
+``synchronous_commit=off`` (`orchlab.store.engine`). The machine is shared with other work:
+compare figures only within one run.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchlab.store.engine import PG_OPTIONS  # noqa: E402
-from orchlab.store.ids import new_ulid  # noqa: E402
-from orchlab.store.settings import StoreSettings  # noqa: E402
-from orchlab.store.store import Store  # noqa: E402
+from orchlab.store.engine import PG_OPTIONS
+from orchlab.store.ids import new_ulid
+from orchlab.store.settings import StoreSettings
+from orchlab.store.store import Store
 
 SHORT, LONG, DEPTH = 100, 10_000, 10
 TARGET_MS = {"sqlite": 2.0, "postgresql": 5.0}
@@ -98,7 +98,8 @@ WITH RECURSIVE branch(id, parent_id, n) AS (
 SELECT messages.* FROM messages JOIN branch ON messages.id = branch.id ORDER BY branch.n DESC
 """
 INSERT_SQL = (
-    "INSERT INTO messages (id, thread_id, parent_id, role, content, created_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
+    "INSERT INTO messages (id, thread_id, parent_id, role, content, created_at) "
+    "VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
 )
 HEAD_SQL = "UPDATE threads SET head_id = {p}, updated_at = {p} WHERE id = {p}"
 
@@ -157,14 +158,14 @@ def hot_path(store: Store, n: int) -> dict[str, Any]:
         for length in order:
             thread_id = threads[length][0]
 
-            def orch(length: int = length, thread_id: str = thread_id) -> None:
+            def orch(length: int = length, thread_id: str = thread_id, i: int = i) -> None:
                 r = row(thread_id, heads[length], i)
                 store.append([r], head=r["id"])
                 heads[length] = r["id"]
                 got = store.current_branch(thread_id, DEPTH)[1]
                 assert len(got) == DEPTH and got[-1].id == r["id"]
 
-            def direct(length: int = length, thread_id: str = thread_id) -> None:
+            def direct(length: int = length, thread_id: str = thread_id, i: int = i) -> None:
                 heads[length] = raw.append(thread_id, heads[length], i)
                 assert len(raw.read(thread_id)) == DEPTH
 
@@ -202,10 +203,14 @@ def writers(folder: Path, count: int, writes: int) -> dict[str, Any]:
     code = textwrap.dedent(WRITER.format(bench=str(Path(__file__).resolve().parent)))
     t0 = time.perf_counter()
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, url, thread.id, str(writes), f"w{k}"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", code, url, thread.id, str(writes), f"w{k}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for k in range(count)
-    ]  # fmt: skip
+    ]
     outs = [proc.communicate() for proc in procs]
     took = time.perf_counter() - t0
     stored = {m.text for m in store.messages(thread.id)}
@@ -239,13 +244,18 @@ def report(backend: str, figures: dict[str, Any]) -> list[str]:
     missed = []
     o100, o10k, r100, r10k = (figures[k][0] for k in ("orch100", "orch10000", "raw100", "raw10000"))
     print(f"\n1. {backend}: append + read the last {DEPTH} (p50 / p90 ms)")
-    for k, label in (("raw100", "raw driver, 100"), ("raw10000", "raw driver, 10,000"),
-                     ("orch100", "orchlab Store, 100"), ("orch10000", "orchlab Store, 10,000")):  # fmt: skip
+    for k, label in (
+        ("raw100", "raw driver, 100"),
+        ("raw10000", "raw driver, 10,000"),
+        ("orch100", "orchlab Store, 100"),
+        ("orch10000", "orchlab Store, 10,000"),
+    ):
         print(f"   {label:<24} {figures[k][0]:7.3f} / {figures[k][1]:7.3f}")
     growth = o10k / o100
     print(f"   orchlab / raw: {o100 / r100:.2f}x (100), {o10k / r10k:.2f}x (10,000)")
     print(f"   10,000 / 100 messages: {growth:.2f}x (raw {r10k / r100:.2f}x); target <= {GROWTH_MAX}x")
-    print(f"   target p50 <= {TARGET_MS[backend]} ms at 10,000: {'met' if o10k <= TARGET_MS[backend] else 'MISSED'}")
+    verdict = "met" if o10k <= TARGET_MS[backend] else "MISSED"
+    print(f"   target p50 <= {TARGET_MS[backend]} ms at 10,000: {verdict}")
     if o10k > TARGET_MS[backend]:
         missed.append(f"{backend} p50 {o10k:.2f} ms")
     if growth > GROWTH_MAX:
@@ -277,8 +287,10 @@ def main() -> int:
         if args.only in (None, "writers"):
             w = writers(folder, args.writers, args.writes)
             print(f"\n2. {args.writers} SQLite writer processes x {args.writes} messages, one thread")
-            print(f"   stored {w['stored']}/{w['expected']}, lost {w['lost']}, writers failed {w['failed']}, "
-                  f"'database is locked' seen by {w['locked']}; {w['writes_per_s']:.0f} messages/s")  # fmt: skip
+            print(
+                f"   stored {w['stored']}/{w['expected']}, lost {w['lost']}, writers failed {w['failed']}, "
+                f"'database is locked' seen by {w['locked']}; {w['writes_per_s']:.0f} messages/s"
+            )
             if w["lost"] or w["failed"] or w["locked"]:
                 missed.append("concurrent writers lost or failed")
     if missed:

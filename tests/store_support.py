@@ -17,10 +17,14 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from orchlab.store.ids import new_ulid
+
+if TYPE_CHECKING:
+    from orchlab.store.store import Store
 
 PG_USER = "orchlab"
 
@@ -76,14 +80,29 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         self._run(
-            str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", PG_USER, "-E", "UTF8",
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            PG_USER,
+            "-E",
+            "UTF8",
             "--no-sync",
-        )  # fmt: skip
+        )
         options = f"-h 127.0.0.1 -p {self.port} -k {self.base}" + ("" if self.fsync else " -F")
         self._run(
-            str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.base / "log"),
-            "-w", "start",
-        )  # fmt: skip
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.base / "log"),
+            "-w",
+            "start",
+        )
         return self
 
     def stop(self) -> None:
@@ -120,3 +139,17 @@ def store_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'threads.db'}"
     server: PostgresServer = request.getfixturevalue("postgres")
     return server.new_database()
+
+
+def feedback_rows(store: Store) -> list[tuple[object, ...]]:
+    from sqlalchemy import select
+
+    from orchlab.store.schema import feedback
+
+    with store._engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                feedback.c.message_id, feedback.c.user, feedback.c.kind, feedback.c.value, feedback.c.comment
+            ).order_by(feedback.c.user)
+        )
+        return [tuple(r) for r in rows]

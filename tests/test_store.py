@@ -23,6 +23,7 @@ from orchlab.store.engine import HEAD, MIGRATIONS
 from orchlab.store.settings import StoreSettings, resolve_store_settings
 from orchlab.store.store import AsyncStore, Store
 from tests.servers.openai_wire import OpenAIWireServer
+from tests.store_support import feedback_rows as _feedback_rows
 from tests.store_support import postgres_fixture, store_url_fixture
 
 __all__ = ["postgres_fixture", "store_url_fixture"]
@@ -107,9 +108,14 @@ def test_two_processes_open_a_new_store_at_once(store_url: str, tmp_path: Path) 
         print(t.id, mine.id)
         """
     procs = [
-        subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
-    ]  # fmt: skip
+    ]
     time.sleep(0.5)  # both interpreters are up and polling (no timing is asserted)
     go.touch()
     outs = [p.communicate(timeout=120) for p in procs]
@@ -138,7 +144,9 @@ def test_a_store_made_by_a_newer_orchlab_is_a_clear_error(tmp_path: Path) -> Non
 # --- settings --------------------------------------------------------------------------------
 
 
-def test_the_default_store_is_next_to_the_mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_default_store_is_next_to_the_mlflow_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from orchlab.config.schema import StoreConfig
     from orchlab.tracking.settings import resolve_settings
 
@@ -201,7 +209,10 @@ def test_a_thread_is_continued_in_another_process(
         ("user", "what is my name?"),
     ]
     stored = t.history()
-    assert [(m.role, m.text) for m in stored] == [*sent(openai_server), ("assistant", "echo: what is my name?")]
+    assert [(m.role, m.text) for m in stored] == [
+        *sent(openai_server),
+        ("assistant", "echo: what is my name?"),
+    ]
     assert stored[1].id == message_id and stored[-1].id == r.message_id
     assert stored[2].parent_id == message_id  # the second exchange hangs under the first answer
     assert (stored[-1].provider, stored[-1].model, stored[-1].llm_role) == ("loop", "m", "chat")
@@ -228,9 +239,19 @@ def test_context_depth_sends_exactly_the_last_messages_of_the_branch(
     # the old branch is untouched: every message written once
     frame = t.messages()
     assert list(frame["content"]) == [
-        "q0", "echo: q0", "q1", "echo: q1", "q2", "echo: q2", "q3", "echo: q3",
-        "q2 edited", "echo: q2 edited", "q3 on the new branch", "echo: q3 on the new branch",
-    ]  # fmt: skip
+        "q0",
+        "echo: q0",
+        "q1",
+        "echo: q1",
+        "q2",
+        "echo: q2",
+        "q3",
+        "echo: q3",
+        "q2 edited",
+        "echo: q2 edited",
+        "q3 on the new branch",
+        "echo: q3 on the new branch",
+    ]
     assert answers[-1].message_id in set(frame["id"])
     deeper = client.thread("depth", context_depth=0)
     deeper.run("chat", "alone")
@@ -241,14 +262,21 @@ def test_system_and_restart(client: Orchestrator, openai_server: OpenAIWireServe
     t = client.thread("sys", system="Be brief.")
     t.run("chat", "a")
     t.run("chat", "b")
-    assert sent(openai_server) == [("system", "Be brief."), ("user", "a"), ("assistant", "echo: a"), ("user", "b")]
+    assert sent(openai_server) == [
+        ("system", "Be brief."),
+        ("user", "a"),
+        ("assistant", "echo: a"),
+        ("user", "b"),
+    ]
     t.restart()
     t.run("chat", "c")
     assert sent(openai_server) == [("system", "Be brief."), ("user", "c")]
     assert len(t.messages()) == 6  # nothing was deleted
 
 
-async def test_arun_and_stream_store_the_exchange(client: Orchestrator, openai_server: OpenAIWireServer) -> None:
+async def test_arun_and_stream_store_the_exchange(
+    client: Orchestrator, openai_server: OpenAIWireServer
+) -> None:
     t = client.thread()
     r = await t.arun("chat", "one")
     stream = t.stream("chat", "two")
@@ -310,8 +338,10 @@ def test_eight_writer_processes_lose_nothing_and_never_see_a_lock(tmp_path: Path
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", textwrap.dedent(WRITER.format()), url, thread.id, str(n), f"w{k}"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for k in range(8)
     ]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -330,8 +360,10 @@ def test_kill_9_during_writes_loses_at_most_the_message_being_written(tmp_path: 
     store.close()
     proc = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(WRITER.format()), url, thread.id, "100000", "k"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     committed = [proc.stdout.readline().strip() for _ in range(300)]
     os.kill(proc.pid, signal.SIGKILL)
@@ -356,8 +388,13 @@ def test_feedback_on_an_untraced_message_is_the_row_alone(client: Orchestrator, 
     r = t.run("chat", "hello")
     fb = client.feedback(r.message_id, 4, comment="fine", user="ana")
     assert (fb.message_id, fb.user, fb.kind, fb.value, fb.trace_id, fb.rating) == (
-        r.message_id, "ana", "stars", 4, None, None,
-    )  # fmt: skip
+        r.message_id,
+        "ana",
+        "stars",
+        4,
+        None,
+        None,
+    )
     client.feedback(r, "down", user="ana")  # the same user again: the row is updated
     client.feedback(r, True, user="bo")
     frame = _feedback_rows(client.store)
@@ -367,19 +404,6 @@ def test_feedback_on_an_untraced_message_is_the_row_alone(client: Orchestrator, 
         client.feedback(user_message, 5)
     with pytest.raises(Exception, match="a star rating must be 1 to 5"):
         client.feedback(r.message_id, 9)
-
-
-def _feedback_rows(store: Store) -> list[tuple[object, ...]]:
-    from sqlalchemy import select
-
-    from orchlab.store.schema import feedback
-
-    with store._engine.connect() as conn:
-        rows = conn.execute(
-            select(feedback.c.message_id, feedback.c.user, feedback.c.kind, feedback.c.value, feedback.c.comment)
-            .order_by(feedback.c.user)
-        )  # fmt: skip
-        return [tuple(r) for r in rows]
 
 
 # --- reads ---------------------------------------------------------------------------------------
@@ -412,7 +436,14 @@ def test_usage_by_thread_user_and_day_and_rated_messages_of_a_prompt(
     assert list(by_day["calls"]) == [4]
     rated = client.store.rated_messages("summarise", 2)
     assert rated[["version", "answer", "user", "kind", "value", "comment"]].to_dict("records") == [
-        {"version": "2", "answer": "echo: summarise: x", "user": "cy", "kind": "stars", "value": 5, "comment": "great"}
+        {
+            "version": "2",
+            "answer": "echo: summarise: x",
+            "user": "cy",
+            "kind": "stars",
+            "value": 5,
+            "comment": "great",
+        }
     ]
     assert client.store.rated_messages("summarise", 3).empty
     threads = client.threads()
@@ -434,8 +465,14 @@ async def test_async_store_reads_what_the_sync_store_wrote(store_url: str) -> No
         t = await store.create_thread(name="gw")
         head = None
         for i in range(5):
-            row = {"id": new_ulid(), "thread_id": t.id, "parent_id": head, "role": "user" if i % 2 == 0 else "assistant",
-                   "content": [{"type": "text", "text": f"m{i}"}], "created_at": datetime.now(UTC)}  # fmt: skip
+            row = {
+                "id": new_ulid(),
+                "thread_id": t.id,
+                "parent_id": head,
+                "role": "user" if i % 2 == 0 else "assistant",
+                "content": [{"type": "text", "text": f"m{i}"}],
+                "created_at": datetime.now(UTC),
+            }
             await store.append([row], head=row["id"])
             head = row["id"]
         got_head, branch = await store.current_branch(t.id, 3)
@@ -451,3 +488,34 @@ async def test_async_store_reads_what_the_sync_store_wrote(store_url: str) -> No
 
 def _json(value: object) -> str:
     return json.dumps(value)
+
+
+def test_a_registered_prompt_is_rendered_and_its_template_kept(
+    client: Orchestrator, openai_server: OpenAIWireServer
+) -> None:
+    from sqlalchemy import select
+
+    from orchlab.store.schema import prompt_versions
+    from orchlab.tracking.prompts import RegisteredPrompt
+
+    class Version:  # what MLflow's PromptVersion does for a text template
+        def format(self, **variables: str) -> str:
+            return "Summarise: {{text}}".replace("{{text}}", variables["text"])
+
+    prompt = RegisteredPrompt(
+        "summarise", 3, "Summarise: {{text}}", frozenset({"text"}), _version_obj=Version()
+    )
+    r = client.thread("p").run("chat", prompt, variables={"text": "a diff"})
+    assert sent(openai_server) == [("user", "Summarise: a diff")]
+    stored = client.store.message(r.message_id or "")
+    assert stored is not None and (stored.prompt_name, stored.prompt_version) == ("summarise", "3")
+    with client.store._engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                prompt_versions.c.name,
+                prompt_versions.c.version,
+                prompt_versions.c.template,
+                prompt_versions.c.source,
+            )
+        ).all()
+    assert [tuple(row) for row in rows] == [("summarise", "3", "Summarise: {{text}}", "prompts:/summarise/3")]

@@ -9,7 +9,7 @@ import pytest
 import orchlab
 from orchlab.errors import TrackingError
 from orchlab.store.values import Feedback
-from tests.test_store import _feedback_rows
+from tests.store_support import feedback_rows as _feedback_rows
 from tests.tracking_support import (  # noqa: F401  (the *_fixture names register fixtures)
     loop_config_fixture,
     store_fixture,

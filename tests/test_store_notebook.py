@@ -15,14 +15,17 @@ from IPython.utils.capture import capture_output
 
 from orchlab.notebook import NotebookSession, set_session
 from tests.servers.openai_wire import OpenAIWireServer
-from tests.test_store import KEY, _feedback_rows, config_yaml, sent
+from tests.store_support import feedback_rows as _feedback_rows
+from tests.test_store import KEY, config_yaml, sent
 
 
 @pytest.fixture
 def config(
-    write_config: Callable[[str], Path], openai_server: OpenAIWireServer, tmp_path: Path,
+    write_config: Callable[[str], Path],
+    openai_server: OpenAIWireServer,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> Path:  # fmt: skip
+) -> Path:
     monkeypatch.setenv("ORCH_AUTH_LOOP_API_KEY", KEY)
     return write_config(config_yaml(openai_server, f"sqlite:///{tmp_path / 'chats.db'}"))
 
@@ -41,16 +44,22 @@ def test_a_chat_survives_a_kernel_restart(
     config: Path, session: NotebookSession, openai_server: OpenAIWireServer
 ) -> None:
     before = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             from IPython.core.interactiveshell import InteractiveShell
             from orchlab.notebook import NotebookSession, set_session
             shell = InteractiveShell.instance()
             shell.run_line_magic("load_ext", "orchlab")
             set_session(NotebookSession({str(config)!r}))
             shell.run_cell_magic("llm", "--no-stream --chat geo --depth 2", "What is the capital of France?")
-            """)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+            """),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert before.returncode == 0, before.stderr
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "orchlab")

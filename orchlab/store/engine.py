@@ -70,9 +70,7 @@ def sync_engine(settings: StoreSettings, *, reads: bool = False) -> Engine:
     # no pre-ping (a round trip per checkout): a connection found dead is invalidated and the
     # read retried once (`Store.read`), the pool replaced on the next checkout
     options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None} if reads else {}
-    return create_engine(
-        settings.url, pool_recycle=1800, connect_args={"options": PG_OPTIONS}, **options
-    )
+    return create_engine(settings.url, pool_recycle=1800, connect_args={"options": PG_OPTIONS}, **options)
 
 
 def async_engine(settings: StoreSettings) -> AsyncEngine:
@@ -90,9 +88,7 @@ def async_engine(settings: StoreSettings) -> AsyncEngine:
         _sqlite_events(engine.sync_engine)
         return engine
     _need_psycopg(settings)
-    return create_async_engine(
-        settings.async_url, pool_recycle=1800, connect_args={"options": PG_OPTIONS}
-    )
+    return create_async_engine(settings.async_url, pool_recycle=1800, connect_args={"options": PG_OPTIONS})
 
 
 def _need_psycopg(settings: StoreSettings) -> None:
@@ -100,8 +96,7 @@ def _need_psycopg(settings: StoreSettings) -> None:
         import psycopg  # noqa: F401
     except ImportError:
         raise StoreError(
-            f"the store {settings.safe_url} is PostgreSQL, which needs psycopg: "
-            "pip install 'orchlab[store]'"
+            f"the store {settings.safe_url} is PostgreSQL, which needs psycopg: pip install 'orchlab[store]'"
         ) from None
 
 
@@ -210,9 +205,9 @@ def _lock_migrations(engine: Engine, settings: StoreSettings) -> Iterator[Connec
     if settings.backend == "sqlite":
         path = settings.sqlite_path
         assert path is not None
-        with _file_lock(path.with_name(path.name + ".migrate.lock")):
-            with engine.connect().execution_options(**WRITE) as conn:
-                yield conn
+        lock = path.with_name(path.name + ".migrate.lock")
+        with _file_lock(lock), engine.connect().execution_options(**WRITE) as conn:
+            yield conn
         return
     with engine.connect() as conn:
         conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK})

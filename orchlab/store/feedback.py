@@ -84,4 +84,4 @@ def give_feedback(
 
     store.write(both)
     rating = found[0] if found else None
-    return Feedback(message.id, who, kind, number, comment, message.trace_id, rating)
+    return Feedback(message.id, who, kind, rated, comment, message.trace_id, rating)

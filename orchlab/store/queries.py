@@ -33,9 +33,15 @@ def _insert(conn: Connection, table: Any) -> Any:
 def thread_info(row: Row[Any]) -> ThreadInfo:
     m = row._mapping
     return ThreadInfo(
-        m["id"], m["name"], m["title"], m["user"], m["head_id"], m["created_at"], m["updated_at"],
+        m["id"],
+        m["name"],
+        m["title"],
+        m["user"],
+        m["head_id"],
+        m["created_at"],
+        m["updated_at"],
         dict(m["meta"] or {}),
-    )  # fmt: skip
+    )
 
 
 def create_thread(
@@ -62,7 +68,7 @@ def create_thread(
     if name is not None:
         stmt = stmt.on_conflict_do_nothing(index_elements=["name"])
     conn.execute(stmt)
-    found = get_thread(conn, name) if name is not None else get_thread(conn, values["id"], by_name=False)
+    found = get_thread(conn, name) if name is not None else get_thread(conn, str(values["id"]), by_name=False)
     assert found is not None
     return found
 
@@ -81,21 +87,32 @@ def set_head(conn: Connection, thread_id: str, head_id: str | None) -> None:
     conn.execute(update(threads).where(threads.c.id == thread_id).values(head_id=head_id, updated_at=now()))
 
 
-def list_threads(conn: Connection, *, user: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+def list_threads(
+    conn: Connection, *, user: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
     n = (
-        select(messages.c.thread_id, func.count().label("messages"), func.max(messages.c.created_at).label("last"))
+        select(
+            messages.c.thread_id,
+            func.count().label("messages"),
+            func.max(messages.c.created_at).label("last"),
+        )
         .group_by(messages.c.thread_id)
         .subquery()
     )
     stmt = (
         select(
-            threads.c.id, threads.c.name, threads.c.title, threads.c.user,
+            threads.c.id,
+            threads.c.name,
+            threads.c.title,
+            threads.c.user,
             func.coalesce(n.c.messages, 0).label("messages"),
-            threads.c.created_at, threads.c.updated_at, threads.c.head_id,
+            threads.c.created_at,
+            threads.c.updated_at,
+            threads.c.head_id,
         )
         .select_from(threads.outerjoin(n, n.c.thread_id == threads.c.id))
         .order_by(threads.c.updated_at.desc(), threads.c.id.desc())
-    )  # fmt: skip
+    )
     if user is not None:
         stmt = stmt.where(threads.c.user == user)
     if limit is not None:
@@ -219,9 +236,16 @@ def upsert_feedback(
 ) -> None:
     at = now()
     stmt = _insert(conn, feedback).values(
-        id=new_ulid(), message_id=message_id, user=user, kind=kind, value=value, comment=comment,
-        tags=dict(tags or {}), created_at=at, updated_at=at,
-    )  # fmt: skip
+        id=new_ulid(),
+        message_id=message_id,
+        user=user,
+        kind=kind,
+        value=value,
+        comment=comment,
+        tags=dict(tags or {}),
+        created_at=at,
+        updated_at=at,
+    )
     stmt = stmt.on_conflict_do_update(
         index_elements=["message_id", "user"],
         set_={"kind": kind, "value": value, "comment": comment, "tags": dict(tags or {}), "updated_at": at},
@@ -229,7 +253,9 @@ def upsert_feedback(
     conn.execute(stmt)
 
 
-def put_prompt_version(conn: Connection, *, name: str, version: str, template: str, source: str | None) -> None:
+def put_prompt_version(
+    conn: Connection, *, name: str, version: str, template: str, source: str | None
+) -> None:
     stmt = _insert(conn, prompt_versions).values(
         id=new_ulid(), name=name, version=version, template=template, source=source, created_at=now()
     )

@@ -169,9 +169,7 @@ class Store:
             raise StoreError(f"usage(by={by!r}): by is one of {', '.join(queries.USAGE_KEYS)}")
         rows = self.read(queries.usage, by)
         keys = {"thread": ["thread_id", "thread"], "user": ["user"], "day": ["day"]}[by]
-        frame = _frame(
-            rows, [*keys, "calls", "input_tokens", "output_tokens", "cost_usd", "mean_latency_s"]
-        )
+        frame = _frame(rows, [*keys, "calls", "input_tokens", "output_tokens", "cost_usd", "mean_latency_s"])
         if by == "day":
             frame["day"] = frame["day"].astype(str)
         return frame
@@ -183,9 +181,20 @@ class Store:
             row["answer"] = "".join(str(p.get("text", "")) for p in row.pop("content") or ())
         return _frame(
             rows,
-            ["message_id", "thread_id", "prompt", "version", "answer", "user", "kind", "value",
-             "comment", "trace_id", "rated_at"],
-        )  # fmt: skip
+            [
+                "message_id",
+                "thread_id",
+                "prompt",
+                "version",
+                "answer",
+                "user",
+                "kind",
+                "value",
+                "comment",
+                "trace_id",
+                "rated_at",
+            ],
+        )
 
 
 def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
@@ -266,5 +275,10 @@ class AsyncStore:
     ) -> None:
         await self.write(
             queries.upsert_feedback,
-            message_id=message_id, user=user, kind=kind, value=value, comment=comment, tags=None,
-        )  # fmt: skip
+            message_id=message_id,
+            user=user,
+            kind=kind,
+            value=value,
+            comment=comment,
+            tags=None,
+        )

@@ -173,8 +173,19 @@ class Thread:
             }
             for m in self.store.messages(self.id)
         ]
-        columns = ["id", "parent_id", "role", "content", "created_at", "target", "llm_role",
-                   "input_tokens", "output_tokens", "cost_usd", "trace_id"]  # fmt: skip
+        columns = [
+            "id",
+            "parent_id",
+            "role",
+            "content",
+            "created_at",
+            "target",
+            "llm_role",
+            "input_tokens",
+            "output_tokens",
+            "cost_usd",
+            "trace_id",
+        ]
         return pd.DataFrame(rows, columns=columns)
 
     def restart(self) -> None:
@@ -205,12 +216,12 @@ class Thread:
         render = getattr(content, "render", None)
         if callable(render) and hasattr(content, "template") and hasattr(content, "uri"):
             # a registered prompt: rendered here, and its template kept as the store's snapshot
-            template = content.template  # type: ignore[attr-defined]
+            template = content.template
             self.store.put_prompt_version(
-                str(content.name),  # type: ignore[attr-defined]
-                str(content.version),  # type: ignore[attr-defined]
+                str(getattr(content, "name", "")),
+                str(getattr(content, "version", "")),
                 template if isinstance(template, str) else json.dumps(template),
-                str(content.uri),  # type: ignore[attr-defined]
+                str(content.uri),
             )
             return render(**dict(variables or {}))
         return content
@@ -250,4 +261,3 @@ def _row(thread_id: str, parent_id: str | None, role: str, text: str, at: dateti
         "content": text_parts(text),
         "created_at": at,
     }
-

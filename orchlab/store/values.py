@@ -65,8 +65,9 @@ class Feedback:
     message_id: str
     user: str
     kind: str
-    """``thumbs`` (value 1 or 0) or ``stars`` (1-5)."""
-    value: int
+    """``thumbs`` (stored as 1 or 0) or ``stars`` (1-5)."""
+    value: bool | int
+    """True/False for thumbs, 1-5 for stars (as `orchlab.tracking.feedback.Rating` has it)."""
     comment: str | None
     trace_id: str | None
     rating: Any = None
