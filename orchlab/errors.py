@@ -28,6 +28,8 @@
     ├── ContextWindowError               prompt + max output exceed the model's window (before sending)
     ├── PromptError                      a registered prompt or template could not be loaded/rendered
     ├── TrackingError                    misuse of the tracking API (bad rating, unknown trace)
+    ├── StoreError                       the thread store (orchlab.store): unknown thread/message,
+    │                                    a database that cannot be opened or migrated
     └── StrategyError                    a strategy could not produce an answer
         ├── AllAttemptsFailedError       also an ExceptionGroup holding every attempt's error
         ├── ToolLoopError                delegate() reached max_steps with tool calls still asked
@@ -334,6 +336,11 @@ class TrackingError(OrchlabError):
 
 
 # --- strategies ----------------------------------------------------------------------------
+
+
+class StoreError(OrchlabError):
+    """The thread store (`orchlab.store`): an unknown thread or message, a bad store URL, a database
+    that cannot be opened or migrated, a write that did not complete."""
 
 
 class StrategyError(OrchlabError):

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from orchlab.catalog.select import Selection
+    from orchlab.store.store import Store
+    from orchlab.store.thread import Thread
+    from orchlab.store.values import Feedback
     from orchlab.tracking.feedback import Rating
     from orchlab.tracking.observer import Tracking
 
@@ -234,9 +237,47 @@ class Orchestrator:
         rating: object,
         comment: str | None = None,
         user: str | None = None,
-    ) -> Rating:
-        """Rate an answer: thumbs (True/False, "up"/"down") or 1-5 stars, stored in MLflow (HUMAN)."""
-        return self.tracking.feedback(response_or_trace_id, rating, comment=comment, user=user)
+    ) -> Rating | Feedback:
+        """Rate an answer: thumbs (True/False, "up"/"down") or 1-5 stars, stored in MLflow (HUMAN).
+
+        An answer of a thread (a response with ``message_id``, a message id, or the trace id of a
+        stored message) is also rated in the store's feedback table: both, or an error
+        (`orchlab.store.feedback`)."""
+        from orchlab.store.api import give_feedback
+
+        return give_feedback(self, response_or_trace_id, rating, comment=comment, user=user)
+
+    # --- threads (orchlab.store) ---------------------------------------------------------------
+
+    def thread(
+        self,
+        name_or_id: str | None = None,
+        *,
+        context_depth: int | None = None,
+        system: str | None = None,
+        user: str | None = None,
+        title: str | None = None,
+    ) -> Thread:
+        """A stored conversation: by name (made on first use), by id, or a new one (None).
+
+        ``thread.run(role, "question")`` sends the last ``context_depth`` messages of the thread
+        (YAML ``store.context_depth``, default 10) before the question and stores the exchange."""
+        from orchlab.store.api import open_thread
+
+        return open_thread(
+            self, name_or_id, context_depth=context_depth, system=system, user=user, title=title
+        )
+
+    def threads(self, user: str | None = None) -> pd.DataFrame:
+        """The store's threads, most recently updated first."""
+        return self.store.threads(user=user)
+
+    @property
+    def store(self) -> Store:
+        """The thread store (`orchlab.store`): opened, and migrated, on first use."""
+        from orchlab.store.api import store_of
+
+        return store_of(self)
 
     # --- calls ------------------------------------------------------------------------------
     #

@@ -339,6 +339,8 @@ class LLMResponse:
     """The server of a pooled provider (``deployments:``) that answered."""
     moved_from: tuple[str, ...] = ()
     """Deployments of that pool that failed this request before it was moved ("url (error type)")."""
+    message_id: str | None = None
+    """The stored assistant message (a ULID) when the call was made in a thread (`client.thread`)."""
 
     @property
     def target(self) -> str:

@@ -141,7 +141,7 @@ async def test_300_requests_spread_by_speed_survive_a_deployment_killed_mid_run(
 def test_latency_balance_gives_sequential_requests_by_speed(
     servers: list[SlowOllama], client_for: Callable[..., Orchestrator]
 ) -> None:
-    fast, slow, other = servers  # 20, 200 and 60 ms
+    fast, slow, _other = servers  # 20, 200 and 60 ms
     client = client_for(pool_yaml([s.url for s in servers], "pool: {balance: latency, health_check_s: 0}"))
     pool = client.provider("gpu-pool")
     pool._random.seed(7)

@@ -501,6 +501,17 @@ class TrackingConfig(_Strict):
     )
 
 
+class StoreConfig(_Strict):
+    """The thread store (orchlab.store): threads, messages, feedback. ``ORCH_STORE_URL`` overrides it."""
+
+    url: str | None = Field(
+        default=None,
+        description="a SQLAlchemy URL: sqlite:///PATH (relative to this YAML file) or "
+        "postgresql+psycopg://USER@HOST/DB; default: .orchlab/store.db next to the MLflow SQLite store",
+    )
+    context_depth: int = Field(default=10, ge=0, description="messages of a thread's branch sent with a call")
+
+
 CapabilityName = Literal["chat", "code", "reasoning", "vision", "tools", "embedding"]
 
 
@@ -578,6 +589,7 @@ class OrchestratorConfig(_Strict):
     )
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
     toolsets: dict[str, list[ToolRef]] = Field(
         default_factory=dict, description="name -> importable functions 'package.module:function'"
     )

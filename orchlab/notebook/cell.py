@@ -82,9 +82,10 @@ def run_cell(shell: Any, session: NotebookSession, args: CellArgs, body: str) ->
         if not prompt:
             raise CellUsageError("the cell is empty: write the prompt on the lines below %%llm")
         messages = []
-    chat = session.chats.get(args.chat, args.depth) if args.chat else None
+    chat = session.chats.get(args.chat, args.depth, client=client) if args.chat else None
+    turn = chat.begin(prompt, system=args.system) if chat else None
     if not messages:
-        messages = chat.messages(prompt, system=args.system) if chat else messages_for(prompt, args.system)
+        messages = list(turn.sent) if turn else messages_for(prompt, args.system)
     params = args.params_override()
 
     if args.compare:
@@ -103,11 +104,11 @@ def run_cell(shell: Any, session: NotebookSession, args: CellArgs, body: str) ->
     except OrchlabError as exc:
         raise CellError(describe_error(exc, role=role, target=target)) from exc
 
+    if chat is not None and turn is not None:
+        response = chat.finish(turn, response)  # stored: it survives a kernel restart
     session.last = response
     if args.out:
         shell.user_ns[args.out] = response
-    if chat is not None:
-        chat.add(prompt, response.content)
     if args.tools:
         show_tool_runs(response)
     show(shell, client, response, args)

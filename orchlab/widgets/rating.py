@@ -14,6 +14,7 @@ from orchlab.errors import OrchlabError
 
 if TYPE_CHECKING:
     from orchlab.orchestrator import Orchestrator
+    from orchlab.store.values import Feedback
     from orchlab.tracking.feedback import Rating
 
 
@@ -32,7 +33,7 @@ class FeedbackWidget:
         self.response = response
         self._client = client
         self.user = user
-        self.saved: list[Rating] = []
+        self.saved: list[Rating | Feedback] = []
         small = w.Layout(width="auto", min_width="2.6em")
         self.up = w.Button(description="👍", tooltip="a good answer", layout=small)
         self.down = w.Button(description="👎", tooltip="a bad answer", layout=small)
@@ -69,7 +70,7 @@ class FeedbackWidget:
     def buttons(self) -> list[Any]:
         return [self.up, self.down, *self.stars]
 
-    def rate(self, rating: bool | int) -> Rating | None:
+    def rate(self, rating: bool | int) -> Rating | Feedback | None:
         """Store ``rating`` (True/False, or 1-5) with the comment typed so far; shows the outcome."""
         comment = self.comment.value.strip() or None
         try:
