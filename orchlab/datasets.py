@@ -67,6 +67,17 @@ def load(name: str) -> list[dict[str, Any]]:
     ]
 
 
+def sample(items: Sequence[dict[str, Any]], n: int, *, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` items drawn at random with ``seed`` (the same ``n`` and ``seed`` give the same items),
+    kept in the set's order: a smaller run that another run can reproduce."""
+    import random
+
+    if not 1 <= n <= len(items):
+        raise InvalidRequestError(f"sample size must be between 1 and {len(items)}, got {n}")
+    chosen = sorted(random.Random(seed).sample(range(len(items)), n))
+    return [items[i] for i in chosen]
+
+
 def as_items(dataset: object) -> list[dict[str, Any]]:
     """Items from a shipped set's name, a ``.jsonl``/``.json`` path, a DataFrame or a list of dicts;
     each checked (``inputs`` a non-empty dict, ``expectations`` a dict) and given an ``id``."""

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchlab.config import logic_ids
 from orchlab.datasets import as_items
-from orchlab.errors import InvalidRequestError, OrchlabError, TrackingError
+from orchlab.errors import InvalidRequestError, OrchlabError
 from orchlab.evaluation.replay import POLICY_KEYS, Replayed, policy_of, replay, with_overrides
 from orchlab.evaluation.scorers import EvalScorer, Verdict, as_scorer, to_mlflow
 from orchlab.evaluation.stats import pareto_front, quantile, wilson_interval
@@ -280,14 +280,13 @@ def evaluate(
         _replay(result, client, replay)
         return result
     for t in parsed:
+        for item in items:
+            _prompt(t, item)  # a template naming a missing input fails here, before any call
         if t.replay_of is not None or t.policy:
             raise InvalidRequestError(
                 f"target {t.label!r}: replay_of / voters / threshold / order apply only with replay="
             )
-        try:
-            result.policies[t.label] = policy_of(_plan(client, t))
-        except OrchlabError:
-            raise
+        result.policies[t.label] = policy_of(_plan(client, t))
     settings = client.tracking.settings
     call_params = dict(params or {})
     if settings.enabled and log:
@@ -375,10 +374,7 @@ def _run_logged(
 
     settings = client.tracking.settings
     mlflow = import_mlflow()
-    try:
-        exp = experiment_id(open_client(settings), settings)
-    except TrackingError:
-        raise
+    exp = experiment_id(open_client(settings), settings)
     result.experiment_id = exp
     result.tracking_uri = settings.tracking_uri
     verdicts: dict[str, dict[str, Verdict]] = {}
