@@ -351,6 +351,8 @@ def test_one_mlflow_run_per_target_with_its_traces_and_replay_from_the_experimen
     traces = mc.search_traces(locations=[live.experiment_id], run_id=live.runs["vote5"])
     assert len(traces) == 4
     by_item = {t.info.tags["orchlab.item"]: t for t in traces}
+    assert json.loads(by_item["c"].data.request) == {"inputs": ITEMS[2]["inputs"]}  # nothing else
+    assert by_item["c"].info.token_usage["input_tokens"] == 5 * 2  # five voters, "largest planet?"
     feedback = {a.name: a.value for a in by_item["c"].info.assessments if a.name in ("contains", "exact")}
     assert feedback == {"contains": False, "exact": False}  # Mars is not Jupiter
     assert set(live.results["trace_id"]) == {t.info.trace_id for t in traces} | set(

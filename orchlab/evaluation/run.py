@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -390,40 +390,7 @@ def _run_logged(
             if warmup:
                 _warm(result, client, t, params)
             records: dict[str, dict[str, Any]] = {}
-            waiting: dict[str, list[Mapping[str, Any]]] = {}
-            for item in result.items:
-                waiting.setdefault(_key(item["inputs"]), []).append(item)
-
-            def predict(
-                t: EvalTarget = t,
-                waiting: dict[str, list[Mapping[str, Any]]] = waiting,
-                records: dict[str, dict[str, Any]] = records,
-                **inputs: Any,
-            ) -> str:
-                with lock:
-                    item = waiting[_key(inputs)].pop(0)
-                record = answer_item(client, t, item, params)
-                span = mlflow.get_current_active_span()
-                if span is not None:
-                    record["trace_id"] = span.trace_id
-                    span.set_attributes(
-                        {
-                            RECORD_ATTRIBUTE: json.dumps(record, default=str),
-                            "orchlab.item": str(item["id"]),
-                            "orchlab.target": t.label,
-                            "mlflow.chat.tokenUsage": {
-                                "input_tokens": record["input_tokens"],
-                                "output_tokens": record["output_tokens"],
-                                "total_tokens": record["input_tokens"] + record["output_tokens"],
-                            },
-                        }
-                    )
-                with lock:
-                    records[str(item["id"])] = record
-                if record["error"] is not None:
-                    raise EvaluationItemError(record["error"])
-                return str(record["answer"])
-
+            predict = _predictor(mlflow, client, t, result.items, params, records, lock)
             traced = mlflow.trace(predict, name=f"evaluate {t.label}", span_type="CHAIN")
             data = [
                 {
@@ -461,6 +428,49 @@ def _run_logged(
                 progress,
                 f"evaluate: {t.label}: {len(result.items)} items in {took:.1f} s (MLflow run logged)",
             )
+
+
+def _predictor(
+    mlflow: Any,
+    client: Orchestrator,
+    t: EvalTarget,
+    items: list[dict[str, Any]],
+    params: Mapping[str, Any],
+    records: dict[str, dict[str, Any]],
+    lock: threading.Lock,
+) -> Callable[..., str]:
+    """MLflow's predict function for ``t``: it gets an item's inputs as keyword arguments (the
+    trace's inputs), answers it, and puts orchlab's record on the trace's root span."""
+    waiting: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        waiting.setdefault(_key(item["inputs"]), []).append(item)
+
+    def predict(**inputs: Any) -> str:
+        with lock:
+            item = waiting[_key(inputs)].pop(0)
+        record = answer_item(client, t, item, params)
+        span = mlflow.get_current_active_span()
+        if span is not None:
+            record["trace_id"] = span.trace_id
+            span.set_attributes(
+                {
+                    RECORD_ATTRIBUTE: json.dumps(record, default=str),
+                    "orchlab.item": str(item["id"]),
+                    "orchlab.target": t.label,
+                    "mlflow.chat.tokenUsage": {
+                        "input_tokens": record["input_tokens"],
+                        "output_tokens": record["output_tokens"],
+                        "total_tokens": record["input_tokens"] + record["output_tokens"],
+                    },
+                }
+            )
+        with lock:
+            records[str(item["id"])] = record
+        if record["error"] is not None:
+            raise EvaluationItemError(record["error"])
+        return str(record["answer"])
+
+    return predict
 
 
 def _key(inputs: Mapping[str, Any]) -> str:
