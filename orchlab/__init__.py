@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "UnknownCostError": "orchlab.errors",
     "Usage": "orchlab.types",
     "compare": "orchlab.tracking.compare",
+    "evaluate": "orchlab.evaluation.run",
     "flush": "orchlab.tracking.api",
     "get_llm_client": "orchlab.orchestrator",
     "history": "orchlab.tracking.history",
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
         StrategyError,
         UnknownCostError,
     )
+    from orchlab.evaluation.run import evaluate
     from orchlab.orchestrator import Orchestrator, get_llm_client
     from orchlab.providers.base import Provider
     from orchlab.resolution import ResolvedLLMConfig

@@ -33,6 +33,7 @@ PUBLIC = [
     "UnknownCostError",
     "Usage",
     "compare",
+    "evaluate",
     "flush",
     "get_llm_client",
     "history",
