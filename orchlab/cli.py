@@ -22,9 +22,13 @@ def parser() -> argparse.ArgumentParser:
     commands = p.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the config's roles over an OpenAI-compatible API")
     serve.add_argument("--config", type=Path, help="the YAML config (default: the embedded local one)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1, help="worker processes, one client each")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback only)"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes, one client each (default: 1)"
+    )
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )

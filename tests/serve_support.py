@@ -4,6 +4,7 @@ a free port; `served` is the fixture. Upstream: the loopback wire servers."""
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import threading
 import time
@@ -57,13 +58,15 @@ class Served:
         self.thread.join(30)
 
 
-def gateway_yaml(upstream: OpenAIWireServer, gateway: str = "", extra: str = "") -> str:
+def gateway_yaml(
+    upstream: OpenAIWireServer, gateway: str = "", extra: str = "", *, tracking: bool = False
+) -> str:
     """Roles on the loopback OpenAI server (key in ORCH_AUTH_UP_API_KEY), priced; ``gateway``
     is the body of the ``gateway:`` section (indented by 2)."""
     section = f"gateway:\n{gateway}" if gateway else ""
     return f"""
 project: gw
-tracking: {{enabled: false}}
+tracking: {{enabled: {"true" if tracking else "false"}}}
 providers:
   up: {{type: openai, api_base: "{upstream.base_url}", auth_profile: up, max_retries: 0}}
 models:
@@ -77,6 +80,33 @@ roles:
 {extra}
 {section}
 """
+
+
+class StreamDropWatch:
+    """Make a loopback server stream ``frames`` and then hold, noticing when the client drops the
+    connection (the upstream call was cancelled)."""
+
+    def __init__(self, server: OpenAIWireServer, frames: list[bytes], hold_s: float = 10.0) -> None:
+        self.dropped = threading.Event()
+
+        def handle(h: Any, body: Any) -> None:
+            h.send_response(200)
+            h.send_header("content-type", "text/event-stream")
+            h.send_header("connection", "close")
+            h.end_headers()
+            for frame in frames:
+                h.wfile.write(frame)
+            h.wfile.flush()
+            sock: socket.socket = h.connection
+            deadline = time.monotonic() + hold_s
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([sock], [], [], 0.01)
+                if ready and sock.recv(1, socket.MSG_PEEK) == b"":
+                    self.dropped.set()
+                    break
+            h.close_connection = True
+
+        server._handle = handle  # type: ignore[method-assign]
 
 
 @pytest.fixture(name="serve")

@@ -102,7 +102,7 @@ def parse_request(body: object, *, drop_params: bool) -> ChatRequest:
     try:
         return ChatRequest.model_validate(body)
     except ValidationError as exc:
-        raise _invalid(exc) from None
+        raise validation_error(exc) from None
 
 
 def _known_keys(body: dict[str, Any], drop_params: bool) -> dict[str, Any]:
@@ -140,7 +140,8 @@ def _message_keys(i: int, message: object, drop_params: bool) -> object:
     return {k: v for k, v in message.items() if k in ChatMessage.model_fields}
 
 
-def _invalid(exc: ValidationError) -> HTTPError:
+def validation_error(exc: ValidationError) -> HTTPError:
+    """A pydantic validation error of a request body as a 400 naming the parameter."""
     err = exc.errors(include_url=False)[0]
     param = ""
     for part in err["loc"]:
