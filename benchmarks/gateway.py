@@ -147,11 +147,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def stop_drains(spool: Path) -> None:
-    """SIGTERM each tracking drain serving a store under ``spool`` (by the pid in its status.json)."""
+def stop_drains(spool: Path, timeout_s: float = 30.0) -> None:
+    """SIGTERM each tracking drain serving a store under ``spool`` (by the pid in its status.json),
+    and wait until it is gone."""
+    pids = []
     for status in spool.glob("*/status.json"):
         with contextlib.suppress(OSError, ValueError, KeyError):
-            os.kill(int(json.loads(status.read_text())["pid"]), signal.SIGTERM)
+            pid = int(json.loads(status.read_text())["pid"])
+            os.kill(pid, signal.SIGTERM)
+            pids.append(pid)
+    deadline = time.monotonic() + timeout_s
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if Path(f"/proc/{p}").exists()]
+        time.sleep(0.05)
 
 
 def gateway_config(folder: Path, upstream: str, *, tracking: bool) -> Path:
@@ -326,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         wait_http(f"http://127.0.0.1:{up_port}/v1/models", upstream, "the upstream")
         direct_url = f"http://127.0.0.1:{up_port}/v1/chat/completions"
         for tracking in modes:
-            with tempfile.TemporaryDirectory(prefix="orchlab-gateway-bench-") as tmp:
+            with tempfile.TemporaryDirectory(
+                prefix="orchlab-gateway-bench-", ignore_cleanup_errors=True
+            ) as tmp:
                 gateway, gateway_url = start_gateway(
                     Path(tmp), f"http://127.0.0.1:{up_port}/v1", tracking=tracking
                 )
