@@ -1,20 +1,27 @@
-"""One background event loop that runs every provider call.
+"""Where provider calls run: the caller's own event loop, or orchlab's engine loop.
 
-The sync API (`Orchestrator.run`) must work inside a running loop (a Jupyter kernel), and SDK
-clients (httpx pools) must stay on the loop that created them. So all provider I/O runs on one
-daemon thread's loop; sync callers block on a future, async callers await a wrapped future.
+Async callers (``await client.arun()``, ``async for`` over a stream, the ``a*`` API) run the call
+on their own loop: no thread hop. An SDK client (an httpx pool) is bound to the loop it first ran
+on, so adapters keep one client per loop (`PerLoop`), closed when that loop shuts down.
+
+The sync API (`Orchestrator.run`) must work inside a running loop too (a Jupyter kernel), where it
+cannot block on that loop. So sync callers that need a loop (a strategy, an adapter without a
+blocking twin, a stream) run the work on one daemon thread's loop, the engine loop, and block on
+a future. An adapter that cannot run on the caller's loop hops there too (`ProviderPool.here`).
 Cancelling the caller (Ctrl-C, `Task.cancel`) cancels the work on the loop too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from typing import Any, Generic, ParamSpec, TypeVar
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -225,7 +232,19 @@ def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:
 
 
 async def iterate_async(agen: AsyncIterator[T]) -> AsyncIterator[T]:
-    """Drive an async iterator that lives on the engine loop from another loop, in batches."""
+    """Drive an async iterator from async code, on the caller's own loop (what it calls runs
+    there, or hops itself); ``agen`` is closed however the iteration ends."""
+    try:
+        async for item in agen:
+            yield item
+    finally:
+        aclose = getattr(agen, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def pump_async(agen: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Drive an async iterator that must run on the engine loop from another loop, in batches."""
     pump = _Pump(agen)
     try:
         async for batch in pump.batches_async():
@@ -233,3 +252,129 @@ async def iterate_async(agen: AsyncIterator[T]) -> AsyncIterator[T]:
                 yield item
     finally:
         await run_async(pump.close())
+
+
+# --- one value per event loop ------------------------------------------------------------------
+
+
+class PerLoop(Generic[T]):
+    """One value per event loop, for things bound to the loop they first ran on (an SDK's async
+    client: its connection pool holds that loop's sockets).
+
+    ``get()`` returns the running loop's value, built with ``build`` on first use there (outside
+    any loop: one value of its own, for inspection). Each loop's value is closed with ``close`` on
+    that loop when it shuts down (``asyncio.run``, ``asyncio.Runner`` and pytest-asyncio call its
+    ``shutdown_asyncgens``), so nothing outlives its loop; a Jupyter kernel's loop keeps its value
+    for the session. ``aclose()`` closes them all now, as far as it can (see there).
+    """
+
+    def __init__(self, build: Callable[[], T], close: Callable[[T], Awaitable[None]]) -> None:
+        self._build = build
+        self._close = close
+        self._values: dict[asyncio.AbstractEventLoop | None, T] = {}
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        value = self._values.get(loop)
+        if value is None:
+            with self._lock:
+                value = self._values.get(loop)
+                built = value is None
+                if value is None:
+                    value = self._values[loop] = self._build()
+            if built and loop is not None and loop is not _loop:  # the engine loop never ends
+                _close_at_shutdown(loop, self)  # outside our lock: it takes the watch lock
+        return value
+
+    async def aclose(self) -> None:
+        """Close every value: the running loop's (and the loop-less one) here and now; a value on
+        another running loop is closed there without waiting for it (that loop may be the
+        blocked Jupyter kernel calling ``client.close()``); one on an idle loop is left for that
+        loop's shutdown; one on a closed loop is dropped (nothing can run there any more)."""
+        here = asyncio.get_running_loop()
+        with self._lock:
+            values, self._values = self._values, {}
+        for loop, value in values.items():
+            if loop is None or loop is here:
+                await self._close(value)
+            elif loop.is_closed():
+                continue
+            elif loop.is_running():
+                asyncio.run_coroutine_threadsafe(_closing(self._close, value), loop)
+            else:
+                with self._lock:
+                    self._values.setdefault(loop, value)
+
+    async def _close_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            value = self._values.pop(loop, None)
+        if value is not None:
+            await self._close(value)
+
+    def _forget(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._values.pop(loop, None)
+
+
+async def _closing(close: Callable[[T], Awaitable[None]], value: T) -> None:
+    await close(value)
+
+
+_watch_lock = threading.RLock()  # `_sweep_closed` finishes closers while holding it
+_watched: dict[
+    asyncio.AbstractEventLoop, tuple[weakref.WeakSet[PerLoop[Any]], AsyncGenerator[None, None]]
+] = {}
+
+
+def _close_at_shutdown(loop: asyncio.AbstractEventLoop, owner: PerLoop[Any]) -> None:
+    """Have ``owner``'s value for ``loop`` closed when ``loop`` shuts down (called on ``loop``).
+
+    A loop closes the async generators it saw start in its ``shutdown_asyncgens``, before it
+    closes (documented for `asyncio.run`). So each loop gets one generator, started here, whose
+    ``finally`` closes the values of every owner on that loop (held weakly: a client dropped
+    without ``close()`` is not kept alive by this)."""
+    with _watch_lock:
+        watched = _watched.get(loop)
+        if watched is None:
+            _sweep_closed()
+            owners: weakref.WeakSet[PerLoop[Any]] = weakref.WeakSet()
+            closer = _closer(loop, owners)
+            # Run it to its ``yield`` now: its first step files it with this loop (the loop's
+            # first-iteration hook), and ``aclose`` reaches its ``finally`` only from there.
+            # The step does not await: it ends at once.
+            with contextlib.suppress(StopIteration):
+                closer.asend(None).send(None)
+            watched = _watched[loop] = (owners, closer)
+        watched[0].add(owner)
+
+
+async def _closer(
+    loop: asyncio.AbstractEventLoop, owners: weakref.WeakSet[PerLoop[Any]]
+) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        with _watch_lock:
+            _watched.pop(loop, None)
+        if not loop.is_closed():
+            # all of them, even when one fails; the loop reports the first failure
+            results = await asyncio.gather(*(o._close_on(loop) for o in list(owners)), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+
+
+def _sweep_closed() -> None:
+    """Forget loops closed without shutting their async generators down (``loop.close()`` by
+    hand): their values cannot be closed any more, only dropped."""
+    for loop in [loop for loop in _watched if loop.is_closed()]:
+        owners, closer = _watched.pop(loop)
+        for owner in list(owners):
+            owner._forget(loop)
+        # finished here, so that its finalizer does not try to reach the closed loop
+        with contextlib.suppress(StopIteration):
+            closer.aclose().send(None)

@@ -20,7 +20,7 @@ from orchlab.calls import CallContext, Observers
 from orchlab.catalog import Catalog
 from orchlab.config.loader import check_env, default_config_path, load_config
 from orchlab.config.schema import OrchestratorConfig
-from orchlab.loop import run_async, run_sync, sync_twin
+from orchlab.loop import run_sync, sync_twin
 from orchlab.pipeline.dispatch import Dispatch
 from orchlab.pipeline.observe import Observe
 from orchlab.pipeline.passes import default_passes
@@ -30,7 +30,7 @@ from orchlab.providers.pool import ProviderPool
 from orchlab.redaction import mask_keys_in_logs
 from orchlab.resolution import Binding, ResolvedLLMConfig, Resolver, check_params, parse_target
 from orchlab.strategies.health import ProviderHealth
-from orchlab.tracking.observer import attach as attach_tracking
+from orchlab.tracking.settings import resolve_settings
 from orchlab.types import LLMResponse, ModelRequest, ResponseStream, to_messages
 from orchlab.usage import KEYS as USAGE_KEYS
 from orchlab.usage import UsageTracker
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from orchlab.tracking.feedback import Rating
+    from orchlab.tracking.observer import Tracking
 
 ParamsOverride = Mapping[str, Any] | None
 # keyword names of complete() / ensemble(), for "did you mean" on a misspelt one that would
@@ -84,13 +85,19 @@ class Orchestrator:
         self.usage_tracker = UsageTracker()
         self.observers.add(self.usage_tracker)
         self.observers.add(self.budgets)
-        self.tracking = attach_tracking(
-            config,
-            self.observers,
-            base_dir=config_path.parent if config_path is not None else None,
-            keys=self.resolver.configured_keys,
+        self._tracking: Tracking | None = None
+        base_dir = config_path.parent if config_path is not None else None
+        self._tracking_settings = resolve_settings(
+            config.tracking, project=config.project, env=config.env, base_dir=base_dir
         )
-        """MLflow tracking (YAML ``tracking:``): every call becomes a trace; rate one with `feedback`."""
+        if self._tracking_settings.enabled:
+            # the observer (journal, drain launcher) is imported only when tracking is on: a
+            # one-shot script with tracking off never loads it (issue 13, first call)
+            from orchlab.tracking.observer import attach as attach_tracking
+
+            self._tracking = attach_tracking(
+                config, self.observers, base_dir=base_dir, keys=self.resolver.configured_keys
+            )
         self.catalog = Catalog(
             config,
             provider_config=self.resolver.provider_config,
@@ -104,8 +111,20 @@ class Orchestrator:
             passes=default_passes(self.budgets, self.providers.get),
             settle=Settle(self.catalog, self.budgets),
             observe=Observe(self.observers),
+            providers_here=self.providers.here,
         )
         """The call pipeline: passes, one provider attempt, settle, observe (`orchlab.pipeline`)."""
+
+    @property
+    def tracking(self) -> Tracking:
+        """MLflow tracking (YAML ``tracking:``): every call becomes a trace; rate one with `feedback`."""
+        if self._tracking is None:
+            # tracking was off when the client was built: its (disabled) settings, built on first use
+            from orchlab.tracking.observer import Tracking
+
+            settings, keys = self._tracking_settings, self.resolver.configured_keys
+            self._tracking = Tracking(settings, self.config, keys=keys)
+        return self._tracking
 
     def __repr__(self) -> str:
         return (
@@ -195,12 +214,10 @@ class Orchestrator:
         *,
         tags: Mapping[str, str] | None = None,
     ) -> LLMResponse:
-        """`run` for async code. ``tags`` go on the call's trace (``stream`` takes them too)."""
-        return await run_async(self._arun(role, messages, params_override, tags))
-
-    async def _arun(
-        self, role: str, messages: object, params_override: ParamsOverride, tags: Mapping[str, str] | None
-    ) -> LLMResponse:
+        """`run` for async code: the call runs on the caller's own event loop (no thread hop),
+        but for an adapter that does not run on any loop (`Provider.runs_on_any_loop`), which
+        is awaited on orchlab's engine loop. ``async for`` over `stream` and the ``a*`` API too.
+        ``tags`` go on the call's trace (``stream`` takes them too)."""
         if self._has_strategy(role):
             return await self._complete(messages, role=role, params=params_override, tags=tags)
         ctx, resolved, request = self._single(role, messages, params_override, tags)
@@ -253,22 +270,20 @@ class Orchestrator:
         (``max_tokens=16``). ``response.decision.explain()`` shows what happened.
         ``complete`` is the same for synchronous code.
         """
-        return await run_async(
-            self._complete(
-                prompt,
-                role=role,
-                strategy=strategy,
-                task_type=task_type,
-                model=model,
-                system=system,
-                candidates=candidates,
-                scorer=scorer,
-                threshold=threshold,
-                tier=tier,
-                params=params,
-                where="complete()",
-                keywords=_COMPLETE_KEYWORDS,
-            )
+        return await self._complete(
+            prompt,
+            role=role,
+            strategy=strategy,
+            task_type=task_type,
+            model=model,
+            system=system,
+            candidates=candidates,
+            scorer=scorer,
+            threshold=threshold,
+            tier=tier,
+            params=params,
+            where="complete()",
+            keywords=_COMPLETE_KEYWORDS,
         )
 
     complete = sync_twin(acomplete)
@@ -291,21 +306,19 @@ class Orchestrator:
         ``mode``: ``vote`` | ``chain`` | ``judge`` | ``fuse`` (`orchlab.strategies.EnsembleMode`).
         ``ensemble`` is the same for synchronous code.
         """
-        return await run_async(
-            self._complete(
-                prompt,
-                role=role,
-                strategy="ensemble",
-                candidates=models,
-                mode=mode,
-                judge=judge,
-                aggregator=aggregator,
-                system=system,
-                normalizer=normalizer,
-                params=params,
-                where="ensemble()",
-                keywords=_ENSEMBLE_KEYWORDS,
-            )
+        return await self._complete(
+            prompt,
+            role=role,
+            strategy="ensemble",
+            candidates=models,
+            mode=mode,
+            judge=judge,
+            aggregator=aggregator,
+            system=system,
+            normalizer=normalizer,
+            params=params,
+            where="ensemble()",
+            keywords=_ENSEMBLE_KEYWORDS,
         )
 
     ensemble = sync_twin(aensemble)

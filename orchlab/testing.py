@@ -182,6 +182,7 @@ class TestProvider(Provider):
     __test__: ClassVar[bool] = False
     kind = "test"
     requires_key = False
+    runs_on_any_loop = True
     Options: ClassVar[type[BaseModel]] = TestProviderOptions
     options: TestProviderOptions
 

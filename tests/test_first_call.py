@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 PRICE = """
 import json, sys
 from orchlab.catalog.prices import lookup
@@ -103,3 +105,110 @@ def test_a_session_crossing_midnight_reads_the_cache_again(monkeypatch):
     prices._cache.clear()  # what a new day would find in memory: nothing for it yet
     saved("data:day 2", 3.0, 4.0)
     assert prices.lookup("openai", "gpt-4o-mini").price == prices.Price(3.0, 4.0, source="genai-prices")
+
+
+FIRST_CALL = """
+import json, sys
+import orchlab
+client = orchlab.get_llm_client(sys.argv[1])
+r = client.run("chat", [{"role": "user", "content": "hi"}])
+loaded = sorted(m for m in sys.modules if m.startswith(("orchlab.tracking", "mlflow")))
+before = "orchlab.tracking.observer" in sys.modules
+off = client.tracking  # asked for: built then, with the settings resolved with the client
+print(json.dumps({
+    "content": r.content, "trace_id": r.trace_id, "loaded": loaded, "observer before": before,
+    "enabled": off.enabled, "observed": off in list(client.observers),
+    "experiment": off.settings.experiment, "same": client.tracking is off,
+}))
+"""
+
+
+def test_a_first_call_with_tracking_off_never_imports_the_tracking_observer(
+    openai_server, write_config, tmp_path
+):
+    path = write_config(
+        f"""
+        project: first
+        providers:
+          openai: {{auth_profile: t, api_base: "{openai_server.base_url}"}}
+        roles:
+          chat: {{provider: openai, model: gpt-4o-mini}}
+        tracking: {{enabled: false, experiment: exp-of-first}}
+        """
+    )
+    env = {**os.environ, "ORCH_AUTH_T_API_KEY": "sk-test-0000"}
+    env.pop("ORCH_TRACKING")  # the YAML turns it off, as a user would
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST_CALL, str(path)], capture_output=True, text=True, env=env, check=True
+    )
+    found = json.loads(out.stdout)
+    assert found == {
+        "content": "echo: hi",
+        "trace_id": None,
+        # only the settings (is tracking on?): no observer, journal, drain launcher or records
+        "loaded": ["orchlab.tracking", "orchlab.tracking.settings"],
+        "observer before": False,
+        "enabled": False,
+        "observed": False,
+        "experiment": "exp-of-first",
+        "same": True,
+    }
+    assert [r.path for r in openai_server.requests] == ["/v1/chat/completions"]
+
+
+def test_tracking_off_keeps_the_settings_resolved_when_the_client_was_built(
+    openai_server, write_config, monkeypatch
+):
+    import orchlab
+    from orchlab.errors import TrackingError
+
+    path = write_config(
+        f"""
+        project: p
+        providers:
+          openai: {{auth_profile: t, api_base: "{openai_server.base_url}"}}
+        roles:
+          chat: {{provider: openai, model: gpt-4o-mini}}
+        """
+    )
+    monkeypatch.setenv("ORCH_AUTH_T_API_KEY", "sk-test-0000")
+    client = orchlab.get_llm_client(path)  # ORCH_TRACKING=0 (conftest)
+    monkeypatch.setenv("ORCH_TRACKING", "1")  # too late for this client, as before tracking was lazy
+    response = client.run("chat", [{"role": "user", "content": "hi"}])
+    assert (response.content, response.trace_id) == ("echo: hi", None)
+    assert client.tracking.enabled is False and client.tracking not in list(client.observers)
+    assert client.tracking.settings.experiment == "p · dev"
+    with pytest.raises(TrackingError, match="tracking is off"):
+        client.feedback(response, 5)
+    client.close()
+
+
+def test_a_role_without_fallbacks_or_candidates_gets_lists_of_its_own():
+    from orchlab.config.schema import OrchestratorConfig
+
+    roles = {"a": {"provider": "p", "model": "m"}, "b": {"provider": "p", "model": "m"}}
+    config = OrchestratorConfig.model_validate({"project": "p", "roles": roles})
+    a, b = config.roles["a"], config.roles["b"]
+    assert a.fallbacks == [] and a.candidates == [] and b.fallbacks == []
+    a.fallbacks.append("p:other")  # the models are frozen, their lists are not: never shared
+    assert (b.fallbacks, a.candidates, b.candidates) == ([], [], [])
+
+
+def test_the_packaged_metadata_reads_the_same_with_pyyamls_c_loader_and_its_python_one():
+    from importlib import resources
+
+    import yaml
+
+    from orchlab.catalog.metadata import Metadata, metadata
+
+    text = (resources.files("orchlab") / "data" / "models.yaml").read_text(encoding="utf-8")
+    python = Metadata(yaml.load(text, Loader=yaml.SafeLoader))
+    read = metadata()
+    assert (read.kinds, read.vendors, read.families, read.loose) == (
+        python.kinds,
+        python.vendors,
+        python.families,
+        python.loose,
+    )
+    assert read.facts("openai", "gpt-4o-mini-2024-07-18") == python.facts("openai", "gpt-4o-mini")
+    assert read.facts("openai", "gpt-4o-mini").context_window == 128000

@@ -13,7 +13,7 @@ import pytest
 
 from orchlab.errors import AllAttemptsFailedError
 from orchlab.testing import Step
-from tests.servers.openai_wire import OpenAIWireServer, Reply
+from tests.servers.openai_wire import OpenAIWireServer, Reply, completion_body
 
 WORDS = " ".join(f"w{i}" for i in range(20))
 
@@ -200,16 +200,24 @@ def test_racing_real_openai_adapters_closes_the_losers_http_connection(
 
 @pytest.mark.slow
 def test_race_with_the_real_local_model_stops_its_generation(client_for, gguf_path) -> None:
+    with OpenAIWireServer() as cloud:
+        _race_the_local_model(client_for, gguf_path, cloud)
+
+
+def _race_the_local_model(client_for: Any, gguf_path: Any, cloud: OpenAIWireServer) -> None:
     c = client_for(
         f"""
         project: t
         tracking: {{enabled: false}}
         providers:
           local: {{type: llamacpp, options: {{model_path: "{gguf_path}", n_ctx: 512}}}}
-          cloud:
+          cloud: {{type: vllm, api_base: "{cloud.base_url}"}}
+          never:
             type: test
             options:
-              models: {{quick: {{reply: "4", latency_s: 1.0}}, never: {{reply: "x", latency_s: 30}}}}
+              models: {{never: {{reply: "x", latency_s: 30}}}}
+        models:
+          "cloud:quick": {{input_price_per_mtok: 0, output_price_per_mtok: 0}}
         roles:
           lose:
             provider: local
@@ -221,13 +229,14 @@ def test_race_with_the_real_local_model_stops_its_generation(client_for, gguf_pa
             provider: local
             model: gemma-3-270m
             strategy: parallel
-            candidates: ["cloud:never"]
+            candidates: ["never:never"]
             params: {{temperature: 0, max_tokens: 8}}
         """
     )
     local = c.provider("local")
     spans: list[dict[str, Any]] = []
     generate = local._generate
+    third_token = threading.Event()
 
     def spy(request: Any, cancel: threading.Event, on_text: Any = None) -> Any:
         # count the tokens the real generation produces, and when and how it ended
@@ -236,6 +245,8 @@ def test_race_with_the_real_local_model_stops_its_generation(client_for, gguf_pa
 
         def count(text: str) -> None:
             span["tokens"] += 1
+            if span["tokens"] == 3:
+                third_token.set()
 
         try:
             return generate(request, cancel, count)
@@ -248,6 +259,13 @@ def test_race_with_the_real_local_model_stops_its_generation(client_for, gguf_pa
     local._generate = spy  # type: ignore[method-assign]
     c.run("win", [{"role": "user", "content": "warm up"}])  # load the model outside the race
     spans.clear()
+    third_token.clear()  # the warm-up made tokens too
+    # the cloud answers once the local model has made three real tokens, whatever the machine's load
+    cloud.push(
+        Reply(
+            body=completion_body("4", model="quick", prompt_tokens=7, completion_tokens=1), after=third_token
+        )
+    )
     long_question = [{"role": "user", "content": "Write a long story about a dragon."}]
     r = c.run("lose", long_question)
     returned = time.perf_counter()
@@ -256,13 +274,13 @@ def test_race_with_the_real_local_model_stops_its_generation(client_for, gguf_pa
     while spans[0]["ended"] is None and time.monotonic() < deadline:
         time.sleep(0.01)
     span = spans[0]
-    assert span["cancelled"] is True
-    assert 0 < span["tokens"] < 200  # stopped early, after real tokens
-    assert span["ended"] - returned < 0.5  # at the next token, not at max_tokens (about 3 s away)
+    assert span["cancelled"] is True, span
+    assert 3 <= span["tokens"] < 200  # stopped early, after real tokens
+    assert span["ended"] - returned < 0.5  # at the next token, not at max_tokens
     loser = next(a for a in r.decision.attempts if a.provider == "local")
     assert loser.outcome == "cancelled" and loser.cost_usd == 0.0
 
     r = c.run("win", [{"role": "user", "content": "What is 2+2?"}])
     assert r.target == "local:gemma-3-270m" and "4" in r.content
     assert r.decision.attempts[0].usage.output_tokens > 0
-    assert c.provider("cloud").calls[-1].outcome == "cancelled"
+    assert c.provider("never").calls[-1].outcome == "cancelled"

@@ -351,6 +351,16 @@ def test_credential_environment_variables_are_found_as_they_change(monkeypatch: 
     assert "not-a-secret-value" not in env_secrets()
 
 
+def test_a_credential_variable_swapped_for_another_of_the_same_count_is_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ORCHLAB_SWAP_PLAIN", "ordinary")
+    env_secrets()  # names seen with ORCHLAB_SWAP_PLAIN
+    monkeypatch.delenv("ORCHLAB_SWAP_PLAIN")
+    monkeypatch.setenv("ORCHLAB_SWAP_API_KEY", "sk-swapped-in-0123")  # as many variables as before
+    assert "sk-swapped-in-0123" in env_secrets()
+
+
 def test_scrub_masks_keys_and_known_secret_values() -> None:
     data = {"max_tokens": 5, "Authorization": "x", "nested": [{"refresh_token": "y"}, f"url?k={API_KEY}"]}
     assert scrub(data, [API_KEY, "short"]) == {

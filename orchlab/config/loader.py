@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ MAX_SHOWN = 50
 
 def default_config_path() -> Path:
     """The embedded default: every example role on the in-process local model."""
-    return Path(str(resources.files("orchlab") / "data" / DEFAULT_CONFIG_NAME))
+    return Path(__file__).parent.parent / "data" / DEFAULT_CONFIG_NAME
 
 
 def load_config(path: str | Path | None = None) -> OrchestratorConfig:

@@ -314,10 +314,13 @@ class RoleConfig(_Strict):
     model: str | None = None
     description: str | None = None
     params: RoleParams = Field(default_factory=RoleParams)
-    fallbacks: list[Target] = Field(default_factory=list, description="'provider:model' targets")
+    # default=[] (pydantic copies a mutable default per instance), not default_factory=list: pydantic
+    # reads a factory's signature, and inspect.signature(list) compiles tokenize's regex (~5 ms) on
+    # the first validation
+    fallbacks: list[Target] = Field(default=[], description="'provider:model' targets")
     strategy: LogicId | None = None
     candidates: list[Target | CandidateConfig | LogicCandidateConfig] = Field(
-        default_factory=list, description="tried/raced/asked after the role's own model, in order"
+        default=[], description="tried/raced/asked after the role's own model, in order"
     )
     cascade: CascadeConfig | None = None
     parallel: ScorerConfig | None = Field(default=None, description="race: what counts as a good answer")

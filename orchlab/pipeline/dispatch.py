@@ -42,9 +42,12 @@ class Dispatch:
         passes: Sequence[Pass],
         settle: Settle,
         observe: Observe,
+        providers_here: Callable[[str], Provider] | None = None,
     ) -> None:
         self.catalog = catalog
         self.providers = providers
+        self.providers_here = providers_here or providers
+        """The adapter to await on the running loop (`ProviderPool.here`); ``providers``: for sync code."""
         self.passes = tuple(passes)
         self.settle = settle
         self.observe = observe
@@ -67,7 +70,7 @@ class Dispatch:
                 if answer is not None:
                     return self._answered_by_pass(flight, answer)
             flight.sent = True
-            response = await self.providers(resolved.provider).complete(request)
+            response = await self.providers_here(resolved.provider).complete(request)
         except BaseException as exc:
             self._failed(flight, exc)
             raise
@@ -110,7 +113,7 @@ class Dispatch:
                     yield StreamChunk(response=self._answered_by_pass(flight, answer))
                     return
             flight.sent = True
-            adapter = self.providers(resolved.provider)
+            adapter = self.providers_here(resolved.provider)
             stream = cast("AsyncGenerator[StreamChunk, None]", adapter.stream(request))
             # aclosing: a caller that stops early releases the connection at once
             async with contextlib.aclosing(stream) as chunks:

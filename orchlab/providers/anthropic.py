@@ -34,6 +34,7 @@ from orchlab.errors import (
     ProviderResponseError,
     UnsupportedCapabilityError,
 )
+from orchlab.loop import PerLoop
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status
 from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
@@ -97,24 +98,27 @@ class AnthropicProvider(Provider):
     default_api_base: ClassVar[str | None] = "https://api.anthropic.com"
     Options = AnthropicOptions
 
+    runs_on_any_loop = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.options: AnthropicOptions
-        self._client: AsyncAnthropic | None = None
+        self._clients: PerLoop[AsyncAnthropic] = PerLoop(self._new_client, _close)
 
     @property
     def client(self) -> AsyncAnthropic:
-        if self._client is None:
-            from anthropic import AsyncAnthropic
+        """The async SDK client of the running event loop (one per loop, `PerLoop`)."""
+        return self._clients.get()
 
-            key = self._key() or None
-            self._client = AsyncAnthropic(
-                api_key=key,
-                base_url=self.api_base,
-                timeout=self.settings.timeout_s,
-                max_retries=self.settings.max_retries,
-            )
-        return self._client
+    def _new_client(self) -> AsyncAnthropic:
+        from anthropic import AsyncAnthropic
+
+        return AsyncAnthropic(
+            api_key=self._key() or None,
+            base_url=self.api_base,
+            timeout=self.settings.timeout_s,
+            max_retries=self.settings.max_retries,
+        )
 
     def request_kwargs(self, request: ModelRequest) -> dict[str, Any]:
         p = request.params
@@ -241,9 +245,7 @@ class AnthropicProvider(Provider):
         ]
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        await self._clients.aclose()
 
     def translate(
         self, exc: BaseException, model: str | None, timeout_s: float | None = None
@@ -263,6 +265,10 @@ class AnthropicProvider(Provider):
                 headers=exc.response.headers,
             )
         return super().translate(exc, model, timeout_s)
+
+
+async def _close(client: Any) -> None:
+    await client.close()
 
 
 def _tool_name(block: Any) -> str:

@@ -106,7 +106,14 @@ class Provider(ABC):
     before any call; the key is ``self.settings.api_key``, a `Secret`: ``.reveal()`` it only where
     the client is built), ``default_api_base`` (``self.api_base`` when the YAML gives none) and
     ``kind`` (the built-in type name; a plugin's kind is the name it is registered or installed
-    under). ``self.name`` is the entry's key, ``self.settings`` its resolved `ProviderSettings`.
+    under), ``runs_on_any_loop`` (see below). ``self.name`` is the entry's key, ``self.settings``
+    its resolved `ProviderSettings`.
+
+    Event loops: an adapter with ``runs_on_any_loop = True`` is called on the caller's own loop by
+    ``arun``, ``async for`` over a stream and the ``a*`` API (several loops over its life:
+    ``asyncio.run`` twice, a loop per test), so it keeps nothing bound to one loop; the built-in
+    adapters keep one SDK client per loop (`orchlab.loop.PerLoop`). With the default (False) its
+    async methods always run on orchlab's engine loop, one thread hop each way from the caller's.
 
     The boundary (module docstring) wraps ``complete``, ``stream``, ``complete_sync`` and
     ``list_models`` of every subclass: ``timeout_s`` bounds the whole ``complete``; whatever the
@@ -125,6 +132,8 @@ class Provider(ABC):
     default_api_base: ClassVar[str | None] = None
     is_local: ClassVar[bool] = False
     """Runs on the user's own hardware (priced at $0 unless the YAML gives a price)."""
+    runs_on_any_loop: ClassVar[bool] = False
+    """Its async methods may run on any event loop, the caller's (see the class docstring)."""
     Options: ClassVar[type[BaseModel]] = NoOptions
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

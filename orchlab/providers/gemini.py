@@ -36,6 +36,7 @@ from orchlab.errors import (
     ProviderError,
     ProviderResponseError,
 )
+from orchlab.loop import PerLoop
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status, retry_after_seconds
 from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
@@ -80,31 +81,35 @@ class GeminiProvider(Provider):
     default_api_base: ClassVar[str | None] = "https://generativelanguage.googleapis.com"
     Options = GeminiOptions
 
+    runs_on_any_loop = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.options: GeminiOptions
-        self._client: Client | None = None
+        self._clients: PerLoop[Client] = PerLoop(self._new_client, _close)
 
     @property
     def client(self) -> Client:
-        if self._client is None:
-            from google import genai
-            from google.genai import types
+        """The SDK client of the running event loop (one per loop, `PerLoop`: its ``aio`` side
+        is bound to the loop it first ran on)."""
+        return self._clients.get()
 
-            key = self._key() or None
-            self._client = genai.Client(
-                api_key=key,
-                vertexai=False,
-                http_options=types.HttpOptions(
-                    base_url=self.api_base,
-                    api_version=self.options.api_version,
-                    timeout=_ms(self.settings.timeout_s),
-                    # Always set: without it the SDK's aiohttp transport silently sleeps 1-10 s and
-                    # retries once after a connection error.
-                    retry_options=types.HttpRetryOptions(attempts=self.settings.max_retries + 1),
-                ),
-            )
-        return self._client
+    def _new_client(self) -> Client:
+        from google import genai
+        from google.genai import types
+
+        return genai.Client(
+            api_key=self._key() or None,
+            vertexai=False,
+            http_options=types.HttpOptions(
+                base_url=self.api_base,
+                api_version=self.options.api_version,
+                timeout=_ms(self.settings.timeout_s),
+                # Always set: without it the SDK's aiohttp transport silently sleeps 1-10 s and
+                # retries once after a connection error.
+                retry_options=types.HttpRetryOptions(attempts=self.settings.max_retries + 1),
+            ),
+        )
 
     def request_kwargs(self, request: ModelRequest, *, stream: bool = False) -> dict[str, Any]:
         from google.genai import types
@@ -227,10 +232,7 @@ class GeminiProvider(Provider):
         ]
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aio.aclose()
-            client.close()
+        await self._clients.aclose()
 
     def translate(
         self, exc: BaseException, model: str | None, timeout_s: float | None = None
@@ -262,6 +264,11 @@ class GeminiProvider(Provider):
         if error.retry_after is None:
             error.retry_after = _retry_delay(details)
         return error
+
+
+async def _close(client: Any) -> None:
+    await client.aio.aclose()
+    client.close()
 
 
 def _ms(seconds: float) -> int:

@@ -324,6 +324,7 @@ class LlamaCppProvider(Provider):
     kind = "llamacpp"
     requires_key = False
     is_local = True
+    runs_on_any_loop = True  # generation runs in a worker thread of whichever loop awaits it
     Options: ClassVar[type[BaseModel]] = LlamaCppOptions
     options: LlamaCppOptions
 

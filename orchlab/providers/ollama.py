@@ -37,6 +37,7 @@ from orchlab.errors import (
     ProviderResponseError,
     ProviderUnavailableError,
 )
+from orchlab.loop import PerLoop
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status, looks_like_context_overflow
 from orchlab.types import LLMResponse, ModelRequest, StreamChunk, Usage
@@ -83,31 +84,35 @@ class OllamaProvider(Provider):
     is_local = True
     Options = OllamaOptions
 
+    runs_on_any_loop = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.options: OllamaOptions
-        self._client: AsyncClient | None = None
+        self._clients: PerLoop[AsyncClient] = PerLoop(self._new_client, _close)
 
     @property
     def client(self) -> AsyncClient:
-        if self._client is None:
-            import httpx
-            from ollama import AsyncClient
+        """The async SDK client of the running event loop (one per loop, `PerLoop`)."""
+        return self._clients.get()
 
-            headers = {}
-            if self.settings.api_key is not None:  # Ollama behind an authenticating proxy, ollama.com
-                headers["authorization"] = f"Bearer {self._key()}"
-            self._client = AsyncClient(
-                host=self.api_base,
-                # No SDK timeout: the boundary's deadline (and a stream's pacing) bound every call,
-                # a role's own timeout_s included, which a client-wide timeout could not follow.
-                timeout=None,
-                headers=headers,
-                # The SDK has no retry of its own; the transport retries failed connections.
-                transport=httpx.AsyncHTTPTransport(retries=self.settings.max_retries),
-                event_hooks={"response": [_remember_error_headers]},
-            )
-        return self._client
+    def _new_client(self) -> AsyncClient:
+        import httpx
+        from ollama import AsyncClient
+
+        headers = {}
+        if self.settings.api_key is not None:  # Ollama behind an authenticating proxy, ollama.com
+            headers["authorization"] = f"Bearer {self._key()}"
+        return AsyncClient(
+            host=self.api_base,
+            # No SDK timeout: the boundary's deadline (and a stream's pacing) bound every call,
+            # a role's own timeout_s included, which a client-wide timeout could not follow.
+            timeout=None,
+            headers=headers,
+            # The SDK has no retry of its own; the transport retries failed connections.
+            transport=httpx.AsyncHTTPTransport(retries=self.settings.max_retries),
+            event_hooks={"response": [_remember_error_headers]},
+        )
 
     def request_kwargs(self, request: ModelRequest) -> dict[str, Any]:
         p = request.params
@@ -215,9 +220,7 @@ class OllamaProvider(Provider):
         return True
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()
+        await self._clients.aclose()
 
     def context_window(self) -> int | None:
         """``options.num_ctx``: every request loads the model with that window (None: unset)."""
@@ -260,6 +263,10 @@ class OllamaProvider(Provider):
                 retryable=error.retryable,
             )
         return error
+
+
+async def _close(client: Any) -> None:
+    await client.close()
 
 
 def _tool_names(message: Any) -> list[str]:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from orchlab.errors import ProviderError, ProviderResponseError
+from orchlab.loop import PerLoop
 from orchlab.providers import deadline
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status
@@ -27,9 +28,11 @@ class OpenAIProvider(Provider):
     default_api_base: ClassVar[str | None] = "https://api.openai.com/v1"
     max_tokens_param: ClassVar[str] = "max_completion_tokens"
 
+    runs_on_any_loop = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._client: AsyncOpenAI | None = None
+        self._clients: PerLoop[AsyncOpenAI] = PerLoop(self._new_client, _close)
         self._sync_client: OpenAI | None = None
         self._sync_lock = threading.Lock()  # run() may be called from several threads at once
 
@@ -45,12 +48,13 @@ class OpenAIProvider(Provider):
 
     @property
     def client(self) -> AsyncOpenAI:
-        """The async SDK client (lives on orchlab's engine loop)."""
-        if self._client is None:
-            from openai import AsyncOpenAI
+        """The async SDK client of the running event loop (one per loop, `PerLoop`)."""
+        return self._clients.get()
 
-            self._client = AsyncOpenAI(**self._client_kwargs())
-        return self._client
+    def _new_client(self) -> AsyncOpenAI:
+        from openai import AsyncOpenAI
+
+        return AsyncOpenAI(**self._client_kwargs())
 
     @property
     def sync_client(self) -> OpenAI:
@@ -199,12 +203,10 @@ class OpenAIProvider(Provider):
         ]
 
     async def aclose(self) -> None:
-        client, sync_client = self._client, self._sync_client
-        self._client = self._sync_client = None
+        sync_client, self._sync_client = self._sync_client, None
         if sync_client is not None:
             sync_client.close()
-        if client is not None:
-            await client.close()
+        await self._clients.aclose()
 
     def translate(
         self, exc: BaseException, model: str | None, timeout_s: float | None = None
@@ -222,6 +224,10 @@ class OpenAIProvider(Provider):
                 return error_for_status(status, message, provider=self.name, model=model)
             return ProviderError(message, provider=self.name, model=model)
         return super().translate(exc, model, timeout_s)
+
+
+async def _close(client: Any) -> None:
+    await client.close()
 
 
 def _tool_names(message: Any, *, streamed: bool = False) -> list[str]:

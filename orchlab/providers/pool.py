@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, cast
 
+from orchlab.loop import on_engine_loop, pump_async, run_async
 from orchlab.providers.base import Provider, ProviderSettings
 from orchlab.providers.registry import provider_class
+
+if TYPE_CHECKING:
+    from orchlab.types import LLMResponse, ModelRequest, StreamChunk
 
 
 class ProviderPool:
@@ -16,20 +22,53 @@ class ProviderPool:
     def __init__(self, settings_for: Callable[[str], ProviderSettings]) -> None:
         self._settings_for = settings_for
         self._adapters: dict[str, Provider] = {}
+        self._hops: dict[str, Provider] = {}
+        self._lock = threading.Lock()
 
     def get(self, name: str) -> Provider:
         adapter = self._adapters.get(name)
         if adapter is None:
-            settings = self._settings_for(name)
-            adapter = provider_class(settings.kind, provider=name)(settings)
-            self._adapters[name] = adapter
+            with self._lock:  # callers on several threads' loops build it once
+                adapter = self._adapters.get(name)
+                if adapter is None:
+                    settings = self._settings_for(name)
+                    adapter = provider_class(settings.kind, provider=name)(settings)
+                    self._adapters[name] = adapter
         return adapter
 
     __call__ = get
 
-    async def aclose(self) -> None:
-        """Close every adapter built so far (each on its own loop hop) and forget them."""
-        from orchlab.loop import run_async
+    def here(self, name: str) -> Provider:
+        """The adapter to await on the running loop: the adapter itself when it runs on any loop
+        (``runs_on_any_loop``: the built-in ones) or this is the engine loop; else a stand-in whose
+        ``complete`` and ``stream`` hop to the engine loop, where that adapter always runs."""
+        adapter = self.get(name)
+        if adapter.runs_on_any_loop or on_engine_loop():
+            return adapter
+        hop = self._hops.get(name)
+        if hop is None:
+            hop = self._hops[name] = cast("Provider", _OnEngineLoop(adapter))
+        return hop
 
-        adapters, self._adapters = list(self._adapters.values()), {}
-        await asyncio.gather(*(run_async(a.aclose()) for a in adapters))
+    async def aclose(self) -> None:
+        """Close every adapter built so far and forget them: one that runs on any loop here (it
+        reaches its clients on other loops itself), any other on the engine loop."""
+        adapters, self._adapters, self._hops = list(self._adapters.values()), {}, {}
+        await asyncio.gather(*(a.aclose() if a.runs_on_any_loop else run_async(a.aclose()) for a in adapters))
+
+
+class _OnEngineLoop:
+    """An adapter bound to the engine loop, seen from another loop: ``complete`` and ``stream``
+    run there (a thread hop each way, batches for a stream); anything else is the adapter's."""
+
+    def __init__(self, adapter: Provider) -> None:
+        self.adapter = adapter
+
+    async def complete(self, request: ModelRequest) -> LLMResponse:
+        return await run_async(self.adapter.complete(request))
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
+        return pump_async(self.adapter.stream(request))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.adapter, name)

@@ -112,7 +112,7 @@ def compare_target(client: Orchestrator, spec: object) -> Target:
         client.resolver.provider_config(provider)  # UnknownProviderError with suggestions
         return Target(spec, "model", model=spec)
     try:
-        logic_ids.check(spec, list(STRATEGIES))  # built in, added by register_logic, or installed
+        logic_ids.check(spec)  # built in, added by register_logic, or installed
     except ValueError as exc:
         raise InvalidRequestError(
             f"compare target {spec!r} is not a role ({', '.join(client.roles()) or 'none defined'}), "

@@ -6,9 +6,10 @@ session (Ctrl-C in the calling script does not reach it), its stderr goes to ``d
 store's spool folder, and the calling process never imports mlflow to write a trace.
 
 It reads every journal of the store (those of running processes and those left by processes that
-ended, ``kill -9`` included), oldest first, and writes their records in order: up to 100 traces per
-batch, ratings and run records one by one. Before a batch it marks the batch pending in the
-journal's progress file (`journal.Progress`), after it moves ``done`` past it: a drain killed
+ended, ``kill -9`` included), oldest first, and writes their records in order: up to `MAX_BATCH`
+traces per batch (one store call each, see `mlflow_writes`), ratings and run records one by one.
+Before a batch it marks the batch pending in the journal's progress file (`journal.Progress`),
+after it moves ``done`` past it: a drain killed
 mid-batch leaves that batch pending, and the next drain looks those records up in the store
 before writing them again. Fully written journals of ended processes are deleted.
 
@@ -59,6 +60,8 @@ BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
 MAX_DOWN_S = 600.0
 MAX_PROBLEMS = 50
+NICE = 10
+"""The drain's CPU priority below the callers' (a background writer: the journal keeps the calls)."""
 
 
 @dataclass
@@ -343,12 +346,16 @@ class Drain:
                     raise StoreDown(str(exc)) from exc
             if len(failed) == len(group) and all(isinstance(e, NotStored) for e in failed.values()):
                 raise StoreDown("MLflow stored none of the batch (see the log above)")
+            stored = 0  # counted once: a trace stored ahead of a failing one is skipped (and counted) later
             for entry in group:
                 assert entry.record is not None
                 error = failed.get(entry.record["trace_id"])
-                if error is not None and not self._given_up(path, entry, error):
+                if error is None:
+                    stored += 1
+                elif not self._given_up(path, entry, error):
+                    self.status.written += stored
                     return entry.start
-            self.status.written += len(group)
+            self.status.written += stored
             return group[-1].end
         entry = group[0]
         try:
@@ -541,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
         drain.stopping = True
 
     signal.signal(signal.SIGTERM, stop)
+    with contextlib.suppress(OSError):
+        os.nice(NICE)  # under load the calls get the CPU first; the drain catches up after them
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C meant for the script that started us
     log.info("draining %s for %s", store_dir, drain.uri)
     try:

@@ -52,20 +52,22 @@ def new_trace_id() -> str:
     return f"tr-{_rng.getrandbits(128):032x}"
 
 
-_env_names: tuple[int, tuple[str, ...]] = (-1, ())
+_env_names: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
 
 
 def env_secrets() -> set[str]:
     """Values of environment variables that look like credentials (matched in any text we store).
 
-    The names are looked for again when the environment gains or loses a variable; the values
-    are read every time (a key set in a notebook after the client was built counts at once).
+    The names are looked for again whenever the set of variable names changes (not only its size:
+    one variable unset and another set is a change); the values are read every time (a key set in
+    a notebook after the client was built counts at once).
     """
     global _env_names
-    size, names = _env_names
-    if size != len(os.environ):
-        names = tuple(name for name in os.environ if _SECRET_ENV.search(name))
-        _env_names = (len(os.environ), names)
+    seen, names = _env_names
+    current = tuple(os.environ)
+    if current != seen:
+        names = tuple(name for name in current if _SECRET_ENV.search(name))
+        _env_names = (current, names)
     values = (os.environ.get(name, "") for name in names)
     return {value for value in values if len(value.strip()) >= _MIN_SECRET_LEN}
 

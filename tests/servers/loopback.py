@@ -74,6 +74,9 @@ class Reply:
     """Say nothing for this long: after the headers (a body) or after the frames (a stream)."""
     stall_after: int | None = None
     """In a stream, stall after this many frames and then send the rest (None: after all)."""
+    after: threading.Event | None = None
+    """Answer only once this is set (a test's gate: e.g. after a rival has made its first tokens);
+    waits at most 30 s."""
     reset: bool = False
     """End with a TCP reset instead of finishing the reply (a body is cut half way): a server that
     dies mid-reply."""
@@ -184,6 +187,8 @@ class LoopbackServer:
             self.requests.append(Recorded(h.command, h.path, dict(h.headers.items()), body))
             scripted = self._take(h.path)
         reply = self.reply_for(scripted, h.command, h.path, body)
+        if reply.after is not None:
+            reply.after.wait(30)
         if reply.delay_s:
             time.sleep(reply.delay_s)
         try:
