@@ -56,10 +56,13 @@ def gateway(upstream: OpenAIWireServer, tmp_path_factory: pytest.TempPathFactory
             env: test
             providers:
               up: {{type: openai, api_base: "{upstream.base_url}", auth_profile: up}}
+              up_idle:
+                {{type: openai, api_base: "{upstream.base_url}", auth_profile: up, stream_idle_timeout_s: 1}}
             models:
               "up:echo-model": {{input_price_per_mtok: 1.0, output_price_per_mtok: 2.0}}
             roles:
               chat: {{provider: up, model: echo-model}}
+              stalls: {{provider: up_idle, model: echo-model}}
             gateway:
               aliases: {{gpt-4o-mini: chat}}
             tracking: {{enabled: false}}
@@ -220,22 +223,26 @@ def test_parse_helper_structured_output(client: openai.OpenAI, up: OpenAIWireSer
     assert set(sent["json_schema"]["schema"]["properties"]) == {"name", "population"}
 
 
-def test_stream_helper_raises_the_error_of_an_upstream_cut_mid_stream(
+def test_stream_helper_raises_the_error_of_an_upstream_that_stalls_mid_stream(
     client: openai.OpenAI, up: OpenAIWireServer
 ) -> None:
+    # two frames, then silence past the role's stream_idle_timeout_s (1 s): the gateway has sent the
+    # first token already, so the fault reaches the caller as an SSE error frame
     frames = sse_frames(stream_chunks(["one ", "two "], model="echo-model", prompt_tokens=4))[:2]
-    up.push(loopback.Reply(stream=frames, content_type="text/event-stream", reset=True))
+    up.push(loopback.Reply(stream=frames, content_type="text/event-stream", stall_s=30))
 
     received: list[str] = []
     with (
         pytest.raises(openai.APIError) as info,
-        client.chat.completions.stream(model="chat", messages=MESSAGES) as stream,
+        client.chat.completions.stream(model="stalls", messages=MESSAGES) as stream,
     ):
         for event in stream:
             if event.type == "content.delta":
                 received.append(event.delta)
-    assert "".join(received) == "one "  # what arrived before the cut reached the caller
-    assert "sk-upstream" not in str(info.value)
+    assert "".join(received) == "one "  # what arrived before the stall reached the caller
+    assert info.value.code == "upstream_timeout"
+    assert "silent for 1s (stream_idle_timeout_s)" in info.value.message
+    assert "sk-upstream" not in info.value.message
 
 
 def test_stream_helper_on_an_unknown_model(client: openai.OpenAI, up: OpenAIWireServer) -> None:
