@@ -53,6 +53,7 @@ _COMPLETE_KEYWORDS = (
     "scorer",
     "threshold",
     "tier",
+    "output",
 )
 _ENSEMBLE_KEYWORDS = ("models", "mode", "role", "judge", "aggregator", "system", "normalizer")
 
@@ -170,16 +171,20 @@ class Orchestrator:
     # loop thread: the overhead target of benchmarks/overhead.py). A role with a strategy goes
     # to `orchlab.strategies.answer`.
 
-    def run(self, role: str, messages: object, params_override: ParamsOverride = None) -> LLMResponse:
+    def run(
+        self, role: str, messages: object, params_override: ParamsOverride = None, *, output: Any = None
+    ) -> LLMResponse:
         """Answer ``messages`` with the model bound to ``role`` (works inside Jupyter's loop).
 
         A role with a ``strategy:`` (or ``candidates:`` / ``fallbacks:``) runs that strategy.
         ``role`` may also be ``'provider:model'`` or a URN (``urn:orchlab:race:candidates=a:m,b:m``,
         `orchlab.strategies.urn`); ``arun`` and ``stream`` take the same targets.
+        ``output=MyModel`` (a pydantic model class) asks for a structured answer:
+        ``response.output`` is a validated instance (`orchlab.output.structured`).
         """
         if self._has_strategy(role):
-            return run_sync(self._complete(messages, role=role, params=params_override))
-        ctx, resolved, request = self._single(role, messages, params_override)
+            return run_sync(self._complete(messages, role=role, params=params_override, output=output))
+        ctx, resolved, request = self._single(role, messages, params_override, output)
         try:
             response = self.dispatch.attempt_sync(ctx, resolved, request)
         except BaseException as exc:
@@ -187,14 +192,18 @@ class Orchestrator:
             raise
         return self.dispatch.observe.answered(ctx, response)
 
-    async def arun(self, role: str, messages: object, params_override: ParamsOverride = None) -> LLMResponse:
+    async def arun(
+        self, role: str, messages: object, params_override: ParamsOverride = None, *, output: Any = None
+    ) -> LLMResponse:
         """`run` for async code."""
-        return await run_async(self._arun(role, messages, params_override))
+        return await run_async(self._arun(role, messages, params_override, output))
 
-    async def _arun(self, role: str, messages: object, params_override: ParamsOverride) -> LLMResponse:
+    async def _arun(
+        self, role: str, messages: object, params_override: ParamsOverride, output: Any = None
+    ) -> LLMResponse:
         if self._has_strategy(role):
-            return await self._complete(messages, role=role, params=params_override)
-        ctx, resolved, request = self._single(role, messages, params_override)
+            return await self._complete(messages, role=role, params=params_override, output=output)
+        ctx, resolved, request = self._single(role, messages, params_override, output)
         return await self.dispatch.finish(ctx, self.dispatch.attempt(ctx, resolved, request))
 
     def stream(self, role: str, messages: object, params_override: ParamsOverride = None) -> ResponseStream:
@@ -227,6 +236,7 @@ class Orchestrator:
         scorer: Any = None,
         threshold: float | None = None,
         tier: str | None = None,
+        output: Any = None,
         **params: Any,
     ) -> LLMResponse:
         """Answer ``prompt`` (a string or messages), with a strategy when one applies.
@@ -235,6 +245,7 @@ class Orchestrator:
         ``'provider:model'``) override the role's YAML; ``model`` replaces the role's model. No
         role and no model: AUTO on the default role. ``**params`` are generation params
         (``max_tokens=16``). ``response.decision.explain()`` shows what happened.
+        ``output=MyModel``: a structured answer (``response.output``), as for `run`.
         ``complete`` is the same for synchronous code.
         """
         return await run_async(
@@ -249,6 +260,7 @@ class Orchestrator:
                 scorer=scorer,
                 threshold=threshold,
                 tier=tier,
+                output=output,
                 params=params,
                 where="complete()",
                 keywords=_COMPLETE_KEYWORDS,
@@ -310,22 +322,31 @@ class Orchestrator:
     # --- requests -------------------------------------------------------------------------------
 
     def _request(
-        self, resolved: ResolvedLLMConfig, messages: object, params_override: ParamsOverride
+        self,
+        resolved: ResolvedLLMConfig,
+        messages: object,
+        params_override: ParamsOverride,
+        output: Any = None,
     ) -> ModelRequest:
+        if output is not None:
+            from orchlab.output.structured import output_schema
+
+            output = output_schema(output)
         return ModelRequest(
             model=resolved.model,
             messages=tuple(to_messages(messages)),
             params=resolved.params
             if params_override is None
             else resolved.params.merged(check_params(params_override)),
+            output=output,
         )
 
     def _single(
-        self, role: str, messages: object, params_override: ParamsOverride
+        self, role: str, messages: object, params_override: ParamsOverride, output: Any = None
     ) -> tuple[CallContext, ResolvedLLMConfig, ModelRequest]:
         """A plain role call: its context, the role's binding and the request."""
         resolved = self.resolve(role)
-        request = self._request(resolved, messages, params_override)
+        request = self._request(resolved, messages, params_override, output)
         return CallContext(role=role, strategy="single", messages=request.messages), resolved, request
 
     # --- lifecycle ---------------------------------------------------------------------------

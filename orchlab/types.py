@@ -244,6 +244,8 @@ class LLMResponse:
     overrun_usd: float | None = None
     """Set when the provider reported more usage than the worst case reserved under a budget:
     by how much the cost exceeded that reservation (it is charged in full; see `orchlab.pipeline.settle`)."""
+    output: Any = field(default=None, repr=False)
+    """The validated instance of the output model the call asked for (``run(..., output=M)``)."""
 
     @property
     def target(self) -> str:
@@ -267,12 +269,25 @@ class LLMResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputSchema:
+    """A structured answer asked for: the pydantic model, its name and its JSON schema (built by
+    `orchlab.output.structured.output_schema`; adapters send ``schema`` their native way)."""
+
+    name: str
+    schema: Mapping[str, Any] = field(repr=False)
+    model: Any = field(repr=False)
+    """The pydantic model class the answer is validated against."""
+
+
+@dataclass(frozen=True, slots=True)
 class ModelRequest:
-    """What an adapter receives: the model id, validated messages and merged params."""
+    """What an adapter receives: the model id, validated messages and merged params; ``output``
+    when the answer must be JSON of that schema."""
 
     model: str
     messages: tuple[Message, ...]
     params: GenerationParams = field(default_factory=GenerationParams)
+    output: OutputSchema | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ parts also in ``cache_read_tokens`` / ``cache_write_tokens``.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -36,7 +37,7 @@ from orchlab.errors import (
 )
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status
-from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
+from orchlab.types import LLMResponse, Message, ModelRequest, OutputSchema, StreamChunk, Usage
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -96,6 +97,7 @@ class AnthropicProvider(Provider):
     kind = "anthropic"
     default_api_base: ClassVar[str | None] = "https://api.anthropic.com"
     Options = AnthropicOptions
+    output_mode = "schema"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -145,6 +147,8 @@ class AnthropicProvider(Provider):
             kwargs["extra_body"] = body
         if p.timeout_s is not None:
             kwargs["timeout"] = p.timeout_s
+        if request.output is not None:
+            kwargs.update(forced_tool(request.output))
         return kwargs
 
     async def complete(self, request: ModelRequest) -> LLMResponse:
@@ -159,11 +163,18 @@ class AnthropicProvider(Provider):
                 provider=self.name,
                 model=request.model,
             )
+        structured = _structured_answer(content, request)
         tools = [_tool_name(block) for block in content if getattr(block, "type", None) == "tool_use"]
-        if tools:
+        if tools and structured is None:
             raise self.tool_call_error(tools, request.model)
-        text = "".join(
-            getattr(block, "text", "") or "" for block in content if getattr(block, "type", None) == "text"
+        text = (
+            structured
+            if structured is not None
+            else "".join(
+                getattr(block, "text", "") or ""
+                for block in content
+                if getattr(block, "type", None) == "text"
+            )
         )
         return LLMResponse(
             content=text,
@@ -263,6 +274,31 @@ class AnthropicProvider(Provider):
                 headers=exc.response.headers,
             )
         return super().translate(exc, model, timeout_s)
+
+
+def forced_tool(output: OutputSchema) -> dict[str, Any]:
+    """A structured answer as Anthropic gives one: a tool whose input is the schema, which the
+    model is forced to call (the call's input is the answer)."""
+    return {
+        "tools": [
+            {
+                "name": output.name,
+                "description": f"Give the answer as a {output.name}.",
+                "input_schema": dict(output.schema),
+            }
+        ],
+        "tool_choice": {"type": "tool", "name": output.name},
+    }
+
+
+def _structured_answer(content: list[Any], request: ModelRequest) -> str | None:
+    """The input of the forced tool's call, as JSON text (None when it was not asked or not called)."""
+    if request.output is None:
+        return None
+    for block in content:
+        if getattr(block, "type", None) == "tool_use" and getattr(block, "name", None) == request.output.name:
+            return json.dumps(getattr(block, "input", None), ensure_ascii=False)
+    return None
 
 
 def _tool_name(block: Any) -> str:

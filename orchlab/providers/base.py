@@ -29,7 +29,7 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -126,6 +126,11 @@ class Provider(ABC):
     is_local: ClassVar[bool] = False
     """Runs on the user's own hardware (priced at $0 unless the YAML gives a price)."""
     Options: ClassVar[type[BaseModel]] = NoOptions
+    output_mode: ClassVar[Literal["schema", "json", "prompt"]] = "prompt"
+    """How a structured answer (``request.output``) is had: ``schema``, the adapter sends the
+    schema the provider's native way and generation follows it; ``json``, the provider enforces
+    JSON and orchlab puts the schema in the prompt; ``prompt``, orchlab puts it in the prompt.
+    Every answer is validated and retried when invalid (`orchlab.output.structured`)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Put the adapter's ``complete``, ``stream`` (an async generator), ``complete_sync`` and

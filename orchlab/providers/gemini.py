@@ -38,7 +38,7 @@ from orchlab.errors import (
 )
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status, retry_after_seconds
-from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
+from orchlab.types import LLMResponse, Message, ModelRequest, OutputSchema, StreamChunk, Usage
 
 if TYPE_CHECKING:
     from google.genai import Client
@@ -79,6 +79,7 @@ class GeminiProvider(Provider):
     kind = "gemini"
     default_api_base: ClassVar[str | None] = "https://generativelanguage.googleapis.com"
     Options = GeminiOptions
+    output_mode = "schema"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -132,6 +133,8 @@ class GeminiProvider(Provider):
             config["http_options"] = types.HttpOptions(timeout=_ms(STREAM_SDK_TIMEOUT_S))
         elif p.timeout_s is not None:
             config["http_options"] = types.HttpOptions(timeout=_ms(p.timeout_s))
+        if request.output is not None:
+            config.update(response_schema(request.output))
         known = types.GenerateContentConfig.model_fields
         for key, value in p.extra.items():
             if key not in known:
@@ -262,6 +265,12 @@ class GeminiProvider(Provider):
         if error.retry_after is None:
             error.retry_after = _retry_delay(details)
         return error
+
+
+def response_schema(output: OutputSchema) -> dict[str, Any]:
+    """A structured answer as Gemini gives one: JSON constrained by ``response_schema`` (the
+    pydantic model: the SDK turns it into Gemini's schema)."""
+    return {"response_mime_type": "application/json", "response_schema": output.model}
 
 
 def _ms(seconds: float) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -37,7 +38,7 @@ from orchlab.errors import (
 )
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.registry import missing_dependency
-from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
+from orchlab.types import LLMResponse, Message, ModelRequest, OutputSchema, StreamChunk, Usage
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -320,10 +321,33 @@ def completion_prompt(messages: tuple[Message, ...], fmt: Literal["qa", "raw"]) 
     return f"{system}\n\n{prompt}" if system else prompt
 
 
+def json_grammar(output: OutputSchema) -> Any:
+    """The GBNF grammar of ``output``'s JSON schema (llama-cpp-python's converter), built once per
+    schema: sampling can then only produce JSON of that schema."""
+    return _grammar(json.dumps(output.schema, sort_keys=True))
+
+
+# llama-cpp-python's converter lets a JSON string hold raw control characters (a line break the
+# model writes inside "..." makes invalid JSON); llama.cpp's own converter excludes them.
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+_JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
+@functools.lru_cache(maxsize=64)
+def _grammar(schema: str) -> Any:
+    from llama_cpp import LlamaGrammar
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    return LlamaGrammar.from_string(
+        json_schema_to_gbnf(schema).replace(_LOOSE_CHAR, _JSON_CHAR), verbose=False
+    )
+
+
 class LlamaCppProvider(Provider):
     kind = "llamacpp"
     requires_key = False
     is_local = True
+    output_mode = "schema"  # a grammar built from the schema constrains sampling
     Options: ClassVar[type[BaseModel]] = LlamaCppOptions
     options: LlamaCppOptions
 
@@ -416,6 +440,8 @@ class LlamaCppProvider(Provider):
         }
         if p.seed is not None:
             kwargs["seed"] = p.seed
+        if request.output is not None:
+            kwargs["grammar"] = json_grammar(request.output)
         chunks: Any
         prompt_tokens = None
         if self._use_chat(loaded):

@@ -82,6 +82,7 @@ class OllamaProvider(Provider):
     requires_key = False
     is_local = True
     Options = OllamaOptions
+    output_mode = "schema"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -139,6 +140,8 @@ class OllamaProvider(Provider):
                 options[key] = value
         if options:
             kwargs["options"] = options
+        if request.output is not None:
+            kwargs["format"] = dict(request.output.schema)  # Ollama constrains the answer to it
         return kwargs
 
     async def complete(self, request: ModelRequest) -> LLMResponse:

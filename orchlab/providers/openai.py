@@ -9,14 +9,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from orchlab.errors import ProviderError, ProviderResponseError
+from orchlab.output.structured import strict_schema
 from orchlab.providers import deadline
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status
 from orchlab.providers.translate import message_of
-from orchlab.types import LLMResponse, ModelRequest, StreamChunk, Usage
+from orchlab.types import LLMResponse, ModelRequest, OutputSchema, StreamChunk, Usage
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI, OpenAI
@@ -26,6 +27,7 @@ class OpenAIProvider(Provider):
     kind = "openai"
     default_api_base: ClassVar[str | None] = "https://api.openai.com/v1"
     max_tokens_param: ClassVar[str] = "max_completion_tokens"
+    output_mode: ClassVar[Literal["schema", "json", "prompt"]] = "schema"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -89,6 +91,8 @@ class OpenAIProvider(Provider):
             kwargs["timeout"] = p.timeout_s
         if p.extra:
             kwargs["extra_body"] = dict(p.extra)
+        if request.output is not None:
+            kwargs["response_format"] = response_format(request.output, self.output_mode)
         return kwargs
 
     async def complete(self, request: ModelRequest) -> LLMResponse:
@@ -224,6 +228,15 @@ class OpenAIProvider(Provider):
         return super().translate(exc, model, timeout_s)
 
 
+def response_format(output: OutputSchema, mode: str) -> dict[str, Any]:
+    """A structured answer's ``response_format``: ``json_schema`` (strict when the schema allows
+    it), or ``json_object`` for a server that only enforces JSON (``output_mode = "json"``)."""
+    if mode == "json":
+        return {"type": "json_object"}
+    schema, strict = strict_schema(output.schema)
+    return {"type": "json_schema", "json_schema": {"name": output.name, "schema": schema, "strict": strict}}
+
+
 def _tool_names(message: Any, *, streamed: bool = False) -> list[str]:
     """The tools a message (or a stream delta) calls: ``tool_calls`` (function or custom tools)
     and the older ``function_call``. In a stream only a call's first delta has its name."""
@@ -271,6 +284,7 @@ class _Compatible(OpenAIProvider):
 class DeepSeekProvider(_Compatible):
     kind = "deepseek"
     default_api_base = "https://api.deepseek.com/v1"
+    output_mode = "json"  # JSON mode only: the schema goes in the prompt
 
 
 class QwenProvider(_Compatible):
@@ -278,6 +292,7 @@ class QwenProvider(_Compatible):
 
     kind = "qwen"
     default_api_base = "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"
+    output_mode = "json"  # DashScope's compatible mode documents JSON mode (json_object)
 
 
 class OpenRouterProvider(_Compatible):

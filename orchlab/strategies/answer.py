@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchlab.calls import CallContext
 from orchlab.errors import InvalidRequestError, OrchlabError
+from orchlab.output.structured import output_schema
 from orchlab.resolution import check_params, parse_target
 from orchlab.strategies.base import (
     Answering,
@@ -189,6 +190,7 @@ async def complete(
     params: object = None,
     where: str = "params_override",
     keywords: tuple[str, ...] = (),
+    output: Any = None,
     **options: Any,
 ) -> LLMResponse:
     """What answers ``client.complete`` / ``ensemble`` / ``run`` with a logic (on the engine loop).
@@ -198,6 +200,7 @@ async def complete(
     """
     if params is not None:
         params = check_params(params, where=where, keywords=keywords)
+    spec = output_schema(output) if output is not None else None
     messages = as_messages(prompt, system)
     plan = plan_for_target(orch, role, strategy=strategy, model=model, candidates=candidates, **options)
     ctx = CallContext(role=plan.role, strategy=str(plan.strategy), messages=messages)
@@ -207,10 +210,15 @@ async def complete(
         assert isinstance(cand, Candidate), "a plan's first candidate is a target (the role's model)"
         resolved = orch.resolver.resolve_target(cand.provider, cand.model, cand.params, role=cand.role)
         request = ModelRequest(
-            model=resolved.model, messages=messages, params=cand.params.merged(dict(params or {}))
+            model=resolved.model,
+            messages=messages,
+            params=cand.params.merged(dict(params or {})),
+            output=spec,
         )
         return await orch.dispatch.finish(ctx, orch.dispatch.attempt(ctx, resolved, request))
-    answering = Answering(orch, ctx, messages, params, plan.spec.retry if plan.spec is not None else None)
+    answering = Answering(
+        orch, ctx, messages, params, plan.spec.retry if plan.spec is not None else None, output=spec
+    )
     return await orch.dispatch.finish(ctx, _answer(answering, plan))
 
 

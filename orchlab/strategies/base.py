@@ -27,6 +27,7 @@ from orchlab.errors import (
     BudgetExceededError,
     ContextWindowError,
     MissingDependencyError,
+    OutputValidationError,
     ProviderError,
     ProviderTimeoutError,
     UnknownRoleError,
@@ -34,7 +35,7 @@ from orchlab.errors import (
 from orchlab.pipeline.observe import decision_of
 from orchlab.providers.registry import kind_of, provider_class
 from orchlab.resolution import parse_target
-from orchlab.types import Attempt, GenerationParams, LLMResponse, Message, ModelRequest, Usage
+from orchlab.types import Attempt, GenerationParams, LLMResponse, Message, ModelRequest, OutputSchema, Usage
 
 if TYPE_CHECKING:
     from orchlab.calls import CallContext
@@ -173,6 +174,8 @@ class Answering:
         messages: tuple[Message, ...],
         overrides: Mapping[str, Any] | None,
         retry: RetryConfig | None = None,
+        *,
+        output: OutputSchema | None = None,
     ) -> None:
         self.orch = orch
         self.ctx = ctx
@@ -184,6 +187,9 @@ class Answering:
         self._claimed: set[int] = set()
         self.prefix = ""
         """Stage labels' prefix inside a nested logic (``"cascade 1 / "``)."""
+        self.output = output
+        """The structured answer the caller asked for: every call with the call's own messages
+        asks for it (a judge's or an aggregator's prompt does not); `finalize` checks the winner."""
 
     def nested(self, stage: str) -> Answering:
         """This call as a candidate that is a logic answers it: the same call, trail and errors; its
@@ -228,7 +234,12 @@ class Answering:
         except AuthError as exc:
             self._unsent(cand, stage, exc)
             raise
-        request = ModelRequest(model=resolved.model, messages=tuple(messages or self.messages), params=merged)
+        request = ModelRequest(
+            model=resolved.model,
+            messages=tuple(messages or self.messages),
+            params=merged,
+            output=self.output if messages is None else None,
+        )
         deadline = asyncio.timeout(timeout_s)
         try:
             async with deadline:
@@ -410,6 +421,7 @@ def finalize(answering: Answering, outcome: Outcome) -> LLMResponse:
     overruns = [a.overrun_usd for a in ctx.attempts if a.overrun_usd]
     return replace(
         answer.response,
+        output=structured(answering, answer.response),
         usage=total,
         cost_usd=cost,
         cost_note=cost_note(ctx.attempts) if cost is None else None,
@@ -418,6 +430,26 @@ def finalize(answering: Answering, outcome: Outcome) -> LLMResponse:
         role=ctx.role,
         decision=decision,
     )
+
+
+def structured(answering: Answering, response: LLMResponse) -> Any:
+    """The winner's validated output: as its attempt validated it, else (an answer a logic made
+    with its own prompt: a fused or refined one) validated here, without retries."""
+    spec = answering.output
+    if spec is None or response.output is not None:
+        return response.output
+    from orchlab.output.structured import parse, summary
+
+    value, errors = parse(spec, response.content)
+    if value is None:
+        raise OutputValidationError(
+            f"the answer chosen by {answering.ctx.strategy} is not a valid {spec.name}: {summary(errors)}",
+            provider=response.provider,
+            model=response.model,
+            raw=response.content,
+            errors=errors,
+        )
+    return value
 
 
 def ms(seconds: float) -> str:
