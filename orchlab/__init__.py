@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "ModelInfo": "orchlab.catalog.model_info",
     "Orchestrator": "orchlab.orchestrator",
     "OrchlabError": "orchlab.errors",
+    "OutputValidationError": "orchlab.errors",
     "Provider": "orchlab.providers.base",
     "ProviderError": "orchlab.errors",
     "RateLimitError": "orchlab.errors",
@@ -45,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "history": "orchlab.tracking.history",
     "load_config": "orchlab.config.loader",
     "load_prompt": "orchlab.tracking.prompts",
+    "register_formatter": "orchlab.output.formats",
     "register_prompt": "orchlab.tracking.prompts",
     "usage_history": "orchlab.tracking.history",
 }
@@ -61,12 +63,14 @@ if TYPE_CHECKING:
         ConfigError,
         ContextWindowError,
         OrchlabError,
+        OutputValidationError,
         ProviderError,
         RateLimitError,
         StrategyError,
         UnknownCostError,
     )
     from orchlab.orchestrator import Orchestrator, get_llm_client
+    from orchlab.output.formats import register_formatter
     from orchlab.providers.base import Provider
     from orchlab.resolution import ResolvedLLMConfig
     from orchlab.strategies.base import EnsembleMode, Strategy

@@ -20,6 +20,7 @@ from orchlab.calls import CallContext, Observers
 from orchlab.catalog import Catalog
 from orchlab.config.loader import check_env, default_config_path, load_config
 from orchlab.config.schema import OrchestratorConfig
+from orchlab.errors import InvalidRequestError
 from orchlab.loop import run_async, run_sync, sync_twin
 from orchlab.pipeline.dispatch import Dispatch
 from orchlab.pipeline.observe import Observe
@@ -54,6 +55,7 @@ _COMPLETE_KEYWORDS = (
     "threshold",
     "tier",
     "output",
+    "format",
 )
 _ENSEMBLE_KEYWORDS = ("models", "mode", "role", "judge", "aggregator", "system", "normalizer")
 
@@ -172,7 +174,13 @@ class Orchestrator:
     # to `orchlab.strategies.answer`.
 
     def run(
-        self, role: str, messages: object, params_override: ParamsOverride = None, *, output: Any = None
+        self,
+        role: str,
+        messages: object,
+        params_override: ParamsOverride = None,
+        *,
+        output: Any = None,
+        format: str | None = None,
     ) -> LLMResponse:
         """Answer ``messages`` with the model bound to ``role`` (works inside Jupyter's loop).
 
@@ -181,22 +189,32 @@ class Orchestrator:
         `orchlab.strategies.urn`); ``arun`` and ``stream`` take the same targets.
         ``output=MyModel`` (a pydantic model class) asks for a structured answer:
         ``response.output`` is a validated instance (`orchlab.output.structured`).
+        ``format``: ``"raw"``, ``"markdown"``, ``"json"`` or one you added (`orchlab.output.formats`).
         """
+        fmt = _check_format(format, output)
         if self._has_strategy(role):
-            return run_sync(self._complete(messages, role=role, params=params_override, output=output))
+            response = run_sync(self._complete(messages, role=role, params=params_override, output=output))
+            return _formatted(response, fmt)
         ctx, resolved, request = self._single(role, messages, params_override, output)
         try:
             response = self.dispatch.attempt_sync(ctx, resolved, request)
         except BaseException as exc:
             self.dispatch.observe.failed(ctx, exc)
             raise
-        return self.dispatch.observe.answered(ctx, response)
+        return _formatted(self.dispatch.observe.answered(ctx, response), fmt)
 
     async def arun(
-        self, role: str, messages: object, params_override: ParamsOverride = None, *, output: Any = None
+        self,
+        role: str,
+        messages: object,
+        params_override: ParamsOverride = None,
+        *,
+        output: Any = None,
+        format: str | None = None,
     ) -> LLMResponse:
         """`run` for async code."""
-        return await run_async(self._arun(role, messages, params_override, output))
+        fmt = _check_format(format, output)
+        return _formatted(await run_async(self._arun(role, messages, params_override, output)), fmt)
 
     async def _arun(
         self, role: str, messages: object, params_override: ParamsOverride, output: Any = None
@@ -237,6 +255,7 @@ class Orchestrator:
         threshold: float | None = None,
         tier: str | None = None,
         output: Any = None,
+        format: str | None = None,
         **params: Any,
     ) -> LLMResponse:
         """Answer ``prompt`` (a string or messages), with a strategy when one applies.
@@ -245,10 +264,11 @@ class Orchestrator:
         ``'provider:model'``) override the role's YAML; ``model`` replaces the role's model. No
         role and no model: AUTO on the default role. ``**params`` are generation params
         (``max_tokens=16``). ``response.decision.explain()`` shows what happened.
-        ``output=MyModel``: a structured answer (``response.output``), as for `run`.
+        ``output=MyModel``: a structured answer (``response.output``), and ``format``, as for `run`.
         ``complete`` is the same for synchronous code.
         """
-        return await run_async(
+        fmt = _check_format(format, output)
+        response = await run_async(
             self._complete(
                 prompt,
                 role=role,
@@ -266,6 +286,7 @@ class Orchestrator:
                 keywords=_COMPLETE_KEYWORDS,
             )
         )
+        return _formatted(response, fmt)
 
     complete = sync_twin(acomplete)
 
@@ -362,6 +383,28 @@ class Orchestrator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_format(format: str | None, output: Any) -> str | None:
+    """The format asked for, checked before anything is sent (None: the text as generated)."""
+    if format is None or format == "raw":
+        return None
+    from orchlab.output.formats import check_format
+
+    if output is not None:
+        raise InvalidRequestError(
+            f"format={format!r} and output= do not combine: output= already gives the parsed answer",
+            parameter="format",
+        )
+    return check_format(format)
+
+
+def _formatted(response: LLMResponse, fmt: str | None) -> LLMResponse:
+    if fmt is None:
+        return response
+    from orchlab.output.formats import apply_format
+
+    return apply_format(response, fmt)
 
 
 def get_llm_client(config_path: str | Path | None = None, *, env: str | None = None) -> Orchestrator:

@@ -19,6 +19,7 @@ PUBLIC = [
     "ModelInfo",
     "Orchestrator",
     "OrchlabError",
+    "OutputValidationError",
     "Provider",
     "ProviderError",
     "RateLimitError",
@@ -35,6 +36,7 @@ PUBLIC = [
     "history",
     "load_config",
     "load_prompt",
+    "register_formatter",
     "register_prompt",
     "usage_history",
 ]
