@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "BudgetExceededError": "orchlab.errors",
     "ConfigError": "orchlab.errors",
     "ContextWindowError": "orchlab.errors",
+    "Embeddings": "orchlab.types",
     "EnsembleMode": "orchlab.strategies.base",
     "LLMResponse": "orchlab.types",
     "Logic": "orchlab.strategies.logic",
@@ -80,7 +81,7 @@ if TYPE_CHECKING:
     from orchlab.tracking.compare import compare
     from orchlab.tracking.history import history, usage_history
     from orchlab.tracking.prompts import load_prompt, register_prompt
-    from orchlab.types import LLMResponse, Usage
+    from orchlab.types import Embeddings, LLMResponse, Usage
 
 
 def __getattr__(name: str) -> Any:

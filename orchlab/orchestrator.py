@@ -23,6 +23,7 @@ from orchlab.config.schema import OrchestratorConfig
 from orchlab.errors import InvalidRequestError
 from orchlab.loop import run_async, run_sync, sync_twin
 from orchlab.pipeline.dispatch import Dispatch
+from orchlab.pipeline.embed import Embed
 from orchlab.pipeline.observe import Observe
 from orchlab.pipeline.passes import default_passes
 from orchlab.pipeline.settle import Settle
@@ -32,7 +33,16 @@ from orchlab.redaction import mask_keys_in_logs
 from orchlab.resolution import Binding, ResolvedLLMConfig, Resolver, check_params, parse_target
 from orchlab.strategies.health import ProviderHealth
 from orchlab.tracking.observer import attach as attach_tracking
-from orchlab.types import LLMResponse, ModelRequest, ResponseStream, to_messages
+from orchlab.types import (
+    Embeddings,
+    GenerationParams,
+    LLMResponse,
+    Message,
+    ModelRequest,
+    ResponseStream,
+    check_text,
+    to_messages,
+)
 from orchlab.usage import KEYS as USAGE_KEYS
 from orchlab.usage import UsageTracker
 
@@ -109,6 +119,14 @@ class Orchestrator:
             observe=Observe(self.observers),
         )
         """The call pipeline: passes, one provider attempt, settle, observe (`orchlab.pipeline`)."""
+        self.embedder = Embed(
+            catalog=self.catalog,
+            providers=self.providers.get,
+            budgets=self.budgets,
+            settle=self.dispatch.settle,
+            observe=self.dispatch.observe,
+        )
+        """Embedding calls (`embed`): batches, budgets, cost, observers (`orchlab.pipeline.embed`)."""
 
     def __repr__(self) -> str:
         return (
@@ -192,6 +210,7 @@ class Orchestrator:
         ``format``: ``"raw"``, ``"markdown"``, ``"json"`` or one you added (`orchlab.output.formats`).
         """
         fmt = _check_format(format, output)
+        self._refuse_embedding(role)
         if self._has_strategy(role):
             response = run_sync(self._complete(messages, role=role, params=params_override, output=output))
             return _formatted(response, fmt)
@@ -214,6 +233,7 @@ class Orchestrator:
     ) -> LLMResponse:
         """`run` for async code."""
         fmt = _check_format(format, output)
+        self._refuse_embedding(role)
         return _formatted(await run_async(self._arun(role, messages, params_override, output)), fmt)
 
     async def _arun(
@@ -232,6 +252,7 @@ class Orchestrator:
         before it); cascade, ensemble and auto stream their final answer. ``.response`` then
         carries the whole decision trail and the cost of every attempt.
         """
+        self._refuse_embedding(role)
         if self._has_strategy(role):
             from orchlab.strategies.answer import stream
 
@@ -268,6 +289,8 @@ class Orchestrator:
         ``complete`` is the same for synchronous code.
         """
         fmt = _check_format(format, output)
+        if role is not None:
+            self._refuse_embedding(role)
         response = await run_async(
             self._complete(
                 prompt,
@@ -340,6 +363,70 @@ class Orchestrator:
             return spec.has_strategy
         return isinstance(role, str) and ":" in role
 
+    # --- embeddings (orchlab.pipeline.embed) -------------------------------------------------
+
+    def embed(self, role: str, texts: object) -> Embeddings:
+        """Vectors for ``texts`` (a list of strings) from the embedding model bound to ``role``
+        (``kind: embedding``, or a model the catalog knows as an embedding model; ``role`` may
+        also be ``'provider:model'``): an `Embeddings` with a numpy array, usage and cost.
+
+        Example::
+
+            e = client.embed("llm.embedding", ["a cat", "a kitten", "a stock market"])
+            e.vectors.shape, e.similarity()[0, 1]
+        """
+        return run_sync(self._embed(role, texts))
+
+    async def aembed(self, role: str, texts: object) -> Embeddings:
+        """`embed` for async code."""
+        return await run_async(self._embed(role, texts))
+
+    async def _embed(self, role: str, texts: object) -> Embeddings:
+        batch = _texts(texts)
+        if role not in self.config.roles and isinstance(role, str) and ":" in role:
+            provider, model = parse_target(role)
+            resolved = self.resolver.resolve_target(provider, model, GenerationParams())
+            name = None
+        else:
+            resolved, name = self.resolve(role), role
+        if not self._is_embedding(role, resolved.provider, resolved.model):
+            raise InvalidRequestError(
+                f"{role!r} is a chat role ({resolved.target}), not an embedding role: embed() takes a "
+                "role with kind: embedding in the YAML, or bound to a model the catalog knows as an "
+                "embedding model; nothing was sent",
+                parameter="role",
+            )
+        ctx = CallContext(role=name, strategy="embedding", messages=tuple(Message("user", t) for t in batch))
+        return await self.embedder.call(ctx, resolved, batch)
+
+    def role_kind(self, role: str) -> str:
+        """``"embedding"`` or ``"chat"``: the role's ``kind:``, else what the catalog says of its model."""
+        bound = self.binding(role)
+        return "embedding" if self._is_embedding(role, bound.provider, bound.model) else "chat"
+
+    def _is_embedding(self, role: str, provider: str, model: str) -> bool:
+        spec = self.config.roles.get(role)
+        if spec is not None and spec.kind is not None:
+            return spec.kind == "embedding"
+        caps = self.catalog.entry(provider, model).info.capabilities
+        return "embedding" in caps and "chat" not in caps
+
+    def _refuse_embedding(self, role: str) -> None:
+        """A chat call on an embedding role: an `InvalidRequestError` before anything is sent."""
+        spec = self.config.roles.get(role)
+        if spec is None or spec.kind == "chat" or spec.has_strategy:
+            return
+        if spec.kind is None and spec.provider is None:
+            return
+        bound = self.binding(role)
+        if spec.kind is None and not self._is_embedding(role, bound.provider, bound.model):
+            return
+        raise InvalidRequestError(
+            f"role {role!r} is an embedding role ({bound.provider}:{bound.model}): it makes vectors, "
+            "not answers. Use client.embed(role, texts); nothing was sent",
+            parameter="role",
+        )
+
     # --- requests -------------------------------------------------------------------------------
 
     def _request(
@@ -383,6 +470,21 @@ class Orchestrator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _texts(texts: object) -> tuple[str, ...]:
+    """What ``embed`` takes: a list of strings (a single string is one text)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if isinstance(texts, bytes) or not isinstance(texts, Sequence):
+        raise InvalidRequestError(
+            f"texts must be a list of strings, got {type(texts).__name__}", parameter="texts"
+        )
+    if not texts:
+        raise InvalidRequestError("texts is empty: pass at least one string", parameter="texts")
+    for i, text in enumerate(texts):
+        check_text(text, f"texts[{i}]")
+    return tuple(texts)
 
 
 def _check_format(format: str | None, output: Any) -> str | None:

@@ -291,6 +291,51 @@ class ModelRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class EmbeddingRequest:
+    """What an adapter's ``embed`` receives: the model id and one batch of texts."""
+
+    model: str
+    texts: tuple[str, ...]
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """Vectors for texts (``client.embed(role, texts)``): ``vectors`` is a numpy array, one row
+    per text, in order; usage counts input tokens (embeddings have no output), cost is input-only."""
+
+    vectors: Any = field(repr=False)
+    provider: str
+    model: str
+    role: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    latency_s: float = 0.0
+    cost_usd: float | None = None
+    cost_note: str | None = None
+    trace_id: str | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def target(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+    @property
+    def dim(self) -> int:
+        """The vectors' dimension."""
+        return int(self.vectors.shape[1]) if len(self.vectors) else 0
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def similarity(self) -> Any:
+        """The cosine similarity of every pair of texts (a square numpy array)."""
+        import numpy as np
+
+        unit = self.vectors / np.maximum(np.linalg.norm(self.vectors, axis=1, keepdims=True), 1e-12)
+        return unit @ unit.T
+
+
+@dataclass(frozen=True, slots=True)
 class StreamChunk:
     """A piece of a streamed answer. The last chunk carries the final response (with usage)."""
 

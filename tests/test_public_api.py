@@ -13,6 +13,7 @@ PUBLIC = [
     "BudgetExceededError",
     "ConfigError",
     "ContextWindowError",
+    "Embeddings",
     "EnsembleMode",
     "LLMResponse",
     "Logic",

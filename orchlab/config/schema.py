@@ -313,6 +313,11 @@ class RoleConfig(_Strict):
     )
     model: str | None = None
     description: str | None = None
+    kind: Literal["chat", "embedding"] | None = Field(
+        default=None,
+        description="embedding: a role for client.embed(); unset: an embedding model in the catalog "
+        "makes it one, anything else is a chat role",
+    )
     params: RoleParams = Field(default_factory=RoleParams)
     fallbacks: list[Target] = Field(default_factory=list, description="'provider:model' targets")
     strategy: LogicId | None = None
@@ -340,6 +345,8 @@ class RoleConfig(_Strict):
                 "the role needs provider: and model:, or strategy: with candidates: "
                 "(then its candidates are all its stages)"
             )
+        if self.kind == "embedding" and self.has_strategy:
+            raise ValueError("an embedding role (kind: embedding) takes no strategy, candidates or fallbacks")
         if self.options and (self.strategy is None or isinstance(self.strategy, Strategy)):
             raise ValueError(
                 "options: is for a logic you wrote (strategy: <its id>); a built-in strategy takes "

@@ -38,7 +38,16 @@ from orchlab.errors import (
 )
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status, retry_after_seconds
-from orchlab.types import LLMResponse, Message, ModelRequest, OutputSchema, StreamChunk, Usage
+from orchlab.types import (
+    EmbeddingRequest,
+    Embeddings,
+    LLMResponse,
+    Message,
+    ModelRequest,
+    OutputSchema,
+    StreamChunk,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from google.genai import Client
@@ -80,6 +89,7 @@ class GeminiProvider(Provider):
     default_api_base: ClassVar[str | None] = "https://generativelanguage.googleapis.com"
     Options = GeminiOptions
     output_mode = "schema"
+    embed_batch_size = 100  # batchEmbedContents' limit
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -211,6 +221,31 @@ class GeminiProvider(Provider):
                 finish_reason=finish_reason,
                 logprobs=logprobs or None,
             )
+        )
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """``embed_content`` (batchEmbedContents). The Gemini API reports no token usage for
+        embeddings, so their cost is unknown (``cost_note`` says so)."""
+        import numpy as np
+
+        started = time.perf_counter()
+        contents: list[Any] = list(request.texts)
+        resp = await self.client.aio.models.embed_content(model=request.model, contents=contents)
+        rows = [getattr(e, "values", None) for e in getattr(resp, "embeddings", None) or ()]
+        if len(rows) != len(request.texts) or any(r is None for r in rows):
+            raise ProviderResponseError(
+                f"asked for {len(request.texts)} embeddings, the response has {len(rows)}",
+                provider=self.name,
+                model=request.model,
+            )
+        billed = getattr(getattr(resp, "metadata", None), "billable_character_count", None)
+        return Embeddings(
+            vectors=np.asarray(rows, dtype=np.float32),
+            provider=self.name,
+            model=request.model,
+            usage=Usage(),
+            latency_s=time.perf_counter() - started,
+            cost_note=None if billed is None else f"{billed} billable characters",
         )
 
     async def list_models(self) -> list[DiscoveredModel]:

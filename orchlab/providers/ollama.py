@@ -39,7 +39,7 @@ from orchlab.errors import (
 )
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status, looks_like_context_overflow
-from orchlab.types import LLMResponse, ModelRequest, StreamChunk, Usage
+from orchlab.types import EmbeddingRequest, Embeddings, LLMResponse, ModelRequest, StreamChunk, Usage
 
 if TYPE_CHECKING:
     import httpx
@@ -83,6 +83,7 @@ class OllamaProvider(Provider):
     is_local = True
     Options = OllamaOptions
     output_mode = "schema"
+    embed_batch_size = 512
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -194,6 +195,31 @@ class OllamaProvider(Provider):
                 finish_reason=last.done_reason,
                 logprobs=logprobs or None,
             )
+        )
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """``/api/embed``; usage is its ``prompt_eval_count``."""
+        import numpy as np
+
+        started = time.perf_counter()
+        _error_headers.set(None)
+        kwargs: dict[str, Any] = {"model": request.model, "input": list(request.texts)}
+        if self.options.keep_alive is not None:
+            kwargs["keep_alive"] = self.options.keep_alive
+        resp = await self.client.embed(**kwargs)
+        rows = list(resp.embeddings or ())
+        if len(rows) != len(request.texts):
+            raise ProviderResponseError(
+                f"asked for {len(request.texts)} embeddings, the response has {len(rows)}",
+                provider=self.name,
+                model=request.model,
+            )
+        return Embeddings(
+            vectors=np.asarray(rows, dtype=np.float32),
+            provider=self.name,
+            model=resp.model or request.model,
+            usage=Usage(input_tokens=resp.prompt_eval_count or 0),
+            latency_s=time.perf_counter() - started,
         )
 
     async def list_models(self) -> list[DiscoveredModel]:

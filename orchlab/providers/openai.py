@@ -17,7 +17,15 @@ from orchlab.providers import deadline
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status
 from orchlab.providers.translate import message_of
-from orchlab.types import LLMResponse, ModelRequest, OutputSchema, StreamChunk, Usage
+from orchlab.types import (
+    EmbeddingRequest,
+    Embeddings,
+    LLMResponse,
+    ModelRequest,
+    OutputSchema,
+    StreamChunk,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI, OpenAI
@@ -28,6 +36,7 @@ class OpenAIProvider(Provider):
     default_api_base: ClassVar[str | None] = "https://api.openai.com/v1"
     max_tokens_param: ClassVar[str] = "max_completion_tokens"
     output_mode: ClassVar[Literal["schema", "json", "prompt"]] = "schema"
+    embed_batch_size: ClassVar[int] = 2048  # OpenAI's limit of inputs per /embeddings request
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -196,6 +205,19 @@ class OpenAIProvider(Provider):
             )
         )
 
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """``/embeddings`` (floats), one request per batch of `embed_batch_size` texts."""
+        started = time.perf_counter()
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "input": list(request.texts),
+            "encoding_format": "float",
+        }
+        if request.timeout_s is not None:
+            kwargs["timeout"] = request.timeout_s
+        resp = await self.client.embeddings.create(**kwargs)
+        return embeddings_from(resp, self.name, request, started)
+
     async def list_models(self) -> list[DiscoveredModel]:
         page = await self.client.models.list()
         return [
@@ -226,6 +248,27 @@ class OpenAIProvider(Provider):
                 return error_for_status(status, message, provider=self.name, model=model)
             return ProviderError(message, provider=self.name, model=model)
         return super().translate(exc, model, timeout_s)
+
+
+def embeddings_from(resp: Any, provider: str, request: EmbeddingRequest, started: float) -> Embeddings:
+    """`Embeddings` from a ``CreateEmbeddingResponse`` (rows put back in input order by ``index``)."""
+    import numpy as np
+
+    data = sorted(getattr(resp, "data", None) or (), key=lambda d: getattr(d, "index", 0))
+    if len(data) != len(request.texts):
+        raise ProviderResponseError(
+            f"asked for {len(request.texts)} embeddings, the response has {len(data)}",
+            provider=provider,
+            model=request.model,
+        )
+    usage = getattr(resp, "usage", None)
+    return Embeddings(
+        vectors=np.asarray([d.embedding for d in data], dtype=np.float32),
+        provider=provider,
+        model=getattr(resp, "model", None) or request.model,
+        usage=Usage(input_tokens=getattr(usage, "prompt_tokens", 0) or 0),
+        latency_s=time.perf_counter() - started,
+    )
 
 
 def response_format(output: OutputSchema, mode: str) -> dict[str, Any]:

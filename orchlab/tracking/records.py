@@ -15,7 +15,8 @@ One trace per orchestrated call::
   the answer (MLflow takes them from the root span's chat-shaped inputs and outputs);
 - the root span (type CHAIN) named after the role (or the strategy): role, strategy, task type,
   the decision (winner, rationale, scores), total cost, latency, error; trace tags for filtering;
-- a child span (type CHAT_MODEL) per provider attempt, with its real start and end: provider,
+- a child span (type CHAT_MODEL; EMBEDDING for ``client.embed``) per provider attempt, with
+  its real start and end: provider,
   model, params, messages, output, ``mlflow.chat.tokenUsage``, ``mlflow.llm.model`` /
   ``mlflow.llm.provider``, orchlab's cost as ``mlflow.llm.cost``, outcome and error.
 """
@@ -226,7 +227,10 @@ def trace_payload(
         tags.update(link.tags)
     tags.update({str(k): str(v) for k, v in ctx.tags.items()})
 
-    spans = [_attempt_span(attempt, messages, provider_kinds, record.ended_at) for attempt in ctx.attempts]
+    kind = "EMBEDDING" if ctx.strategy == "embedding" else "CHAT_MODEL"
+    spans = [
+        _attempt_span(attempt, messages, provider_kinds, record.ended_at, kind) for attempt in ctx.attempts
+    ]
 
     root_attrs: dict[str, Any] = {
         "orchlab.role": ctx.role,
@@ -323,6 +327,7 @@ def _attempt_span(
     messages: list[dict[str, str]],
     provider_kinds: Mapping[str, str],
     call_ended_at: float,
+    span_type: str = "CHAT_MODEL",
 ) -> dict[str, Any]:
     started = attempt.started_at or call_ended_at - attempt.latency_s
     name = f"{attempt.provider}:{attempt.model}"
@@ -352,7 +357,7 @@ def _attempt_span(
     status = _STATUS.get(attempt.outcome, "UNSET")
     return _span(
         name=name,
-        span_type="CHAT_MODEL",
+        span_type=span_type,
         start_s=started,
         end_s=started + attempt.latency_s,
         inputs={"messages": messages, "params": dict(attempt.params)},
