@@ -23,12 +23,14 @@ _EXPORTS: dict[str, str] = {
     "BudgetExceededError": "orchlab.errors",
     "ConfigError": "orchlab.errors",
     "ContextWindowError": "orchlab.errors",
+    "Embeddings": "orchlab.types",
     "EnsembleMode": "orchlab.strategies.base",
     "LLMResponse": "orchlab.types",
     "Logic": "orchlab.strategies.logic",
     "ModelInfo": "orchlab.catalog.model_info",
     "Orchestrator": "orchlab.orchestrator",
     "OrchlabError": "orchlab.errors",
+    "OutputValidationError": "orchlab.errors",
     "Provider": "orchlab.providers.base",
     "ProviderError": "orchlab.errors",
     "RateLimitError": "orchlab.errors",
@@ -48,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     "history": "orchlab.tracking.history",
     "load_config": "orchlab.config.loader",
     "load_prompt": "orchlab.tracking.prompts",
+    "register_formatter": "orchlab.output.formats",
     "register_prompt": "orchlab.tracking.prompts",
     "tool": "orchlab.tools.functions",
     "usage_history": "orchlab.tracking.history",
@@ -65,12 +68,14 @@ if TYPE_CHECKING:
         ConfigError,
         ContextWindowError,
         OrchlabError,
+        OutputValidationError,
         ProviderError,
         RateLimitError,
         StrategyError,
         UnknownCostError,
     )
     from orchlab.orchestrator import Orchestrator, get_llm_client
+    from orchlab.output.formats import register_formatter
     from orchlab.providers.base import Provider
     from orchlab.resolution import ResolvedLLMConfig
     from orchlab.strategies.base import EnsembleMode, Strategy
@@ -82,7 +87,7 @@ if TYPE_CHECKING:
     from orchlab.tracking.compare import compare
     from orchlab.tracking.history import history, usage_history
     from orchlab.tracking.prompts import load_prompt, register_prompt
-    from orchlab.types import LLMResponse, Usage
+    from orchlab.types import Embeddings, LLMResponse, Usage
 
 
 def __getattr__(name: str) -> Any:
