@@ -23,12 +23,14 @@ _EXPORTS: dict[str, str] = {
     "BudgetExceededError": "orchlab.errors",
     "ConfigError": "orchlab.errors",
     "ContextWindowError": "orchlab.errors",
+    "Embeddings": "orchlab.types",
     "EnsembleMode": "orchlab.strategies.base",
     "LLMResponse": "orchlab.types",
     "Logic": "orchlab.strategies.logic",
     "ModelInfo": "orchlab.catalog.model_info",
     "Orchestrator": "orchlab.orchestrator",
     "OrchlabError": "orchlab.errors",
+    "OutputValidationError": "orchlab.errors",
     "Provider": "orchlab.providers.base",
     "ProviderError": "orchlab.errors",
     "RateLimitError": "orchlab.errors",
@@ -49,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "history": "orchlab.tracking.history",
     "load_config": "orchlab.config.loader",
     "load_prompt": "orchlab.tracking.prompts",
+    "register_formatter": "orchlab.output.formats",
     "register_prompt": "orchlab.tracking.prompts",
     "tool": "orchlab.tools.functions",
     "usage_history": "orchlab.tracking.history",
@@ -66,6 +69,7 @@ if TYPE_CHECKING:
         ConfigError,
         ContextWindowError,
         OrchlabError,
+        OutputValidationError,
         ProviderError,
         RateLimitError,
         StrategyError,
@@ -73,6 +77,7 @@ if TYPE_CHECKING:
     )
     from orchlab.evaluation.run import evaluate
     from orchlab.orchestrator import Orchestrator, get_llm_client
+    from orchlab.output.formats import register_formatter
     from orchlab.providers.base import Provider
     from orchlab.resolution import ResolvedLLMConfig
     from orchlab.strategies.base import EnsembleMode, Strategy
@@ -84,7 +89,7 @@ if TYPE_CHECKING:
     from orchlab.tracking.compare import compare
     from orchlab.tracking.history import history, usage_history
     from orchlab.tracking.prompts import load_prompt, register_prompt
-    from orchlab.types import LLMResponse, Usage
+    from orchlab.types import Embeddings, LLMResponse, Usage
 
 
 def __getattr__(name: str) -> Any:

@@ -21,6 +21,7 @@
     │   ├── ProviderConnectionError      connection refused / DNS / reset
     │   ├── ProviderUnavailableError     5xx, overloaded (529)
     │   ├── ProviderResponseError        malformed body, unexpected shape
+    │   │   └── OutputValidationError    no answer valid for the asked output model, after retries
     │   ├── ContextLengthExceededError   the provider said the prompt is too long
     │   └── UnsupportedCapabilityError   the adapter cannot do what was asked (never faked)
     ├── BudgetExceededError              the worst-case cost would overrun a budget (raised before sending)
@@ -244,6 +245,27 @@ class ProviderUnavailableError(ProviderError):
 
 class ProviderResponseError(ProviderError):
     """The provider answered with something that is not its documented format."""
+
+
+class OutputValidationError(ProviderResponseError):
+    """No answer validated against the output model asked for (``run(..., output=MyModel)``),
+    retries included. ``raw`` is the last answer's text, ``errors`` pydantic's errors for it
+    (``ValidationError.errors()``), ``attempts`` how many answers were tried."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        model: str | None = None,
+        raw: str = "",
+        errors: Sequence[Mapping[str, object]] = (),
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.raw = raw
+        self.errors = list(errors)
+        self.attempts = attempts
 
 
 class ContextLengthExceededError(ProviderError):

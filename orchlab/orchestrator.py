@@ -23,6 +23,7 @@ from orchlab.config.schema import OrchestratorConfig
 from orchlab.errors import InvalidRequestError
 from orchlab.loop import run_sync, sync_twin
 from orchlab.pipeline.dispatch import Dispatch
+from orchlab.pipeline.embed import Embed
 from orchlab.pipeline.observe import Observe
 from orchlab.pipeline.passes import default_passes
 from orchlab.pipeline.settle import Settle
@@ -34,7 +35,16 @@ from orchlab.strategies.health import ProviderHealth
 from orchlab.tools.model import NO_TOOLS, ToolOffer
 from orchlab.tools.toolsets import TOOL_PARAMS, lift_tool_params, make_offer
 from orchlab.tracking.settings import resolve_settings
-from orchlab.types import LLMResponse, ModelRequest, ResponseStream, to_messages
+from orchlab.types import (
+    Embeddings,
+    GenerationParams,
+    LLMResponse,
+    Message,
+    ModelRequest,
+    ResponseStream,
+    check_text,
+    to_messages,
+)
 from orchlab.usage import KEYS as USAGE_KEYS
 from orchlab.usage import UsageTracker
 
@@ -63,6 +73,8 @@ _COMPLETE_KEYWORDS = (
     "tier",
     "risk",
     "complexity",
+    "output",
+    "format",
 )
 _ENSEMBLE_KEYWORDS = ("models", "mode", "role", "judge", "aggregator", "system", "normalizer")
 
@@ -124,6 +136,14 @@ class Orchestrator:
             providers_here=self.providers.here,
         )
         """The call pipeline: passes, one provider attempt, settle, observe (`orchlab.pipeline`)."""
+        self.embedder = Embed(
+            catalog=self.catalog,
+            providers=self.providers.here,
+            budgets=self.budgets,
+            settle=self.dispatch.settle,
+            observe=self.dispatch.observe,
+        )
+        """Embedding calls (`embed`): batches, budgets, cost, observers (`orchlab.pipeline.embed`)."""
 
     @property
     def tracking(self) -> Tracking:
@@ -297,6 +317,8 @@ class Orchestrator:
         toolset: str | None = None,
         tool_choice: object = None,
         parallel_tool_calls: bool | None = None,
+        output: Any = None,
+        format: str | None = None,
         **routing: str | None,
     ) -> LLMResponse:
         """Answer ``messages`` with the model bound to ``role`` (works inside Jupyter's loop).
@@ -310,23 +332,40 @@ class Orchestrator:
         ``tools`` (functions, ``@orchlab.tool``, `orchlab.Tool`, OpenAI's JSON, toolset names) and
         ``toolset`` (a YAML ``toolsets:`` entry; else the role's ``toolset:``) are offered to the
         model; the calls it asks for are in ``response.tool_calls`` (`delegate` runs them).
+
+        ``output=MyModel`` (a pydantic model class) asks for a structured answer:
+        ``response.output`` is a validated instance (`orchlab.output.structured`).
+        ``format``: ``"raw"``, ``"markdown"``, ``"json"`` or one you added (`orchlab.output.formats`).
         """
+        fmt = _check_format(format, output)
+        self._refuse_embedding(role)
         params_override, offer = self.offer(
             role, params_override, tools, toolset, tool_choice, parallel_tool_calls
         )
         if routing:
-            return run_sync(
-                self._complete(messages, role=role, params=params_override, offer=offer, **_routing(routing))
+            response = run_sync(
+                self._complete(
+                    messages,
+                    role=role,
+                    params=params_override,
+                    offer=offer,
+                    output=output,
+                    **_routing(routing),
+                )
             )
+            return _formatted(response, fmt)
         if self._has_strategy(role):
-            return run_sync(self._complete(messages, role=role, params=params_override, offer=offer))
-        ctx, resolved, request = self._single(role, messages, params_override, offer=offer)
+            response = run_sync(
+                self._complete(messages, role=role, params=params_override, offer=offer, output=output)
+            )
+            return _formatted(response, fmt)
+        ctx, resolved, request = self._single(role, messages, params_override, offer=offer, output=output)
         try:
             response = self.dispatch.attempt_sync(ctx, resolved, request)
         except BaseException as exc:
             self.dispatch.observe.failed(ctx, exc)
             raise
-        return self.dispatch.observe.answered(ctx, response)
+        return _formatted(self.dispatch.observe.answered(ctx, response), fmt)
 
     async def arun(
         self,
@@ -339,23 +378,37 @@ class Orchestrator:
         toolset: str | None = None,
         tool_choice: object = None,
         parallel_tool_calls: bool | None = None,
+        output: Any = None,
+        format: str | None = None,
         **routing: str | None,
     ) -> LLMResponse:
         """`run` for async code: the call runs on the caller's own event loop (no thread hop),
         but for an adapter that does not run on any loop (`Provider.runs_on_any_loop`), which
         is awaited on orchlab's engine loop. ``async for`` over `stream` and the ``a*`` API too.
         ``tags`` go on the call's trace (``stream`` takes them too)."""
+        fmt = _check_format(format, output)
+        self._refuse_embedding(role)
         params_override, offer = self.offer(
             role, params_override, tools, toolset, tool_choice, parallel_tool_calls
         )
         if routing:
-            return await self._complete(
-                messages, role=role, params=params_override, tags=tags, offer=offer, **_routing(routing)
+            response = await self._complete(
+                messages,
+                role=role,
+                params=params_override,
+                tags=tags,
+                offer=offer,
+                output=output,
+                **_routing(routing),
             )
+            return _formatted(response, fmt)
         if self._has_strategy(role):
-            return await self._complete(messages, role=role, params=params_override, tags=tags, offer=offer)
-        ctx, resolved, request = self._single(role, messages, params_override, tags, offer)
-        return await self.dispatch.finish(ctx, self.dispatch.attempt(ctx, resolved, request))
+            response = await self._complete(
+                messages, role=role, params=params_override, tags=tags, offer=offer, output=output
+            )
+            return _formatted(response, fmt)
+        ctx, resolved, request = self._single(role, messages, params_override, tags, offer, output)
+        return _formatted(await self.dispatch.finish(ctx, self.dispatch.attempt(ctx, resolved, request)), fmt)
 
     def stream(
         self,
@@ -376,6 +429,7 @@ class Orchestrator:
         before it); cascade, ensemble and auto stream their final answer. ``.response`` then
         carries the whole decision trail and the cost of every attempt (and ``tool_calls``).
         """
+        self._refuse_embedding(role)
         params_override, offer = self.offer(
             role, params_override, tools, toolset, tool_choice, parallel_tool_calls
         )
@@ -443,6 +497,8 @@ class Orchestrator:
         tier: str | None = None,
         risk: str | None = None,
         complexity: str | None = None,
+        output: Any = None,
+        format: str | None = None,
         **params: Any,
     ) -> LLMResponse:
         """Answer ``prompt`` (a string or messages), with a strategy when one applies.
@@ -451,9 +507,13 @@ class Orchestrator:
         ``'provider:model'``) override the role's YAML; ``model`` replaces the role's model. No
         role and no model: AUTO on the default role. ``**params`` are generation params
         (``max_tokens=16``). ``response.decision.explain()`` shows what happened.
+        ``output=MyModel``: a structured answer (``response.output``), and ``format``, as for `run`.
         ``complete`` is the same for synchronous code.
         """
-        return await self._complete(
+        fmt = _check_format(format, output)
+        if role is not None:
+            self._refuse_embedding(role)
+        response = await self._complete(
             prompt,
             role=role,
             strategy=strategy,
@@ -466,10 +526,12 @@ class Orchestrator:
             tier=tier,
             risk=risk,
             complexity=complexity,
+            output=output,
             params=params,
             where="complete()",
             keywords=_COMPLETE_KEYWORDS,
         )
+        return _formatted(response, fmt)
 
     complete = sync_twin(acomplete)
 
@@ -558,6 +620,70 @@ class Orchestrator:
             return spec.has_strategy
         return isinstance(role, str) and ":" in role
 
+    # --- embeddings (orchlab.pipeline.embed) -------------------------------------------------
+
+    def embed(self, role: str, texts: object) -> Embeddings:
+        """Vectors for ``texts`` (a list of strings) from the embedding model bound to ``role``
+        (``kind: embedding``, or a model the catalog knows as an embedding model; ``role`` may
+        also be ``'provider:model'``): an `Embeddings` with a numpy array, usage and cost.
+
+        Example::
+
+            e = client.embed("llm.embedding", ["a cat", "a kitten", "a stock market"])
+            e.vectors.shape, e.similarity()[0, 1]
+        """
+        return run_sync(self._embed(role, texts))
+
+    async def aembed(self, role: str, texts: object) -> Embeddings:
+        """`embed` for async code (on the caller's own event loop, as `arun`)."""
+        return await self._embed(role, texts)
+
+    async def _embed(self, role: str, texts: object) -> Embeddings:
+        batch = _texts(texts)
+        if role not in self.config.roles and isinstance(role, str) and ":" in role:
+            provider, model = parse_target(role)
+            resolved = self.resolver.resolve_target(provider, model, GenerationParams())
+            name = None
+        else:
+            resolved, name = self.resolve(role), role
+        if not self._is_embedding(role, resolved.provider, resolved.model):
+            raise InvalidRequestError(
+                f"{role!r} is a chat role ({resolved.target}), not an embedding role: embed() takes a "
+                "role with kind: embedding in the YAML, or bound to a model the catalog knows as an "
+                "embedding model; nothing was sent",
+                parameter="role",
+            )
+        ctx = CallContext(role=name, strategy="embedding", messages=tuple(Message("user", t) for t in batch))
+        return await self.embedder.call(ctx, resolved, batch)
+
+    def role_kind(self, role: str) -> str:
+        """``"embedding"`` or ``"chat"``: the role's ``kind:``, else what the catalog says of its model."""
+        bound = self.binding(role)
+        return "embedding" if self._is_embedding(role, bound.provider, bound.model) else "chat"
+
+    def _is_embedding(self, role: str, provider: str, model: str) -> bool:
+        spec = self.config.roles.get(role)
+        if spec is not None and spec.kind is not None:
+            return spec.kind == "embedding"
+        caps = self.catalog.entry(provider, model).info.capabilities
+        return "embedding" in caps and "chat" not in caps
+
+    def _refuse_embedding(self, role: str) -> None:
+        """A chat call on an embedding role: an `InvalidRequestError` before anything is sent."""
+        spec = self.config.roles.get(role)
+        if spec is None or spec.kind == "chat" or spec.has_strategy:
+            return
+        if spec.kind is None and spec.provider is None:
+            return
+        bound = self.binding(role)
+        if spec.kind is None and not self._is_embedding(role, bound.provider, bound.model):
+            return
+        raise InvalidRequestError(
+            f"role {role!r} is an embedding role ({bound.provider}:{bound.model}): it makes vectors, "
+            "not answers. Use client.embed(role, texts); nothing was sent",
+            parameter="role",
+        )
+
     # --- requests -------------------------------------------------------------------------------
 
     def _request(
@@ -566,7 +692,12 @@ class Orchestrator:
         messages: object,
         params_override: ParamsOverride,
         offer: ToolOffer = NO_TOOLS,
+        output: Any = None,
     ) -> ModelRequest:
+        if output is not None:
+            from orchlab.output.structured import output_schema
+
+            output = output_schema(output)
         return ModelRequest(
             model=resolved.model,
             messages=tuple(to_messages(messages)),
@@ -576,6 +707,7 @@ class Orchestrator:
             tools=offer.tools,
             tool_choice=offer.choice,
             parallel_tool_calls=offer.parallel,
+            output=output,
         )
 
     def _single(
@@ -585,10 +717,11 @@ class Orchestrator:
         params_override: ParamsOverride,
         tags: Mapping[str, str] | None = None,
         offer: ToolOffer = NO_TOOLS,
+        output: Any = None,
     ) -> tuple[CallContext, ResolvedLLMConfig, ModelRequest]:
         """A plain role call: its context, the role's binding and the request."""
         resolved = self.resolve(role)
-        request = self._request(resolved, messages, params_override, offer)
+        request = self._request(resolved, messages, params_override, offer, output)
         ctx = CallContext(role=role, strategy="single", messages=request.messages, tags=dict(tags or {}))
         return ctx, resolved, request
 
@@ -624,6 +757,43 @@ def _routing(given: Mapping[str, str | None]) -> dict[str, str | None]:
                 parameter=name,
             )
     return {k: v for k, v in given.items() if v is not None}
+
+
+def _texts(texts: object) -> tuple[str, ...]:
+    """What ``embed`` takes: a list of strings (a single string is one text)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if isinstance(texts, bytes) or not isinstance(texts, Sequence):
+        raise InvalidRequestError(
+            f"texts must be a list of strings, got {type(texts).__name__}", parameter="texts"
+        )
+    if not texts:
+        raise InvalidRequestError("texts is empty: pass at least one string", parameter="texts")
+    for i, text in enumerate(texts):
+        check_text(text, f"texts[{i}]")
+    return tuple(texts)
+
+
+def _check_format(format: str | None, output: Any) -> str | None:
+    """The format asked for, checked before anything is sent (None: the text as generated)."""
+    if format is None or format == "raw":
+        return None
+    from orchlab.output.formats import check_format
+
+    if output is not None:
+        raise InvalidRequestError(
+            f"format={format!r} and output= do not combine: output= already gives the parsed answer",
+            parameter="format",
+        )
+    return check_format(format)
+
+
+def _formatted(response: LLMResponse, fmt: str | None) -> LLMResponse:
+    if fmt is None:
+        return response
+    from orchlab.output.formats import apply_format
+
+    return apply_format(response, fmt)
 
 
 def get_llm_client(config_path: str | Path | None = None, *, env: str | None = None) -> Orchestrator:

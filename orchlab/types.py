@@ -341,6 +341,8 @@ class LLMResponse:
     """Deployments of that pool that failed this request before it was moved ("url (error type)")."""
     message_id: str | None = None
     """The stored assistant message (a ULID) when the call was made in a thread (`client.thread`)."""
+    output: Any = field(default=None, repr=False)
+    """The validated instance of the output model the call asked for (``run(..., output=M)``)."""
 
     @property
     def target(self) -> str:
@@ -364,10 +366,22 @@ class LLMResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputSchema:
+    """A structured answer asked for: the pydantic model, its name and its JSON schema (built by
+    `orchlab.output.structured.output_schema`; adapters send ``schema`` their native way)."""
+
+    name: str
+    schema: Mapping[str, Any] = field(repr=False)
+    model: Any = field(repr=False)
+    """The pydantic model class the answer is validated against."""
+
+
+@dataclass(frozen=True, slots=True)
 class ModelRequest:
     """What an adapter receives: the model id, validated messages and merged params; the tools
     the model may call and ``tool_choice`` (``auto`` | ``none`` | ``required`` | a tool's name,
-    None: the provider's default); ``parallel_tool_calls=False`` asks for one call at a time."""
+    None: the provider's default); ``parallel_tool_calls=False`` asks for one call at a time;
+    ``output`` when the answer must be JSON of that schema."""
 
     model: str
     messages: tuple[Message, ...]
@@ -375,6 +389,52 @@ class ModelRequest:
     tools: tuple[Tool, ...] = ()
     tool_choice: str | None = None
     parallel_tool_calls: bool | None = None
+    output: OutputSchema | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingRequest:
+    """What an adapter's ``embed`` receives: the model id and one batch of texts."""
+
+    model: str
+    texts: tuple[str, ...]
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """Vectors for texts (``client.embed(role, texts)``): ``vectors`` is a numpy array, one row
+    per text, in order; usage counts input tokens (embeddings have no output), cost is input-only."""
+
+    vectors: Any = field(repr=False)
+    provider: str
+    model: str
+    role: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    latency_s: float = 0.0
+    cost_usd: float | None = None
+    cost_note: str | None = None
+    trace_id: str | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def target(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+    @property
+    def dim(self) -> int:
+        """The vectors' dimension."""
+        return int(self.vectors.shape[1]) if len(self.vectors) else 0
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def similarity(self) -> Any:
+        """The cosine similarity of every pair of texts (a square numpy array)."""
+        import numpy as np
+
+        unit = self.vectors / np.maximum(np.linalg.norm(self.vectors, axis=1, keepdims=True), 1e-12)
+        return unit @ unit.T
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from orchlab.loop import run_async
 from orchlab.orchestrator import Orchestrator
 from orchlab.providers import registry
 from orchlab.providers.base import Provider
-from orchlab.types import LLMResponse, ModelRequest, StreamChunk, Usage
+from orchlab.types import EmbeddingRequest, Embeddings, LLMResponse, ModelRequest, StreamChunk, Usage
 from tests.servers.anthropic_wire import AnthropicWireServer
 from tests.servers.openai_wire import OpenAIWireServer
 from tests.test_strategies_race import DropWatch
@@ -47,6 +47,13 @@ class Where(Provider):
         yield StreamChunk(delta="here")
         yield StreamChunk(response=LLMResponse(content="here", provider=self.name, model=request.model))
 
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        import numpy as np
+
+        self.seen.append((threading.current_thread(), asyncio.get_running_loop()))
+        vectors = np.ones((len(request.texts), 2), dtype=np.float32)
+        return Embeddings(vectors=vectors, provider=self.name, model=request.model)
+
 
 class AnyLoop(Where):
     runs_on_any_loop = True
@@ -67,6 +74,8 @@ def where(client_for: MakeClient) -> Iterator[Orchestrator]:
             roles:
               pinned: {provider: pinned, model: m}
               free: {provider: free, model: m}
+              vectors.pinned: {provider: pinned, model: m, kind: embedding}
+              vectors.free: {provider: free, model: m, kind: embedding}
             """
         )
     finally:
@@ -89,6 +98,17 @@ async def test_an_adapter_that_does_not_run_on_any_loop_is_awaited_on_the_engine
     assert [d async for d in where.stream("pinned", HI)] == ["here"]
     assert [t.name for t, _ in Where.seen] == ["orchlab-engine", "orchlab-engine"]
     assert all(loop is not asyncio.get_running_loop() for _, loop in Where.seen)
+
+
+async def test_aembed_runs_on_the_callers_loop_and_a_pinned_adapter_on_the_engine_loop(
+    where: Orchestrator,
+) -> None:
+    here = (threading.current_thread(), asyncio.get_running_loop())
+    assert len(await where.aembed("vectors.free", ["a", "b"])) == 2
+    assert len(await where.aembed("vectors.pinned", ["a"])) == 1
+    assert Where.seen[0] == here
+    assert Where.seen[1][0].name == "orchlab-engine"
+    assert Where.seen[1][1] is not asyncio.get_running_loop()
 
 
 def test_sync_calls_stay_off_the_callers_loop(where: Orchestrator) -> None:

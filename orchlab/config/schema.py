@@ -399,6 +399,11 @@ class RoleConfig(_Strict):
     )
     model: str | None = None
     description: str | None = None
+    kind: Literal["chat", "embedding"] | None = Field(
+        default=None,
+        description="embedding: a role for client.embed(); unset: an embedding model in the catalog "
+        "makes it one, anything else is a chat role",
+    )
     params: RoleParams = Field(default_factory=RoleParams)
     # default=[] (pydantic copies a mutable default per instance), not default_factory=list: pydantic
     # reads a factory's signature, and inspect.signature(list) compiles tokenize's regex (~5 ms) on
@@ -443,6 +448,8 @@ class RoleConfig(_Strict):
                 "the role needs provider: and model:, or strategy: with candidates: "
                 "(then its candidates are all its stages), or select: (the catalog picks its model)"
             )
+        if self.kind == "embedding" and self.has_strategy:
+            raise ValueError("an embedding role (kind: embedding) takes no strategy, candidates or fallbacks")
         if self.options and (self.strategy is None or isinstance(self.strategy, Strategy)):
             raise ValueError(
                 "options: is for a logic you wrote (strategy: <its id>); a built-in strategy takes "

@@ -63,6 +63,7 @@ class CellArgs(BaseModel):
     strategy: str | None = None
     format: Format = "markdown"
     out: str | None = None
+    output: str | None = Field(default=None, description="a pydantic model in the notebook's namespace")
     system: str | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, gt=0)
@@ -94,6 +95,13 @@ class CellArgs(BaseModel):
             raise ValueError(f"--out needs a Python variable name, got {value!r}")
         return value
 
+    @field_validator("output")
+    @classmethod
+    def _model_name(cls, value: str | None) -> str | None:
+        if value is not None and not all(part.isidentifier() for part in value.split(".")):
+            raise ValueError(f"--output names a pydantic model in the notebook (e.g. City), got {value!r}")
+        return value
+
     @field_validator("prompt")
     @classmethod
     def _prompt_ref(cls, value: str | None) -> str | None:
@@ -115,6 +123,10 @@ class CellArgs(BaseModel):
             raise ValueError(
                 "--tools delegates to one role (or --model): drop --compare/--ensemble/--strategy"
             )
+        if self.output and (self.compare or self.ensemble):
+            raise ValueError("--output validates one answer: drop --compare/--ensemble")
+        if self.output and self.tools:
+            raise ValueError("--output validates one answer and --tools runs a tool loop: drop one")
         if self.insert and self.format != "code":
             raise ValueError("--insert puts the answer's code in a new cell: add -f code")
         return self
@@ -151,6 +163,9 @@ def cell_parser() -> _Parser:
     p.add_argument("-s", "--strategy", help="a strategy: auto, local, cloud, local_first, cloud_first, ...")
     p.add_argument("-f", "--format", choices=FORMATS, default="markdown", help="how to show the answer")
     p.add_argument("-o", "--out", metavar="VAR", help="bind the response object to VAR")
+    p.add_argument(
+        "--output", metavar="MODEL", help="a pydantic model in the notebook: response.output is one"
+    )
     p.add_argument("--system", metavar="TEXT", help="a system message")
     p.add_argument("--temperature", type=float)
     p.add_argument("--max-tokens", type=int, dest="max_tokens")

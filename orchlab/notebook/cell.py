@@ -161,17 +161,36 @@ def _answer(
     if args.tools:
         target = args.model or role
         return client.delegate(messages, role=target, tools=tool_items(args.tools, shell.user_ns), **params)
+    output = output_model(args.output, shell.user_ns) if args.output else None
     if args.ensemble:
         return client.ensemble(messages, mode=args.ensemble, role=role, **params)
     if args.strategy or args.model:
-        return client.complete(messages, role=role, strategy=args.strategy, model=args.model, **params)
+        return client.complete(
+            messages, role=role, strategy=args.strategy, model=args.model, output=output, **params
+        )
     assert role is not None
     mode = live_mode(shell, session)
-    if args.no_stream or mode == "off":
-        return client.run(role, messages, params)
+    if args.no_stream or mode == "off" or output is not None:
+        return client.run(role, messages, params, output=output)
     live = LiveText(mode, interval_s=session.live_interval_s)
     streamed = _stream(client, role, messages, params, live)
     return streamed if streamed is not None else client.run(role, messages, params)
+
+
+def output_model(name: str, namespace: Mapping[str, Any]) -> Any:
+    """The class ``--output NAME`` names in the notebook (``City`` or ``models.City``)."""
+    head, *rest = name.split(".")
+    if head not in namespace:
+        raise CellUsageError(
+            f"--output {name}: no {head!r} in the notebook; define it first "
+            "(class City(BaseModel): name: str)"
+        )
+    value = namespace[head]
+    for part in rest:
+        if not hasattr(value, part):
+            raise CellUsageError(f"--output {name}: {head} has no attribute {part!r}")
+        value = getattr(value, part)
+    return value
 
 
 def show(shell: Any, client: Orchestrator, response: LLMResponse, args: CellArgs) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, cast
 
 from orchlab.catalog.tokens import upper_bound
 from orchlab.pipeline.inflight import InFlight
+from orchlab.pipeline.output import Shaping
 
 if TYPE_CHECKING:
     from orchlab.calls import CallContext
@@ -62,36 +63,65 @@ class Dispatch:
         *,
         stage: str | None = None,
     ) -> LLMResponse:
-        """One call to one provider, recorded in ``ctx``."""
+        """One call to one provider, recorded in ``ctx`` (a structured one: validated, and
+        retried while invalid, each try recorded; `orchlab.pipeline.output`)."""
+        if request.output is None:
+            return (await self._attempt(ctx, resolved, request, stage))[0]
+        shaping = Shaping(request, self._output_mode(resolved))
+        while True:
+            response, flight = await self._attempt(ctx, resolved, shaping.request, stage)
+            shaped = shaping.check(flight, response)
+            if shaped is not None:
+                return shaped
+
+    async def _attempt(
+        self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest, stage: str | None
+    ) -> tuple[LLMResponse, InFlight]:
         flight = self._open(ctx, resolved, request, stage)
         try:
             for check in self.passes:
                 answer = await check.admit(ctx, flight, request)
                 if answer is not None:
-                    return self._answered_by_pass(flight, answer)
+                    return self._answered_by_pass(flight, answer), flight
             flight.sent = True
             response = await self.providers_here(resolved.provider).complete(request)
         except BaseException as exc:
             self._failed(flight, exc)
             raise
-        return self._succeeded(flight, response)
+        return self._succeeded(flight, response), flight
 
     def attempt_sync(
         self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest
     ) -> LLMResponse:
         """`attempt` for ``run()``: the adapter's blocking twin, in the caller's thread."""
+        if request.output is None:
+            return self._attempt_sync(ctx, resolved, request)[0]
+        shaping = Shaping(request, self._output_mode(resolved))
+        while True:
+            response, flight = self._attempt_sync(ctx, resolved, shaping.request)
+            shaped = shaping.check(flight, response)
+            if shaped is not None:
+                return shaped
+
+    def _attempt_sync(
+        self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest
+    ) -> tuple[LLMResponse, InFlight]:
         flight = self._open(ctx, resolved, request, None)
         try:
             for check in self.passes:
                 answer = check.admit_sync(ctx, flight, request)
                 if answer is not None:
-                    return self._answered_by_pass(flight, answer)
+                    return self._answered_by_pass(flight, answer), flight
             flight.sent = True
             response = self.providers(resolved.provider).complete_sync(request)
         except BaseException as exc:
             self._failed(flight, exc)
             raise
-        return self._succeeded(flight, response)
+        return self._succeeded(flight, response), flight
+
+    def _output_mode(self, resolved: ResolvedLLMConfig) -> str:
+        """How the adapter gets a structured answer (`Provider.output_mode`)."""
+        return str(getattr(self.providers(resolved.provider), "output_mode", "prompt"))
 
     async def attempt_stream(
         self,

@@ -22,6 +22,7 @@ parts also in ``cache_read_tokens`` / ``cache_write_tokens``.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -38,7 +39,7 @@ from orchlab.loop import PerLoop
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status
 from orchlab.tools.model import ToolCall, new_call_id
-from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
+from orchlab.types import LLMResponse, Message, ModelRequest, OutputSchema, StreamChunk, Usage
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -152,6 +153,7 @@ class AnthropicProvider(Provider):
     kind = "anthropic"
     default_api_base: ClassVar[str | None] = "https://api.anthropic.com"
     Options = AnthropicOptions
+    output_mode = "schema"
 
     runs_on_any_loop = True
 
@@ -206,6 +208,8 @@ class AnthropicProvider(Provider):
             kwargs["extra_body"] = body
         if p.timeout_s is not None:
             kwargs["timeout"] = p.timeout_s
+        if request.output is not None:
+            kwargs.update(answer_tool_kwargs(request, kwargs))
         return kwargs
 
     async def complete(self, request: ModelRequest) -> LLMResponse:
@@ -220,13 +224,20 @@ class AnthropicProvider(Provider):
                 provider=self.name,
                 model=request.model,
             )
+        structured = _structured_answer(content, request)
         calls = tuple(
             ToolCall.from_object(block.id, _tool_name(block), getattr(block, "input", None))
             for block in content
-            if getattr(block, "type", None) == "tool_use"
+            if getattr(block, "type", None) == "tool_use" and not _is_answer_tool(block, request)
         )
-        text = "".join(
-            getattr(block, "text", "") or "" for block in content if getattr(block, "type", None) == "text"
+        text = (
+            structured
+            if structured is not None
+            else "".join(
+                getattr(block, "text", "") or ""
+                for block in content
+                if getattr(block, "type", None) == "text"
+            )
         )
         return LLMResponse(
             content=text,
@@ -282,9 +293,14 @@ class AnthropicProvider(Provider):
             )
         if finish_reason is None:
             raise self.unfinished_stream(request.model, parts)
+        answer = request.output.name if request.output is not None else None
+        content = "".join(parts)
+        for _, name, pieces in calls.values():
+            if name == answer:  # the structured answer, not a tool to run
+                content = "".join(pieces)
         yield StreamChunk(
             response=LLMResponse(
-                content="".join(parts),
+                content=content,
                 provider=self.name,
                 model=model,
                 usage=_usage_of(usage),
@@ -293,6 +309,7 @@ class AnthropicProvider(Provider):
                 tool_calls=tuple(
                     ToolCall.from_text(call_id or new_call_id(), name, "".join(pieces))
                     for _, (call_id, name, pieces) in sorted(calls.items())
+                    if name != answer
                 ),
             )
         )
@@ -338,6 +355,63 @@ class AnthropicProvider(Provider):
 
 async def _close(client: Any) -> None:
     await client.close()
+
+
+def forced_tool(output: OutputSchema) -> dict[str, Any]:
+    """A structured answer as Anthropic gives one: a tool whose input is the schema, which the
+    model is forced to call (the call's input is the answer)."""
+    return {
+        "tools": [
+            {
+                "name": output.name,
+                "description": f"Give the answer as a {output.name}.",
+                "input_schema": dict(output.schema),
+            }
+        ],
+        "tool_choice": {"type": "tool", "name": output.name},
+    }
+
+
+def answer_tool_kwargs(request: ModelRequest, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``tools`` and ``tool_choice`` for a structured answer: the answer tool alone, forced; with
+    the call's own tools, the answer tool next to them and the model made to call one of them
+    (``any``: a tool to run, or the answer), as ``auto`` and ``required`` both mean here; a
+    named ``tool_choice`` stays, ``none`` forces the answer tool."""
+    assert request.output is not None
+    answer = forced_tool(request.output)
+    if not request.tools:
+        return answer
+    name = request.output.name
+    if any(t.name == name for t in request.tools):
+        raise InvalidRequestError(
+            f"a tool is named {name!r} like the output model: Anthropic gets the structured answer "
+            "as a tool of that name; rename the tool or the model",
+            parameter="tools",
+        )
+    choice = request.tool_choice
+    if choice == "none":
+        tool_choice: dict[str, Any] = answer["tool_choice"]
+    elif choice in (None, "auto", "required"):
+        tool_choice = {"type": "any"}
+    else:
+        tool_choice = {"type": "tool", "name": choice}
+    if request.parallel_tool_calls is False:
+        tool_choice = {**tool_choice, "disable_parallel_tool_use": True}
+    return {"tools": [*kwargs.get("tools", ()), *answer["tools"]], "tool_choice": tool_choice}
+
+
+def _is_answer_tool(block: Any, request: ModelRequest) -> bool:
+    return request.output is not None and getattr(block, "name", None) == request.output.name
+
+
+def _structured_answer(content: list[Any], request: ModelRequest) -> str | None:
+    """The input of the answer tool's call, as JSON text (None when it was not asked or not called)."""
+    if request.output is None:
+        return None
+    for block in content:
+        if getattr(block, "type", None) == "tool_use" and _is_answer_tool(block, request):
+            return json.dumps(getattr(block, "input", None), ensure_ascii=False)
+    return None
 
 
 def _tool_name(block: Any) -> str:

@@ -29,7 +29,7 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -50,7 +50,7 @@ from orchlab.providers import deadline
 from orchlab.providers.registry import missing_dependency
 from orchlab.providers.translate import MASK, mask, scrubbed
 from orchlab.providers.translate import translate as translate_by_behaviour
-from orchlab.types import LLMResponse, ModelRequest, StreamChunk
+from orchlab.types import EmbeddingRequest, Embeddings, LLMResponse, ModelRequest, StreamChunk
 
 __all__ = ["MASK", "DiscoveredModel", "NoOptions", "Provider", "ProviderSettings"]
 
@@ -101,6 +101,8 @@ class Provider(ABC):
     - ``stream(request)``: write it as an async generator of `StreamChunk` (text deltas, then one
       chunk carrying the final `LLMResponse`); the default raises `UnsupportedCapabilityError`;
     - ``list_models()``: the default raises `UnsupportedCapabilityError`;
+    - ``embed(EmbeddingRequest)``: vectors for a batch of at most ``embed_batch_size`` texts (an
+      `Embeddings`); the default raises `UnsupportedCapabilityError`;
     - ``is_available()``: the default asks ``list_models()``; override it with a cheap health check;
     - ``aclose()``: release clients (the default has none to release).
 
@@ -139,6 +141,13 @@ class Provider(ABC):
     runs_on_any_loop: ClassVar[bool] = False
     """Its async methods may run on any event loop, the caller's (see the class docstring)."""
     Options: ClassVar[type[BaseModel]] = NoOptions
+    output_mode: ClassVar[Literal["schema", "json", "prompt"]] = "prompt"
+    """How a structured answer (``request.output``) is had: ``schema``, the adapter sends the
+    schema the provider's native way and generation follows it; ``json``, the provider enforces
+    JSON and orchlab puts the schema in the prompt; ``prompt``, orchlab puts it in the prompt.
+    Every answer is validated and retried when invalid (`orchlab.output.structured`)."""
+    embed_batch_size: ClassVar[int] = 256
+    """The most texts one ``embed`` request carries (``client.embed`` splits longer lists)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Put the adapter's ``complete``, ``stream`` (an async generator), ``complete_sync`` and
@@ -187,6 +196,12 @@ class Provider(ABC):
         """Text deltas as they arrive; the last chunk carries the final response with usage."""
         raise UnsupportedCapabilityError(
             f"{self.settings.kind} adapter cannot stream", provider=self.name, model=request.model
+        )
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """Vectors for ``request.texts`` (at most ``embed_batch_size``), usage from the provider."""
+        raise UnsupportedCapabilityError(
+            f"{self.settings.kind} adapter cannot embed text", provider=self.name, model=request.model
         )
 
     async def list_models(self) -> list[DiscoveredModel]:
@@ -403,6 +418,21 @@ def _guard_sync(fn: Callable[[Any, ModelRequest], LLMResponse]) -> Callable[...,
     return complete_sync
 
 
+def _guard_embed(fn: Callable[[Any, EmbeddingRequest], Awaitable[Embeddings]]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def embed(self: Provider, request: EmbeddingRequest) -> Embeddings:
+        limit_s = request.timeout_s or self.settings.timeout_s
+        scope = asyncio.timeout(limit_s)
+        try:
+            async with scope:
+                return await fn(self, request)
+        except Exception as exc:
+            error = self._boundary_error(exc, request.model, limit_s, deadline_hit=scope.expired())
+        raise error
+
+    return embed
+
+
 def _guard_list(fn: Callable[[Any], Awaitable[list[DiscoveredModel]]]) -> Callable[..., Any]:
     @functools.wraps(fn)
     async def list_models(self: Provider) -> list[DiscoveredModel]:
@@ -423,4 +453,5 @@ _GUARDS: dict[str, Callable[[Any], Callable[..., Any]]] = {
     "stream": _guard_stream,
     "complete_sync": _guard_sync,
     "list_models": _guard_list,
+    "embed": _guard_embed,
 }

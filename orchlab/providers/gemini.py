@@ -41,7 +41,16 @@ from orchlab.loop import PerLoop
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status, retry_after_seconds
 from orchlab.tools.model import ToolCall, new_call_id
-from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
+from orchlab.types import (
+    EmbeddingRequest,
+    Embeddings,
+    LLMResponse,
+    Message,
+    ModelRequest,
+    OutputSchema,
+    StreamChunk,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from google.genai import Client
@@ -132,6 +141,8 @@ class GeminiProvider(Provider):
     kind = "gemini"
     default_api_base: ClassVar[str | None] = "https://generativelanguage.googleapis.com"
     Options = GeminiOptions
+    output_mode = "schema"
+    embed_batch_size = 100  # batchEmbedContents' limit
 
     runs_on_any_loop = True
 
@@ -191,6 +202,8 @@ class GeminiProvider(Provider):
             config["http_options"] = types.HttpOptions(timeout=_ms(STREAM_SDK_TIMEOUT_S))
         elif p.timeout_s is not None:
             config["http_options"] = types.HttpOptions(timeout=_ms(p.timeout_s))
+        if request.output is not None:
+            config.update(response_schema(request.output))
         known = types.GenerateContentConfig.model_fields
         for key, value in p.extra.items():
             if key not in known:
@@ -266,6 +279,31 @@ class GeminiProvider(Provider):
             )
         )
 
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """``embed_content`` (batchEmbedContents). The Gemini API reports no token usage for
+        embeddings, so their cost is unknown (``cost_note`` says so)."""
+        import numpy as np
+
+        started = time.perf_counter()
+        contents: list[Any] = list(request.texts)
+        resp = await self.client.aio.models.embed_content(model=request.model, contents=contents)
+        rows = [getattr(e, "values", None) for e in getattr(resp, "embeddings", None) or ()]
+        if len(rows) != len(request.texts) or any(r is None for r in rows):
+            raise ProviderResponseError(
+                f"asked for {len(request.texts)} embeddings, the response has {len(rows)}",
+                provider=self.name,
+                model=request.model,
+            )
+        billed = getattr(getattr(resp, "metadata", None), "billable_character_count", None)
+        return Embeddings(
+            vectors=np.asarray(rows, dtype=np.float32),
+            provider=self.name,
+            model=request.model,
+            usage=Usage(),
+            latency_s=time.perf_counter() - started,
+            cost_note=None if billed is None else f"{billed} billable characters",
+        )
+
     async def list_models(self) -> list[DiscoveredModel]:
         pager = await self.client.aio.models.list()
         return [
@@ -320,6 +358,12 @@ class GeminiProvider(Provider):
 async def _close(client: Any) -> None:
     await client.aio.aclose()
     client.close()
+
+
+def response_schema(output: OutputSchema) -> dict[str, Any]:
+    """A structured answer as Gemini gives one: JSON constrained by ``response_schema`` (the
+    pydantic model: the SDK turns it into Gemini's schema)."""
+    return {"response_mime_type": "application/json", "response_schema": output.model}
 
 
 def _ms(seconds: float) -> int:

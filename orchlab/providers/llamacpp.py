@@ -19,7 +19,9 @@ Generation runs in a worker thread. Cancelling the caller stops generation at th
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
+import json
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -38,7 +40,16 @@ from orchlab.errors import (
 )
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.registry import missing_dependency
-from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
+from orchlab.types import (
+    EmbeddingRequest,
+    Embeddings,
+    LLMResponse,
+    Message,
+    ModelRequest,
+    OutputSchema,
+    StreamChunk,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -148,6 +159,53 @@ def _load(path: Path, options: LlamaCppOptions) -> _Loaded:
             _count_samples(loaded)
             _models[key] = loaded
     return loaded
+
+
+_embedders: dict[tuple[str, int, int | None, bool], tuple[Llama, threading.Lock]] = {}
+
+
+def _load_embedder(path: Path, options: LlamaCppOptions) -> tuple[Llama, threading.Lock]:
+    """A second instance of the GGUF in embedding mode (mean pooling), once per process and settings:
+    the generating instance keeps its KV cache, and a base model's vectors are real, if weak."""
+    key = (str(path), options.n_ctx, options.n_threads, options.extra_buffers)
+    with _models_lock:
+        found = _embedders.get(key)
+        if found is None:
+            import llama_cpp.llama_cpp as lowlevel
+            from llama_cpp import Llama
+
+            default_params = lowlevel.llama_model_default_params
+
+            def model_params() -> Any:  # as in _load: no extra buffer types unless asked
+                params = default_params()
+                params.use_extra_bufts = options.extra_buffers
+                return params
+
+            lowlevel.llama_model_default_params = model_params
+            _silence_native_log()
+            try:
+                llama = Llama(
+                    model_path=str(path),
+                    n_ctx=options.n_ctx,
+                    n_threads=options.n_threads,
+                    embedding=True,
+                    pooling_type=lowlevel.LLAMA_POOLING_TYPE_MEAN,
+                    verbose=False,
+                )
+            finally:
+                lowlevel.llama_model_default_params = default_params
+            if not _embedders:
+                atexit.register(_close_embedders)
+            found = _embedders[key] = (llama, threading.Lock())
+    return found
+
+
+def _close_embedders() -> None:
+    """Free the embedding instances before the interpreter tears down llama_cpp's module globals
+    (their ``__del__`` then fails with "'NoneType' object is not callable")."""
+    for llama, _ in _embedders.values():
+        llama.close()
+    _embedders.clear()
 
 
 def gguf_names(path: Path, metadata: dict[str, str]) -> tuple[str, ...]:
@@ -325,11 +383,35 @@ def completion_prompt(messages: tuple[Message, ...], fmt: Literal["qa", "raw"]) 
     return f"{system}\n\n{prompt}" if system else prompt
 
 
+def json_grammar(output: OutputSchema) -> Any:
+    """The GBNF grammar of ``output``'s JSON schema (llama-cpp-python's converter), built once per
+    schema: sampling can then only produce JSON of that schema."""
+    return _grammar(json.dumps(output.schema, sort_keys=True))
+
+
+# llama-cpp-python's converter lets a JSON string hold raw control characters (a line break the
+# model writes inside "..." makes invalid JSON); llama.cpp's own converter excludes them.
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+_JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
+@functools.lru_cache(maxsize=64)
+def _grammar(schema: str) -> Any:
+    from llama_cpp import LlamaGrammar
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    return LlamaGrammar.from_string(
+        json_schema_to_gbnf(schema).replace(_LOOSE_CHAR, _JSON_CHAR), verbose=False
+    )
+
+
 class LlamaCppProvider(Provider):
     kind = "llamacpp"
     requires_key = False
     is_local = True
     runs_on_any_loop = True  # generation runs in a worker thread of whichever loop awaits it
+    output_mode = "schema"  # a grammar built from the schema constrains sampling
+    embed_batch_size = 64
     Options: ClassVar[type[BaseModel]] = LlamaCppOptions
     options: LlamaCppOptions
 
@@ -424,6 +506,8 @@ class LlamaCppProvider(Provider):
         }
         if p.seed is not None:
             kwargs["seed"] = p.seed
+        if request.output is not None:
+            kwargs["grammar"] = json_grammar(request.output)
         chunks: Any
         prompt_tokens = None
         if self._use_chat(loaded):
@@ -533,6 +617,40 @@ class LlamaCppProvider(Provider):
         finally:
             if not job.done():
                 cancel.set()
+
+    def _embed(self, request: EmbeddingRequest) -> Embeddings:
+        """Blocking embedding (runs in a worker thread): one mean-pooled vector per text."""
+        import numpy as np
+
+        started = time.perf_counter()
+        self._loaded(ModelRequest(request.model, ()))  # the model name is checked as for generation
+        path = self.model_path(request.model).resolve()
+        try:
+            llama, lock = _load_embedder(path, self.options)
+        except ImportError as exc:
+            raise missing_dependency(self, exc) from exc
+        texts = list(request.texts)
+        with lock:
+            counts = [len(llama.tokenize(t.encode("utf-8"), add_bos=True)) for t in texts]
+            window = min(llama.n_ctx(), self.options.n_ctx)
+            too_long = [i for i, n in enumerate(counts) if n > window]
+            if too_long:
+                raise ContextLengthExceededError(
+                    f"text {too_long[0]} has {counts[too_long[0]]} tokens, more than n_ctx={window}",
+                    provider=self.name,
+                    model=request.model,
+                )
+            rows = llama.embed(texts)
+        return Embeddings(
+            vectors=np.asarray(rows, dtype=np.float32),
+            provider=self.name,
+            model=request.model,
+            usage=Usage(input_tokens=sum(counts)),
+            latency_s=time.perf_counter() - started,
+        )
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        return await asyncio.to_thread(self._embed, request)
 
     async def list_models(self) -> list[DiscoveredModel]:
         path = self.model_path(self.options.model_path or DEFAULT_MODEL)

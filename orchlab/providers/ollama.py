@@ -42,7 +42,7 @@ from orchlab.loop import PerLoop
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status, looks_like_context_overflow
 from orchlab.tools.model import ToolCall, new_call_id
-from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
+from orchlab.types import EmbeddingRequest, Embeddings, LLMResponse, Message, ModelRequest, StreamChunk, Usage
 
 if TYPE_CHECKING:
     import httpx
@@ -85,6 +85,8 @@ class OllamaProvider(Provider):
     requires_key = False
     is_local = True
     Options = OllamaOptions
+    output_mode = "schema"
+    embed_batch_size = 512
 
     runs_on_any_loop = True
 
@@ -148,6 +150,8 @@ class OllamaProvider(Provider):
                 options[key] = value
         if options:
             kwargs["options"] = options
+        if request.output is not None:
+            kwargs["format"] = dict(request.output.schema)  # Ollama constrains the answer to it
         return kwargs
 
     def tools_kwargs(self, request: ModelRequest) -> dict[str, Any]:
@@ -212,6 +216,31 @@ class OllamaProvider(Provider):
                 logprobs=logprobs or None,
                 tool_calls=tuple(calls),
             )
+        )
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """``/api/embed``; usage is its ``prompt_eval_count``."""
+        import numpy as np
+
+        started = time.perf_counter()
+        _error_headers.set(None)
+        kwargs: dict[str, Any] = {"model": request.model, "input": list(request.texts)}
+        if self.options.keep_alive is not None:
+            kwargs["keep_alive"] = self.options.keep_alive
+        resp = await self.client.embed(**kwargs)
+        rows = list(resp.embeddings or ())
+        if len(rows) != len(request.texts):
+            raise ProviderResponseError(
+                f"asked for {len(request.texts)} embeddings, the response has {len(rows)}",
+                provider=self.name,
+                model=request.model,
+            )
+        return Embeddings(
+            vectors=np.asarray(rows, dtype=np.float32),
+            provider=self.name,
+            model=resp.model or request.model,
+            usage=Usage(input_tokens=resp.prompt_eval_count or 0),
+            latency_s=time.perf_counter() - started,
         )
 
     async def list_models(self) -> list[DiscoveredModel]:

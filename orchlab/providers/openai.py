@@ -9,16 +9,26 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from orchlab.errors import ProviderError, ProviderResponseError
 from orchlab.loop import PerLoop
+from orchlab.output.structured import strict_schema
 from orchlab.providers import deadline
 from orchlab.providers.base import DiscoveredModel, Provider
 from orchlab.providers.http_errors import error_for_status
 from orchlab.providers.translate import message_of
 from orchlab.tools.model import ToolCall, new_call_id
-from orchlab.types import LLMResponse, Message, ModelRequest, StreamChunk, Usage
+from orchlab.types import (
+    EmbeddingRequest,
+    Embeddings,
+    LLMResponse,
+    Message,
+    ModelRequest,
+    OutputSchema,
+    StreamChunk,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI, OpenAI
@@ -28,6 +38,8 @@ class OpenAIProvider(Provider):
     kind = "openai"
     default_api_base: ClassVar[str | None] = "https://api.openai.com/v1"
     max_tokens_param: ClassVar[str] = "max_completion_tokens"
+    output_mode: ClassVar[Literal["schema", "json", "prompt"]] = "schema"
+    embed_batch_size: ClassVar[int] = 2048  # OpenAI's limit of inputs per /embeddings request
 
     runs_on_any_loop = True
 
@@ -110,6 +122,8 @@ class OpenAIProvider(Provider):
             kwargs["timeout"] = p.timeout_s
         if p.extra:
             kwargs["extra_body"] = dict(p.extra)
+        if request.output is not None:
+            kwargs["response_format"] = response_format(request.output, self.output_mode)
         return kwargs
 
     async def complete(self, request: ModelRequest) -> LLMResponse:
@@ -231,6 +245,19 @@ class OpenAIProvider(Provider):
             )
         )
 
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """``/embeddings`` (floats), one request per batch of `embed_batch_size` texts."""
+        started = time.perf_counter()
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "input": list(request.texts),
+            "encoding_format": "float",
+        }
+        if request.timeout_s is not None:
+            kwargs["timeout"] = request.timeout_s
+        resp = await self.client.embeddings.create(**kwargs)
+        return embeddings_from(resp, self.name, request, started)
+
     async def list_models(self) -> list[DiscoveredModel]:
         page = await self.client.models.list()
         return [
@@ -291,6 +318,36 @@ def _tool_calls(message: Any) -> tuple[tuple[ToolCall, ...], list[str]]:
     return tuple(calls), other
 
 
+def embeddings_from(resp: Any, provider: str, request: EmbeddingRequest, started: float) -> Embeddings:
+    """`Embeddings` from a ``CreateEmbeddingResponse`` (rows put back in input order by ``index``)."""
+    import numpy as np
+
+    data = sorted(getattr(resp, "data", None) or (), key=lambda d: getattr(d, "index", 0))
+    if len(data) != len(request.texts):
+        raise ProviderResponseError(
+            f"asked for {len(request.texts)} embeddings, the response has {len(data)}",
+            provider=provider,
+            model=request.model,
+        )
+    usage = getattr(resp, "usage", None)
+    return Embeddings(
+        vectors=np.asarray([d.embedding for d in data], dtype=np.float32),
+        provider=provider,
+        model=getattr(resp, "model", None) or request.model,
+        usage=Usage(input_tokens=getattr(usage, "prompt_tokens", 0) or 0),
+        latency_s=time.perf_counter() - started,
+    )
+
+
+def response_format(output: OutputSchema, mode: str) -> dict[str, Any]:
+    """A structured answer's ``response_format``: ``json_schema`` (strict when the schema allows
+    it), or ``json_object`` for a server that only enforces JSON (``output_mode = "json"``)."""
+    if mode == "json":
+        return {"type": "json_object"}
+    schema, strict = strict_schema(output.schema)
+    return {"type": "json_schema", "json_schema": {"name": output.name, "schema": schema, "strict": strict}}
+
+
 def _status_in(body: Any) -> int | None:
     code = body.get("code") if isinstance(body, dict) else None
     if isinstance(code, str) and code.isdigit():
@@ -322,6 +379,7 @@ class _Compatible(OpenAIProvider):
 class DeepSeekProvider(_Compatible):
     kind = "deepseek"
     default_api_base = "https://api.deepseek.com/v1"
+    output_mode = "json"  # JSON mode only: the schema goes in the prompt
 
 
 class QwenProvider(_Compatible):
@@ -329,6 +387,7 @@ class QwenProvider(_Compatible):
 
     kind = "qwen"
     default_api_base = "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"
+    output_mode = "json"  # DashScope's compatible mode documents JSON mode (json_object)
 
 
 class OpenRouterProvider(_Compatible):

@@ -13,7 +13,7 @@ from orchlab.providers.registry import provider_class
 
 if TYPE_CHECKING:
     from orchlab.providers.deployments import Health
-    from orchlab.types import LLMResponse, ModelRequest, StreamChunk
+    from orchlab.types import EmbeddingRequest, Embeddings, LLMResponse, ModelRequest, StreamChunk
 
 
 class ProviderPool:
@@ -53,7 +53,7 @@ class ProviderPool:
     def here(self, name: str) -> Provider:
         """The adapter to await on the running loop: the adapter itself when it runs on any loop
         (``runs_on_any_loop``: the built-in ones) or this is the engine loop; else a stand-in whose
-        ``complete`` and ``stream`` hop to the engine loop, where that adapter always runs."""
+        ``complete``, ``stream`` and ``embed`` hop to the engine loop, where that adapter always runs."""
         adapter = self.get(name)
         if adapter.runs_on_any_loop or on_engine_loop():
             return adapter
@@ -70,8 +70,8 @@ class ProviderPool:
 
 
 class _OnEngineLoop:
-    """An adapter bound to the engine loop, seen from another loop: ``complete`` and ``stream``
-    run there (a thread hop each way, batches for a stream); anything else is the adapter's."""
+    """An adapter bound to the engine loop, seen from another loop: ``complete``, ``stream`` and
+    ``embed`` run there (a thread hop each way, batches for a stream); anything else is the adapter's."""
 
     def __init__(self, adapter: Provider) -> None:
         self.adapter = adapter
@@ -81,6 +81,9 @@ class _OnEngineLoop:
 
     def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
         return pump_async(self.adapter.stream(request))
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        return await run_async(self.adapter.embed(request))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.adapter, name)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchlab.calls import CallContext
 from orchlab.errors import InvalidRequestError, OrchlabError
+from orchlab.output.structured import output_schema
 from orchlab.resolution import check_params, parse_target
 from orchlab.strategies.base import (
     Answering,
@@ -200,6 +201,7 @@ async def complete(
     keywords: tuple[str, ...] = (),
     tags: Mapping[str, str] | None = None,
     offer: ToolOffer = NO_TOOLS,
+    output: Any = None,
     **options: Any,
 ) -> LLMResponse:
     """What answers ``client.complete`` / ``ensemble`` / ``run`` with a logic (on the engine loop).
@@ -209,6 +211,7 @@ async def complete(
     """
     if params is not None:
         params = check_params(params, where=where, keywords=keywords)
+    spec = output_schema(output) if output is not None else None
     messages = as_messages(prompt, system)
     plan = plan_for_target(orch, role, strategy=strategy, model=model, candidates=candidates, **options)
     ctx = CallContext(role=plan.role, strategy=str(plan.strategy), messages=messages, tags=dict(tags or {}))
@@ -224,10 +227,17 @@ async def complete(
             tools=offer.tools,
             tool_choice=offer.choice,
             parallel_tool_calls=offer.parallel,
+            output=spec,
         )
         return await orch.dispatch.finish(ctx, orch.dispatch.attempt(ctx, resolved, request))
     answering = Answering(
-        orch, ctx, messages, params, plan.spec.retry if plan.spec is not None else None, offer=offer
+        orch,
+        ctx,
+        messages,
+        params,
+        plan.spec.retry if plan.spec is not None else None,
+        offer=offer,
+        output=spec,
     )
     return await orch.dispatch.finish(ctx, _answer(answering, plan))
 

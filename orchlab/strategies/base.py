@@ -27,6 +27,7 @@ from orchlab.errors import (
     BudgetExceededError,
     ContextWindowError,
     MissingDependencyError,
+    OutputValidationError,
     ProviderError,
     ProviderTimeoutError,
     UnknownRoleError,
@@ -35,7 +36,7 @@ from orchlab.pipeline.observe import decision_of
 from orchlab.providers.registry import kind_of, provider_class
 from orchlab.resolution import parse_target
 from orchlab.tools.model import NO_TOOLS, ToolOffer
-from orchlab.types import Attempt, GenerationParams, LLMResponse, Message, ModelRequest, Usage
+from orchlab.types import Attempt, GenerationParams, LLMResponse, Message, ModelRequest, OutputSchema, Usage
 
 if TYPE_CHECKING:
     from orchlab.calls import CallContext
@@ -176,6 +177,7 @@ class Answering:
         retry: RetryConfig | None = None,
         *,
         offer: ToolOffer = NO_TOOLS,
+        output: OutputSchema | None = None,
     ) -> None:
         self.orch = orch
         self.ctx = ctx
@@ -189,6 +191,9 @@ class Answering:
         self._claimed: set[int] = set()
         self.prefix = ""
         """Stage labels' prefix inside a nested logic (``"cascade 1 / "``)."""
+        self.output = output
+        """The structured answer the caller asked for: every call with the call's own messages
+        asks for it (a judge's or an aggregator's prompt does not); `finalize` checks the winner."""
 
     def nested(self, stage: str) -> Answering:
         """This call as a candidate that is a logic answers it: the same call, trail and errors; its
@@ -233,7 +238,8 @@ class Answering:
         except AuthError as exc:
             self._unsent(cand, stage, exc)
             raise
-        # a logic's own prompt (a judge's, an aggregator's) is not offered the call's tools
+        # a logic's own prompt (a judge's, an aggregator's) is not offered the call's tools,
+        # nor held to the call's output schema
         offer = self.offer if messages is None else NO_TOOLS
         request = ModelRequest(
             model=resolved.model,
@@ -242,6 +248,7 @@ class Answering:
             tools=offer.tools,
             tool_choice=offer.choice,
             parallel_tool_calls=offer.parallel,
+            output=self.output if messages is None else None,
         )
         deadline = asyncio.timeout(timeout_s)
         try:
@@ -432,6 +439,7 @@ def finalize(answering: Answering, outcome: Outcome) -> LLMResponse:
     overruns = [a.overrun_usd for a in ctx.attempts if a.overrun_usd]
     return replace(
         answer.response,
+        output=structured(answering, answer.response),
         usage=total,
         cost_usd=cost,
         cost_note=cost_note(ctx.attempts) if cost is None else None,
@@ -440,6 +448,26 @@ def finalize(answering: Answering, outcome: Outcome) -> LLMResponse:
         role=ctx.role,
         decision=decision,
     )
+
+
+def structured(answering: Answering, response: LLMResponse) -> Any:
+    """The winner's validated output: as its attempt validated it, else (an answer a logic made
+    with its own prompt: a fused or refined one) validated here, without retries."""
+    spec = answering.output
+    if spec is None or response.output is not None or response.tool_calls:
+        return response.output  # tool calls: the answer after the tools run is the structured one
+    from orchlab.output.structured import parse, summary
+
+    value, errors = parse(spec, response.content)
+    if value is None:
+        raise OutputValidationError(
+            f"the answer chosen by {answering.ctx.strategy} is not a valid {spec.name}: {summary(errors)}",
+            provider=response.provider,
+            model=response.model,
+            raw=response.content,
+            errors=errors,
+        )
+    return value
 
 
 def ms(seconds: float) -> str:

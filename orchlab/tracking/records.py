@@ -15,10 +15,10 @@ One trace per orchestrated call::
   the answer (MLflow takes them from the root span's chat-shaped inputs and outputs);
 - the root span (type CHAIN) named after the role (or the strategy): role, strategy, task type,
   the decision (winner, rationale, scores), total cost, latency, error; trace tags for filtering;
-- a child span (type CHAT_MODEL) per provider attempt, with its real start and end: provider,
-  model, params, messages, output (with the tool calls it asked for), ``mlflow.chat.tokenUsage``,
-  ``mlflow.llm.model`` / ``mlflow.llm.provider``, orchlab's cost as ``mlflow.llm.cost``, outcome
-  and error;
+- a child span (type CHAT_MODEL; EMBEDDING for ``client.embed``) per provider attempt, with
+  its real start and end: provider, model, params, messages, output (with the tool calls it
+  asked for), ``mlflow.chat.tokenUsage``, ``mlflow.llm.model`` / ``mlflow.llm.provider``,
+  orchlab's cost as ``mlflow.llm.cost``, outcome and error;
 - a child span (type TOOL) per tool run of a `delegate` loop: the call's arguments in, the
   result out, its step, call id and whether it failed (status ERROR).
 """
@@ -263,7 +263,10 @@ def trace_payload(
         tags.update(link.tags)
     tags.update({str(k): str(v) for k, v in ctx.tags.items()})
 
-    spans = [_attempt_span(attempt, messages, provider_kinds, record.ended_at) for attempt in ctx.attempts]
+    kind = "EMBEDDING" if ctx.strategy == "embedding" else "CHAT_MODEL"
+    spans = [
+        _attempt_span(attempt, messages, provider_kinds, record.ended_at, kind) for attempt in ctx.attempts
+    ]
     spans += [_tool_span(run) for run in ctx.tool_runs]
 
     root_attrs: dict[str, Any] = {
@@ -366,6 +369,7 @@ def _attempt_span(
     messages: list[dict[str, str]],
     provider_kinds: Mapping[str, str],
     call_ended_at: float,
+    span_type: str = "CHAT_MODEL",
 ) -> dict[str, Any]:
     started = attempt.started_at or call_ended_at - attempt.latency_s
     name = f"{attempt.provider}:{attempt.model}"
@@ -397,7 +401,7 @@ def _attempt_span(
     status = _STATUS.get(attempt.outcome, "UNSET")
     return _span(
         name=name,
-        span_type="CHAT_MODEL",
+        span_type=span_type,
         start_s=started,
         end_s=started + attempt.latency_s,
         inputs={"messages": messages, "params": dict(attempt.params)},
