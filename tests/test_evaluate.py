@@ -8,6 +8,7 @@ call's seed (temperature 0: the greedy answer), so votes and cascades have somet
 from __future__ import annotations
 
 import json
+import os
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -342,7 +343,10 @@ def test_one_mlflow_run_per_target_with_its_traces_and_replay_from_the_experimen
 ) -> None:
     import mlflow
 
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
     live = orchlab.evaluate(ITEMS, ["greedy", "vote5"], ["contains", "exact"], client=tracked, progress=False)
+    # MLflow's global URI (and the variable it sets for subprocesses: kernels, drains) put back
+    assert os.environ.get("MLFLOW_TRACKING_URI") == env_before
     assert set(live.runs) == {"greedy", "vote5"}
     mc = mlflow.MlflowClient(tracking_uri=tracked.tracking.settings.tracking_uri)
     run = mc.get_run(live.runs["vote5"])

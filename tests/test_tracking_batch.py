@@ -76,8 +76,10 @@ def a_record(i: int, *, t0: float = 1_800_000_000.0) -> dict[str, Any]:
     )  # fmt: skip
     ctx = CallContext(role="safe", strategy="fallback", messages=(Message("user", f"question {i}?"),))
     ctx.started_at, ctx.attempts = t, [failed, ok]
-    response = LLMResponse(f"answer {i}", "loop", "cheap", usage=Usage(13, 7), cost_usd=0.0000164)
-    response.decision = Decision("fallback", attempts=ctx.attempts, winner="loop:cheap", rationale="r")
+    decision = Decision("fallback", attempts=tuple(ctx.attempts), winner="loop:cheap", rationale="r")
+    response = LLMResponse(
+        f"answer {i}", "loop", "cheap", usage=Usage(13, 7), cost_usd=0.0000164, decision=decision
+    )
     return trace_payload(
         CallRecord(ctx, response, None, t + 0.8), new_trace_id(), link=None,
         base_tags={"orchlab.project": "trk"}, provider_kinds={"loop": "openai"}, secrets=(),

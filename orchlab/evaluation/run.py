@@ -348,7 +348,9 @@ def _mlflow_session(mlflow: Any, uri: str, workers: int) -> Iterator[None]:
         "MLFLOW_GENAI_EVAL_SKIP_TRACE_VALIDATION": "true",
     }
     saved = {k: os.environ.get(k) for k in env}
-    previous = mlflow.get_tracking_uri()
+    # MLflow's set_tracking_uri also sets MLFLOW_TRACKING_URI in os.environ (for subprocesses):
+    # None puts back "nothing set" (variable gone), else the URI the process had
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     os.environ.update(env)
     mlflow.set_tracking_uri(uri)
     try:
