@@ -8,8 +8,8 @@ call's seed (temperature 0: the greedy answer), so votes and cascades have somet
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
