@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchlab import logs
 from orchlab.budgets import Budgets
 from orchlab.calls import CallContext, Observers
 from orchlab.catalog import Catalog
@@ -22,6 +23,7 @@ from orchlab.config.loader import check_env, default_config_path, load_config
 from orchlab.config.schema import OrchestratorConfig
 from orchlab.errors import InvalidRequestError
 from orchlab.loop import run_sync, sync_twin
+from orchlab.pipeline.cache import ResponseCache, cache_location, check_mode
 from orchlab.pipeline.dispatch import Dispatch
 from orchlab.pipeline.observe import Observe
 from orchlab.pipeline.passes import default_passes
@@ -63,6 +65,7 @@ _COMPLETE_KEYWORDS = (
     "tier",
     "risk",
     "complexity",
+    "cache",
 )
 _ENSEMBLE_KEYWORDS = ("models", "mode", "role", "judge", "aggregator", "system", "normalizer")
 
@@ -115,15 +118,32 @@ class Orchestrator:
             rebound=self._bindings.values,
         )
         """The models this config reaches, with facts and prices (`orchlab.catalog.Catalog`)."""
+        logs.configure_from_env()
+        role_modes = {name: spec.cache for name, spec in config.roles.items() if spec.cache is not None}
+        self.cache = ResponseCache(
+            config.cache,
+            location=lambda: cache_location(config.cache, self._store_url, base_dir),
+            role_mode=lambda role: role_modes.get(role) if role is not None else None,
+        )
+        """The response cache (YAML ``cache:``, `orchlab.pipeline.cache`): a pass of every attempt."""
         self.dispatch = Dispatch(
             catalog=self.catalog,
             providers=self.providers.get,
-            passes=default_passes(self.budgets, self.providers.get),
+            passes=default_passes(self.budgets, self.providers.get, cache=self.cache),
             settle=Settle(self.catalog, self.budgets),
             observe=Observe(self.observers),
             providers_here=self.providers.here,
         )
         """The call pipeline: passes, one provider attempt, settle, observe (`orchlab.pipeline`)."""
+
+    def _store_url(self) -> str:
+        """Where the thread store is (the response cache's SQLite file goes beside it)."""
+        from orchlab.store.settings import resolve_store_settings
+
+        base_dir = self.config_path.parent if self.config_path is not None else None
+        return resolve_store_settings(
+            self.config.store, tracking=self._tracking_settings, base_dir=base_dir
+        ).url
 
     @property
     def tracking(self) -> Tracking:
@@ -297,6 +317,7 @@ class Orchestrator:
         toolset: str | None = None,
         tool_choice: object = None,
         parallel_tool_calls: bool | None = None,
+        cache: str | bool | None = None,
         **routing: str | None,
     ) -> LLMResponse:
         """Answer ``messages`` with the model bound to ``role`` (works inside Jupyter's loop).
@@ -310,17 +331,25 @@ class Orchestrator:
         ``tools`` (functions, ``@orchlab.tool``, `orchlab.Tool`, OpenAI's JSON, toolset names) and
         ``toolset`` (a YAML ``toolsets:`` entry; else the role's ``toolset:``) are offered to the
         model; the calls it asks for are in ``response.tool_calls`` (`delegate` runs them).
+
+        ``cache``: ``auto`` | ``force`` | ``off`` (True / False) for this call's response cache
+        (None: the role's ``cache:``, else auto: deterministic requests only; `orchlab.pipeline.cache`).
         """
         params_override, offer = self.offer(
             role, params_override, tools, toolset, tool_choice, parallel_tool_calls
         )
+        mode = check_mode(cache)
         if routing:
             return run_sync(
-                self._complete(messages, role=role, params=params_override, offer=offer, **_routing(routing))
+                self._complete(
+                    messages, role=role, params=params_override, offer=offer, cache=mode, **_routing(routing)
+                )
             )
         if self._has_strategy(role):
-            return run_sync(self._complete(messages, role=role, params=params_override, offer=offer))
-        ctx, resolved, request = self._single(role, messages, params_override, offer=offer)
+            return run_sync(
+                self._complete(messages, role=role, params=params_override, offer=offer, cache=mode)
+            )
+        ctx, resolved, request = self._single(role, messages, params_override, offer=offer, cache=mode)
         try:
             response = self.dispatch.attempt_sync(ctx, resolved, request)
         except BaseException as exc:
@@ -339,6 +368,7 @@ class Orchestrator:
         toolset: str | None = None,
         tool_choice: object = None,
         parallel_tool_calls: bool | None = None,
+        cache: str | bool | None = None,
         **routing: str | None,
     ) -> LLMResponse:
         """`run` for async code: the call runs on the caller's own event loop (no thread hop),
@@ -348,13 +378,22 @@ class Orchestrator:
         params_override, offer = self.offer(
             role, params_override, tools, toolset, tool_choice, parallel_tool_calls
         )
+        mode = check_mode(cache)
         if routing:
             return await self._complete(
-                messages, role=role, params=params_override, tags=tags, offer=offer, **_routing(routing)
+                messages,
+                role=role,
+                params=params_override,
+                tags=tags,
+                offer=offer,
+                cache=mode,
+                **_routing(routing),
             )
         if self._has_strategy(role):
-            return await self._complete(messages, role=role, params=params_override, tags=tags, offer=offer)
-        ctx, resolved, request = self._single(role, messages, params_override, tags, offer)
+            return await self._complete(
+                messages, role=role, params=params_override, tags=tags, offer=offer, cache=mode
+            )
+        ctx, resolved, request = self._single(role, messages, params_override, tags, offer, cache=mode)
         return await self.dispatch.finish(ctx, self.dispatch.attempt(ctx, resolved, request))
 
     def stream(
@@ -368,6 +407,7 @@ class Orchestrator:
         toolset: str | None = None,
         tool_choice: object = None,
         parallel_tool_calls: bool | None = None,
+        cache: str | bool | None = None,
     ) -> ResponseStream:
         """Iterate (sync or async) over text deltas; ``.response`` holds the final answer.
 
@@ -379,13 +419,14 @@ class Orchestrator:
         params_override, offer = self.offer(
             role, params_override, tools, toolset, tool_choice, parallel_tool_calls
         )
+        mode = check_mode(cache)
         if self._has_strategy(role):
             from orchlab.strategies.answer import stream
 
             return ResponseStream(
-                stream(self, messages, role=role, params=params_override, tags=tags, offer=offer)
+                stream(self, messages, role=role, params=params_override, tags=tags, offer=offer, cache=mode)
             )
-        ctx, resolved, request = self._single(role, messages, params_override, tags, offer)
+        ctx, resolved, request = self._single(role, messages, params_override, tags, offer, cache=mode)
         return ResponseStream(self.dispatch.stream(ctx, resolved, request))
 
     # --- tools (orchlab.tools) ---------------------------------------------------------------
@@ -443,6 +484,7 @@ class Orchestrator:
         tier: str | None = None,
         risk: str | None = None,
         complexity: str | None = None,
+        cache: str | bool | None = None,
         **params: Any,
     ) -> LLMResponse:
         """Answer ``prompt`` (a string or messages), with a strategy when one applies.
@@ -466,6 +508,7 @@ class Orchestrator:
             tier=tier,
             risk=risk,
             complexity=complexity,
+            cache=check_mode(cache),
             params=params,
             where="complete()",
             keywords=_COMPLETE_KEYWORDS,
@@ -585,17 +628,22 @@ class Orchestrator:
         params_override: ParamsOverride,
         tags: Mapping[str, str] | None = None,
         offer: ToolOffer = NO_TOOLS,
+        *,
+        cache: str | None = None,
     ) -> tuple[CallContext, ResolvedLLMConfig, ModelRequest]:
         """A plain role call: its context, the role's binding and the request."""
         resolved = self.resolve(role)
         request = self._request(resolved, messages, params_override, offer)
-        ctx = CallContext(role=role, strategy="single", messages=request.messages, tags=dict(tags or {}))
+        ctx = CallContext(
+            role=role, strategy="single", messages=request.messages, tags=dict(tags or {}), cache=cache
+        )
         return ctx, resolved, request
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def aclose(self) -> None:
         await self.providers.aclose()
+        self.cache.close()
 
     def close(self) -> None:
         run_sync(self.aclose())

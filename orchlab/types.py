@@ -276,6 +276,9 @@ class Attempt:
     """The calls the model asked for in this attempt's answer."""
     deployment: str | None = None
     """The server of a pooled provider (``deployments:``) that answered."""
+    cache: str | None = None
+    """``"hit"``: answered from the response cache (nothing sent, $0); ``"miss"``: sent, and its
+    answer stored (`orchlab.pipeline.cache`); None: the cache was not asked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +344,9 @@ class LLMResponse:
     """Deployments of that pool that failed this request before it was moved ("url (error type)")."""
     message_id: str | None = None
     """The stored assistant message (a ULID) when the call was made in a thread (`client.thread`)."""
+    cache: str | None = None
+    """``"hit"``: a stored answer of the response cache, nothing was sent and it cost $0;
+    ``"miss"``: sent, and the answer stored; None: the cache was not asked (`orchlab.pipeline.cache`)."""
 
     @property
     def target(self) -> str:

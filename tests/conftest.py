@@ -28,6 +28,8 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_MODEL_CATALOG_URI", "")
     # MLflow tracking is on by default for users; tests that exercise it switch it back on
     monkeypatch.setenv("ORCH_TRACKING", "0")
+    # so is the response cache for deterministic requests: tests that exercise it switch it back on
+    monkeypatch.setenv("ORCH_CACHE", "off")
     monkeypatch.setenv("ORCH_CACHE_DIR", str(tmp_path / "orchlab-cache"))
     monkeypatch.chdir(tmp_path)
 

@@ -200,6 +200,7 @@ async def complete(
     keywords: tuple[str, ...] = (),
     tags: Mapping[str, str] | None = None,
     offer: ToolOffer = NO_TOOLS,
+    cache: str | None = None,
     **options: Any,
 ) -> LLMResponse:
     """What answers ``client.complete`` / ``ensemble`` / ``run`` with a logic (on the engine loop).
@@ -211,7 +212,9 @@ async def complete(
         params = check_params(params, where=where, keywords=keywords)
     messages = as_messages(prompt, system)
     plan = plan_for_target(orch, role, strategy=strategy, model=model, candidates=candidates, **options)
-    ctx = CallContext(role=plan.role, strategy=str(plan.strategy), messages=messages, tags=dict(tags or {}))
+    ctx = CallContext(
+        role=plan.role, strategy=str(plan.strategy), messages=messages, tags=dict(tags or {}), cache=cache
+    )
     if plan.strategy is Strategy.SINGLE:
         # the plain call needs no `Answering`: one attempt, the trail attached by Observe
         cand = plan.candidates[0]
@@ -249,6 +252,7 @@ async def stream(
     params: object = None,
     tags: Mapping[str, str] | None = None,
     offer: ToolOffer = NO_TOOLS,
+    cache: str | None = None,
 ) -> AsyncIterator[StreamChunk]:
     """``client.stream`` on a role with a strategy (or a URN, or ``'provider:model'``): the logic's
     deltas, then one last chunk with the whole decision trail and the cost rolled up over every
@@ -257,7 +261,11 @@ async def stream(
         params = check_params(params)
     plan = plan_for_target(orch, role)
     ctx = CallContext(
-        role=plan.role, strategy=str(plan.strategy), messages=as_messages(messages), tags=dict(tags or {})
+        role=plan.role,
+        strategy=str(plan.strategy),
+        messages=as_messages(messages),
+        tags=dict(tags or {}),
+        cache=cache,
     )
     answering = Answering(
         orch, ctx, ctx.messages, params, plan.spec.retry if plan.spec is not None else None, offer=offer
