@@ -432,6 +432,12 @@ class RoleConfig(_Strict):
         description="the response cache for this role: auto (deterministic requests only), force, off",
     )
 
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        """YAML reads a bare ``off`` as false (and ``on`` as true)."""
+        return {False: "off", True: "force"}.get(value, value) if isinstance(value, bool) else value
+
     @model_validator(mode="after")
     def _own_model_or_candidates(self) -> RoleConfig:
         if (self.provider is None) != (self.model is None):

@@ -55,6 +55,9 @@ ENV = "ORCH_CACHE"
 CACHE_FILE = "cache.db"
 MODES = ("auto", "force", "off")
 _UNKEYED_PARAMS = frozenset({"timeout_s"})
+CACHE_PARAM = "_orchlab_cache"
+"""Where `compare`'s and `evaluate`'s ``cache=`` rides along their call params (taken out before
+each call)."""
 
 
 # --- the key ------------------------------------------------------------------------------------
@@ -215,7 +218,7 @@ class RedisBackend:
         self._index = prefix + "index"
 
     def get(self, key: str) -> str | None:
-        value = self._redis.get(self.prefix + key)
+        value: Any = self._redis.get(self.prefix + key)
         return None if value is None else bytes(value).decode("utf-8")
 
     def put(self, key: str, value: str) -> None:
@@ -226,7 +229,7 @@ class RedisBackend:
         pipe.zcard(self._index)
         count = int(pipe.execute()[-1])
         if count > self.max_entries:
-            dropped = self._redis.zpopmin(self._index, count - self.max_entries)
+            dropped: Any = self._redis.zpopmin(self._index, count - self.max_entries)
             names = [self.prefix + bytes(k).decode("utf-8") for k, _ in dropped]
             if names:
                 self._redis.delete(*names)
