@@ -23,6 +23,7 @@ from orchlab.config.loader import check_env, default_config_path, load_config
 from orchlab.config.schema import OrchestratorConfig
 from orchlab.errors import InvalidRequestError
 from orchlab.loop import run_sync, sync_twin
+from orchlab.metrics import MetricsObserver, enable_from_env
 from orchlab.pipeline.cache import ResponseCache, cache_location, check_mode
 from orchlab.pipeline.dispatch import Dispatch
 from orchlab.pipeline.observe import Observe
@@ -98,6 +99,8 @@ class Orchestrator:
         self.usage_tracker = UsageTracker()
         self.observers.add(self.usage_tracker)
         self.observers.add(self.budgets)
+        enable_from_env()
+        self.observers.add(MetricsObserver(config, self.budgets))  # a no-op while metrics are off
         self._tracking: Tracking | None = None
         base_dir = config_path.parent if config_path is not None else None
         self._tracking_settings = resolve_settings(

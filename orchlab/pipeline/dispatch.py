@@ -112,6 +112,8 @@ class Dispatch:
                 if answer is not None:
                     answer = self._answered_by_pass(flight, answer)
                     if answer.content:  # a cache hit replays its answer as a stream
+                        if ctx.first_token_s is None:
+                            ctx.first_token_s = time.perf_counter() - ctx.started_perf
                         yield StreamChunk(answer.content)
                     yield StreamChunk(response=answer)
                     return
@@ -125,6 +127,8 @@ class Dispatch:
                         took = time.perf_counter() - ctx.started_perf
                         chunk = StreamChunk(chunk.delta, self._succeeded(flight, chunk.response, took))
                     else:
+                        if not parts and ctx.first_token_s is None:
+                            ctx.first_token_s = time.perf_counter() - ctx.started_perf
                         parts.append(chunk.delta)
                     yield chunk
         except BaseException as exc:
