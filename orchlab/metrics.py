@@ -61,7 +61,18 @@ class _Metrics:
     """The metric objects, built once (importing prometheus-client) when metrics are enabled."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        try:
+            from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        except ImportError as exc:
+            from orchlab.errors import MissingDependencyError
+
+            raise MissingDependencyError(
+                "orchlab metrics need prometheus-client: pip install 'orchlab[metrics]'",
+                provider="metrics",
+                kind="metrics",
+                module="prometheus_client",
+                extra="metrics",
+            ) from exc
 
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
