@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("ORCH_CACHE", "off")  # a measurement is never a replay of the response cache
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

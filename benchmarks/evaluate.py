@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("ORCH_CACHE", "off")  # a measurement is never a replay of the response cache
 NOTEBOOK = ROOT / "notebooks" / "07_evaluate_strategies.ipynb"
 TARGETS = [
     "qa.greedy",

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("ORCH_CACHE", "off")  # a measurement is never a replay of the response cache
 MODEL = "gpt-4o-mini"
 KEY = "sk-bench-0000000000000000"
 MESSAGES = [{"role": "user", "content": "Say hello to the benchmark in five words."}]

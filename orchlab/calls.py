@@ -35,6 +35,10 @@ class CallContext:
     """Free annotations for observers, e.g. the registered prompt name and version."""
     tool_runs: list[ToolRun] = field(default_factory=list)
     """The tools `delegate` ran in this call, in order (a TOOL span each in its trace)."""
+    first_token_s: float | None = None
+    """A streamed call: seconds from its start to its first text delta (metrics' time to first token)."""
+    cache: str | None = None
+    """The call's response-cache choice: auto, force, off (None: the role's; `orchlab.pipeline.cache`)."""
 
     def new_attempt(
         self,

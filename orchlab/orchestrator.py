@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchlab import logs
 from orchlab.budgets import Budgets
 from orchlab.calls import CallContext, Observers
 from orchlab.catalog import Catalog
@@ -22,6 +23,8 @@ from orchlab.config.loader import check_env, default_config_path, load_config
 from orchlab.config.schema import OrchestratorConfig
 from orchlab.errors import InvalidRequestError
 from orchlab.loop import run_sync, sync_twin
+from orchlab.metrics import MetricsObserver, enable_from_env
+from orchlab.pipeline.cache import ResponseCache, cache_location, check_mode
 from orchlab.pipeline.dispatch import Dispatch
 from orchlab.pipeline.embed import Embed
 from orchlab.pipeline.observe import Observe
@@ -75,6 +78,7 @@ _COMPLETE_KEYWORDS = (
     "complexity",
     "output",
     "format",
+    "cache",
 )
 _ENSEMBLE_KEYWORDS = ("models", "mode", "role", "judge", "aggregator", "system", "normalizer")
 
@@ -107,6 +111,8 @@ class Orchestrator:
         self.usage_tracker = UsageTracker()
         self.observers.add(self.usage_tracker)
         self.observers.add(self.budgets)
+        enable_from_env()
+        self.observers.add(MetricsObserver(config, self.budgets))  # a no-op while metrics are off
         self._tracking: Tracking | None = None
         base_dir = config_path.parent if config_path is not None else None
         self._tracking_settings = resolve_settings(
@@ -127,10 +133,18 @@ class Orchestrator:
             rebound=self._bindings.values,
         )
         """The models this config reaches, with facts and prices (`orchlab.catalog.Catalog`)."""
+        logs.configure_from_env()
+        role_modes = {name: spec.cache for name, spec in config.roles.items() if spec.cache is not None}
+        self.cache = ResponseCache(
+            config.cache,
+            location=lambda: cache_location(config.cache, self._store_url, base_dir),
+            role_mode=lambda role: role_modes.get(role) if role is not None else None,
+        )
+        """The response cache (YAML ``cache:``, `orchlab.pipeline.cache`): a pass of every attempt."""
         self.dispatch = Dispatch(
             catalog=self.catalog,
             providers=self.providers.get,
-            passes=default_passes(self.budgets, self.providers.get),
+            passes=default_passes(self.budgets, self.providers.get, cache=self.cache),
             settle=Settle(self.catalog, self.budgets),
             observe=Observe(self.observers),
             providers_here=self.providers.here,
@@ -144,6 +158,15 @@ class Orchestrator:
             observe=self.dispatch.observe,
         )
         """Embedding calls (`embed`): batches, budgets, cost, observers (`orchlab.pipeline.embed`)."""
+
+    def _store_url(self) -> str:
+        """Where the thread store is (the response cache's SQLite file goes beside it)."""
+        from orchlab.store.settings import resolve_store_settings
+
+        base_dir = self.config_path.parent if self.config_path is not None else None
+        return resolve_store_settings(
+            self.config.store, tracking=self._tracking_settings, base_dir=base_dir
+        ).url
 
     @property
     def tracking(self) -> Tracking:
@@ -319,6 +342,7 @@ class Orchestrator:
         parallel_tool_calls: bool | None = None,
         output: Any = None,
         format: str | None = None,
+        cache: str | bool | None = None,
         **routing: str | None,
     ) -> LLMResponse:
         """Answer ``messages`` with the model bound to ``role`` (works inside Jupyter's loop).
@@ -336,12 +360,15 @@ class Orchestrator:
         ``output=MyModel`` (a pydantic model class) asks for a structured answer:
         ``response.output`` is a validated instance (`orchlab.output.structured`).
         ``format``: ``"raw"``, ``"markdown"``, ``"json"`` or one you added (`orchlab.output.formats`).
+        ``cache``: ``auto`` | ``force`` | ``off`` (True / False) for this call's response cache
+        (None: the role's ``cache:``, else auto: deterministic requests only; `orchlab.pipeline.cache`).
         """
         fmt = _check_format(format, output)
         self._refuse_embedding(role)
         params_override, offer = self.offer(
             role, params_override, tools, toolset, tool_choice, parallel_tool_calls
         )
+        mode = check_mode(cache)
         if routing:
             response = run_sync(
                 self._complete(
@@ -350,16 +377,21 @@ class Orchestrator:
                     params=params_override,
                     offer=offer,
                     output=output,
+                    cache=mode,
                     **_routing(routing),
                 )
             )
             return _formatted(response, fmt)
         if self._has_strategy(role):
             response = run_sync(
-                self._complete(messages, role=role, params=params_override, offer=offer, output=output)
+                self._complete(
+                    messages, role=role, params=params_override, offer=offer, output=output, cache=mode
+                )
             )
             return _formatted(response, fmt)
-        ctx, resolved, request = self._single(role, messages, params_override, offer=offer, output=output)
+        ctx, resolved, request = self._single(
+            role, messages, params_override, offer=offer, output=output, cache=mode
+        )
         try:
             response = self.dispatch.attempt_sync(ctx, resolved, request)
         except BaseException as exc:
@@ -380,6 +412,7 @@ class Orchestrator:
         parallel_tool_calls: bool | None = None,
         output: Any = None,
         format: str | None = None,
+        cache: str | bool | None = None,
         **routing: str | None,
     ) -> LLMResponse:
         """`run` for async code: the call runs on the caller's own event loop (no thread hop),
@@ -391,6 +424,7 @@ class Orchestrator:
         params_override, offer = self.offer(
             role, params_override, tools, toolset, tool_choice, parallel_tool_calls
         )
+        mode = check_mode(cache)
         if routing:
             response = await self._complete(
                 messages,
@@ -399,15 +433,24 @@ class Orchestrator:
                 tags=tags,
                 offer=offer,
                 output=output,
+                cache=mode,
                 **_routing(routing),
             )
             return _formatted(response, fmt)
         if self._has_strategy(role):
             response = await self._complete(
-                messages, role=role, params=params_override, tags=tags, offer=offer, output=output
+                messages,
+                role=role,
+                params=params_override,
+                tags=tags,
+                offer=offer,
+                output=output,
+                cache=mode,
             )
             return _formatted(response, fmt)
-        ctx, resolved, request = self._single(role, messages, params_override, tags, offer, output)
+        ctx, resolved, request = self._single(
+            role, messages, params_override, tags, offer, output, cache=mode
+        )
         return _formatted(await self.dispatch.finish(ctx, self.dispatch.attempt(ctx, resolved, request)), fmt)
 
     def stream(
@@ -421,6 +464,7 @@ class Orchestrator:
         toolset: str | None = None,
         tool_choice: object = None,
         parallel_tool_calls: bool | None = None,
+        cache: str | bool | None = None,
     ) -> ResponseStream:
         """Iterate (sync or async) over text deltas; ``.response`` holds the final answer.
 
@@ -433,13 +477,14 @@ class Orchestrator:
         params_override, offer = self.offer(
             role, params_override, tools, toolset, tool_choice, parallel_tool_calls
         )
+        mode = check_mode(cache)
         if self._has_strategy(role):
             from orchlab.strategies.answer import stream
 
             return ResponseStream(
-                stream(self, messages, role=role, params=params_override, tags=tags, offer=offer)
+                stream(self, messages, role=role, params=params_override, tags=tags, offer=offer, cache=mode)
             )
-        ctx, resolved, request = self._single(role, messages, params_override, tags, offer)
+        ctx, resolved, request = self._single(role, messages, params_override, tags, offer, cache=mode)
         return ResponseStream(self.dispatch.stream(ctx, resolved, request))
 
     # --- tools (orchlab.tools) ---------------------------------------------------------------
@@ -499,6 +544,7 @@ class Orchestrator:
         complexity: str | None = None,
         output: Any = None,
         format: str | None = None,
+        cache: str | bool | None = None,
         **params: Any,
     ) -> LLMResponse:
         """Answer ``prompt`` (a string or messages), with a strategy when one applies.
@@ -527,6 +573,7 @@ class Orchestrator:
             risk=risk,
             complexity=complexity,
             output=output,
+            cache=check_mode(cache),
             params=params,
             where="complete()",
             keywords=_COMPLETE_KEYWORDS,
@@ -718,17 +765,22 @@ class Orchestrator:
         tags: Mapping[str, str] | None = None,
         offer: ToolOffer = NO_TOOLS,
         output: Any = None,
+        *,
+        cache: str | None = None,
     ) -> tuple[CallContext, ResolvedLLMConfig, ModelRequest]:
         """A plain role call: its context, the role's binding and the request."""
         resolved = self.resolve(role)
         request = self._request(resolved, messages, params_override, offer, output)
-        ctx = CallContext(role=role, strategy="single", messages=request.messages, tags=dict(tags or {}))
+        ctx = CallContext(
+            role=role, strategy="single", messages=request.messages, tags=dict(tags or {}), cache=cache
+        )
         return ctx, resolved, request
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def aclose(self) -> None:
         await self.providers.aclose()
+        self.cache.close()
 
     def close(self) -> None:
         run_sync(self.aclose())

@@ -65,6 +65,11 @@ def mask(text: str) -> str:
     return text
 
 
+def known() -> tuple[str, ...]:
+    """The values masked now (each key, and its percent-encoded form), longest first."""
+    return _known
+
+
 def contains_secret(text: str) -> bool:
     return any(value in text for value in _known)
 

@@ -276,6 +276,9 @@ class Attempt:
     """The calls the model asked for in this attempt's answer."""
     deployment: str | None = None
     """The server of a pooled provider (``deployments:``) that answered."""
+    cache: str | None = None
+    """``"hit"``: answered from the response cache (nothing sent, $0); ``"miss"``: sent, and its
+    answer stored (`orchlab.pipeline.cache`); None: the cache was not asked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +346,9 @@ class LLMResponse:
     """The stored assistant message (a ULID) when the call was made in a thread (`client.thread`)."""
     output: Any = field(default=None, repr=False)
     """The validated instance of the output model the call asked for (``run(..., output=M)``)."""
+    cache: str | None = None
+    """``"hit"``: a stored answer of the response cache, nothing was sent and it cost $0;
+    ``"miss"``: sent, and the answer stored; None: the cache was not asked (`orchlab.pipeline.cache`)."""
 
     @property
     def target(self) -> str:

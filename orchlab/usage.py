@@ -37,9 +37,10 @@ COLUMNS: tuple[str, ...] = (
     "unpriced_calls",
     "mean_latency_s",
 )
-SESSION_COLUMNS: tuple[str, ...] = (*COLUMNS, "overrun_usd")
-"""`client.usage()`'s columns: `COLUMNS` (which the tracking store's history shares) and the
-budget overrun, which only the session knows."""
+SESSION_COLUMNS: tuple[str, ...] = (*COLUMNS, "overrun_usd", "cache_hits")
+"""`client.usage()`'s columns: `COLUMNS` (which the tracking store's history shares), the
+budget overrun and the response cache's hits (answers given for $0, nothing sent), which only
+the session knows."""
 
 
 @dataclass(slots=True)
@@ -56,6 +57,7 @@ class _Totals:
     unpriced_calls: int = 0
     latency_s: float = 0.0
     overrun_usd: float = 0.0
+    cache_hits: int = 0
 
     def add(self, other: _Totals) -> None:
         for f in fields(self):
@@ -97,6 +99,8 @@ class UsageTracker:
                 totals.reasoning_tokens += usage.reasoning_tokens
                 if attempt.overrun_usd:
                     totals.overrun_usd += attempt.overrun_usd
+                if attempt.cache == "hit":
+                    totals.cache_hits += 1
                 if attempt.cost_usd is not None:
                     totals.cost_usd += attempt.cost_usd
                     totals.priced_calls += 1
@@ -135,6 +139,7 @@ class UsageTracker:
                     "unpriced_calls": t.unpriced_calls,
                     "mean_latency_s": t.latency_s / t.calls if t.calls else math.nan,
                     "overrun_usd": t.overrun_usd,
+                    "cache_hits": t.cache_hits,
                 }
             )
         return rows
@@ -145,7 +150,8 @@ class UsageTracker:
 
         Columns: calls (provider calls, failures included), errors, input/output tokens, cost_usd
         (NaN when no call of the group had a price), unpriced_calls, mean_latency_s, overrun_usd
-        (what providers charged beyond the worst case reserved under a budget; see `orchlab.pipeline.settle`).
+        (what providers charged beyond the worst case reserved under a budget; see `orchlab.pipeline.settle`),
+        cache_hits (calls the response cache answered for $0; `orchlab.pipeline.cache`).
         """
         import pandas as pd
 

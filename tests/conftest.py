@@ -3,6 +3,7 @@ YAML (closed after the test), loopback servers, the local model."""
 
 from __future__ import annotations
 
+import logging
 import os
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,6 +19,48 @@ from tests.servers.openai_wire import OpenAIWireServer
 
 P = TypeVar("P", bound=Provider)
 
+CANARY = "sk-orchlab-session-canary-5e0b7c19d2a4f6"
+"""A key in every test's environment (``ORCH_AUTH_CANARY_API_KEY``) that no log line may show."""
+CANARY_LOGGERS = ("orchlab", "openai", "anthropic", "httpx", "httpx2", "httpcore", "google_genai")
+
+
+class CanaryWatch(logging.Handler):
+    """Sees every record of the session at DEBUG (cheap: one substring test per record)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records = 0
+        self.leaks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records += 1
+        try:
+            text = record.getMessage()
+        except Exception:
+            text = str(record.msg)
+        extra = [record.exc_text or "", record.stack_info or ""]
+        if record.exc_info and record.exc_info[1] is not None:
+            extra.append(repr(record.exc_info[1]))
+        if CANARY in text or any(CANARY in part for part in extra):
+            self.leaks.append(f"{record.name} {record.levelname}: {text[:300]}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _canary_never_logged() -> Iterator[CanaryWatch]:
+    """The session-wide check: orchlab's and the SDKs' loggers at DEBUG for the whole run, and the
+    canary key (set in every test's environment) in no record, whatever the test did."""
+    watch = CanaryWatch()
+    root = logging.getLogger()
+    levels = {name: logging.getLogger(name).level for name in CANARY_LOGGERS}
+    for name in CANARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    root.addHandler(watch)
+    yield watch
+    root.removeHandler(watch)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    assert not watch.leaks, f"the canary key was logged {len(watch.leaks)} time(s): {watch.leaks[:5]}"
+
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -28,6 +71,9 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_MODEL_CATALOG_URI", "")
     # MLflow tracking is on by default for users; tests that exercise it switch it back on
     monkeypatch.setenv("ORCH_TRACKING", "0")
+    # so is the response cache for deterministic requests: tests that exercise it switch it back on
+    monkeypatch.setenv("ORCH_CACHE", "off")
+    monkeypatch.setenv("ORCH_AUTH_CANARY_API_KEY", CANARY)
     monkeypatch.setenv("ORCH_CACHE_DIR", str(tmp_path / "orchlab-cache"))
     monkeypatch.chdir(tmp_path)
 

@@ -43,7 +43,7 @@ class Refuse(SyncPass):
 def test_the_passes_run_in_the_documented_order(client_for: Any) -> None:
     client = client_for(CONFIG)
     names = [type(p).__name__ for p in client.dispatch.passes]
-    assert names == ["ContextWindow", "BudgetAdmission", "EmptyAnswer"]
+    assert names == ["ResponseCache", "ContextWindow", "BudgetAdmission", "EmptyAnswer"]
 
 
 @pytest.mark.parametrize("call", ["run", "arun", "stream"])
@@ -56,7 +56,7 @@ async def test_a_pass_may_answer_the_request_itself(client_for: Any, call: str) 
         r = await client.arun("plain", ASK)
     else:
         stream = client.stream("plain", ASK)
-        assert [c async for c in stream] == []
+        assert [c async for c in stream] == ["remembered"]  # a pass's answer is streamed too
         r = stream.response
     assert r.content == "remembered" and r.cost_usd == 0.0
     assert client.provider("cloud").calls == []  # nothing was sent

@@ -74,6 +74,7 @@ def test_usage_table_values(client: Orchestrator, openai_server: OpenAIWireServe
         "unpriced_calls",
         "mean_latency_s",
         "overrun_usd",
+        "cache_hits",
     ]
     rows = {r.role: r for r in table.itertuples()}
     a, b, c = rows["llm.a"], rows["llm.b"], rows["llm.c"]

@@ -393,6 +393,9 @@ class RoutingConfig(_Strict):
         return self
 
 
+CacheMode = Literal["auto", "force", "off"]
+
+
 class RoleConfig(_Strict):
     provider: str | None = Field(
         default=None, description="the role's own model's provider (stage 1); omit with candidates: only"
@@ -429,6 +432,16 @@ class RoleConfig(_Strict):
     select: SelectConfig | None = Field(
         default=None, description="instead of provider:/model:, what the model must be (the catalog picks)"
     )
+    cache: CacheMode | None = Field(
+        default=None,
+        description="the response cache for this role: auto (deterministic requests only), force, off",
+    )
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        """YAML reads a bare ``off`` as false (and ``on`` as true)."""
+        return {False: "off", True: "force"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _own_model_or_candidates(self) -> RoleConfig:
@@ -519,6 +532,19 @@ class StoreConfig(_Strict):
     context_depth: int = Field(default=10, ge=0, description="messages of a thread's branch sent with a call")
 
 
+class CacheConfig(_Strict):
+    """The response cache (orchlab.pipeline.cache). ``ORCH_CACHE=off`` turns it off everywhere."""
+
+    enabled: bool = True
+    url: str | None = Field(
+        default=None,
+        description="sqlite:///PATH (relative to this YAML file) or redis://HOST:PORT/DB; "
+        "default: .orchlab/cache.db beside the thread store",
+    )
+    ttl_s: float = Field(default=7 * 86400.0, gt=0, description="how long an answer is kept (seconds)")
+    max_entries: int = Field(default=10_000, ge=1, description="past it the oldest answers are dropped")
+
+
 CapabilityName = Literal["chat", "code", "reasoning", "vision", "tools", "embedding"]
 
 
@@ -597,6 +623,7 @@ class OrchestratorConfig(_Strict):
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     toolsets: dict[str, list[ToolRef]] = Field(
         default_factory=dict, description="name -> importable functions 'package.module:function'"
     )

@@ -47,6 +47,7 @@ from orchlab.errors import InvalidRequestError, OrchlabError
 from orchlab.evaluation.replay import POLICY_KEYS, Replayed, policy_of, replay, with_overrides
 from orchlab.evaluation.scorers import EvalScorer, Verdict, as_scorer, to_mlflow
 from orchlab.evaluation.stats import pareto_front, quantile, wilson_interval
+from orchlab.pipeline.cache import CACHE_PARAM, check_mode
 from orchlab.strategies.urn import is_urn
 from orchlab.tracking.context import untracked
 
@@ -185,11 +186,15 @@ def answer_item(
     """One item answered by one target, untracked (the evaluation's own trace holds it): the record
     replay reads (answer, every attempt, cost, tokens, latency)."""
     messages = _prompt(t, item)
+    params = dict(params)
+    cache = params.pop(CACHE_PARAM, "off")
     record: dict[str, Any] = {"item": item["id"], "target": t.label}
     started = time.perf_counter()
     try:
         with untracked():
-            r = client.complete(messages, role=t.target, strategy=t.strategy, **{**params, **t.params})
+            r = client.complete(
+                messages, role=t.target, strategy=t.strategy, cache=cache, **{**params, **t.params}
+            )
     except Exception as exc:
         record.update(
             answer=None,
@@ -247,6 +252,7 @@ def evaluate(
     log: bool = True,
     warmup: bool = True,
     progress: bool = True,
+    cache: str = "off",
 ) -> Evaluation:
     """Every item of ``dataset`` answered by every target and scored; see the module doc.
 
@@ -254,7 +260,8 @@ def evaluate(
     the one ``accuracy`` counts. ``concurrency``: items answered at once per target (one
     in-process model answers one at a time: use 1 there, or latency includes the wait).
     ``replay``: an `Evaluation` or the name of the MLflow experiment it was logged to; nothing is
-    called and nothing is logged then.
+    called and nothing is logged then. ``cache``: the response cache is off (a measurement is
+    never a replay) unless asked (``auto`` or ``force``).
     """
     from orchlab.orchestrator import get_llm_client
 
@@ -288,7 +295,7 @@ def evaluate(
             )
         result.policies[t.label] = policy_of(_plan(client, t))
     settings = client.tracking.settings
-    call_params = dict(params or {})
+    call_params = {**(params or {}), CACHE_PARAM: check_mode(cache, "cache")}
     if settings.enabled and log:
         _run_logged(result, client, call_params, concurrency, warmup, progress)
     else:

@@ -140,7 +140,12 @@ class Dispatch:
             for check in self.passes:
                 answer = await check.admit(ctx, flight, request)
                 if answer is not None:
-                    yield StreamChunk(response=self._answered_by_pass(flight, answer))
+                    answer = self._answered_by_pass(flight, answer)
+                    if answer.content:  # a cache hit replays its answer as a stream
+                        if ctx.first_token_s is None:
+                            ctx.first_token_s = time.perf_counter() - ctx.started_perf
+                        yield StreamChunk(answer.content)
+                    yield StreamChunk(response=answer)
                     return
             flight.sent = True
             adapter = self.providers_here(resolved.provider)
@@ -152,6 +157,8 @@ class Dispatch:
                         took = time.perf_counter() - ctx.started_perf
                         chunk = StreamChunk(chunk.delta, self._succeeded(flight, chunk.response, took))
                     else:
+                        if not parts and ctx.first_token_s is None:
+                            ctx.first_token_s = time.perf_counter() - ctx.started_perf
                         parts.append(chunk.delta)
                     yield chunk
         except BaseException as exc:
@@ -213,6 +220,7 @@ class Dispatch:
         charge = self.settle.charge(flight, response)
         response = replace(
             response,
+            cache="miss" if flight.store is not None else response.cache,
             role=flight.role,
             cost_usd=charge.cost_usd,
             cost_note=charge.cost_note,
@@ -241,7 +249,10 @@ class Dispatch:
             latency_s=time.perf_counter() - flight.started,
             **overrun,
             **({"tool_calls": response.tool_calls} if response.tool_calls else {}),
+            **({"cache": response.cache} if response.cache else {}),
         )
+        if flight.store is not None:
+            flight.store(response)
         return response
 
     def _answered_by_pass(self, flight: InFlight, response: LLMResponse) -> LLMResponse:
@@ -256,6 +267,7 @@ class Dispatch:
             cost_usd=response.cost_usd,
             output=response.content,
             note=response.cost_note,
+            cache=response.cache,
         )
         return response
 

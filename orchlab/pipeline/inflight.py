@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
     from orchlab.catalog.catalog import Entry
     from orchlab.catalog.tokens import TokenCount
     from orchlab.resolution import ResolvedLLMConfig
-    from orchlab.types import Attempt
+    from orchlab.types import Attempt, LLMResponse
 
 
 @dataclass(slots=True)
@@ -32,6 +33,8 @@ class InFlight:
     count: TokenCount | None = None
     """The prompt's counted tokens, when the context-window pass had to count them."""
     reservation: Reservation | None = None
+    store: Callable[[LLMResponse], None] | None = None
+    """Set by the response cache on a miss: keeps the settled answer (never an error)."""
     sent: bool = False
     started: float = field(default_factory=time.perf_counter)
 

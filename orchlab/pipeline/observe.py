@@ -7,6 +7,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from orchlab import logs
 from orchlab.calls import CallRecord
 from orchlab.errors import OrchlabError
 from orchlab.types import Decision
@@ -53,11 +54,14 @@ class Observe:
         facts = self._observers.notify(CallRecord(ctx, response, None, time.time()))
         if facts is not None and facts.trace_id is not None:
             response = replace(response, trace_id=facts.trace_id)
+        logs.call_finished(ctx, response, None, response.trace_id)
         return response
 
     def failed(self, ctx: CallContext, error: BaseException) -> None:
         """Tell the observers; an orchlab error gets the trace id (``OrchlabError.trace_id``
         exists for it: an SDK's or Python's exception is never patched)."""
         facts = self._observers.notify(CallRecord(ctx, None, error, time.time()))
-        if facts is not None and facts.trace_id is not None and isinstance(error, OrchlabError):
-            error.trace_id = facts.trace_id
+        trace_id = facts.trace_id if facts is not None else None
+        if trace_id is not None and isinstance(error, OrchlabError):
+            error.trace_id = trace_id
+        logs.call_finished(ctx, None, error, trace_id)

@@ -16,7 +16,10 @@ order every call goes through:
 3. `EmptyAnswer`: ``max_tokens=0`` is answered with the empty answer, the same on every provider
    (their APIs refuse 0 or read it as "no limit"), and nothing is billed.
 
-Later passes (memory, response cache, output format) slot into this list.
+0. `orchlab.pipeline.cache.ResponseCache` (when the client has one): a stored answer of the
+   same fully resolved request, for $0; on a miss the settled answer is stored.
+
+Later passes (memory, output format) slot into this list.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from orchlab import logs
 from orchlab.catalog.tokens import PER_MESSAGE, REPLY_PRIMING, count_prompt, count_prompt_sync
 from orchlab.errors import ContextWindowError, UnknownCostError
 from orchlab.types import LLMResponse, Usage
@@ -112,7 +116,13 @@ class BudgetAdmission(SyncPass):
 
     def admit_sync(self, ctx: CallContext, flight: InFlight, request: ModelRequest) -> LLMResponse | None:
         if self._budgets.applies(flight.budget_role):
-            flight.reservation = self._reserve(ctx, flight, request)
+            flight.reservation = reservation = self._reserve(ctx, flight, request)
+            logs.decision(
+                "budget reservation",
+                role=flight.budget_role,
+                target=flight.entry.info.target,
+                reserved_usd=reservation.amount,
+            )
         return None
 
     def _reserve(self, ctx: CallContext, flight: InFlight, request: ModelRequest) -> Reservation:
@@ -173,6 +183,10 @@ class EmptyAnswer(SyncPass):
         )
 
 
-def default_passes(budgets: Budgets, providers: Callable[[str], Provider]) -> list[Pass]:
-    """The passes every attempt goes through, in order."""
-    return [ContextWindow(providers), BudgetAdmission(budgets), EmptyAnswer()]
+def default_passes(
+    budgets: Budgets, providers: Callable[[str], Provider], *, cache: Pass | None = None
+) -> list[Pass]:
+    """The passes every attempt goes through, in order; the response cache (when given) first:
+    a stored answer costs nothing, so no budget or window check is needed for it."""
+    first = [cache] if cache is not None else []
+    return [*first, ContextWindow(providers), BudgetAdmission(budgets), EmptyAnswer()]

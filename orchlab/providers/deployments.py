@@ -38,6 +38,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
+from orchlab import logs
 from orchlab.errors import AllAttemptsFailedError, ConfigValidationError, ProviderError
 from orchlab.providers.base import DiscoveredModel, Provider, ProviderSettings
 
@@ -203,7 +204,10 @@ class DeploymentPool(Provider):
             d.outstanding -= 1
             d.errors += 1
             d.moved += moved
-        self.health.failure(d.key, str(exc), after=self.cooldown_after, cooldown_s=self.cooldown_s)
+        if self.health.failure(d.key, str(exc), after=self.cooldown_after, cooldown_s=self.cooldown_s):
+            logs.decision("cooldown", provider=self.name, deployment=d.url, cooldown_s=self.cooldown_s)
+        if moved:
+            logs.decision("failover", provider=self.name, deployment=d.url, error_type=type(exc).__name__)
 
     def _exhausted(self, failures: list[tuple[Deployment, ProviderError]], model: str) -> ProviderError:
         last = failures[-1][1]

@@ -80,6 +80,8 @@ class Exchange:
             out["x-orchlab-trace-id"] = response.trace_id
         out["x-orchlab-cost-usd"] = "unknown" if response.cost_usd is None else f"{response.cost_usd:.8f}"
         out["x-orchlab-decision"] = decision(response)
+        if response.cache is not None:
+            out["x-orchlab-cache"] = response.cache  # hit | miss (orchlab.serve.cache_header)
         took = time.perf_counter() - self.started
         out["x-orchlab-overhead-ms"] = f"{max(took - response.latency_s, 0.0) * 1000:.3f}"
         return out

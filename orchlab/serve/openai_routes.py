@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
+from orchlab.serve import cache_header
 from orchlab.serve.body import decode_json, read_body
 from orchlab.serve.errors import HTTPError, from_exception
 from orchlab.serve.gateway import Exchange, Gateway, gateway, json_response
@@ -54,10 +55,11 @@ async def chat_completions(request: Request) -> Response:
         target = gw.targets.resolve(req.model)
         messages, params = to_messages(req), to_params(req)
         tags = ex.tags(req.user, req.metadata)
+        cache = cache_header.requested(request)
         if req.stream:
-            stream = gw.client.stream(target, messages, params or None, tags=tags)
+            stream = gw.client.stream(target, messages, params or None, tags=tags, cache=cache)
             return await Streamed(gw, ex, req, stream).response(request)
-        response = await gw.client.arun(target, messages, params or None, tags=tags)
+        response = await gw.client.arun(target, messages, params or None, tags=tags, cache=cache)
     except Exception as exc:
         return ex.error(exc)
     return json_response(completion_body(response, req.model), headers=ex.headers(response))

@@ -202,6 +202,7 @@ async def complete(
     tags: Mapping[str, str] | None = None,
     offer: ToolOffer = NO_TOOLS,
     output: Any = None,
+    cache: str | None = None,
     **options: Any,
 ) -> LLMResponse:
     """What answers ``client.complete`` / ``ensemble`` / ``run`` with a logic (on the engine loop).
@@ -214,7 +215,9 @@ async def complete(
     spec = output_schema(output) if output is not None else None
     messages = as_messages(prompt, system)
     plan = plan_for_target(orch, role, strategy=strategy, model=model, candidates=candidates, **options)
-    ctx = CallContext(role=plan.role, strategy=str(plan.strategy), messages=messages, tags=dict(tags or {}))
+    ctx = CallContext(
+        role=plan.role, strategy=str(plan.strategy), messages=messages, tags=dict(tags or {}), cache=cache
+    )
     if plan.strategy is Strategy.SINGLE:
         # the plain call needs no `Answering`: one attempt, the trail attached by Observe
         cand = plan.candidates[0]
@@ -259,6 +262,7 @@ async def stream(
     params: object = None,
     tags: Mapping[str, str] | None = None,
     offer: ToolOffer = NO_TOOLS,
+    cache: str | None = None,
 ) -> AsyncIterator[StreamChunk]:
     """``client.stream`` on a role with a strategy (or a URN, or ``'provider:model'``): the logic's
     deltas, then one last chunk with the whole decision trail and the cost rolled up over every
@@ -267,7 +271,11 @@ async def stream(
         params = check_params(params)
     plan = plan_for_target(orch, role)
     ctx = CallContext(
-        role=plan.role, strategy=str(plan.strategy), messages=as_messages(messages), tags=dict(tags or {})
+        role=plan.role,
+        strategy=str(plan.strategy),
+        messages=as_messages(messages),
+        tags=dict(tags or {}),
+        cache=cache,
     )
     answering = Answering(
         orch, ctx, ctx.messages, params, plan.spec.retry if plan.spec is not None else None, offer=offer

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from orchlab import logs
 from orchlab.config.schema import Strategy
 from orchlab.errors import AllAttemptsFailedError
 from orchlab.strategies.base import FALL_THROUGH, Answer, Answering, AnyCandidate, Outcome, leaves, unique_key
@@ -51,6 +52,15 @@ async def run_cascade(
         if score.value is not None:
             scores[unique_key(scores, cand.target)] = score.value
         shown = "unknown" if score.value is None else f"{score.value:.3f}"
+        logs.decision(
+            "cascade score",
+            target=cand.target,
+            stage=i,
+            scorer=scorer.label,
+            score=score.value,
+            threshold=bar,
+            accepted=score.value is not None and score.value >= bar,
+        )
         if score.value is not None and score.value >= bar:
             head = f"stage {i} {cand.target} accepted: {scorer.label} score {shown} >= {bar:g} ({score.note})"
             return Outcome(answer, "; ".join([*notes, head]), scores)

@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from orchlab import logs
 from orchlab.config.schema import Strategy
 from orchlab.errors import (
     AllAttemptsFailedError,
@@ -81,8 +82,10 @@ async def call_with_retries(
             cooled = health.failure(
                 cand.provider, str(exc), after=policy.cooldown_after, cooldown_s=policy.cooldown_s
             )
-            if cooled and notes is not None:
-                notes.append(f"{cand.provider} is cooling down for {policy.cooldown_s:g}s")
+            if cooled:
+                logs.decision("cooldown", provider=cand.provider, cooldown_s=policy.cooldown_s)
+                if notes is not None:
+                    notes.append(f"{cand.provider} is cooling down for {policy.cooldown_s:g}s")
             if tries >= policy.retries or health.cooling(cand.provider) is not None:
                 raise
             if isinstance(exc, ProviderTimeoutError):
@@ -100,6 +103,7 @@ async def call_with_retries(
             else:
                 wait = min(policy.backoff_s * 2**tries, policy.max_backoff_s)
                 why = "backoff"
+            logs.decision("retry", target=cand.target, wait_s=wait, why=why, error_type=type(exc).__name__)
             if notes is not None:
                 notes.append(f"waited {wait:g}s ({why}) before retrying {cand.target}")
             await answering.clock.sleep(wait)
@@ -156,6 +160,7 @@ async def run_chain(
             answer = await call_with_retries(answering, cand, stage=f"{label} {i}", notes=notes)
         except FALL_THROUGH as exc:
             failed.append(f"{cand.target} ({type(exc).__name__})")
+            logs.decision("fallback", failed=cand.target, error_type=type(exc).__name__, stage=i)
             if isinstance(exc, ContextWindowError | ContextLengthExceededError):
                 needed = max(needed or 0, _tokens_needed(answering.orch, cand, exc) or 0) or None
             continue

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 
+from orchlab import logs
 from orchlab.config.schema import Strategy
 from orchlab.errors import AllAttemptsFailedError
 from orchlab.strategies.base import FALL_THROUGH, Answer, Answering, AnyCandidate, Outcome, ms, unique_key
@@ -77,6 +78,13 @@ async def run_race(
         tail.append(f"failed: {', '.join(failed)}")
     if rejected:
         tail.append(f"rejected: {', '.join(a.candidate.target for *_, a in rejected)}")
+    logs.decision(
+        "race winner",
+        winner=winner.candidate.target if winner is not None else None,
+        candidates=len(candidates),
+        failed=len(failed),
+        rejected=len(rejected),
+    )
     if winner is not None:
         head = f"{winner.candidate.target} gave the first good answer in {ms(winner.attempt.latency_s)}"
         return Outcome(winner, "; ".join([head, *tail]), scores)

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from orchlab.config import logic_ids
 from orchlab.config.schema import Strategy
 from orchlab.errors import InvalidRequestError, OrchlabError, OrchlabWarning
+from orchlab.pipeline.cache import CACHE_PARAM, check_mode
 from orchlab.tracking.context import TraceLink, linked, untracked
 from orchlab.types import Message, to_messages
 
@@ -219,14 +220,17 @@ class _Progress:
 
 
 async def _call(client: Orchestrator, target: Target, case: PromptCase, params: Mapping[str, Any]) -> Any:
+    params = dict(params)
+    cache = params.pop(CACHE_PARAM, "off")
     if target.kind == "role":
         assert target.role is not None
-        return await client.arun(target.role, case.messages, dict(params) or None)
+        return await client.arun(target.role, case.messages, params or None, cache=cache)
     return await client.acomplete(
         case.messages,
         role=target.role,
         strategy=target.strategy,
         model=target.model,
+        cache=cache,
         **{**target.options, **params},
     )
 
@@ -246,9 +250,11 @@ def compare(
     name: str | None = None,
     log_runs: bool = True,
     warmup: bool = True,
+    cache: str = "off",
 ) -> Comparison:
     """Run every prompt on every target (at most ``concurrency`` calls at once), after one warm-up
-    call per target (``warmup``); see the module doc."""
+    call per target (``warmup``); see the module doc. ``cache``: the response cache is off (a
+    measurement is never a replay) unless asked (``auto`` or ``force``)."""
     from orchlab.loop import run_sync
     from orchlab.orchestrator import get_llm_client
 
@@ -274,7 +280,7 @@ def compare(
     cells = [(case, target) for case in cases for target in parsed]
     rows: list[dict[str, Any]] = [{} for _ in cells]
     bar = _Progress(len(cells), progress)
-    call_params = dict(params or {})
+    call_params = {**(params or {}), CACHE_PARAM: check_mode(cache, "cache")}
 
     async def one(i: int, case: PromptCase, target: Target, gate: asyncio.Semaphore) -> None:
         link = TraceLink(

@@ -390,6 +390,8 @@ def _attempt_span(
     }
     if attempt.deployment is not None:
         attrs["orchlab.deployment"] = attempt.deployment
+    if attempt.cache is not None:
+        attrs["orchlab.cache"] = attempt.cache  # "hit": the response cache answered, nothing was sent
     if attempt.outcome != "error" or attempt.usage.total_tokens:
         attrs["mlflow.chat.tokenUsage"] = _usage(attempt)
     cost = _cost(attempt)
