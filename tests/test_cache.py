@@ -212,7 +212,11 @@ print(cache_key(resolved(), request(params=params)))
 def test_the_key_is_the_same_in_another_process_and_for_any_dict_order() -> None:
     here = cache_key(resolved(), request())
     there = subprocess.run(
-        [sys.executable, "-c", KEY_SCRIPT], capture_output=True, text=True, check=True, env=None
+        [sys.executable, "-c", KEY_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],  # the tests run in a temp dir; `tests` imports from the root
     ).stdout.strip()
     assert there == here
     assert len(here) == 64 and int(here, 16) >= 0
