@@ -368,3 +368,12 @@ def test_the_printed_command_starts_a_ui_on_the_store(store: Path, tmp_path: Pat
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_a_urn_is_a_compare_target_answered_as_run_answers_it(client: Orchestrator) -> None:
+    urn = "urn:orchlab:fallback:candidates=fake:big,fake:mid"
+    result = orchlab.compare(PROMPTS, ["mid", urn], client=client, progress=False, warmup=False)
+    assert result.answers.loc[("0", PROMPTS[0]), urn] == "2 + 2 =\n4"  # the fallback's first candidate
+    assert result.answers.loc[("0", PROMPTS[0]), "mid"] == "it is four, I think"
+    with pytest.raises(orchlab.ConfigError, match="fallbak"):
+        orchlab.compare(PROMPTS, ["urn:orchlab:fallbak:candidates=fake:big"], client=client, progress=False)

@@ -103,11 +103,16 @@ def compare_target(client: Orchestrator, spec: object) -> Target:
         return Target(str(label), "custom", role, model, strategy, options)
     if not isinstance(spec, str) or not spec.strip():
         raise InvalidRequestError(
-            f"a compare target is a role, 'provider:model', a strategy or a dict, got {spec!r}"
+            f"a compare target is a role, 'provider:model', a URN, a strategy or a dict, got {spec!r}"
         )
     spec = spec.strip()
     if spec in client.roles():
         return Target(spec, "role", role=spec)
+    if spec.startswith("urn:"):
+        from orchlab.strategies.urn import parse_urn
+
+        parse_urn(spec)  # a bad namespace, logic id or param is named now, before any call
+        return Target(spec, "role", role=spec)  # answered as run() answers a URN
     if ":" in spec:
         provider = spec.partition(":")[0]
         client.resolver.provider_config(provider)  # UnknownProviderError with suggestions
