@@ -32,6 +32,11 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log a line per request (off: answers carry x-request-id, and are traced when tracking is on)",
+    )
     return p
 
 
@@ -64,6 +69,8 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        access_log=args.access_log,
+        server_header=False,
         timeout_graceful_shutdown=None,
     )
     return 0

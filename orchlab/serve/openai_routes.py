@@ -56,10 +56,13 @@ async def chat_completions(request: Request) -> Response:
         tags = ex.tags(req.user, req.metadata)
         if req.stream:
             stream = gw.client.stream(target, messages, params or None, tags=tags)
-            return await Streamed(gw, ex, req, stream).response(request)
+            answer = await Streamed(gw, ex, req, stream).response(request)
+            gw.answered()
+            return answer
         response = await gw.client.arun(target, messages, params or None, tags=tags)
     except Exception as exc:
         return ex.error(exc)
+    gw.answered()
     return json_response(completion_body(response, req.model), headers=ex.headers(response))
 
 
