@@ -1,7 +1,7 @@
-"""What keeps ``orchlab serve`` lean per request: no access-log line or server header unless asked,
-and a worker that owns its process freezes its heap after the first answer (full collections
-then skip modules, classes and SDK clients). The speed itself is measured in
-benchmarks/gateway.py and benchmarks/gateway_profile.py."""
+"""What keeps ``orchlab serve`` lean per request: no access-log line or server header unless
+asked, idle connections kept longer than clients keep theirs, and a worker that owns its process
+freezes its heap after the first answer (full collections then skip modules, classes and SDK
+clients). The speed itself is measured in benchmarks/gateway.py and benchmarks/gateway_profile.py."""
 
 from __future__ import annotations
 
@@ -38,13 +38,15 @@ def _runs(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> dict[str, Any]:
     return seen
 
 
-def test_serve_logs_no_access_line_and_sends_no_server_header_unless_asked(
+def test_serve_logs_no_access_line_sends_no_server_header_and_keeps_connections(
     monkeypatch: pytest.MonkeyPatch, write_config, openai_server: OpenAIWireServer
 ) -> None:
     config = str(write_config(gateway_yaml(openai_server)))
     plain = _runs(monkeypatch, ["serve", "--config", config])
     assert plain["access_log"] is False and plain["server_header"] is False
     assert plain["app"] == "orchlab.serve.app:app_from_env" and plain["factory"] is True
+    # idle connections outlive the clients' own keep-alive (httpx's, so the openai SDK's: 5 s)
+    assert plain["timeout_keep_alive"] > httpx.Limits().keepalive_expiry
     logged = _runs(monkeypatch, ["serve", "--config", config, "--access-log", "--workers", "2"])
     assert logged["access_log"] is True and logged["workers"] == 2
 
