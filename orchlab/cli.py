@@ -16,6 +16,11 @@ from pathlib import Path
 
 from orchlab.errors import OrchlabError
 
+KEEP_ALIVE_S = 75
+"""How long an idle client connection stays open: longer than clients keep theirs (httpx, so the
+openai SDK: 5 s; aiohttp: 15 s; a load balancer: often 60 s), so a client never sends on a connection
+the gateway is closing at that moment (uvicorn's own 5 s raced the SDK's 5 s: reset connections)."""
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="orchlab", description="orchlab: roles, not hard-coded models")
@@ -31,6 +36,11 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log a line per request (off: answers carry x-request-id, and are traced when tracking is on)",
     )
     return p
 
@@ -64,6 +74,9 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        access_log=args.access_log,
+        server_header=False,
+        timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=None,
     )
     return 0

@@ -52,10 +52,14 @@ def build_client(config: str | Path | OrchestratorConfig | None) -> Orchestrator
 
 
 def create_app(
-    config: str | Path | OrchestratorConfig | None = None, *, client: Orchestrator | None = None
+    config: str | Path | OrchestratorConfig | None = None,
+    *,
+    client: Orchestrator | None = None,
+    freeze_heap: bool = False,
 ) -> FastAPI:
     """The gateway for ``config`` (a path, a loaded config, None: the embedded default), or for
-    ``client`` (then the caller closes it)."""
+    ``client`` (then the caller closes it). ``freeze_heap``: the app owns its process (see
+    `Gateway`; ``orchlab serve`` sets it)."""
     require_fastapi()
     from fastapi import FastAPI
 
@@ -67,7 +71,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = client is None
         orch = build_client(config) if client is None else client
-        gw = Gateway(orch)
+        gw = Gateway(orch, freeze_heap=freeze_heap)
         app.state.gateway = gw
         try:
             yield
@@ -91,4 +95,4 @@ def create_app(
 
 def app_from_env() -> Any:
     """`create_app` on the config named by ``ORCH_SERVE_CONFIG`` (uvicorn's factory, per worker)."""
-    return create_app(os.environ.get(CONFIG_ENV) or None)
+    return create_app(os.environ.get(CONFIG_ENV) or None, freeze_heap=True)

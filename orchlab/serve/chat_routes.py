@@ -47,6 +47,7 @@ async def chat(request: Request) -> Response:
         response = await gw.client.arun(target, messages, tags=ex.tags(body.user))
     except Exception as exc:
         return ex.error(exc)
+    gw.answered()
     answer: Any = response.content
     problem = None
     if body.format == "json":

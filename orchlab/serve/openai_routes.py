@@ -58,10 +58,13 @@ async def chat_completions(request: Request) -> Response:
         cache = cache_header.requested(request)
         if req.stream:
             stream = gw.client.stream(target, messages, params or None, tags=tags, cache=cache)
-            return await Streamed(gw, ex, req, stream).response(request)
+            answer = await Streamed(gw, ex, req, stream).response(request)
+            gw.answered()
+            return answer
         response = await gw.client.arun(target, messages, params or None, tags=tags, cache=cache)
     except Exception as exc:
         return ex.error(exc)
+    gw.answered()
     return json_response(completion_body(response, req.model), headers=ex.headers(response))
 
 

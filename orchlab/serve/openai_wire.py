@@ -94,6 +94,11 @@ class ChatRequest(_Wire):
     stream_options: StreamOptions | None = None
 
 
+_REQUEST_KEYS = frozenset(ChatRequest.model_fields)
+_MESSAGE_KEYS = frozenset(ChatMessage.model_fields)
+_STREAM_OPTION_KEYS = frozenset(StreamOptions.model_fields)
+
+
 def parse_request(body: object, *, drop_params: bool) -> ChatRequest:
     """The decoded JSON body as a `ChatRequest`; an `HTTPError` 400 naming what is wrong."""
     if not isinstance(body, dict):
@@ -109,7 +114,7 @@ def _known_keys(body: dict[str, Any], drop_params: bool) -> dict[str, Any]:
     """``body`` without the parameters the gateway does not honour (dropped, or a 400)."""
     out: dict[str, Any] = {}
     for key, value in body.items():
-        if key in ChatRequest.model_fields:
+        if key in _REQUEST_KEYS:
             out[key] = value
         elif not drop_params:
             what = "is not supported by this gateway" if key in UNSUPPORTED else "is not a known parameter"
@@ -123,21 +128,21 @@ def _known_keys(body: dict[str, Any], drop_params: bool) -> dict[str, Any]:
         out["messages"] = [_message_keys(i, m, drop_params) for i, m in enumerate(messages)]
     options = out.get("stream_options")
     if isinstance(options, dict) and drop_params:
-        out["stream_options"] = {k: v for k, v in options.items() if k in StreamOptions.model_fields}
+        out["stream_options"] = {k: v for k, v in options.items() if k in _STREAM_OPTION_KEYS}
     return out
 
 
 def _message_keys(i: int, message: object, drop_params: bool) -> object:
     if not isinstance(message, dict):
         return message  # validation names it
-    extra = [k for k in message if k not in ChatMessage.model_fields]
+    extra = [k for k in message if k not in _MESSAGE_KEYS]
     if extra and not drop_params:
         raise bad_request(
             f"messages[{i}].{extra[0]} is not supported by this gateway (only role and content are used)",
             param=f"messages[{i}].{extra[0]}",
             code="unsupported_parameter",
         )
-    return {k: v for k, v in message.items() if k in ChatMessage.model_fields}
+    return message if not extra else {k: v for k, v in message.items() if k in _MESSAGE_KEYS}
 
 
 def validation_error(exc: ValidationError) -> HTTPError:

@@ -1,0 +1,221 @@
+"""Where ``orchlab serve`` spends its CPU per chat request, and how two checkouts compare.
+
+Run::
+
+    .venv/bin/python benchmarks/gateway_profile.py                       # this checkout, 4 x 500 requests
+    .venv/bin/python benchmarks/gateway_profile.py --baseline /tmp/main  # A/B against another checkout
+    .venv/bin/python benchmarks/gateway_profile.py --profile out.prof    # + where the CPU goes
+
+One loopback upstream speaking OpenAI's wire format (``benchmarks/gateway.py --upstream``, its own
+process) answers a canned ``chat.completion``. ``orchlab serve`` runs as a subprocess on it, tracking
+off; with ``--baseline DIR`` a second one runs from that checkout (``git archive main | tar -x -C DIR``)
+on the same upstream. The same request goes one at a time (closed loop: the machine's load, not our
+own queueing, sets the waits) in blocks that rotate direct, this checkout, the baseline, so each
+side sees the same moments of the machine. Reported per side: CPU per request of the gateway
+process (user + system from ``/proc``, the figure that decides how many requests a worker serves and
+what each one adds on a loaded machine), and p50/p99 of the latency added over the direct call.
+
+``--profile FILE`` runs this checkout's gateway under cProfile with a CPU clock (``time.thread_time``:
+waiting for the upstream or for a core is not counted) and prints the functions taking the most
+CPU, grouped by where they live (uvicorn, FastAPI/Starlette, orchlab.serve, the pipeline, the openai
+SDK and its HTTP client).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import pstats
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import gateway as bench  # noqa: E402  (benchmarks/gateway.py: the upstream, the config, /proc CPU)
+
+PROFILED = """\
+import cProfile, os, sys, time
+from orchlab.cli import main
+profile = cProfile.Profile(time.thread_time)
+profile.enable()
+try:
+    main(sys.argv[1:])
+finally:
+    profile.disable()
+    profile.dump_stats(os.environ["ORCH_BENCH_PROFILE"])
+"""
+GROUPS = (
+    ("openai SDK", "/openai/"),
+    ("SDK HTTP client (httpx2/httpcore2/h11/anyio)", ("/httpx2/", "/httpcore2/", "/h11/", "/anyio/")),
+    ("orchlab.serve", "/orchlab/serve/"),
+    ("orchlab pipeline, providers, orchestrator", "/orchlab/"),
+    ("FastAPI / Starlette", ("/fastapi/", "/starlette/")),
+    ("uvicorn", "/uvicorn/"),
+    ("pydantic", "pydantic"),
+    ("json", "/json/"),
+    ("asyncio / uvloop", ("/asyncio/", "uvloop")),
+)
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process so far (fields 14 and 15 of /proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+@dataclass
+class Side:
+    name: str
+    url: str
+    pid: int | None = None
+    latencies_ms: list[float] = field(default_factory=list)
+    user_s: float = 0.0
+    system_s: float = 0.0
+    requests: int = 0
+
+
+def start(
+    folder: Path, code: Path, upstream: str, profile: Path | None
+) -> tuple[subprocess.Popen[bytes], str]:
+    folder.mkdir()
+    config = bench.gateway_config(folder, upstream, tracking=False)
+    port = bench.free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "MLFLOW_"))},
+        "PYTHONPATH": str(code),
+        "ORCH_AUTH_BENCH_API_KEY": "sk-bench-upstream",
+        "ORCH_TRACKING": "0",
+    }
+    if profile is not None:
+        env["ORCH_BENCH_PROFILE"] = str(profile)
+        (folder / "profiled.py").write_text(PROFILED, encoding="utf-8")
+        cmd = [sys.executable, str(folder / "profiled.py")]
+    else:
+        cmd = [sys.executable, "-m", "orchlab"]
+    cmd += ["serve", "--config", str(config), "--port", str(port), "--log-level", "warning"]
+    log = (folder / "serve.log").open("wb")
+    proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=log, stderr=log)
+    bench.wait_http(f"http://127.0.0.1:{port}/readyz", proc, f"orchlab serve from {code}")
+    return proc, f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
+async def run_block(session: Any, side: Side | None, url: str, n: int) -> list[float]:
+    body = json.dumps(bench.REQUEST).encode()
+    out = []
+    for _ in range(n):
+        started = time.perf_counter()
+        async with session.post(url, data=body, headers={"content-type": "application/json"}) as answer:
+            await answer.read()
+            if answer.status != 200:
+                raise SystemExit(f"{url} answered {answer.status}: {(await answer.text())[:300]}")
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+async def measure(direct: Side, sides: list[Side], blocks: int, per_block: int) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=10)) as session:
+        for side in [direct, *sides]:
+            await run_block(session, side, side.url, 200)  # warm: first calls, lazy imports, pools
+        order = [direct, *sides]
+        for i in range(blocks):
+            for side in order[i % len(order) :] + order[: i % len(order)]:
+                before = cpu_split(side.pid) if side.pid else (0.0, 0.0)
+                side.latencies_ms += await run_block(session, side, side.url, per_block)
+                if side.pid:
+                    after = cpu_split(side.pid)
+                    side.user_s += after[0] - before[0]
+                    side.system_s += after[1] - before[1]
+                side.requests += per_block
+
+
+def report_profile(path: Path, top: int) -> None:
+    stats = pstats.Stats(str(path))
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in raw.values())
+    by_group: dict[str, float] = {}
+    for (filename, _, _), (_, _, tottime, _, _) in raw.items():
+        group = "other (stdlib, builtins)"
+        for name, marks in GROUPS:
+            if any(m in filename for m in ((marks,) if isinstance(marks, str) else marks)):
+                group = name
+                break
+        by_group[group] = by_group.get(group, 0.0) + tottime
+    print(f"\nCPU by where the code lives (profiled, {total:.2f} s in all, startup included):")
+    for group, seconds in sorted(by_group.items(), key=lambda kv: -kv[1]):
+        print(f"  {seconds / total * 100:5.1f}%  {group}")
+    print(f"\nTop {top} functions by own CPU:")
+    stats.sort_stats("tottime").print_stats(top)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", type=Path, help="another checkout to compare with (its root)")
+    parser.add_argument("--blocks", type=int, default=4, help="blocks per side")
+    parser.add_argument("--per-block", type=int, default=500, help="requests per block")
+    parser.add_argument("--profile", type=Path, help="profile this checkout's gateway into FILE")
+    parser.add_argument("--top", type=int, default=30)
+    args = parser.parse_args(argv)
+
+    procs: list[subprocess.Popen[bytes]] = []
+    up_port = bench.free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "gateway.py"), "--upstream", str(up_port)]
+    )
+    procs.append(upstream)
+    try:
+        with tempfile.TemporaryDirectory(prefix="orchlab-gateway-profile-") as tmp:
+            bench.wait_http(f"http://127.0.0.1:{up_port}/v1/models", upstream, "the upstream")
+            up = f"http://127.0.0.1:{up_port}/v1"
+            direct = Side("direct", f"{up}/chat/completions")
+            sides = []
+            checkouts = [("this checkout", ROOT, args.profile)]
+            if args.baseline is not None:
+                checkouts.append(("baseline", args.baseline.resolve(), None))
+            for i, (name, code, profile) in enumerate(checkouts):
+                proc, url = start(Path(tmp) / f"gw{i}", code, up, profile)
+                procs.append(proc)
+                sides.append(Side(name, url, proc.pid))
+            asyncio.run(measure(direct, sides, args.blocks, args.per_block))
+            load = Path("/proc/loadavg").read_text().split()[:3]
+            d50, d99 = bench.pct(direct.latencies_ms, 50), bench.pct(direct.latencies_ms, 99)
+            print(f"load average {' '.join(load)}; direct p50 {d50:.3f} ms, p99 {d99:.3f} ms")
+            for side in sides:
+                cpu = (side.user_s + side.system_s) * 1000 / side.requests
+                system = side.system_s * 1000 / side.requests
+                added50 = bench.pct(side.latencies_ms, 50) - d50
+                added99 = bench.pct(side.latencies_ms, 99) - d99
+                print(
+                    f"{side.name:14s} n={side.requests}  gateway CPU {cpu:.3f} ms/req ({system:.3f} system)  "
+                    f"added p50 {added50:+.3f} ms  p99 {added99:+.3f} ms"
+                )
+            if len(sides) == 2:
+                a, b = ((s.user_s + s.system_s) / s.requests for s in sides)
+                print(f"CPU per request, this checkout / baseline: {a / b:.3f}")
+            for proc in procs[1:]:
+                # SIGINT: uvicorn re-raises it after its shutdown, as KeyboardInterrupt, so a
+                # profiled gateway writes its profile on the way out (SIGTERM's re-raise kills it)
+                proc.send_signal(signal.SIGINT)
+                proc.wait(60)
+            if args.profile is not None:
+                report_profile(args.profile, args.top)
+    finally:
+        for proc in procs:
+            bench.stop(proc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
