@@ -243,7 +243,9 @@ class Orchestrator:
 
             return ResponseStream(stream(self, messages, role=role, params=params_override, tags=tags))
         ctx, resolved, request = self._single(role, messages, params_override, tags)
-        return ResponseStream(self.dispatch.stream(ctx, resolved, request))
+        return ResponseStream(
+            self.dispatch.stream(ctx, resolved, request), self.dispatch.stream_sync(ctx, resolved, request)
+        )
 
     # --- strategies (orchlab.strategies) ----------------------------------------------------
 

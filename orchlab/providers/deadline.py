@@ -27,10 +27,11 @@ import contextlib
 import heapq
 import inspect
 import itertools
+import math
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 
@@ -42,12 +43,20 @@ class DeadlineExceeded(TimeoutError):
 
 
 class _Ticket:
-    """One armed deadline: the socket of the request in flight, and whether the deadline fired."""
+    """One armed deadline: the socket of the request in flight, and whether the deadline fired.
 
-    __slots__ = ("deadline", "done", "fired", "lock", "sock")
+    A stream's ticket (`paced_sync`) moves its ``deadline`` forward after each event and is
+    ``paused`` while the consumer holds an event: the watchdog then looks again later instead of
+    firing, so the stream pays two attribute stores per event, not a heap operation."""
 
-    def __init__(self, deadline: float) -> None:
+    __slots__ = ("deadline", "done", "due", "fired", "idle_s", "lock", "paused", "sock")
+
+    def __init__(self, deadline: float, idle_s: float = 0.0) -> None:
         self.deadline = deadline
+        self.due = deadline
+        """When the watchdog looks at it next: its one live heap entry (older ones are dropped)."""
+        self.idle_s = idle_s
+        self.paused = False
         self.done = False
         self.fired = False
         self.sock: socket.socket | None = None
@@ -104,9 +113,12 @@ class _Watchdog:
         self._cond = threading.Condition()
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
+        self._sleeping_until = math.inf
+        """When the watchdog wakes up next on its own: a ticket due later needs no wake-up call
+        (waking it costs the caller a GIL hand-over, more than the rest of arming a deadline)."""
 
-    def arm(self, deadline: float) -> _Ticket:
-        ticket = _Ticket(deadline)
+    def arm(self, deadline: float, idle_s: float = 0.0) -> _Ticket:
+        ticket = _Ticket(deadline, idle_s)
         with self._cond:
             while self._heap and self._heap[0][2].done:  # keeps the heap to the calls in flight
                 heapq.heappop(self._heap)
@@ -114,9 +126,18 @@ class _Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name="orchlab-deadlines", daemon=True)
                 self._thread.start()
-            elif self._heap[0][2] is ticket:
+            elif deadline < self._sleeping_until:
                 self._cond.notify()
         return ticket
+
+    def advance(self, ticket: _Ticket) -> None:
+        """Have the watchdog look at ``ticket`` at its ``deadline``, which moved earlier than when
+        it looks next (a stream's idle limit, shorter than its first-event limit)."""
+        with self._cond:
+            ticket.due = ticket.deadline
+            heapq.heappush(self._heap, (ticket.due, next(self._order), ticket))
+            if ticket.due < self._sleeping_until:
+                self._cond.notify()
 
     def _serve(self) -> None:
         with self._cond:
@@ -124,15 +145,27 @@ class _Watchdog:
                 while self._heap and self._heap[0][2].done:
                     heapq.heappop(self._heap)
                 if not self._heap:
+                    self._sleeping_until = math.inf
                     self._cond.wait()
                     continue
                 deadline, _, ticket = self._heap[0]
-                wait = deadline - time.monotonic()
+                now = time.monotonic()
+                wait = deadline - now
                 if wait > 0:
+                    self._sleeping_until = deadline
                     self._cond.wait(wait)
                     continue
                 heapq.heappop(self._heap)
-                ticket.fire()
+                if deadline != ticket.due:  # an entry left behind by `advance`
+                    continue
+                if ticket.paused:  # a stream's consumer holds an event: its silence is not counted
+                    ticket.due = now + ticket.idle_s
+                elif ticket.deadline > deadline:  # a stream moved on since this entry was pushed
+                    ticket.due = ticket.deadline
+                else:
+                    ticket.fire()
+                    continue
+                heapq.heappush(self._heap, (ticket.due, next(self._order), ticket))
 
 
 _watchdog = _Watchdog()
@@ -250,3 +283,65 @@ async def _close(stream: Any) -> None:
         result = close()
         if inspect.isawaitable(result):
             await result
+
+
+def paced_sync(
+    opening: Callable[[], Any],
+    *,
+    first_s: float,
+    idle_s: float,
+    stalled: Callable[[str, float], Exception],
+) -> Iterator[Any]:
+    """`paced` for a blocking SDK stream, in the caller's thread: the events of the stream that
+    ``opening()`` returns, the stream and its first event within ``first_s``, then no silence
+    longer than ``idle_s`` (the time the consumer holds an event is not counted). The watchdog
+    shuts the socket down when a limit passes (the HTTP client needs `EVENT_HOOKS`); whatever
+    the SDK makes of that becomes ``stalled(phase, limit)``. The SDK stream is closed however the
+    iteration ends.
+
+    A connection reused from the pool is attached when its response headers arrive: until then
+    only the SDK's own read timeout bounds a server that never answers (as for `SyncDeadline`).
+    """
+    ticket = _watchdog.arm(time.monotonic() + first_s, idle_s)
+    phase, limit = "first", first_s
+    stream = None
+    try:
+        previous = getattr(_current, "ticket", None)
+        _current.ticket = ticket  # the HTTP client's hooks attach the socket while it opens
+        try:
+            stream = opening()
+        except Exception:
+            if ticket.fired:
+                raise stalled(phase, limit) from None
+            raise
+        finally:
+            _current.ticket = previous
+        events = iter(stream)
+        monotonic = time.monotonic
+        while True:
+            try:
+                event = next(events)
+            except StopIteration:
+                if ticket.fired:  # the socket was shut down: the stream only looks ended
+                    raise stalled(phase, limit) from None
+                return
+            except Exception:
+                if ticket.fired:
+                    raise stalled(phase, limit) from None
+                raise
+            ticket.paused = True
+            yield event
+            ticket.deadline = monotonic() + idle_s
+            ticket.paused = False
+            if phase == "first":
+                phase, limit = "idle", idle_s
+                if ticket.deadline < ticket.due:
+                    _watchdog.advance(ticket)
+    finally:
+        with ticket.lock:
+            ticket.done = True
+            ticket.sock = None
+        if stream is not None:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
