@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, cast
 
 from orchlab.errors import InvalidRequestError
-from orchlab.loop import iterate_async, iterate_sync
+from orchlab.loop import iterate_sync
 
 MessageRole = Literal["system", "user", "assistant"]
 MESSAGE_ROLES: tuple[str, ...] = ("system", "user", "assistant")
@@ -315,12 +315,18 @@ class ResponseStream:
                 close()
 
     async def __aiter__(self) -> AsyncIterator[str]:
-        async for chunk in iterate_async(self._chunks):
-            if chunk.response is None:
-                if chunk.delta:
-                    yield chunk.delta
-            else:
-                self.response = chunk.response
+        chunks = self._chunks
+        try:
+            async for chunk in chunks:
+                if chunk.response is None:
+                    if chunk.delta:
+                        yield chunk.delta
+                else:
+                    self.response = chunk.response
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:  # on the caller's loop (what it calls runs there, or hops itself)
+                await aclose()
 
     def text(self) -> str:
         """Consume the stream and return the whole answer."""

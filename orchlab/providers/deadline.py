@@ -235,6 +235,71 @@ EVENT_HOOKS: dict[str, list[Callable[[Any], None]]] = {"request": [_on_request],
 # --- streams: the first event, then the silence between events --------------------------------
 
 
+class _Pace:
+    """The limits of one async stream on one loop timer: the timer is moved by storing a new
+    ``deadline`` after each event (no timer handle per event, as ``asyncio.timeout`` would
+    make); when it goes off early it sets itself again for the moved deadline, and it counts
+    only while the stream is ``waiting`` for an event (not while the consumer holds one).
+    At the deadline it cancels the waiting task; `paced` turns that cancel into ``stalled``."""
+
+    __slots__ = ("cancelling", "deadline", "expired", "handle", "loop", "task", "waiting", "when")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        self.loop = loop
+        self.deadline = deadline
+        self.waiting = True
+        self.expired = False
+        self.task: asyncio.Task[Any] | None = asyncio.current_task()
+        self.cancelling = 0
+        self.when = deadline
+        self.handle: asyncio.TimerHandle | None = loop.call_at(deadline, self._check)
+
+    def _check(self) -> None:
+        self.handle = None
+        if not self.waiting:
+            return  # set again when the stream waits for its next event
+        if self.loop.time() < self.deadline:
+            self.arm()
+            return
+        task = self.task
+        if task is not None and not task.done():
+            self.expired = True
+            self.cancelling = task.cancelling()
+            task.cancel()
+
+    def arm(self) -> None:
+        self.when = self.deadline
+        self.handle = self.loop.call_at(self.deadline, self._check)
+
+    def wait(self, limit_s: float) -> None:
+        """The stream asks for its next event: the silence is counted from now."""
+        self.deadline = self.loop.time() + limit_s
+        self.waiting = True
+        self.task = asyncio.current_task()
+        handle = self.handle
+        if handle is None:
+            self.arm()
+        elif self.deadline < self.when:  # the idle limit is shorter than the first one
+            handle.cancel()
+            self.arm()
+
+    def stalled(self, exc: BaseException) -> bool:
+        """``exc`` (out of the wait) is this timer's cancel, and no one else's."""
+        task = self.task
+        return (
+            self.expired
+            and isinstance(exc, asyncio.CancelledError)
+            and task is not None
+            and task.uncancel() <= self.cancelling
+        )
+
+    def stop(self) -> None:
+        self.waiting = False
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+
 async def paced(
     opening: Awaitable[Any],
     *,
@@ -243,38 +308,42 @@ async def paced(
     stalled: Callable[[str, float], Exception],
 ) -> AsyncIterator[Any]:
     """The events of the SDK stream ``opening`` resolves to, each waited for no longer than its
-    limit: ``first_s`` for the stream and its first event together, ``idle_s`` after that. A limit
-    hit raises ``stalled("first", first_s)`` or ``stalled("idle", idle_s)``. The SDK stream is
-    closed however the iteration ends."""
+    limit: ``first_s`` for the stream and its first event together, ``idle_s`` after that (the
+    time the consumer holds an event is not counted). A limit hit raises ``stalled("first",
+    first_s)`` or ``stalled("idle", idle_s)``. The SDK stream is closed however the iteration
+    ends. One timer serves the whole stream (`_Pace`): an event costs a few attribute stores."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + first_s
+    pace = _Pace(loop, loop.time() + first_s)
     phase, limit = "first", first_s
-    scope = asyncio.timeout_at(deadline)
+    stream = None
     try:
-        async with scope:
+        try:
             stream = await opening
-    except TimeoutError:
-        if scope.expired():
-            raise stalled(phase, limit) from None
-        raise
-    try:
-        events = aiter(stream)
+            events = aiter(stream)
+            event = await anext(events)
+        except StopAsyncIteration:
+            return
+        except asyncio.CancelledError as exc:
+            if pace.stalled(exc):
+                raise stalled(phase, limit) from None
+            raise
+        phase, limit = "idle", idle_s
         while True:
-            scope = asyncio.timeout_at(deadline)
+            pace.waiting = False
+            yield event
+            pace.wait(idle_s)
             try:
-                async with scope:
-                    event = await anext(events)
+                event = await anext(events)
             except StopAsyncIteration:
                 return
-            except TimeoutError:
-                if scope.expired():
+            except asyncio.CancelledError as exc:
+                if pace.stalled(exc):
                     raise stalled(phase, limit) from None
                 raise
-            yield event
-            phase, limit = "idle", idle_s
-            deadline = loop.time() + idle_s
     finally:
-        await _close(stream)
+        pace.stop()
+        if stream is not None:
+            await _close(stream)
 
 
 async def _close(stream: Any) -> None:
