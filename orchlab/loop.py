@@ -6,9 +6,10 @@ on, so adapters keep one client per loop (`PerLoop`), closed when that loop shut
 
 The sync API (`Orchestrator.run`) must work inside a running loop too (a Jupyter kernel), where it
 cannot block on that loop. So sync callers that need a loop (a strategy, an adapter without a
-blocking twin, a stream) run the work on one daemon thread's loop, the engine loop, and block on
-a future. An adapter that cannot run on the caller's loop hops there too (`ProviderPool.here`).
-Cancelling the caller (Ctrl-C, `Task.cancel`) cancels the work on the loop too.
+blocking twin, a stream from such an adapter) run the work on one daemon thread's loop, the engine
+loop, and block on a future (a stream's chunks cross in batches, `iterate_sync`). An adapter that
+cannot run on the caller's loop hops there too (`ProviderPool.here`). Cancelling the caller
+(Ctrl-C, `Task.cancel`) cancels the work on the loop too.
 """
 
 from __future__ import annotations
@@ -229,18 +230,6 @@ def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:
             yield from batch
     finally:
         run_sync(pump.close())
-
-
-async def iterate_async(agen: AsyncIterator[T]) -> AsyncIterator[T]:
-    """Drive an async iterator from async code, on the caller's own loop (what it calls runs
-    there, or hops itself); ``agen`` is closed however the iteration ends."""
-    try:
-        async for item in agen:
-            yield item
-    finally:
-        aclose = getattr(agen, "aclose", None)
-        if aclose is not None:
-            await aclose()
 
 
 async def pump_async(agen: AsyncIterator[T]) -> AsyncIterator[T]:

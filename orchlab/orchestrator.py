@@ -485,7 +485,9 @@ class Orchestrator:
                 stream(self, messages, role=role, params=params_override, tags=tags, offer=offer, cache=mode)
             )
         ctx, resolved, request = self._single(role, messages, params_override, tags, offer, cache=mode)
-        return ResponseStream(self.dispatch.stream(ctx, resolved, request))
+        return ResponseStream(
+            self.dispatch.stream(ctx, resolved, request), self.dispatch.stream_sync(ctx, resolved, request)
+        )
 
     # --- tools (orchlab.tools) ---------------------------------------------------------------
 

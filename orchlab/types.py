@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, cast
 
 from orchlab.errors import InvalidRequestError
-from orchlab.loop import iterate_async, iterate_sync
+from orchlab.loop import iterate_sync
 from orchlab.tools.model import Tool, ToolCall, ToolRun
 
 MessageRole = Literal["system", "user", "assistant", "tool"]
@@ -452,25 +452,49 @@ class StreamChunk:
 
 
 class ResponseStream:
-    """A streamed answer: iterate it (``for`` or ``async for``) for text; then read ``.response``."""
+    """A streamed answer: iterate it (``for`` or ``async for``) for text; then read ``.response``.
 
-    def __init__(self, chunks: AsyncIterator[StreamChunk]) -> None:
+    ``chunks`` is what ``async for`` reads; ``sync_chunks``, when given, what a ``for`` loop reads
+    in the caller's thread (else ``chunks`` is driven on the engine loop and taken over in
+    batches). Only the one iterated is started.
+    """
+
+    def __init__(
+        self, chunks: AsyncIterator[StreamChunk], sync_chunks: Iterator[StreamChunk] | None = None
+    ) -> None:
         self._chunks = chunks
+        self._sync_chunks = sync_chunks
         self.response: LLMResponse | None = None
 
     def __iter__(self) -> Iterator[str]:
-        for chunk in iterate_sync(self._chunks):
-            if chunk.response is not None:
-                self.response = chunk.response
-            elif chunk.delta:
-                yield chunk.delta
+        chunks = self._sync_chunks
+        if chunks is None:
+            chunks = iterate_sync(self._chunks)
+        try:
+            for chunk in chunks:
+                if chunk.response is None:
+                    if chunk.delta:
+                        yield chunk.delta
+                else:
+                    self.response = chunk.response
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:  # a ``break`` releases the connection now, not when collected
+                close()
 
     async def __aiter__(self) -> AsyncIterator[str]:
-        async for chunk in iterate_async(self._chunks):
-            if chunk.response is not None:
-                self.response = chunk.response
-            elif chunk.delta:
-                yield chunk.delta
+        chunks = self._chunks
+        try:
+            async for chunk in chunks:
+                if chunk.response is None:
+                    if chunk.delta:
+                        yield chunk.delta
+                else:
+                    self.response = chunk.response
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:  # on the caller's loop (what it calls runs there, or hops itself)
+                await aclose()
 
     def text(self) -> str:
         """Consume the stream and return the whole answer."""

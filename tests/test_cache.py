@@ -157,6 +157,19 @@ async def test_a_streamed_hit_replays_the_answer_as_a_stream(
     assert sent(openai_server) == 1
 
 
+def test_a_streamed_hit_replays_in_a_sync_for_loop_too(
+    client: Orchestrator, openai_server: OpenAIWireServer
+) -> None:
+    stream = client.stream("det", Q)
+    first = list(stream)  # a sync stream runs on the blocking client, in this thread
+    assert stream.response is not None and stream.response.cache == "miss"
+    replay = client.stream("det", Q)
+    assert list(replay) == ["".join(first)]
+    assert replay.response is not None
+    assert (replay.response.cache, replay.response.cost_usd) == ("hit", 0.0)
+    assert sent(openai_server) == 1
+
+
 async def test_a_stream_cut_off_is_not_stored(client: Orchestrator, openai_server: OpenAIWireServer) -> None:
     stream = client.stream("det", Q)
     async for _ in stream:

@@ -1,19 +1,17 @@
 """Streams cross from the engine loop to the caller in batches (`orchlab.loop._Pump`: a sync
 consumer, or an adapter that does not run on any loop): one wake-up per burst rather than per
 chunk, order kept, an early stop closes the source at once, and the source's exception reaches
-the consumer after the items before it. An async consumer drives any other stream on its own loop
-(`iterate_async`), with the same early stop."""
+the consumer after the items before it."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
-from orchlab.loop import _Pump, iterate_async, iterate_sync, pump_async
+from orchlab.loop import _Pump, iterate_sync, pump_async
 
 
 class Source:
@@ -88,11 +86,10 @@ async def test_the_async_consumer_gets_batches_in_order_and_the_exception() -> N
     assert seen == [0, 1, 2]
 
 
-@pytest.mark.parametrize("drive", [pump_async, iterate_async])
-async def test_an_async_consumer_that_stops_early_closes_the_source(drive: Any) -> None:
+async def test_an_async_consumer_that_stops_early_closes_the_source() -> None:
     source = Source(1000, every_s=0.01)
     source.go.set()
-    stream = drive(source.items())
+    stream = pump_async(source.items())
     async for item in stream:
         assert item == 0
         break

@@ -3,7 +3,8 @@
 `Dispatch.attempt` is the unit every orchestration logic is built from; `attempt_sync` is its
 blocking twin for ``run()`` (no hop to the loop thread: the overhead target of
 benchmarks/overhead.py); `attempt_stream` yields its deltas, the last chunk carrying the settled
-response; `stream` is a whole streamed call of one attempt.
+response; `stream` is a whole streamed call of one attempt. `attempt_stream_sync` and `stream_sync` are
+their twins for a sync ``for`` loop, in the caller's thread.
 `Dispatch.finish` ends a call: the answer goes to `Observe.answered`, an error to
 `Observe.failed`.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
@@ -181,6 +182,63 @@ class Dispatch:
                         chunk = StreamChunk(chunk.delta, self.observe.answered(ctx, chunk.response))
                         answered = True
                     yield chunk
+        except BaseException as exc:
+            if not answered:
+                self.observe.failed(ctx, exc)
+            raise
+
+    def attempt_stream_sync(
+        self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest
+    ) -> Generator[StreamChunk, None, None]:
+        """`attempt_stream` for a sync ``for`` loop, in the caller's thread: the adapter's
+        `Provider.stream_sync` (the blocking SDK client where the adapter has one)."""
+        from orchlab.types import StreamChunk
+
+        flight = self._open(ctx, resolved, request, None)
+        parts: list[str] = []
+        try:
+            for check in self.passes:
+                answer = check.admit_sync(ctx, flight, request)
+                if answer is not None:
+                    answer = self._answered_by_pass(flight, answer)
+                    if answer.content:  # a cache hit replays its answer as a stream
+                        if ctx.first_token_s is None:
+                            ctx.first_token_s = time.perf_counter() - ctx.started_perf
+                        yield StreamChunk(answer.content)
+                    yield StreamChunk(response=answer)
+                    return
+            flight.sent = True
+            # closing: a caller that stops early releases the connection at once
+            with contextlib.closing(self.providers(resolved.provider).stream_sync(request)) as chunks:  # type: ignore[type-var]
+                for chunk in chunks:
+                    if chunk.response is None:
+                        if not parts and ctx.first_token_s is None:
+                            ctx.first_token_s = time.perf_counter() - ctx.started_perf
+                        parts.append(chunk.delta)
+                        yield chunk
+                    else:
+                        took = time.perf_counter() - ctx.started_perf
+                        yield StreamChunk(chunk.delta, self._succeeded(flight, chunk.response, took))
+        except BaseException as exc:
+            if flight.record.outcome != "ok":
+                self._failed(flight, exc, output="".join(parts))
+            raise
+
+    def stream_sync(
+        self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest
+    ) -> Iterator[StreamChunk]:
+        """`stream` for a sync ``for`` loop, in the caller's thread (`attempt_stream_sync`)."""
+        from orchlab.types import StreamChunk
+
+        answered = False
+        try:
+            with contextlib.closing(self.attempt_stream_sync(ctx, resolved, request)) as chunks:
+                for chunk in chunks:
+                    if chunk.response is None:
+                        yield chunk
+                    else:
+                        answered = True
+                        yield StreamChunk(chunk.delta, self.observe.answered(ctx, chunk.response))
         except BaseException as exc:
             if not answered:
                 self.observe.failed(ctx, exc)

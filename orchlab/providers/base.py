@@ -5,8 +5,8 @@ One required method, ``complete``. ``stream``, ``list_models``, ``is_available``
 `UnsupportedCapabilityError`, it is never faked; a window the adapter does not set is None.
 Each adapter validates its own ``options:`` (from the YAML) with its ``Options`` model.
 
-The boundary: when an adapter class is defined, its ``complete``, ``stream``, ``complete_sync``
-and ``list_models`` are wrapped (`Provider.__init_subclass__`), so that for every adapter
+The boundary: when an adapter class is defined, its ``complete``, ``stream``, ``complete_sync``,
+``stream_sync`` and ``list_models`` are wrapped (`Provider.__init_subclass__`), so that for every adapter
 
 - ``timeout_s`` is a deadline for the whole attempt, and a stream's first event and the silence
   between its events are bounded (`orchlab.providers.deadline`);
@@ -121,13 +121,14 @@ class Provider(ABC):
     adapters keep one SDK client per loop (`orchlab.loop.PerLoop`). With the default (False) its
     async methods always run on orchlab's engine loop, one thread hop each way from the caller's.
 
-    The boundary (module docstring) wraps ``complete``, ``stream``, ``complete_sync`` and
-    ``list_models`` of every subclass: ``timeout_s`` bounds the whole ``complete``; whatever the
-    SDK or HTTP library raises becomes an orchlab error (an HTTP status error → by status, a timeout
-    or a broken connection → its `ProviderError`, an ``ImportError`` → `MissingDependencyError`);
-    the API key is masked out of every error. So let exceptions propagate. A stream's first event
-    and the silences inside it are bounded only when the adapter reads through ``self.paced(...)``
-    or gives its HTTP client a read timeout (``self.limits(request)``).
+    The boundary (module docstring) wraps ``complete``, ``stream``, ``complete_sync``,
+    ``stream_sync`` and ``list_models`` of every subclass: ``timeout_s`` bounds the whole
+    ``complete``; whatever the SDK or HTTP library raises becomes an orchlab error (an HTTP status
+    error → by status, a timeout or a broken connection → its `ProviderError`, an ``ImportError``
+    → `MissingDependencyError`); the API key is masked out of every error. So let exceptions
+    propagate. A stream's first event and the silences inside it are bounded only when the adapter
+    reads through ``self.paced(...)`` (``self.paced_sync(...)`` in a ``stream_sync``) or gives its
+    HTTP client a read timeout (``self.limits(request)``).
 
     Make it findable by an entry point in the group ``orchlab.providers``, or name it in the YAML
     as ``type: "package.module:Class"`` (`orchlab.providers.registry`).
@@ -150,8 +151,9 @@ class Provider(ABC):
     """The most texts one ``embed`` request carries (``client.embed`` splits longer lists)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Put the adapter's ``complete``, ``stream`` (an async generator), ``complete_sync`` and
-        ``list_models`` inside the boundary (see the module docstring), once per definition."""
+        """Put the adapter's ``complete``, ``stream`` (an async generator), ``complete_sync``,
+        ``stream_sync`` (a generator) and ``list_models`` inside the boundary (see the module
+        docstring), once per definition."""
         super().__init_subclass__(**kwargs)
         if not hasattr(cls, "kind"):  # a plugin need not name itself: messages use its registry name
             cls.kind = f"{cls.__module__}:{cls.__qualname__}"
@@ -160,6 +162,8 @@ class Provider(ABC):
             if fn is None or getattr(fn, "__orchlab_boundary__", False):
                 continue
             if name == "stream" and not inspect.isasyncgenfunction(fn):
+                continue
+            if name == "stream_sync" and not inspect.isgeneratorfunction(fn):
                 continue
             guarded = guard(fn)
             guarded.__orchlab_boundary__ = True  # type: ignore[attr-defined]
@@ -240,6 +244,16 @@ class Provider(ABC):
             return self.timeout_error(request.model, limit_s, phase=phase)
 
         return deadline.paced(opening, first_s=first_s, idle_s=idle_s, stalled=stalled)
+
+    def paced_sync(self, opening: Callable[[], Any], request: ModelRequest) -> Iterator[Any]:
+        """`paced` for a blocking SDK stream (``opening()`` opens it), in the caller's thread: the
+        SDK's HTTP client must carry `deadline.EVENT_HOOKS` for a limit to cut a blocked read."""
+        first_s, idle_s = self.limits(request)
+
+        def stalled(phase: str, limit_s: float) -> ProviderTimeoutError:
+            return self.timeout_error(request.model, limit_s, phase=phase)
+
+        return deadline.paced_sync(opening, first_s=first_s, idle_s=idle_s, stalled=stalled)
 
     def translate(
         self, exc: BaseException, model: str | None, timeout_s: float | None = None
@@ -336,6 +350,10 @@ class Provider(ABC):
         return run_sync(self.complete(request))
 
     def stream_sync(self, request: ModelRequest) -> Iterator[StreamChunk]:
+        """`stream` for synchronous code. The default drives ``stream`` on the engine loop and
+        takes its chunks over in batches; an adapter with a blocking SDK client overrides it as a
+        generator (read through `paced_sync`) so that a sync stream never leaves the caller's
+        thread."""
         return iterate_sync(self.stream(request))
 
     def list_models_sync(self) -> list[DiscoveredModel]:
@@ -404,6 +422,21 @@ def _guard_stream(fn: Callable[[Any, ModelRequest], AsyncIterator[StreamChunk]])
     return stream
 
 
+def _guard_stream_sync(fn: Callable[[Any, ModelRequest], Iterator[StreamChunk]]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def stream_sync(self: Provider, request: ModelRequest) -> Iterator[StreamChunk]:
+        try:
+            with contextlib.closing(fn(self, request)) as chunks:  # type: ignore[type-var]
+                yield from chunks
+        except Exception as exc:
+            error = self._boundary_error(exc, request.model, max(self.limits(request)))
+        else:
+            return
+        raise error
+
+    return stream_sync
+
+
 def _guard_sync(fn: Callable[[Any, ModelRequest], LLMResponse]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def complete_sync(self: Provider, request: ModelRequest) -> LLMResponse:
@@ -452,6 +485,7 @@ _GUARDS: dict[str, Callable[[Any], Callable[..., Any]]] = {
     "complete": _guard_complete,
     "stream": _guard_stream,
     "complete_sync": _guard_sync,
+    "stream_sync": _guard_stream_sync,
     "list_models": _guard_list,
     "embed": _guard_embed,
 }

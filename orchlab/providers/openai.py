@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from orchlab.errors import ProviderError, ProviderResponseError
@@ -182,68 +182,41 @@ class OpenAIProvider(Provider):
             tool_calls=calls,
         )
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
-        started = time.perf_counter()
+    def stream_kwargs(self, request: ModelRequest) -> dict[str, Any]:
         kwargs = self.request_kwargs(request)
         kwargs["stream"] = True
         # The SDK's read timeout must not cut a silence that stream_idle_timeout_s allows.
         kwargs["timeout"] = max(self.limits(request))
         kwargs["stream_options"] = {"include_usage": True}
-        parts: list[str] = []
-        logprobs: list[float] = []
-        tools: list[str] = []
-        calls: dict[int, list[Any]] = {}  # index -> [id, name, argument pieces]
-        usage = None
-        finish_reason = None
-        model = request.model
-        async for chunk in self.paced(self.client.chat.completions.create(**kwargs), request):
-            model = getattr(chunk, "model", None) or model
-            if getattr(chunk, "usage", None) is not None:
-                usage = chunk.usage
-            for choice in getattr(chunk, "choices", None) or ():
-                finish_reason = getattr(choice, "finish_reason", None) or finish_reason
-                lp = getattr(choice, "logprobs", None)
-                if lp is not None and getattr(lp, "content", None):
-                    logprobs.extend(t.logprob for t in lp.content)
-                delta = getattr(choice, "delta", None)
-                for part in getattr(delta, "tool_calls", None) or ():
-                    custom = getattr(part, "custom", None)
-                    if custom is not None:  # a custom tool's call (its name comes in its first delta)
-                        if getattr(custom, "name", None):
-                            tools.append(str(custom.name))
-                        continue
-                    function = getattr(part, "function", None)
-                    slot = calls.setdefault(getattr(part, "index", None) or 0, [None, None, []])
-                    slot[0] = slot[0] or getattr(part, "id", None)
-                    slot[1] = slot[1] or getattr(function, "name", None)
-                    pieces = getattr(function, "arguments", None)
-                    if pieces:
-                        slot[2].append(pieces)
-                text = getattr(delta, "content", None)
-                if isinstance(text, str) and text:
-                    parts.append(text)
-                    yield StreamChunk(delta=text)
-        if tools:
-            raise self.tool_call_error(tools, request.model)
-        if finish_reason is None:
-            # An HTML page, a body that is no SSE, keep-alives only, or a stream cut short: the
-            # SDK reads each as a stream that simply ended.
-            raise self.unfinished_stream(request.model, parts)
-        yield StreamChunk(
-            response=LLMResponse(
-                content="".join(parts),
-                provider=self.name,
-                model=model,
-                usage=usage_from(usage),
-                latency_s=time.perf_counter() - started,
-                finish_reason=finish_reason,
-                logprobs=logprobs or None,
-                tool_calls=tuple(
-                    ToolCall.from_text(call_id or new_call_id(), name or "", "".join(pieces))
-                    for _, (call_id, name, pieces) in sorted(calls.items())
-                ),
-            )
-        )
+        return kwargs
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
+        reading = _Reading(self, request)
+        feed = reading.feed
+        async for chunk in self.paced(
+            self.client.chat.completions.create(**self.stream_kwargs(request)), request
+        ):
+            text = feed(chunk)
+            if text:
+                yield StreamChunk(text)
+        yield StreamChunk(response=reading.response())
+
+    def stream_sync(self, request: ModelRequest) -> Iterator[StreamChunk]:
+        """`stream` on the blocking SDK client, in the caller's thread (no hop to the engine
+        loop); its limits are kept by `paced_sync`. With ``max_retries`` set the stream goes
+        through the engine loop, as `complete_sync` does, where the limits cover the retries' waits."""
+        if self.settings.max_retries:
+            yield from super().stream_sync(request)
+            return
+        reading = _Reading(self, request)
+        feed = reading.feed
+        kwargs = self.stream_kwargs(request)
+        create = self.sync_client.chat.completions.create
+        for chunk in self.paced_sync(lambda: create(**kwargs), request):
+            text = feed(chunk)
+            if text:
+                yield StreamChunk(text)
+        yield StreamChunk(response=reading.response())
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:
         """``/embeddings`` (floats), one request per batch of `embed_batch_size` texts."""
@@ -346,6 +319,105 @@ def response_format(output: OutputSchema, mode: str) -> dict[str, Any]:
         return {"type": "json_object"}
     schema, strict = strict_schema(output.schema)
     return {"type": "json_schema", "json_schema": {"name": output.name, "schema": schema, "strict": strict}}
+
+
+class _Reading:
+    """What a stream has said so far (its text, model, usage, finish reason, log-probs, tool
+    calls), fed one ``ChatCompletionChunk`` at a time by the async and the sync stream."""
+
+    __slots__ = (
+        "calls",
+        "finish_reason",
+        "logprobs",
+        "model",
+        "parts",
+        "provider",
+        "request",
+        "started",
+        "tools",
+        "usage",
+    )
+
+    def __init__(self, provider: OpenAIProvider, request: ModelRequest) -> None:
+        self.provider = provider
+        self.request = request
+        self.started = time.perf_counter()
+        self.parts: list[str] = []
+        self.logprobs: list[float] = []
+        self.tools: list[str] = []  # custom tools' calls: orchlab cannot represent them
+        self.calls: dict[int, list[Any]] = {}  # index -> [id, name, argument pieces]
+        self.usage: Any = None
+        self.finish_reason: str | None = None
+        self.model = request.model
+
+    def feed(self, chunk: Any) -> str | None:
+        """Take in one chunk; its text, if it has any."""
+        model = getattr(chunk, "model", None)
+        if model:
+            self.model = model
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.usage = usage
+        choices = getattr(chunk, "choices", None)
+        if not choices:
+            return None
+        text = None
+        for choice in choices:
+            finish_reason = getattr(choice, "finish_reason", None)
+            if finish_reason:
+                self.finish_reason = finish_reason
+            lp = getattr(choice, "logprobs", None)
+            if lp is not None and getattr(lp, "content", None):
+                self.logprobs.extend(t.logprob for t in lp.content)
+            delta = getattr(choice, "delta", None)
+            parts = getattr(delta, "tool_calls", None)
+            if parts:
+                self._tool_deltas(parts)
+            content = getattr(delta, "content", None)
+            if isinstance(content, str) and content:
+                self.parts.append(content)
+                text = content if text is None else text + content
+        return text
+
+    def _tool_deltas(self, parts: Any) -> None:
+        """Tool-call deltas joined by index (a call's id and name come in its first delta)."""
+        for part in parts:
+            custom = getattr(part, "custom", None)
+            if custom is not None:  # a custom tool's call (its name comes in its first delta)
+                if getattr(custom, "name", None):
+                    self.tools.append(str(custom.name))
+                continue
+            function = getattr(part, "function", None)
+            slot = self.calls.setdefault(getattr(part, "index", None) or 0, [None, None, []])
+            slot[0] = slot[0] or getattr(part, "id", None)
+            slot[1] = slot[1] or getattr(function, "name", None)
+            pieces = getattr(function, "arguments", None)
+            if pieces:
+                slot[2].append(pieces)
+
+    def response(self) -> LLMResponse:
+        """The final response, once the stream has ended; a custom tool's call or a stream that
+        ended without a finish reason is an error."""
+        provider, model = self.provider, self.request.model
+        if self.tools:
+            raise provider.tool_call_error(self.tools, model)
+        if self.finish_reason is None:
+            # An HTML page, a body that is no SSE, keep-alives only, or a stream cut short: the
+            # SDK reads each as a stream that simply ended.
+            raise provider.unfinished_stream(model, self.parts)
+        return LLMResponse(
+            content="".join(self.parts),
+            provider=provider.name,
+            model=self.model,
+            usage=usage_from(self.usage),
+            latency_s=time.perf_counter() - self.started,
+            finish_reason=self.finish_reason,
+            logprobs=self.logprobs or None,
+            tool_calls=tuple(
+                ToolCall.from_text(call_id or new_call_id(), name or "", "".join(pieces))
+                for _, (call_id, name, pieces) in sorted(self.calls.items())
+            ),
+        )
 
 
 def _status_in(body: Any) -> int | None:
