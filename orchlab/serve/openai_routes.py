@@ -32,6 +32,8 @@ from orchlab.serve.openai_wire import (
     sse,
     to_messages,
     to_params,
+    to_tools,
+    tool_call_deltas,
     usage_chunk,
 )
 
@@ -53,11 +55,11 @@ async def chat_completions(request: Request) -> Response:
         )
         target = gw.targets.resolve(req.model)
         messages, params = to_messages(req), to_params(req)
-        tags = ex.tags(req.user, req.metadata)
+        tags, tools = ex.tags(req.user, req.metadata), to_tools(req)
         if req.stream:
-            stream = gw.client.stream(target, messages, params or None, tags=tags)
+            stream = gw.client.stream(target, messages, params or None, tags=tags, **tools)
             return await Streamed(gw, ex, req, stream).response(request)
-        response = await gw.client.arun(target, messages, params or None, tags=tags)
+        response = await gw.client.arun(target, messages, params or None, tags=tags, **tools)
     except Exception as exc:
         return ex.error(exc)
     return json_response(completion_body(response, req.model), headers=ex.headers(response))
@@ -139,6 +141,8 @@ class Streamed:
                 item = await self.queue.get()
             response: LLMResponse | None = self.stream.response
             if response is not None:
+                if response.tool_calls:  # the library gathers a stream's calls: each sent whole
+                    yield self._chunk({"tool_calls": tool_call_deltas(response)})
                 yield self._chunk({}, finish_reason(response))
                 if self.usage:
                     yield sse(usage_chunk(self.cid, self.req.model, self.created, response))
