@@ -59,7 +59,7 @@ def create_app(
     require_fastapi()
     from fastapi import FastAPI
 
-    from orchlab.serve import chat_routes, health, openai_routes
+    from orchlab.serve import chat_routes, embeddings_route, health, openai_routes
     from orchlab.serve.gateway import Gateway
     from orchlab.serve.handlers import install
 
@@ -85,6 +85,7 @@ def create_app(
     app.include_router(openai_routes.router)
     app.include_router(chat_routes.router)
     app.include_router(health.router)
+    app.include_router(embeddings_route.router)
     return app
 
 
