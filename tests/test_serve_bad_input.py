@@ -61,8 +61,8 @@ def still_serving(served) -> None:
         ),
         (
             b'{"model": "llm.inference", "messages": [{"role": "tool", "content": "x"}]}',
-            "messages[0].role",
-            "tool",
+            "messages[0].tool_call_id",
+            "tool result without a tool_call_id",
         ),
         (
             b'{"model": "llm.inference", "messages": [{"role": "user", "content": "x"}], "max_tokens": "10"}',

@@ -55,12 +55,17 @@ def test_chat_json_format_parses_the_answer(serve, openai_server: OpenAIWireServ
     ("body", "status", "param", "words"),
     [
         (
-            {"prompt": "hi", "role": "llm.inference", "thread_id": "t1"},
+            {"prompt": "hi", "role": "llm.inference", "thread_id": "t1", "context_depth": -1},
             400,
-            "thread_id",
-            "threads are not available",
+            "context_depth",
+            "greater than or equal to 0",
         ),
-        ({"prompt": "hi", "role": "llm.inference", "context_depth": 3}, 400, "context_depth", "threads"),
+        (
+            {"prompt": "hi", "role": "llm.inference", "context_depth": 3},
+            400,
+            "context_depth",
+            "needs thread_id",
+        ),
         ({"role": "llm.inference"}, 400, "prompt", "either prompt or messages"),
         ({"prompt": "hi"}, 400, "role", "either role or model"),
         ({"prompt": "hi", "role": "llm.nope"}, 404, "model", "'llm.nope' is not served"),

@@ -94,3 +94,17 @@ def test_error_before_the_first_token_is_a_plain_error(serve, openai_server: Ope
     client = openai.OpenAI(base_url=served.base_url, api_key="k", max_retries=0)
     with pytest.raises(openai.RateLimitError):
         list(client.chat.completions.create(model="llm.inference", messages=Q, stream=True))
+
+
+def test_an_upstream_fault_names_the_provider_not_its_url(serve, openai_server: OpenAIWireServer) -> None:
+    """The upstream's address (a configured api_base, an internal host and port) stays inside."""
+    from tests.serve_support import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    yaml = gateway_yaml(openai_server).replace(openai_server.base_url, closed)
+    served = serve(yaml.replace("max_retries: 0", "max_retries: 0, timeout_s: 2"))
+    r = post(served)
+    assert r.status_code == 503, r.text
+    message = r.json()["error"]["message"]
+    assert closed not in message and "127.0.0.1" not in message
+    assert "provider 'up'" in message

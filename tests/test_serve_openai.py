@@ -158,7 +158,7 @@ def test_unsupported_parameters_are_refused_naming_them(serve, openai_server: Op
     served = serve(gateway_yaml(openai_server))
     client = sdk(served)
     for kwargs, param in [
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"functions": [{"name": "f"}]}, "functions"),
         ({"frequency_penalty": 0.5}, "frequency_penalty"),
         ({"n": 2}, "n"),
         ({"extra_body": {"made_up": 1}}, "made_up"),

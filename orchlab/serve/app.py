@@ -63,7 +63,14 @@ def create_app(
     require_fastapi()
     from fastapi import FastAPI
 
-    from orchlab.serve import chat_routes, health, metrics_route, openai_routes
+    from orchlab.serve import (
+        chat_routes,
+        embeddings_route,
+        health,
+        metrics_route,
+        openai_routes,
+        threads_routes,
+    )
     from orchlab.serve.gateway import Gateway
     from orchlab.serve.handlers import install
 
@@ -77,6 +84,7 @@ def create_app(
             yield
         finally:
             await gw.drain()
+            await threads_routes.close(app)
             if own:
                 await orch.aclose()
             if orch.tracking.enabled:
@@ -90,6 +98,8 @@ def create_app(
     app.include_router(chat_routes.router)
     app.include_router(health.router)
     app.include_router(metrics_route.router)
+    app.include_router(embeddings_route.router)
+    app.include_router(threads_routes.router)
     return app
 
 

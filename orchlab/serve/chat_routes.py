@@ -18,7 +18,6 @@ from orchlab.serve.openai_wire import ChatMessage, _Wire, validation_error
 
 router = APIRouter()
 FORMATS = ("raw", "markdown", "json")
-THREADS_NOT_YET = "threads are not available yet: send the whole conversation as messages"
 
 
 class ChatBody(_Wire):
@@ -29,7 +28,7 @@ class ChatBody(_Wire):
     format: Literal["raw", "markdown", "json"] = "markdown"
     user: str | None = Field(default=None, max_length=256)
     thread_id: str | None = None
-    context_depth: int | None = None
+    context_depth: int | None = Field(default=None, ge=0)
 
 
 @router.post("/chat")
@@ -44,7 +43,18 @@ async def chat(request: Request) -> Response:
         messages: Any = body.prompt if body.prompt is not None else _messages(body)
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
+        turn = None
+        if body.thread_id is not None:
+            from orchlab.serve.threads_routes import begin, store_for
+
+            depth = body.context_depth
+            if depth is None:
+                depth = (await store_for(request)).settings.context_depth
+            turn = await begin(request, body.thread_id, messages, depth, user=body.user)
+            messages = turn.sent
         response = await gw.client.arun(target, messages, tags=ex.tags(body.user))
+        if turn is not None:
+            response = await turn.save(response)
     except Exception as exc:
         return ex.error(exc)
     gw.answered()
@@ -79,6 +89,8 @@ async def chat(request: Request) -> Response:
         "decision": None
         if d is None
         else {"strategy": d.strategy, "winner": d.winner, "rationale": d.rationale},
+        "thread_id": None if turn is None else turn.thread.id,
+        "message_id": response.message_id,
     }
     return json_response(out, headers=ex.headers(response))
 
@@ -90,9 +102,8 @@ def _parse(data: object) -> ChatBody:
         body = ChatBody.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc) from None
-    for name in ("thread_id", "context_depth"):
-        if getattr(body, name) is not None:
-            raise bad_request(THREADS_NOT_YET, param=name, code="unsupported_parameter")
+    if body.context_depth is not None and body.thread_id is None:
+        raise bad_request("context_depth needs thread_id (the thread to read it from)", param="context_depth")
     if (body.prompt is None) == (body.messages is None):
         raise bad_request("send either prompt or messages (one of them)", param="prompt")
     if (body.role is None) == (body.model is None):
@@ -157,5 +168,5 @@ def describe(gw: Gateway) -> dict[str, Any]:
             "read_timeout_s": settings.read_timeout_s,
             "budgets": {"per_call_usd": budgets.per_call_usd, "session_usd": budgets.session_usd},
         },
-        "threads": False,
+        "threads": True,
     }

@@ -10,7 +10,8 @@ no stack trace, key or internal path reaches a client.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchlab.errors import (
@@ -62,8 +63,26 @@ def _retry_after(seconds: float | None) -> dict[str, str]:
     return {"retry-after": str(max(1, math.ceil(seconds)))}
 
 
+_URL = re.compile(
+    r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>),]+"  # a URL
+    r"|\('[^']*', \d+\)"  # a socket address, as an OS error names it: ('10.0.0.5', 8000)
+)
+
+
 def from_exception(exc: BaseException, request_id: str) -> HTTPError:
-    """``exc`` as the answer the caller gets (see the module docstring for what each becomes)."""
+    """``exc`` as the answer the caller gets (see the module docstring for what each becomes).
+
+    An upstream fault's message (429, 5xx) names the provider, never its URL: a configured
+    ``api_base`` is an internal address (the library's own error keeps it, for the operator)."""
+    answer = _answer(exc, request_id)
+    if (answer.status == 429 or answer.status >= 500) and _URL.search(answer.message):
+        provider = getattr(exc, "provider", None)
+        name = f"provider {provider!r}" if provider else "the upstream provider"
+        answer = replace(answer, message=_URL.sub(name, answer.message))
+    return answer
+
+
+def _answer(exc: BaseException, request_id: str) -> HTTPError:
     if isinstance(exc, HTTPError):
         return exc
     if isinstance(exc, AllAttemptsFailedError):

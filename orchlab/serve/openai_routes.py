@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from orchlab.serve import cache_header
+from orchlab.serve import cache_header, threads_routes
 from orchlab.serve.body import decode_json, read_body
 from orchlab.serve.errors import HTTPError, from_exception
 from orchlab.serve.gateway import Exchange, Gateway, gateway, json_response
@@ -33,6 +33,8 @@ from orchlab.serve.openai_wire import (
     sse,
     to_messages,
     to_params,
+    to_tools,
+    tool_call_deltas,
     usage_chunk,
 )
 
@@ -53,19 +55,32 @@ async def chat_completions(request: Request) -> Response:
             decode_json(await read_body(request, gw.settings)), drop_params=gw.settings.drop_params
         )
         target = gw.targets.resolve(req.model)
-        messages, params = to_messages(req), to_params(req)
-        tags = ex.tags(req.user, req.metadata)
+        messages: list[Any] = to_messages(req)
+        params = to_params(req)
+        tags, tools = ex.tags(req.user, req.metadata), to_tools(req)
         cache = cache_header.requested(request)
+        turn = await threads_routes.from_headers(request, messages, req.user)
+        if turn is not None:
+            if req.stream:  # not yet: the stream's end would have to store the exchange
+                raise HTTPError(
+                    400, f"{threads_routes.THREAD_HEADER} is not supported with stream yet", param="stream"
+                )
+            messages = turn.sent
         if req.stream:
-            stream = gw.client.stream(target, messages, params or None, tags=tags, cache=cache)
+            stream = gw.client.stream(target, messages, params or None, tags=tags, cache=cache, **tools)
             answer = await Streamed(gw, ex, req, stream).response(request)
             gw.answered()
             return answer
-        response = await gw.client.arun(target, messages, params or None, tags=tags, cache=cache)
+        response = await gw.client.arun(target, messages, params or None, tags=tags, cache=cache, **tools)
+        if turn is not None:
+            response = await turn.save(response)
     except Exception as exc:
         return ex.error(exc)
     gw.answered()
-    return json_response(completion_body(response, req.model), headers=ex.headers(response))
+    headers = ex.headers(response)
+    if response.message_id:
+        headers[threads_routes.MESSAGE_HEADER] = response.message_id
+    return json_response(completion_body(response, req.model), headers=headers)
 
 
 @router.get("/v1/models")
@@ -144,6 +159,8 @@ class Streamed:
                 item = await self.queue.get()
             response: LLMResponse | None = self.stream.response
             if response is not None:
+                if response.tool_calls:  # the library gathers a stream's calls: each sent whole
+                    yield self._chunk({"tool_calls": tool_call_deltas(response)})
                 yield self._chunk({}, finish_reason(response))
                 if self.usage:
                     yield sse(usage_chunk(self.cid, self.req.model, self.created, response))

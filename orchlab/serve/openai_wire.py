@@ -3,8 +3,10 @@ and orchlab's answer built as ``chat.completion`` / ``chat.completion.chunk`` bo
 
 What the gateway honours is `ChatRequest`. Every other OpenAI parameter (`UNSUPPORTED`), and any
 key OpenAI does not define either, is refused with a 400 naming it, or dropped when the config
-says ``gateway.drop_params: true``. Message fields the same: ``role`` and ``content`` (text, or
-text parts) are used; ``name`` and the tool fields are refused or dropped.
+says ``gateway.drop_params: true``. Message fields the same: ``role``, ``content`` (text, or
+text parts), and the tool fields (``tool_calls``, ``tool_call_id``) are used; ``name`` is refused
+or dropped. ``tools``, ``tool_choice`` and ``parallel_tool_calls`` go to the upstream whatever its
+wire format (the library maps them); the calls it asks for come back in OpenAI's shape.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ UNSUPPORTED = frozenset(
         "functions",
         "logit_bias",
         "modalities",
-        "parallel_tool_calls",
         "prediction",
         "presence_penalty",
         "prompt_cache_key",
@@ -36,14 +37,18 @@ UNSUPPORTED = frozenset(
         "safety_identifier",
         "service_tier",
         "store",
-        "tool_choice",
-        "tools",
         "verbosity",
         "web_search_options",
     }
 )
 """OpenAI chat-completions parameters this gateway cannot honour (refused, or dropped)."""
-MESSAGE_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+MESSAGE_ROLES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+}
 """OpenAI message roles -> orchlab's (``developer`` is the newer name of ``system``)."""
 FINISH_REASONS = {"stop", "length", "content_filter", "tool_calls"}
 _LENGTH = {"length", "max_tokens", "MAX_TOKENS", "max_output_tokens"}
@@ -62,6 +67,8 @@ class TextPart(_Wire):
 class ChatMessage(_Wire):
     role: str
     content: str | list[TextPart] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
 
 
 class StreamOptions(_Wire):
@@ -92,6 +99,9 @@ class ChatRequest(_Wire):
     n: int | None = Field(default=None, ge=1, le=1)
     stream: bool | None = None
     stream_options: StreamOptions | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
 
 _REQUEST_KEYS = frozenset(ChatRequest.model_fields)
@@ -138,7 +148,8 @@ def _message_keys(i: int, message: object, drop_params: bool) -> object:
     extra = [k for k in message if k not in _MESSAGE_KEYS]
     if extra and not drop_params:
         raise bad_request(
-            f"messages[{i}].{extra[0]} is not supported by this gateway (only role and content are used)",
+            f"messages[{i}].{extra[0]} is not supported by this gateway "
+            "(role, content, tool_calls and tool_call_id are used)",
             param=f"messages[{i}].{extra[0]}",
             code="unsupported_parameter",
         )
@@ -170,22 +181,46 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:60] + "…"
 
 
-def to_messages(request: ChatRequest) -> list[dict[str, str]]:
-    """The request's messages as orchlab's ``{"role", "content"}`` (text parts joined)."""
-    out = []
+def to_messages(request: ChatRequest) -> list[dict[str, Any]]:
+    """The request's messages as orchlab's ``{"role", "content"}`` (text parts joined), with
+    ``tool_calls`` / ``tool_call_id`` as OpenAI sends them (the library checks and maps them)."""
+    out: list[dict[str, Any]] = []
     for i, m in enumerate(request.messages):
         role = MESSAGE_ROLES.get(m.role)
         if role is None:
             raise bad_request(
                 f"messages[{i}].role is {m.role!r}; this gateway takes "
-                f"{', '.join(MESSAGE_ROLES)} (tool and function messages are not supported)",
+                f"{', '.join(MESSAGE_ROLES)} (legacy function messages are not supported)",
                 param=f"messages[{i}].role",
             )
-        if m.content is None:
+        if m.content is None and not m.tool_calls and role != "tool":
             raise bad_request(f"messages[{i}].content is missing", param=f"messages[{i}].content")
-        content = m.content if isinstance(m.content, str) else "".join(p.text for p in m.content)
-        out.append({"role": role, "content": content})
+        content = m.content if isinstance(m.content, str | None) else "".join(p.text for p in m.content)
+        message: dict[str, Any] = {"role": role, "content": content or ""}
+        if m.tool_calls:
+            message["tool_calls"] = m.tool_calls
+        if m.tool_call_id is not None:
+            message["tool_call_id"] = m.tool_call_id
+        out.append(message)
     return out
+
+
+def to_tools(request: ChatRequest) -> dict[str, Any]:
+    """The ``tools``, ``tool_choice`` and ``parallel_tool_calls`` the request sets, as keyword
+    arguments of ``client.arun`` / ``client.stream`` (OpenAI's JSON: the library maps it)."""
+    out: dict[str, Any] = {}
+    if request.tools is not None:
+        out["tools"] = request.tools
+    if request.tool_choice is not None:
+        out["tool_choice"] = request.tool_choice
+    if request.parallel_tool_calls is not None:
+        out["parallel_tool_calls"] = request.parallel_tool_calls
+    return out
+
+
+def tool_calls_body(response: LLMResponse) -> list[dict[str, Any]]:
+    """The answer's tool calls in OpenAI's shape (arguments as JSON text)."""
+    return [call.to_openai() for call in response.tool_calls]
 
 
 def to_params(request: ChatRequest) -> dict[str, Any]:
@@ -231,6 +266,8 @@ def completion_id(response_id: str) -> str:
 def finish_reason(response: LLMResponse) -> str:
     """The provider's finish reason in OpenAI's terms (``stop`` when it gave none we can map)."""
     reason = response.finish_reason
+    if response.tool_calls:
+        return "tool_calls"
     if reason in FINISH_REASONS:
         return reason
     return "length" if reason in _LENGTH else "stop"
@@ -264,13 +301,28 @@ def completion_body(response: LLMResponse, model: str, created: int | None = Non
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": response.content, "refusal": None},
+                "message": message_body(response),
                 "logprobs": logprobs,
                 "finish_reason": finish_reason(response),
             }
         ],
         "usage": usage_body(response),
     }
+
+
+def message_body(response: LLMResponse) -> dict[str, Any]:
+    """The answer's ``message``: its text, and its ``tool_calls`` when the model asked for some
+    (then ``content`` is null when there is no text, as OpenAI sends it)."""
+    message: dict[str, Any] = {"role": "assistant", "content": response.content, "refusal": None}
+    if response.tool_calls:
+        message["content"] = response.content or None
+        message["tool_calls"] = tool_calls_body(response)
+    return message
+
+
+def tool_call_deltas(response: LLMResponse) -> list[dict[str, Any]]:
+    """The answer's tool calls as a stream delta's ``tool_calls`` (each whole, with its index)."""
+    return [{"index": i, **call} for i, call in enumerate(tool_calls_body(response))]
 
 
 def chunk_body(
