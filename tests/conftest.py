@@ -69,6 +69,10 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith(("ORCH_", "MLFLOW_", "OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_")):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MLFLOW_MODEL_CATALOG_URI", "")
+    # mlflow.set_tracking_uri() also writes MLFLOW_TRACKING_URI into os.environ, which later kernels
+    # (nbval) and drains would inherit: set-then-delete makes monkeypatch put back "absent" after the test
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
     # MLflow tracking is on by default for users; tests that exercise it switch it back on
     monkeypatch.setenv("ORCH_TRACKING", "0")
     # so is the response cache for deterministic requests: tests that exercise it switch it back on
