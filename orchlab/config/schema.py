@@ -565,6 +565,17 @@ class GatewayConfig(_Strict):
         default=10.0, gt=0, description="time to receive a whole request body, else a 408"
     )
     expose: list[str] | None = Field(default=None, description="the roles served (default: every role)")
+    auth: Literal["keys", "none"] | None = Field(
+        default=None,
+        description="keys: every request but /healthz and /readyz needs a key (orchlab keys create); "
+        "none: open, on a loopback address only; default: keys unless the server binds loopback",
+    )
+    rate_limit_store: str = Field(
+        default="memory://",
+        pattern=r"^(memory://|rediss?://.+)$",
+        description="where rpm/tpm windows are counted: memory:// (one worker) or redis://HOST:PORT "
+        "(shared by several workers)",
+    )
 
 
 ToolRef = Annotated[

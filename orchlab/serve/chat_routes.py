@@ -11,6 +11,7 @@ from pydantic import Field, ValidationError
 from starlette.responses import Response
 
 from orchlab.errors import OrchlabError
+from orchlab.serve.auth import authorize, visible_config
 from orchlab.serve.body import decode_json, read_body
 from orchlab.serve.errors import bad_request
 from orchlab.serve.gateway import Exchange, Gateway, gateway, json_response
@@ -41,6 +42,7 @@ async def chat(request: Request) -> Response:
         if body.role is not None and body.role not in gw.targets.roles:
             raise gw.targets.not_found(body.role)
         target = gw.targets.resolve(body.role or body.model or "")
+        authorize(body.role or body.model or "", target, gw.targets)
         messages: Any = body.prompt if body.prompt is not None else _messages(body)
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
@@ -108,7 +110,10 @@ def _messages(body: ChatBody) -> list[dict[str, str]]:
 @router.get("/config")
 async def config(request: Request) -> Response:
     gw = gateway(request)
-    return json_response(describe(gw), headers={"x-request-id": Exchange(request, "/config").request_id})
+    return json_response(
+        visible_config(describe(gw), gw.targets),
+        headers={"x-request-id": Exchange(request, "/config").request_id},
+    )
 
 
 def describe(gw: Gateway) -> dict[str, Any]:
