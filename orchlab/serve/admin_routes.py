@@ -71,6 +71,7 @@ async def revoke_key(ref: str, request: Request) -> Response:
     ex = Exchange(request, "/admin/keys")
     try:
         revoked = await asyncio.to_thread(_keys(request).try_revoke, ref)
+        request.app.state.guard.forget_keys()
         if revoked is None:
             raise HTTPError(404, f"no key {ref[:40]!r} (GET /admin/keys lists them)", code="not_found")
     except Exception as exc:

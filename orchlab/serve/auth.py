@@ -21,14 +21,16 @@ its HMAC) or echoed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import logging
+import time
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal
 
 from orchlab.serve.errors import HTTPError
 from orchlab.serve.gateway import error_response
-from orchlab.serve.limits import Caller, KeyBudget, KeyUsage, RateLimits
+from orchlab.serve.limits import Caller, KeyBudget, KeyUsage, Ledger, RateLimits
 from orchlab.strategies.urn import is_urn, parse_urn
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ ADMIN = "/admin"
 CALLER: ContextVar[Caller | None] = ContextVar("orchlab_gateway_caller", default=None)
 """The key of the request being served (set by `KeyAuth` for the request's task and the tasks
 it starts: a stream's producer, a strategy's attempts)."""
+KEY_CACHE_SIZE = 10_000
 INVALID_KEY = "a valid API key is required: send the header Authorization: Bearer ok_…"
 
 
@@ -74,9 +77,11 @@ class Guard:
         self.gw = gw
         self.mode = mode
         self._keys: Keys | None = None
+        self._cache: dict[bytes, tuple[ApiKey, float]] = {}
         self.rates = RateLimits(gw.settings.rate_limit_store)
-        self._budget = KeyBudget(self.store, CALLER.get)
-        self._usage = KeyUsage(self.store, CALLER.get, self.rates, gw.keep)
+        self.ledger = Ledger(self.store, gw.keep)
+        self._budget = KeyBudget(self.ledger, CALLER.get)
+        self._usage = KeyUsage(self.ledger, CALLER.get, self.rates, gw.keep)
 
     @property
     def keys(self) -> Keys:
@@ -106,6 +111,7 @@ class Guard:
         client.dispatch.passes = tuple(p for p in client.dispatch.passes if p is not self._budget)
         client.observers.remove(self._usage)
         await self.rates.aclose()
+        await self.ledger.aclose()  # the last settlements are written
 
     def required(self, scope: Scope) -> bool:
         """Whether this request needs a key (``auto``: when it reached a non-loopback address)."""
@@ -115,9 +121,29 @@ class Guard:
         return server is not None and server[1] is not None and not is_loopback(str(server[0]))
 
     async def authenticate(self, presented: str) -> ApiKey | None:
+        """The active key ``presented`` is, or None. A key found valid is remembered for
+        ``gateway.key_cache_s`` (by a SHA-256 of it, never the key): a key revoked elsewhere
+        stops working within that time (at once on the worker that revoked it)."""
+        ttl = self.gw.settings.key_cache_s
+        digest = hashlib.sha256(presented.encode()).digest()
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and now - hit[1] < ttl and hit[0].active():
+            return hit[0]
         if self._keys is None:
             await asyncio.to_thread(lambda: self.keys)
-        return await asyncio.to_thread(self.keys.verify, presented)
+        key = await asyncio.to_thread(self.keys.verify, presented)
+        if key is None:
+            self._cache.pop(digest, None)
+        elif ttl > 0:
+            if len(self._cache) >= KEY_CACHE_SIZE:
+                self._cache.clear()
+            self._cache[digest] = (key, now)
+        return key
+
+    def forget_keys(self) -> None:
+        """Drop the remembered keys (a key was revoked here)."""
+        self._cache.clear()
 
 
 def is_loopback(host: str) -> bool:

@@ -29,21 +29,24 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from orchlab.budgets import money
 from orchlab.errors import BudgetExceededError, UnknownCostError
 from orchlab.serve.errors import HTTPError
+from orchlab.store.keys import utcnow
 
 if TYPE_CHECKING:
     from orchlab.calls import CallContext, CallFacts, CallRecord
     from orchlab.pipeline.inflight import InFlight
     from orchlab.store.keys import ApiKey
-    from orchlab.store.ledger import Settlement
+    from orchlab.store.ledger import NoWait, Refused, Settlement
     from orchlab.store.store import Store
     from orchlab.types import LLMResponse, ModelRequest
 
 log = logging.getLogger("orchlab.serve")
+T = TypeVar("T")
 
 
 # --- who is calling (set by orchlab.serve.auth for the request's task) ---------------------------
@@ -171,12 +174,93 @@ def _too_many(message: str, w: Window, headers: dict[str, str]) -> HTTPError:
 # --- budgets: reserve before each attempt, settle when the call ends ---------------------------
 
 
+class Ledger:
+    """One worker's writes to the usage ledger.
+
+    A reservation is on the request's path, so it is made at once where it can: on SQLite, on the
+    event loop with a connection that never waits for the write lock (a few hundred microseconds;
+    a hop to a thread costs more than that on a busy machine); when another process holds the
+    lock, or on PostgreSQL (a network round trip), from the ledger's own thread. Settlements are
+    off the path: queued, and written together every `FLUSH_S` from that thread (until then the
+    reservation stands, which errs on the safe side)."""
+
+    FLUSH_S = 0.05
+
+    def __init__(self, store: Callable[[], Store], keep: Callable[[asyncio.Task[Any]], None]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._store = store
+        self._keep = keep
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="orchlab-ledger")
+        self._now: NoWait | None = None
+        self._queue: list[Settlement] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def reserve(self, **kwargs: Any) -> str | Refused:
+        from orchlab.store.ledger import Busy, NoWait, reserve
+
+        store = self._store()
+        if store.settings.backend == "sqlite":
+            if self._now is None:
+                self._now = NoWait(store.settings)
+            found = self._now.write(reserve, **kwargs)
+            if not isinstance(found, Busy):
+                return found
+        return await self._in_thread(lambda: store.write(reserve, **kwargs))
+
+    def reserve_sync(self, **kwargs: Any) -> str | Refused:
+        from orchlab.store.ledger import reserve
+
+        return self._store().write(reserve, **kwargs)
+
+    def settle_later(self, done: list[Settlement]) -> None:
+        self._queue.extend(done)
+        if self._flushing is None or self._flushing.done():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # a blocking call: write now
+                self._write(self._take())
+                return
+            self._flushing = loop.create_task(self._flush_soon())
+            self._keep(self._flushing)
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.FLUSH_S)
+        await self._in_thread(self._write, self._take())
+
+    def _take(self) -> list[Settlement]:
+        batch, self._queue = self._queue, []
+        return batch
+
+    def _write(self, batch: list[Settlement]) -> None:
+        from orchlab.store.ledger import settle
+
+        if not batch:
+            return
+        try:
+            self._store().write(settle, batch)
+        except Exception as exc:  # the reservations stand: the budgets err on the safe side
+            log.error("%d ledger settlements were not written: %s", len(batch), exc)
+
+    async def aclose(self) -> None:
+        """Write what is queued; close the thread and the no-wait engine."""
+        if self._flushing is not None:
+            self._flushing.cancel()
+        await self._in_thread(self._write, self._take())
+        await asyncio.to_thread(self._pool.shutdown, True)
+        if self._now is not None:
+            self._now.close()
+
+
 class KeyBudget:
     """A pipeline pass: reserve a keyed attempt's worst case in the ledger (budgeted keys), and
     note the attempt for `KeyUsage` to settle. Not a keyed request: nothing to do."""
 
-    def __init__(self, store: Callable[[], Store], caller: Callable[[], Caller | None]) -> None:
-        self._store = store
+    def __init__(self, ledger: Ledger, caller: Callable[[], Caller | None]) -> None:
+        self._ledger = ledger
         self._caller = caller
 
     async def admit(self, ctx: CallContext, flight: InFlight, request: ModelRequest) -> LLMResponse | None:
@@ -184,9 +268,12 @@ class KeyBudget:
         if caller is None:
             return None
         entry, amount = None, 0.0
-        if caller.key.budget is not None:
+        budget = caller.key.budget
+        if budget is not None:
             amount = self._worst_case(caller.key, flight, request)
-            entry = await asyncio.to_thread(self._reserve, caller.key, ctx, flight, request, amount)
+            now = utcnow()
+            found = await self._ledger.reserve(**self._row(caller.key, ctx, flight, request, amount, now))
+            entry = self._check(found, caller.key, flight, amount, now)
         self._note(caller, ctx, flight, request, entry, amount)
         return None
 
@@ -197,7 +284,9 @@ class KeyBudget:
         entry, amount = None, 0.0
         if caller.key.budget is not None:
             amount = self._worst_case(caller.key, flight, request)
-            entry = self._reserve(caller.key, ctx, flight, request, amount)
+            now = utcnow()
+            found = self._ledger.reserve_sync(**self._row(caller.key, ctx, flight, request, amount, now))
+            entry = self._check(found, caller.key, flight, amount, now)
         self._note(caller, ctx, flight, request, entry, amount)
         return None
 
@@ -221,8 +310,6 @@ class KeyBudget:
 
         assert key.budget is not None
         info = flight.entry.info
-        label = f"budget of key ok_{key.prefix} ({key.budget})"
-        why = None
         if flight.entry.price is None:
             why = f"{info.target} has no known price: {info.price_note}"
         else:
@@ -235,53 +322,53 @@ class KeyBudget:
             )
         raise UnknownCostError(
             f"{why}; a budget applies to this key, so the call is refused before sending",
-            scope=label,
+            scope=f"budget of key ok_{key.prefix} ({key.budget})",
             limit_usd=key.budget.usd,
             requested_usd=math.inf,
             spent_usd=math.nan,
         )
 
-    def _reserve(
-        self, key: ApiKey, ctx: CallContext, flight: InFlight, request: ModelRequest, amount: float
-    ) -> str:
-        from orchlab.store.keys import utcnow
-        from orchlab.store.ledger import Refused, reserve
+    @staticmethod
+    def _row(
+        key: ApiKey, ctx: CallContext, flight: InFlight, request: ModelRequest, amount: float, now: datetime
+    ) -> dict[str, Any]:
+        assert key.budget is not None
+        return {
+            "key_id": key.id,
+            "user_id": key.user_id,
+            "amount_usd": amount,
+            "limit_usd": key.budget.usd,
+            "since": key.budget.start(now),
+            "request_id": ctx.tags.get("orchlab.request_id"),
+            "endpoint": ctx.tags.get("orchlab.endpoint"),
+            "provider": flight.provider,
+            "model": request.model,
+        }
 
+    @staticmethod
+    def _check(found: str | Refused, key: ApiKey, flight: InFlight, amount: float, now: datetime) -> str:
+        if isinstance(found, str):
+            return found
         budget = key.budget
         assert budget is not None
-        now = utcnow()
-        found = self._store().write(
-            reserve,
-            key_id=key.id,
-            user_id=key.user_id,
-            amount_usd=amount,
+        end = budget.end(now)
+        whole = "" if end is None else f"; it is whole again at {end:%Y-%m-%d %H:%M} UTC"
+        raise BudgetExceededError(
+            f"this key's budget of {budget}: {money(found.spent_usd)} spent or held by calls in "
+            f"flight; this call to {flight.entry.info.target} may cost up to {money(amount)}. "
+            f"Nothing was sent. Send a lower max_tokens to reserve less{whole}.",
+            scope=f"budget of key ok_{key.prefix}",
             limit_usd=budget.usd,
-            since=budget.start(now),
-            request_id=ctx.tags.get("orchlab.request_id"),
-            endpoint=ctx.tags.get("orchlab.endpoint"),
-            provider=flight.provider,
-            model=request.model,
+            requested_usd=amount,
+            spent_usd=found.spent_usd,
         )
-        if isinstance(found, Refused):
-            end = budget.end(now)
-            whole = "" if end is None else f"; it is whole again at {end:%Y-%m-%d %H:%M} UTC"
-            raise BudgetExceededError(
-                f"this key's budget of {budget}: {money(found.spent_usd)} spent or held by calls in "
-                f"flight; this call to {flight.entry.info.target} may cost up to {money(amount)}. "
-                f"Nothing was sent. Send a lower max_tokens to reserve less{whole}.",
-                scope=f"budget of key ok_{key.prefix}",
-                limit_usd=budget.usd,
-                requested_usd=amount,
-                spent_usd=found.spent_usd,
-            )
-        return found
 
 
-def settlement(p: Pending, ctx: CallContext) -> Settlement:
+def settlement(p: Pending, key: ApiKey) -> Settlement:
     """What one attempt costs the key, from its record in the call's trail."""
     from orchlab.store.ledger import Settlement
 
-    a = ctx.attempts[p.slot]
+    a = p.ctx.attempts[p.slot]
     if a.cost_usd is not None:
         amount, status = a.cost_usd, "settled"
     elif (a.outcome == "error" and a.error_type is not None) or p.local:
@@ -290,22 +377,32 @@ def settlement(p: Pending, ctx: CallContext) -> Settlement:
         # sent and cut off, or answered without usage: the reservation stands (unknown without one)
         amount, status = p.reserved_usd, "settled" if p.entry_id is not None else "unpriced"
     return Settlement(
-        p.entry_id, amount, status, p.provider, p.model, a.usage.input_tokens, a.usage.output_tokens
+        p.entry_id,
+        amount,
+        status,
+        key.id,
+        key.user_id,
+        p.provider,
+        p.model,
+        a.usage.input_tokens,
+        a.usage.output_tokens,
+        p.ctx.tags.get("orchlab.request_id"),
+        p.ctx.tags.get("orchlab.endpoint"),
     )
 
 
 class KeyUsage:
-    """A call observer: when a keyed call ends, settle its attempts in the ledger and count its
-    tokens against the key's tpm (in the background: the answer does not wait for the write)."""
+    """A call observer: when a keyed call ends, queue its attempts' settlements for the ledger
+    and count its tokens against the key's tpm (the answer waits for neither)."""
 
     def __init__(
         self,
-        store: Callable[[], Store],
+        ledger: Ledger,
         caller: Callable[[], Caller | None],
         rates: RateLimits,
         keep: Callable[[asyncio.Task[Any]], None],
     ) -> None:
-        self._store = store
+        self._ledger = ledger
         self._caller = caller
         self._rates = rates
         self._keep = keep
@@ -319,34 +416,16 @@ class KeyUsage:
         if not mine:
             return None
         caller.pending = [p for p in caller.pending if p.ctx is not ctx]
-        done = [settlement(p, ctx) for p in mine]
+        done = [settlement(p, caller.key) for p in mine]
+        self._ledger.settle_later(done)
         tokens = sum((s.input_tokens or 0) + (s.output_tokens or 0) for s in done)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._write(caller.key, done, ctx)
-            return None
-        self._keep(loop.create_task(self._finish(caller.key, done, ctx, tokens)))
+        if caller.key.tpm is not None and tokens > 0:
+            with contextlib.suppress(RuntimeError):  # no loop: a blocking call, not the gateway's
+                self._keep(asyncio.get_running_loop().create_task(self._count(caller.key, tokens)))
         return None
 
-    async def _finish(self, key: ApiKey, done: list[Settlement], ctx: CallContext, tokens: int) -> None:
+    async def _count(self, key: ApiKey, tokens: int) -> None:
         try:
             await self._rates.count_tokens(key, tokens)
         except Exception as exc:
             log.warning("tokens of key %s not counted: %s", key.id, type(exc).__name__)
-        await asyncio.to_thread(self._write, key, done, ctx)
-
-    def _write(self, key: ApiKey, done: list[Settlement], ctx: CallContext) -> None:
-        from orchlab.store.ledger import settle
-
-        try:
-            self._store().write(
-                settle,
-                done,
-                key_id=key.id,
-                user_id=key.user_id,
-                request_id=ctx.tags.get("orchlab.request_id"),
-                endpoint=ctx.tags.get("orchlab.endpoint"),
-            )
-        except Exception as exc:  # the reservations stand: the budget errs on the safe side
-            log.error("the usage of key %s was not settled: %s", key.id, exc)

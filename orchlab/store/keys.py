@@ -325,10 +325,18 @@ def insert_key(conn: Connection, *, user: str, email: str | None, row: dict[str,
     return _key(conn.execute(_select_keys().where(api_keys.c.id == row["id"])).one())
 
 
-def key_by_prefix(conn: Connection, prefix: str) -> tuple[ApiKey, str] | None:
-    from orchlab.store.schema import api_keys
+_by_prefix: Any = None
 
-    row = conn.execute(_select_keys().where(api_keys.c.prefix == prefix)).first()
+
+def key_by_prefix(conn: Connection, prefix: str) -> tuple[ApiKey, str] | None:
+    global _by_prefix
+    if _by_prefix is None:  # built once (SQLAlchemy is imported on first use only)
+        from sqlalchemy import bindparam
+
+        from orchlab.store.schema import api_keys
+
+        _by_prefix = _select_keys().where(api_keys.c.prefix == bindparam("prefix"))
+    row = conn.execute(_by_prefix, {"prefix": prefix}).first()
     return None if row is None else (_key(row), row._mapping["hash"])
 
 

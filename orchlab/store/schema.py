@@ -178,6 +178,6 @@ usage_ledger = Table(
     Column("model", String(200)),
     Column("input_tokens", Integer),
     Column("output_tokens", Integer),
-    Index(None, "key_id", "created_at"),
+    Index(None, "key_id", "created_at", "amount_usd"),  # the budget's SUM reads the index alone
     Index(None, "user_id", "created_at"),
 )

@@ -70,13 +70,15 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["key_id"], ["api_keys.id"], name="fk_usage_ledger_key_id_api_keys"),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], name="fk_usage_ledger_user_id_users"),
     )
-    op.create_index("ix_usage_ledger_key_id_created_at", "usage_ledger", ["key_id", "created_at"])
+    op.create_index(
+        "ix_usage_ledger_key_id_created_at_amount_usd", "usage_ledger", ["key_id", "created_at", "amount_usd"]
+    )
     op.create_index("ix_usage_ledger_user_id_created_at", "usage_ledger", ["user_id", "created_at"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_usage_ledger_user_id_created_at", "usage_ledger")
-    op.drop_index("ix_usage_ledger_key_id_created_at", "usage_ledger")
+    op.drop_index("ix_usage_ledger_key_id_created_at_amount_usd", "usage_ledger")
     op.drop_table("usage_ledger")
     op.drop_index("ix_api_keys_user_id", "api_keys")
     op.drop_table("api_keys")
