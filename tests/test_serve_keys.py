@@ -19,8 +19,7 @@ import orchlab
 from orchlab.store.keys import SECRET_ENV, NewKey
 from orchlab.store.schema import usage_ledger
 from tests.serve_support import Served, StreamDropWatch, gateway_yaml, serve_fixture  # noqa: F401
-from tests.servers.loopback import Reply
-from tests.servers.openai_wire import OpenAIWireServer
+from tests.servers.openai_wire import OpenAIWireServer, Reply
 
 Q = [{"role": "user", "content": "What is 2+2?"}]
 PUBLIC = {"/healthz", "/readyz"}
