@@ -103,6 +103,11 @@ class Guard:
         passes.insert(after, self._budget)
         client.dispatch.passes = tuple(passes)
         client.observers.add(self._usage)
+        from orchlab.redaction import install_log_masking, remember_pattern
+        from orchlab.store.keys import KEY_RE
+
+        remember_pattern(KEY_RE)  # a key a caller puts in a URL is masked in the access log
+        install_log_masking()
         if self.mode == "keys":
             await asyncio.to_thread(lambda: self.keys)
 
