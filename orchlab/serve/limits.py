@@ -100,6 +100,19 @@ class RateLimits:
         from limits.storage import storage_from_string
 
         if uri.startswith(("redis://", "rediss://")):
+            try:
+                import redis  # noqa: F401
+            except ImportError:
+                from orchlab.errors import MissingDependencyError
+
+                raise MissingDependencyError(
+                    "gateway.rate_limit_store is Redis, which needs the redis package: "
+                    "pip install 'orchlab[gateway]'",
+                    provider="gateway",
+                    kind="gateway",
+                    module="redis",
+                    extra="gateway",
+                ) from None
             self.storage = storage_from_string(f"async+{uri}", implementation="redispy")
         else:
             self.storage = storage_from_string("async+memory://")
@@ -206,7 +219,7 @@ class Ledger:
         if store.settings.backend == "sqlite":
             if self._now is None:
                 self._now = NoWait(store.settings)
-            found = self._now.write(reserve, **kwargs)
+            found = self._now.reserve(**kwargs)
             if not isinstance(found, Busy):
                 return found
         return await self._in_thread(lambda: store.write(reserve, **kwargs))

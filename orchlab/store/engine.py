@@ -53,20 +53,18 @@ _migrate_lock = threading.Lock()
 T = TypeVar("T")
 
 
-def sync_engine(settings: StoreSettings, *, reads: bool = False, wait: bool = True) -> Engine:
+def sync_engine(settings: StoreSettings, *, reads: bool = False) -> Engine:
     """A pooled engine on the store (not yet migrated: `migrate`). ``reads``: on PostgreSQL, an
     engine of autocommit connections for single-statement reads (no BEGIN, no ROLLBACK, no
-    isolation switch per checkout: one round trip per read). ``wait=False`` (SQLite): a busy
-    timeout of 0, a locked database fails at once (`orchlab.store.ledger.NoWait`)."""
+    isolation switch per checkout: one round trip per read)."""
     if settings.backend == "sqlite":
         path = settings.sqlite_path
         assert path is not None
         path.parent.mkdir(parents=True, exist_ok=True)
-        busy_ms = BUSY_TIMEOUT_MS if wait else 0
         engine = create_engine(
-            settings.url, connect_args={"timeout": busy_ms / 1000, "check_same_thread": False}
+            settings.url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
         )
-        _sqlite_events(engine, busy_ms)
+        _sqlite_events(engine)
         return engine
     _need_psycopg(settings)
     # no pre-ping (a round trip per checkout): a connection found dead is invalidated and the
@@ -102,16 +100,16 @@ def _need_psycopg(settings: StoreSettings) -> None:
         ) from None
 
 
-def _sqlite_events(engine: Engine, busy_ms: int = BUSY_TIMEOUT_MS) -> None:
-    event.listen(engine, "connect", lambda con, record: _sqlite_connect(con, record, busy_ms))
+def _sqlite_events(engine: Engine) -> None:
+    event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
 
 
-def _sqlite_connect(dbapi_con: Any, record: Any, busy_ms: int = BUSY_TIMEOUT_MS) -> None:
+def _sqlite_connect(dbapi_con: Any, record: Any) -> None:
     dbapi_con.isolation_level = None  # transactions are begun by `_sqlite_begin`, not by the driver
     cur = dbapi_con.cursor()
     try:
-        cur.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA journal_mode")
         if str(cur.fetchone()[0]).lower() != "wal":
             cur.execute("PRAGMA journal_mode = WAL")

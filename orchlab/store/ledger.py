@@ -14,10 +14,10 @@ take turns; on PostgreSQL the key's row is locked (``SELECT ... FOR UPDATE``) fi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, func, select, update
 
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from orchlab.store.settings import StoreSettings
 
 EPSILON = 1e-12
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +129,11 @@ def reserve(
 
 
 def settle(conn: Connection, settlements: Sequence[Settlement]) -> None:
-    """Settle reserved rows; record attempts that reserved nothing (no budget) as new rows."""
+    """Settle reserved rows; record attempts that reserved nothing (no budget) as new rows
+    (each kind in one executemany)."""
     at = utcnow()
+    updates: list[dict[str, Any]] = []
+    inserts: list[dict[str, Any]] = []
     for s in settlements:
         facts = {
             "status": s.status,
@@ -141,20 +143,26 @@ def settle(conn: Connection, settlements: Sequence[Settlement]) -> None:
             "output_tokens": s.output_tokens,
         }
         if s.entry_id is not None:
-            conn.execute(_SETTLE, {"entry_id": s.entry_id, **{f"new_{k}": v for k, v in facts.items()}})
+            updates.append({"entry_id": s.entry_id, **{f"new_{k}": v for k, v in facts.items()}})
         elif s.status != "released":
-            row = {
-                "id": new_ulid(),
-                "key_id": s.key_id,
-                "user_id": s.user_id,
-                "created_at": at,
-                "reserved_usd": 0.0,
-                "request_id": s.request_id,
-                "endpoint": s.endpoint,
-                "provider": s.provider,
-                "model": s.model,
-            }
-            conn.execute(_INSERT, {**row, **facts})
+            inserts.append(
+                {
+                    "id": new_ulid(),
+                    "key_id": s.key_id,
+                    "user_id": s.user_id,
+                    "created_at": at,
+                    "reserved_usd": 0.0,
+                    "request_id": s.request_id,
+                    "endpoint": s.endpoint,
+                    "provider": s.provider,
+                    "model": s.model,
+                    **facts,
+                }
+            )
+    if updates:
+        conn.execute(_SETTLE, updates)
+    if inserts:
+        conn.execute(_INSERT, inserts)
 
 
 class Busy:
@@ -165,31 +173,79 @@ BUSY = Busy()
 
 
 class NoWait:
-    """Ledger writes that never wait for a lock: SQLite only, on a connection whose busy timeout
-    is 0 (a server runs them on its event loop, where waiting would stall every request; when
-    another process holds the lock, it gets `BUSY` and writes from a thread instead)."""
+    """Reservations that never wait for a lock: SQLite only, on one plain ``sqlite3`` connection
+    whose busy timeout is 0, used from one thread (a server's event loop, where waiting would
+    stall every request: when another process holds the lock it gets `BUSY` and reserves from a
+    thread instead). The same statements as `reserve`, in SQLite's own SQL: on the request's path
+    SQLAlchemy's execution layer would cost more than SQLite itself."""
+
+    _SUM = "SELECT COALESCE(SUM(amount_usd), 0.0) FROM usage_ledger WHERE key_id = ?"
+    _INSERT = (
+        "INSERT INTO usage_ledger (id, key_id, user_id, created_at, status, amount_usd, reserved_usd,"
+        " request_id, endpoint, provider, model) VALUES (?, ?, ?, ?, 'reserved', ?, ?, ?, ?, ?, ?)"
+    )
 
     def __init__(self, settings: StoreSettings) -> None:
-        from orchlab.store.engine import WRITE, sync_engine
+        import sqlite3
 
-        assert settings.backend == "sqlite"
-        self._writer = sync_engine(settings, wait=False).execution_options(**WRITE)
+        assert settings.sqlite_path is not None
+        self._db = sqlite3.connect(
+            settings.sqlite_path, timeout=0, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA busy_timeout = 0")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.execute("PRAGMA foreign_keys = ON")
 
-    def write(self, op: Callable[..., T], *args: Any, **kwargs: Any) -> T | Busy:
-        from sqlalchemy.exc import DBAPIError
+    def reserve(
+        self,
+        *,
+        key_id: str,
+        user_id: str,
+        amount_usd: float,
+        limit_usd: float,
+        since: datetime | None,
+        request_id: str | None,
+        endpoint: str | None,
+        provider: str,
+        model: str,
+    ) -> str | Refused | Busy:
+        """`reserve`, or `BUSY` when another connection holds the write lock."""
+        import sqlite3
 
-        from orchlab.store.engine import is_locked
-
+        db = self._db
         try:
-            with self._writer.begin() as conn:
-                return op(conn, *args, **kwargs)
-        except DBAPIError as exc:
-            if is_locked(exc):
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
                 return BUSY
+            raise
+        try:
+            if since is None:
+                used = db.execute(self._SUM, (key_id,)).fetchone()[0]
+            else:
+                used = db.execute(
+                    self._SUM + " AND created_at >= ?", (key_id, _sqlite_time(since))
+                ).fetchone()[0]
+            if used + amount_usd > limit_usd + EPSILON:
+                db.execute("ROLLBACK")
+                return Refused(float(used))
+            entry = new_ulid()
+            row = (entry, key_id, user_id, _sqlite_time(utcnow()), amount_usd, amount_usd)
+            db.execute(self._INSERT, (*row, request_id, endpoint, provider, model))
+            db.execute("COMMIT")
+            return entry
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
 
     def close(self) -> None:
-        self._writer.engine.dispose()
+        self._db.close()
+
+
+def _sqlite_time(at: datetime) -> str:
+    """A UTC time as `orchlab.store.schema.UTCDateTime` stores it on SQLite (naive UTC text)."""
+    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"
 
 
 def usage(conn: Connection, since: datetime | None) -> list[dict[str, Any]]:
