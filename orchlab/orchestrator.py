@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from orchlab.catalog.select import Selection
+    from orchlab.store.keys import Keys
     from orchlab.store.store import Store
     from orchlab.store.thread import Thread
     from orchlab.store.values import Feedback
@@ -321,6 +322,14 @@ class Orchestrator:
         from orchlab.store.api import store_of
 
         return store_of(self)
+
+    @property
+    def keys(self) -> Keys:
+        """The gateway's users and API keys in the store (`orchlab.store.keys`)."""
+        from orchlab.store.api import store_of
+        from orchlab.store.keys import Keys
+
+        return Keys(store_of(self))
 
     # --- calls ------------------------------------------------------------------------------
     #

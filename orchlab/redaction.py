@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import traceback
 from collections.abc import Callable, Iterable
@@ -44,6 +45,7 @@ MIN_LENGTH = 8
 _lock = threading.Lock()
 _known: tuple[str, ...] = ()
 """The values to mask (each key, and its percent-encoded form when that differs), longest first."""
+_patterns: tuple[re.Pattern[str], ...] = ()
 
 
 def remember(value: str) -> None:
@@ -57,11 +59,22 @@ def remember(value: str) -> None:
         _known = tuple(sorted(forms, key=len, reverse=True))
 
 
+def remember_pattern(pattern: re.Pattern[str]) -> None:
+    """Mask whatever matches ``pattern`` from now on: keys of a known shape that orchlab does not
+    hold itself (the gateway's ``ok_<prefix>_<secret>`` keys, `orchlab.serve.auth`)."""
+    global _patterns
+    with _lock:
+        if pattern not in _patterns:
+            _patterns = (*_patterns, pattern)
+
+
 def mask(text: str) -> str:
     """``text`` with every known key replaced by ``**********``."""
     for value in _known:
         if value in text:
             text = text.replace(value, MASK)
+    for pattern in _patterns:
+        text = pattern.sub(MASK, text)
     return text
 
 
@@ -71,7 +84,7 @@ def known() -> tuple[str, ...]:
 
 
 def contains_secret(text: str) -> bool:
-    return any(value in text for value in _known)
+    return any(value in text for value in _known) or any(p.search(text) for p in _patterns)
 
 
 def _mask_record(record: logging.LogRecord) -> None:
@@ -80,7 +93,11 @@ def _mask_record(record: logging.LogRecord) -> None:
     except Exception:
         return  # a broken format string: logging reports it when the record is emitted
     if contains_secret(message):
-        record.msg, record.args = mask(message), None
+        if isinstance(record.args, tuple) and not contains_secret(str(record.msg)):
+            # mask the arguments, keeping their shape (a formatter may read them: uvicorn's access log)
+            record.args = tuple(mask(a) if isinstance(a, str) else a for a in record.args)
+        if contains_secret(record.getMessage()):
+            record.msg, record.args = mask(message), None
     if record.exc_info and record.exc_info[0] is not None:
         text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
         if contains_secret(text):
@@ -95,7 +112,7 @@ def _mask_record(record: logging.LogRecord) -> None:
 def _masking(factory: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
     def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = factory(*args, **kwargs)
-        if _known:
+        if _known or _patterns:
             _mask_record(record)
         return record
 

@@ -598,6 +598,23 @@ class GatewayConfig(_Strict):
         default=10.0, gt=0, description="time to receive a whole request body, else a 408"
     )
     expose: list[str] | None = Field(default=None, description="the roles served (default: every role)")
+    auth: Literal["keys", "none"] | None = Field(
+        default=None,
+        description="keys: every request but /healthz and /readyz needs a key (orchlab keys create); "
+        "none: open, on a loopback address only; default: keys unless the server binds loopback",
+    )
+    key_cache_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="how long a worker trusts a key it checked (a revoked key stops working within "
+        "this time; at once on the worker that revoked it); 0: check every request",
+    )
+    rate_limit_store: str = Field(
+        default="memory://",
+        pattern=r"^(memory://|rediss?://.+)$",
+        description="where rpm/tpm windows are counted: memory:// (one worker) or redis://HOST:PORT "
+        "(shared by several workers)",
+    )
 
 
 ToolRef = Annotated[

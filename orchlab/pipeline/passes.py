@@ -140,17 +140,8 @@ class BudgetAdmission(SyncPass):
             )
         if price.free:
             return budgets.reserve(ctx, flight.budget_role, info.target, 0.0)
-        prompt = flight.ceiling
-        count = flight.count
-        if count is not None and count.exact:
-            # an exact count, with the chat overhead allowed for twice
-            prompt = min(prompt, count.tokens + PER_MESSAGE * len(request.messages) + REPLY_PRIMING)
-        out = request.params.max_tokens
-        if out is None:
-            out = info.max_output_tokens
-        if out is None and info.context_window is not None:
-            out = max(info.context_window - prompt, 0)
-        if out is None:
+        worst = worst_case(flight, request)
+        if worst is None:
             raise UnknownCostError(
                 f"{info.target}: a budget applies but nothing bounds this call's output tokens "
                 "(no max_tokens, and the catalog knows no max output or context window for the "
@@ -161,9 +152,32 @@ class BudgetAdmission(SyncPass):
                 requested_usd=math.inf,
                 spent_usd=budgets.spent_usd(),
             )
-        out = max(out, 0)  # a reservation is never negative (nor is Budgets.reserve's amount)
-        amount = price.cost(Usage(input_tokens=prompt, output_tokens=out))
+        amount, prompt, out = worst
         return budgets.reserve(ctx, flight.budget_role, info.target, amount, tokens=(prompt, out))
+
+
+def worst_case(flight: InFlight, request: ModelRequest) -> tuple[float, int, int] | None:
+    """The attempt's worst-case cost: (USD, prompt tokens at most, output tokens at most), at the
+    model's known price (``flight.entry.price``); None when nothing bounds the output tokens.
+    Also used by the gateway's per-key budgets (`orchlab.serve.limits`)."""
+    info, price = flight.entry.info, flight.entry.price
+    assert price is not None, "an unpriced model has no worst case"
+    if price.free:
+        return 0.0, 0, 0
+    prompt = flight.ceiling
+    count = flight.count
+    if count is not None and count.exact:
+        # an exact count, with the chat overhead allowed for twice
+        prompt = min(prompt, count.tokens + PER_MESSAGE * len(request.messages) + REPLY_PRIMING)
+    out = request.params.max_tokens
+    if out is None:
+        out = info.max_output_tokens
+    if out is None and info.context_window is not None:
+        out = max(info.context_window - prompt, 0)
+    if out is None:
+        return None
+    out = max(out, 0)  # a reservation is never negative (nor is Budgets.reserve's amount)
+    return price.cost(Usage(input_tokens=prompt, output_tokens=out)), prompt, out
 
 
 class EmptyAnswer(SyncPass):

@@ -11,6 +11,7 @@ from pydantic import Field, ValidationError
 from starlette.responses import Response
 
 from orchlab.errors import OrchlabError
+from orchlab.serve.auth import authorize, visible_config
 from orchlab.serve.body import decode_json, read_body
 from orchlab.serve.errors import bad_request
 from orchlab.serve.gateway import Exchange, Gateway, gateway, json_response
@@ -40,17 +41,18 @@ async def chat(request: Request) -> Response:
         if body.role is not None and body.role not in gw.targets.roles:
             raise gw.targets.not_found(body.role)
         target = gw.targets.resolve(body.role or body.model or "")
+        authorize(body.role or body.model or "", target, gw.targets)
         messages: Any = body.prompt if body.prompt is not None else _messages(body)
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         turn = None
         if body.thread_id is not None:
-            from orchlab.serve.threads_routes import begin, store_for
+            from orchlab.serve.threads_routes import begin, caller, store_for
 
             depth = body.context_depth
             if depth is None:
                 depth = (await store_for(request)).settings.context_depth
-            turn = await begin(request, body.thread_id, messages, depth, user=body.user)
+            turn = await begin(request, body.thread_id, messages, depth, user=caller(body.user))
             messages = turn.sent
         response = await gw.client.arun(target, messages, tags=ex.tags(body.user))
         if turn is not None:
@@ -120,7 +122,10 @@ def _messages(body: ChatBody) -> list[dict[str, str]]:
 @router.get("/config")
 async def config(request: Request) -> Response:
     gw = gateway(request)
-    return json_response(describe(gw), headers={"x-request-id": Exchange(request, "/config").request_id})
+    return json_response(
+        visible_config(describe(gw), gw.targets),
+        headers={"x-request-id": Exchange(request, "/config").request_id},
+    )
 
 
 def describe(gw: Gateway) -> dict[str, Any]:

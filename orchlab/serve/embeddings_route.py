@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from pydantic import Field, ValidationError
 from starlette.responses import Response
 
+from orchlab.serve.auth import authorize
 from orchlab.serve.body import decode_json, read_body
 from orchlab.serve.errors import bad_request
 from orchlab.serve.gateway import Exchange, gateway, json_response
@@ -48,6 +49,7 @@ async def embeddings(request: Request) -> Response:
             decode_json(await read_body(request, gw.settings)), drop_params=gw.settings.drop_params
         )
         target = gw.targets.resolve(req.model)
+        authorize(req.model, target, gw.targets)
         if is_urn(target):
             raise bad_request(
                 f"the model {req.model!r} is an orchestration logic: embeddings take an embedding role",

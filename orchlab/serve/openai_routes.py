@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from orchlab.serve import cache_header, threads_routes
+from orchlab.serve.auth import authorize, visible_models
 from orchlab.serve.body import decode_json, read_body
 from orchlab.serve.errors import HTTPError, from_exception
 from orchlab.serve.gateway import Exchange, Gateway, gateway, json_response
@@ -55,6 +56,7 @@ async def chat_completions(request: Request) -> Response:
             decode_json(await read_body(request, gw.settings)), drop_params=gw.settings.drop_params
         )
         target = gw.targets.resolve(req.model)
+        authorize(req.model, target, gw.targets)
         messages: list[Any] = to_messages(req)
         params = to_params(req)
         tags, tools = ex.tags(req.user, req.metadata), to_tools(req)
@@ -86,14 +88,14 @@ async def chat_completions(request: Request) -> Response:
 @router.get("/v1/models")
 async def list_models(request: Request) -> Response:
     gw = gateway(request)
-    data = [_model(gw, model_id) for model_id in gw.targets.model_ids()]
+    data = [_model(gw, model_id) for model_id in visible_models(gw.targets.model_ids(), gw.targets)]
     return json_response({"object": "list", "data": data})
 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> Response:
     gw = gateway(request)
-    if model_id not in gw.targets.model_ids():
+    if model_id not in visible_models(gw.targets.model_ids(), gw.targets):
         return Exchange(request, "/v1/models").error(gw.targets.not_found(model_id))
     return json_response(_model(gw, model_id))
 

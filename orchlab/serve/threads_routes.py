@@ -70,15 +70,37 @@ def _not_found(what: str, ident: str) -> HTTPError:
     )
 
 
+def caller(claimed: str | None) -> str | None:
+    """Who the request is for: the key's user when the gateway checks keys (what the body's
+    ``user`` field says is then ignored: anyone can write it), else that field."""
+    from orchlab.serve.auth import current_user
+
+    return current_user() or claimed
+
+
+def _visible(thread: ThreadInfo | None) -> ThreadInfo | None:
+    """``thread`` unless a key's user asks for another user's thread (then: as if it did not exist)."""
+    from orchlab.serve.auth import current_user
+
+    user = current_user()
+    if thread is None or user is None or thread.user == user:
+        return thread
+    return None
+
+
 async def find_thread(store: AsyncStore, thread_id: str, *, user: str | None = None) -> ThreadInfo:
-    """The thread named by ``thread_id``: an id (unknown: 404) or a name (made on first use)."""
+    """The thread named by ``thread_id``: an id (unknown, or another key user's: 404) or a name
+    (made on first use)."""
     from orchlab.store.ids import is_ulid
 
     if not thread_id.strip():
         raise bad_request("thread_id must be a thread's id or a non-empty name", param="thread_id")
-    found = await store.thread(thread_id)
+    stored = await store.thread(thread_id)
+    found = _visible(stored)
     if found is not None:
         return found
+    if stored is not None:  # another user's: the same answer as an unknown id
+        raise _not_found("thread", thread_id)
     if is_ulid(thread_id):
         raise _not_found("thread", thread_id)
     return await store.create_thread(name=thread_id, user=user)
@@ -168,7 +190,7 @@ async def from_headers(request: Request, messages: list[dict[str, Any]], user: s
     raw = headers.get(DEPTH_HEADER, "0")
     if not raw.isdigit():
         raise bad_request(f"{DEPTH_HEADER} must be a whole number >= 0, got {raw!r}", param=DEPTH_HEADER)
-    return await begin(request, thread_id, messages, int(raw), user=user)
+    return await begin(request, thread_id, messages, int(raw), user=caller(user))
 
 
 def thread_body(thread: ThreadInfo, messages: Sequence[StoredMessage]) -> dict[str, Any]:
@@ -205,7 +227,7 @@ async def get_thread(thread_id: str, request: Request) -> Response:
     ex = Exchange(request, "/threads")
     try:
         store = await store_for(request)
-        thread = await store.thread(thread_id)
+        thread = _visible(await store.thread(thread_id))
         if thread is None:
             raise _not_found("thread", thread_id)
         messages = await store.messages(thread.id)
@@ -250,6 +272,8 @@ async def _feedback(gw: Gateway, store: AsyncStore, body: FeedbackBody) -> dict[
     except OrchlabError as exc:
         raise bad_request(str(exc), param="value") from None
     message = await store.message(body.message_id)
+    if message is not None and _visible(await store.thread(message.thread_id)) is None:
+        message = None  # another key user's message: the same answer as an unknown one
     if message is None:
         raise _not_found("message", body.message_id)
     if message.role != "assistant":
@@ -257,7 +281,7 @@ async def _feedback(gw: Gateway, store: AsyncStore, body: FeedbackBody) -> dict[
             f"message {message.id} is a {message.role} message; rate an answer (assistant)",
             param="message_id",
         )
-    who = body.user or "anonymous"
+    who = caller(body.user) or "anonymous"
     kind = "thumbs" if name == "thumbs" else "stars"
     tracking = gw.client.tracking
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -126,4 +127,57 @@ prompt_versions = Table(
     Column("source", String(500)),
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("name", "version"),
+)
+
+# --- the gateway's users, keys and spending (orchlab.store.keys, orchlab.store.ledger) -----------
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("email", String(320)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("user_id", String(ID), ForeignKey("users.id"), nullable=False),
+    Column("prefix", String(32), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("name", String(200)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
+    Column("allow", JSON, nullable=False),
+    Column("rpm", Integer),
+    Column("tpm", Integer),
+    Column("budget_usd", Float),
+    Column("budget_window", String(8)),
+    Index(None, "user_id"),
+)
+
+usage_ledger = Table(
+    "usage_ledger",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("key_id", String(ID), ForeignKey("api_keys.id"), nullable=False),
+    Column("user_id", String(ID), ForeignKey("users.id"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("settled_at", UTCDateTime),
+    Column("status", String(10), nullable=False),
+    Column("amount_usd", Float, nullable=False),
+    Column("reserved_usd", Float, nullable=False),
+    Column("request_id", String(128)),
+    Column("endpoint", String(64)),
+    Column("provider", String(200)),
+    Column("model", String(200)),
+    Column("input_tokens", Integer),
+    Column("output_tokens", Integer),
+    Index(None, "key_id", "created_at", "amount_usd"),  # the budget's SUM reads the index alone
+    Index(None, "user_id", "created_at"),
 )
