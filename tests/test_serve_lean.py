@@ -86,5 +86,6 @@ def test_app_from_env_freezes_the_heap_of_its_worker(monkeypatch: pytest.MonkeyP
     seen: dict[str, Any] = {}
     monkeypatch.setattr(app_module, "create_app", lambda config, **kwargs: seen.update(kwargs, config=config))
     monkeypatch.setenv(app_module.CONFIG_ENV, "/srv/gw.yaml")
+    monkeypatch.setenv(app_module.AUTH_ENV, "keys")
     app_module.app_from_env()
-    assert seen == {"config": "/srv/gw.yaml", "freeze_heap": True}
+    assert seen == {"config": "/srv/gw.yaml", "freeze_heap": True, "auth": "keys"}
