@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from orchlab.store.store import Store
     from orchlab.store.thread import Thread
     from orchlab.store.values import Feedback
+    from orchlab.strategies.logic import Logic
     from orchlab.tracking.feedback import Rating
     from orchlab.tracking.observer import Tracking
 
@@ -534,7 +535,7 @@ class Orchestrator:
         prompt: object,
         *,
         role: str | None = None,
-        strategy: str | None = None,
+        strategy: str | Logic | type[Logic] | None = None,
         task_type: str | None = None,
         model: str | None = None,
         system: str | None = None,
@@ -551,10 +552,11 @@ class Orchestrator:
     ) -> LLMResponse:
         """Answer ``prompt`` (a string or messages), with a strategy when one applies.
 
-        ``strategy`` (an `orchlab.strategies.Strategy` or its value) and ``candidates`` (roles or
-        ``'provider:model'``) override the role's YAML; ``model`` replaces the role's model. No
-        role and no model: AUTO on the default role. ``**params`` are generation params
-        (``max_tokens=16``). ``response.decision.explain()`` shows what happened.
+        ``strategy`` (an `orchlab.strategies.Strategy`, its value, a registered logic id, or a
+        `orchlab.Logic` subclass or instance, used for this call only and never registered) and
+        ``candidates`` (roles or ``'provider:model'``) override the role's YAML; ``model``
+        replaces the role's model. No role and no model: AUTO on the default role. ``**params``
+        are generation params (``max_tokens=16``). ``response.decision.explain()`` shows what happened.
         ``output=MyModel``: a structured answer (``response.output``), and ``format``, as for `run`.
         ``complete`` is the same for synchronous code.
         """
