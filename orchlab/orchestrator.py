@@ -379,6 +379,7 @@ class Orchestrator:
                     offer=offer,
                     output=output,
                     cache=mode,
+                    json_answer=fmt == "json",
                     **_routing(routing),
                 )
             )
@@ -386,12 +387,18 @@ class Orchestrator:
         if self._has_strategy(role):
             response = run_sync(
                 self._complete(
-                    messages, role=role, params=params_override, offer=offer, output=output, cache=mode
+                    messages,
+                    role=role,
+                    params=params_override,
+                    offer=offer,
+                    output=output,
+                    cache=mode,
+                    json_answer=fmt == "json",
                 )
             )
             return _formatted(response, fmt)
         ctx, resolved, request = self._single(
-            role, messages, params_override, offer=offer, output=output, cache=mode
+            role, messages, params_override, offer=offer, output=output, cache=mode, json_answer=fmt == "json"
         )
         try:
             response = self.dispatch.attempt_sync(ctx, resolved, request)
@@ -435,6 +442,7 @@ class Orchestrator:
                 offer=offer,
                 output=output,
                 cache=mode,
+                json_answer=fmt == "json",
                 **_routing(routing),
             )
             return _formatted(response, fmt)
@@ -447,10 +455,11 @@ class Orchestrator:
                 offer=offer,
                 output=output,
                 cache=mode,
+                json_answer=fmt == "json",
             )
             return _formatted(response, fmt)
         ctx, resolved, request = self._single(
-            role, messages, params_override, tags, offer, output, cache=mode
+            role, messages, params_override, tags, offer, output, cache=mode, json_answer=fmt == "json"
         )
         return _formatted(await self.dispatch.finish(ctx, self.dispatch.attempt(ctx, resolved, request)), fmt)
 
@@ -578,6 +587,7 @@ class Orchestrator:
             complexity=complexity,
             output=output,
             cache=check_mode(cache),
+            json_answer=fmt == "json",
             params=params,
             where="complete()",
             keywords=_COMPLETE_KEYWORDS,
@@ -744,6 +754,7 @@ class Orchestrator:
         params_override: ParamsOverride,
         offer: ToolOffer = NO_TOOLS,
         output: Any = None,
+        json_answer: bool = False,
     ) -> ModelRequest:
         if output is not None:
             from orchlab.output.structured import output_schema
@@ -759,6 +770,7 @@ class Orchestrator:
             tool_choice=offer.choice,
             parallel_tool_calls=offer.parallel,
             output=output,
+            json_answer=json_answer,
         )
 
     def _single(
@@ -771,10 +783,11 @@ class Orchestrator:
         output: Any = None,
         *,
         cache: str | None = None,
+        json_answer: bool = False,
     ) -> tuple[CallContext, ResolvedLLMConfig, ModelRequest]:
         """A plain role call: its context, the role's binding and the request."""
         resolved = self.resolve(role)
-        request = self._request(resolved, messages, params_override, offer, output)
+        request = self._request(resolved, messages, params_override, offer, output, json_answer)
         ctx = CallContext(
             role=role, strategy="single", messages=request.messages, tags=dict(tags or {}), cache=cache
         )

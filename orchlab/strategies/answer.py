@@ -215,6 +215,7 @@ async def complete(
     offer: ToolOffer = NO_TOOLS,
     output: Any = None,
     cache: str | None = None,
+    json_answer: bool = False,
     **options: Any,
 ) -> LLMResponse:
     """What answers ``client.complete`` / ``ensemble`` / ``run`` with a logic (on the engine loop).
@@ -243,6 +244,7 @@ async def complete(
             tool_choice=offer.choice,
             parallel_tool_calls=offer.parallel,
             output=spec,
+            json_answer=json_answer,
         )
         return await orch.dispatch.finish(ctx, orch.dispatch.attempt(ctx, resolved, request))
     answering = Answering(
@@ -253,6 +255,7 @@ async def complete(
         plan.spec.retry if plan.spec is not None else None,
         offer=offer,
         output=spec,
+        json_answer=json_answer,
     )
     return await orch.dispatch.finish(ctx, _answer(answering, plan))
 
