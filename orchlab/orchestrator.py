@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from orchlab.store.store import Store
     from orchlab.store.thread import Thread
     from orchlab.store.values import Feedback
+    from orchlab.strategies.logic import Logic
     from orchlab.tracking.feedback import Rating
     from orchlab.tracking.observer import Tracking
 
@@ -387,6 +388,7 @@ class Orchestrator:
                     offer=offer,
                     output=output,
                     cache=mode,
+                    json_answer=fmt == "json",
                     **_routing(routing),
                 )
             )
@@ -394,12 +396,18 @@ class Orchestrator:
         if self._has_strategy(role):
             response = run_sync(
                 self._complete(
-                    messages, role=role, params=params_override, offer=offer, output=output, cache=mode
+                    messages,
+                    role=role,
+                    params=params_override,
+                    offer=offer,
+                    output=output,
+                    cache=mode,
+                    json_answer=fmt == "json",
                 )
             )
             return _formatted(response, fmt)
         ctx, resolved, request = self._single(
-            role, messages, params_override, offer=offer, output=output, cache=mode
+            role, messages, params_override, offer=offer, output=output, cache=mode, json_answer=fmt == "json"
         )
         try:
             response = self.dispatch.attempt_sync(ctx, resolved, request)
@@ -443,6 +451,7 @@ class Orchestrator:
                 offer=offer,
                 output=output,
                 cache=mode,
+                json_answer=fmt == "json",
                 **_routing(routing),
             )
             return _formatted(response, fmt)
@@ -455,10 +464,11 @@ class Orchestrator:
                 offer=offer,
                 output=output,
                 cache=mode,
+                json_answer=fmt == "json",
             )
             return _formatted(response, fmt)
         ctx, resolved, request = self._single(
-            role, messages, params_override, tags, offer, output, cache=mode
+            role, messages, params_override, tags, offer, output, cache=mode, json_answer=fmt == "json"
         )
         return _formatted(await self.dispatch.finish(ctx, self.dispatch.attempt(ctx, resolved, request)), fmt)
 
@@ -543,7 +553,7 @@ class Orchestrator:
         prompt: object,
         *,
         role: str | None = None,
-        strategy: str | None = None,
+        strategy: str | Logic | type[Logic] | None = None,
         task_type: str | None = None,
         model: str | None = None,
         system: str | None = None,
@@ -560,10 +570,11 @@ class Orchestrator:
     ) -> LLMResponse:
         """Answer ``prompt`` (a string or messages), with a strategy when one applies.
 
-        ``strategy`` (an `orchlab.strategies.Strategy` or its value) and ``candidates`` (roles or
-        ``'provider:model'``) override the role's YAML; ``model`` replaces the role's model. No
-        role and no model: AUTO on the default role. ``**params`` are generation params
-        (``max_tokens=16``). ``response.decision.explain()`` shows what happened.
+        ``strategy`` (an `orchlab.strategies.Strategy`, its value, a registered logic id, or a
+        `orchlab.Logic` subclass or instance, used for this call only and never registered) and
+        ``candidates`` (roles or ``'provider:model'``) override the role's YAML; ``model``
+        replaces the role's model. No role and no model: AUTO on the default role. ``**params``
+        are generation params (``max_tokens=16``). ``response.decision.explain()`` shows what happened.
         ``output=MyModel``: a structured answer (``response.output``), and ``format``, as for `run`.
         ``complete`` is the same for synchronous code.
         """
@@ -585,6 +596,7 @@ class Orchestrator:
             complexity=complexity,
             output=output,
             cache=check_mode(cache),
+            json_answer=fmt == "json",
             params=params,
             where="complete()",
             keywords=_COMPLETE_KEYWORDS,
@@ -751,6 +763,7 @@ class Orchestrator:
         params_override: ParamsOverride,
         offer: ToolOffer = NO_TOOLS,
         output: Any = None,
+        json_answer: bool = False,
     ) -> ModelRequest:
         if output is not None:
             from orchlab.output.structured import output_schema
@@ -766,6 +779,7 @@ class Orchestrator:
             tool_choice=offer.choice,
             parallel_tool_calls=offer.parallel,
             output=output,
+            json_answer=json_answer,
         )
 
     def _single(
@@ -778,10 +792,11 @@ class Orchestrator:
         output: Any = None,
         *,
         cache: str | None = None,
+        json_answer: bool = False,
     ) -> tuple[CallContext, ResolvedLLMConfig, ModelRequest]:
         """A plain role call: its context, the role's binding and the request."""
         resolved = self.resolve(role)
-        request = self._request(resolved, messages, params_override, offer, output)
+        request = self._request(resolved, messages, params_override, offer, output, json_answer)
         ctx = CallContext(
             role=role, strategy="single", messages=request.messages, tags=dict(tags or {}), cache=cache
         )

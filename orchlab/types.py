@@ -387,7 +387,8 @@ class ModelRequest:
     """What an adapter receives: the model id, validated messages and merged params; the tools
     the model may call and ``tool_choice`` (``auto`` | ``none`` | ``required`` | a tool's name,
     None: the provider's default); ``parallel_tool_calls=False`` asks for one call at a time;
-    ``output`` when the answer must be JSON of that schema."""
+    ``output`` when the answer must be JSON of that schema; ``json_answer`` when it must be some
+    JSON value (``format="json"``): an adapter that can constrain generation to JSON does."""
 
     model: str
     messages: tuple[Message, ...]
@@ -396,6 +397,7 @@ class ModelRequest:
     tool_choice: str | None = None
     parallel_tool_calls: bool | None = None
     output: OutputSchema | None = None
+    json_answer: bool = False
 
 
 @dataclass(frozen=True, slots=True)

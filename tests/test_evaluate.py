@@ -12,6 +12,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,9 @@ from orchlab.errors import InvalidRequestError
 from orchlab.evaluation import scorers as sc
 from orchlab.evaluation.stats import pareto_front, quantile, wilson_interval
 from orchlab.orchestrator import Orchestrator
+from orchlab.strategies import Logic
+from orchlab.strategies.base import Answering, Outcome
+from orchlab.strategies.registry import known_logics
 from orchlab.types import ModelRequest
 from tests.tracking_support import store_fixture, template_db_fixture  # noqa: F401
 
@@ -248,6 +252,51 @@ def test_summary_counts_accuracy_cost_calls_escalation_and_agreement(client: Orc
     rows = result.results
     assert rows[rows.target == "greedy"]["answer"].tolist() == ["Paris", "5", "Saturn", "Marlowe"]
     assert result.warmup.keys() == {t if isinstance(t, str) else t["label"] for t in TARGETS}
+
+
+class Pick(Logic):
+    """Asks every candidate in turn and returns the ``index``-th answer (an option the instance holds)."""
+
+    def __init__(self, plan: Any = None, *, index: int = 0) -> None:
+        super().__init__(plan)
+        self.index = index
+
+    async def answer(self, answering: Answering) -> Outcome:
+        cands = self.plan.candidates
+        answers = [await answering.call(c, stage=f"pick {i}") for i, c in enumerate(cands, 1)]
+        return Outcome(answers[min(self.index, len(answers) - 1)], f"answer {self.index} of {len(answers)}")
+
+
+def test_logic_objects_answer_as_evaluate_targets_and_complete_strategies_unregistered(
+    client: Orchestrator,
+) -> None:
+    ids = known_logics()
+    second = Pick(index=1)
+    result = orchlab.evaluate(
+        ITEMS,
+        [Pick, {"label": "second vote", "target": "vote5", "strategy": second}],
+        ["contains"],
+        client=client,
+        progress=False,
+    )
+    s = result.summary
+    assert s.index.tolist() == ["Pick", "second vote"]
+    # Pick on the default role (greedy, one candidate): the greedy answers; on vote5: the seed-2 sample
+    assert s["accuracy"].tolist() == [0.25, 0.75]
+    assert s.loc["second vote", "mean_calls"] == 5
+    rows = result.results
+    assert rows[rows.target == "second vote"]["answer"].tolist() == ["Lyon", "4", "Jupiter", "Shakespeare"]
+    assert result.params_of(result.targets[0])["strategy"] == "Pick"
+
+    r = client.complete("capital of France?", role="vote5", strategy=Pick(index=4))
+    assert (r.content, r.decision.strategy) == ("Nice", "Pick")
+    assert [a.stage for a in r.decision.attempts] == [f"pick {i}" for i in range(1, 6)]
+    assert client.complete("2 + 2?", role="vote5", strategy=Pick).content == "4"
+    # nothing was registered, and the instance given was not changed (it holds no plan)
+    assert known_logics() == ids
+    assert second.plan is None and second.index == 1
+    with pytest.raises(InvalidRequestError, match="unknown"):
+        client.complete("2 + 2?", role="vote5", strategy="Pick")
 
 
 def test_replay_of_the_live_policy_gives_the_live_accuracy(client: Orchestrator) -> None:

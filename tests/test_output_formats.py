@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +15,12 @@ import orchlab
 from orchlab.errors import InvalidRequestError, OutputValidationError, PluginError
 from orchlab.orchestrator import Orchestrator
 from orchlab.output.formats import FORMATTERS, Formatted, markdown, register_formatter, unregister_formatter
+from orchlab.providers.openai import JSON_INSTRUCTION
+from tests.servers import anthropic_wire, gemini_wire, ollama_wire
+from tests.servers.anthropic_wire import AnthropicWireServer
+from tests.servers.gemini_wire import GeminiWireServer
+from tests.servers.ollama_wire import OllamaWireServer
+from tests.servers.openai_wire import OpenAIWireServer, Reply, completion_body
 
 FAKE = """
 project: t
@@ -110,3 +117,138 @@ def installed(tmp_path: Path) -> Iterator[Path]:
 def test_an_installed_formatter_is_found_by_its_entry_point(fake: Orchestrator, installed: Path) -> None:
     fake.provider("fake").script("m", "hello there")
     assert fake.run("r", ASK, format="title").content == "Hello There"
+
+
+# --- format="json" is constrained where the provider can: the request each SDK sends ------------
+
+DATA = {"city": "Paris", "n": 2}
+SAY_JSON = [{"role": "user", "content": "Paris and 2 as JSON"}]
+
+
+def one_role(name: str, kind: str, api_base: str, model: str, profile: str | None = None) -> str:
+    auth = f"auth_profile: {profile}, " if profile else ""
+    return (
+        f"project: t\nproviders:\n  {name}: {{type: {kind}, {auth}api_base: '{api_base}'}}\n"
+        f"roles:\n  r: {{provider: {name}, model: '{model}'}}\n"
+    )
+
+
+def test_openai_json_mode_and_a_system_line_when_no_message_says_json(
+    client_for: Callable[..., Orchestrator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCH_AUTH_O_API_KEY", "sk-test")
+    with OpenAIWireServer() as server:
+        client = client_for(one_role("oa", "openai", server.base_url, "gpt-4.1-mini", profile="o"))
+        for _ in range(4):
+            server.push(
+                Reply(
+                    body=completion_body(
+                        json.dumps(DATA), model="gpt-4.1-mini", prompt_tokens=5, completion_tokens=9
+                    )
+                )
+            )
+        r = client.run("r", SAY_JSON, format="json")
+        said = server.last.body
+        client.run("r", ASK, format="json")
+        silent = server.last.body
+        client.complete(ASK, role="r", strategy="single", format="json")
+        completed = server.last.body
+        client.run("r", ASK)
+        plain = server.last.body
+    assert r.output == DATA
+    assert said["response_format"] == {"type": "json_object"}
+    assert said["messages"] == SAY_JSON  # it already asks for JSON: nothing added
+    # OpenAI refuses JSON mode unless a message says JSON: one system line says it
+    assert silent["response_format"] == {"type": "json_object"}
+    assert silent["messages"] == [{"role": "system", "content": JSON_INSTRUCTION}, *ASK]
+    assert completed["response_format"] == {"type": "json_object"}
+    assert "response_format" not in plain and plain["messages"] == ASK
+
+
+def test_json_mode_reaches_every_candidate_of_a_strategy(
+    client_for: Callable[..., Orchestrator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCH_AUTH_O_API_KEY", "sk-test")
+    with OpenAIWireServer() as server:
+        client = client_for(one_role("oa", "openai", server.base_url, "a", profile="o"))
+        for model in ("a", "b"):
+            server.push(
+                Reply(
+                    body=completion_body(json.dumps(DATA), model=model, prompt_tokens=5, completion_tokens=9)
+                )
+            )
+        r = client.complete(SAY_JSON, candidates=["oa:a", "oa:b"], strategy="ensemble", format="json")
+        bodies = [req.body for req in server.requests]
+    assert r.output == DATA
+    assert sorted(b["model"] for b in bodies) == ["a", "b"]
+    assert [b["response_format"] for b in bodies] == [{"type": "json_object"}] * 2
+
+
+def test_ollama_json_mode_is_format_json(client_for: Callable[..., Orchestrator]) -> None:
+    with OllamaWireServer() as server:
+        client = client_for(one_role("gpu", "ollama", server.url, "llama3.2:1b"))
+        server.push(
+            ollama_wire.Reply(
+                body=ollama_wire.chat_body(
+                    json.dumps(DATA), model="llama3.2:1b", prompt_eval_count=5, eval_count=9
+                )
+            )
+        )
+        r = client.run("r", SAY_JSON, format="json")
+        body = server.last.body
+    assert r.output == DATA
+    assert body["format"] == "json"
+
+
+def test_gemini_json_mode_is_the_json_mime_type_without_a_schema(
+    client_for: Callable[..., Orchestrator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCH_AUTH_G_API_KEY", "g-test")
+    with GeminiWireServer() as server:
+        client = client_for(one_role("gem", "gemini", server.url, "gemini-2.5-flash", profile="g"))
+        server.push(
+            gemini_wire.Reply(
+                body=gemini_wire.response_body(
+                    json.dumps(DATA), model="gemini-2.5-flash", usage=gemini_wire.usage_metadata(5, 9)
+                )
+            )
+        )
+        r = client.run("r", SAY_JSON, format="json")
+        config = server.last.body["generationConfig"]
+    assert r.output == DATA
+    assert config["responseMimeType"] == "application/json"
+    assert "responseSchema" not in config
+
+
+def test_anthropic_has_no_json_mode_the_json_is_extracted(
+    client_for: Callable[..., Orchestrator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCH_AUTH_A_API_KEY", "sk-ant-test")
+    with AnthropicWireServer() as server:
+        client = client_for(one_role("claude", "anthropic", server.url, "claude-loopback-1", profile="a"))
+        server.push(
+            anthropic_wire.Reply(
+                body=anthropic_wire.message_body(
+                    f"Here: {json.dumps(DATA)}", model="claude-loopback-1", input_tokens=5, output_tokens=9
+                )
+            )
+        )
+        r = client.run("r", SAY_JSON, format="json")
+        body = server.last.body
+    assert r.output == DATA
+    assert body["messages"] == SAY_JSON
+    assert not {"tools", "tool_choice", "output_format"} & set(body)
+
+
+@pytest.mark.slow
+def test_the_local_model_answers_parseable_json_through_the_json_grammar() -> None:
+    from orchlab.providers.llamacpp import any_json_grammar
+
+    assert "root   ::= object" in any_json_grammar()._grammar
+    ask = [{"role": "user", "content": "What color is the sky?"}]
+    with orchlab.get_llm_client() as client:
+        r = client.run("llm.inference", ask, format="json", params_override={"max_tokens": 48})
+        plain = client.run("llm.inference", ask, params_override={"max_tokens": 48})
+    assert isinstance(r.output, dict)
+    assert json.loads(r.content) == r.output
+    assert not plain.content.lstrip().startswith("{")  # unconstrained, the base model writes prose

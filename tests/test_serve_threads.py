@@ -88,3 +88,35 @@ def test_unknown_thread_and_message_are_404s(serve, openai_server: OpenAIWireSer
     r = httpx.post(f"{served.url}/chat", json={"role": "llm.inference", "prompt": "x", "context_depth": 2})
     assert r.status_code == 400 and r.json()["error"]["param"] == "context_depth"
     assert openai_server.requests == []
+
+
+def test_a_streamed_answer_is_stored_at_its_end_and_its_id_rides_in_the_last_chunk(
+    serve, openai_server: OpenAIWireServer, tmp_path: Path
+) -> None:
+    served = serve(threads_yaml(openai_server, tmp_path))
+    sdk = openai.OpenAI(base_url=served.base_url, api_key="k", max_retries=0)
+    chunks = list(
+        sdk.chat.completions.create(
+            model="llm.inference",
+            messages=[{"role": "user", "content": "hello"}],
+            stream=True,
+            extra_headers={"x-orchlab-thread-id": "live"},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    last = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
+    message_id = last.model_extra["orchlab"]["message_id"]
+    assert [c.model_extra.get("orchlab") for c in chunks if c is not last] == [None] * (len(chunks) - 1)
+    thread = httpx.get(f"{served.url}/threads/live").json()
+    assert [(m["role"], m["content"]) for m in thread["messages"]] == [("user", "hello"), ("assistant", text)]
+    assert thread["messages"][1]["id"] == message_id == thread["head_id"]
+    # the next streamed turn continues the thread, with its history when asked
+    again = sdk.chat.completions.create(
+        model="llm.inference",
+        messages=[{"role": "user", "content": "again"}],
+        stream=True,
+        extra_headers={"x-orchlab-thread-id": "live", "x-orchlab-context-depth": "2"},
+    )
+    ids = [c.model_extra["orchlab"]["message_id"] for c in again if c.model_extra.get("orchlab")]
+    assert [m["content"] for m in openai_server.last.body["messages"]] == ["hello", text, "again"]
+    assert httpx.get(f"{served.url}/threads/live").json()["head_id"] == ids[0]

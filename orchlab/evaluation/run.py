@@ -16,11 +16,13 @@ assessment per scorer on each trace), and each target gets its own MLflow run (p
 prompt, policy; metrics: the summary's numbers). With tracking off (``ORCH_TRACKING=0``,
 ``log=False``) the same calls and scorers run in a plain loop and nothing is logged.
 
-A target is a role, ``'provider:model'``, a URN, a logic id (on the default role), or a dict:
-``{"label", "target" (any of those) or "strategy", "prompt" ("{question}" by default, formatted
-with the item's inputs), "system" (e.g. "{context}"), "params" (generation params)}``; in replay
-also ``"replay_of"`` (the recorded target's label) and a policy: ``voters``, ``threshold``,
-``order`` (see `orchlab.evaluation.replay`).
+A target is a role, ``'provider:model'``, a URN, a logic id (on the default role), a logic object
+(an `orchlab.Logic` subclass or instance, on the default role, used for these calls only and never
+registered; labelled by its class), or a dict: ``{"label", "target" (any of those) or "strategy"
+(an id or a logic object), "prompt" ("{question}" by default, formatted with the item's inputs),
+"system" (e.g. "{context}"), "params" (generation params)}``; in replay also ``"replay_of"`` (the
+recorded target's label) and a policy: ``voters``, ``threshold``, ``order`` (see
+`orchlab.evaluation.replay`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from orchlab.evaluation.replay import POLICY_KEYS, Replayed, policy_of, replay, 
 from orchlab.evaluation.scorers import EvalScorer, Verdict, as_scorer, to_mlflow
 from orchlab.evaluation.stats import pareto_front, quantile, wilson_interval
 from orchlab.pipeline.cache import CACHE_PARAM, check_mode
+from orchlab.strategies.registry import is_logic_object, logic_object_name
 from orchlab.strategies.urn import is_urn
 from orchlab.tracking.context import untracked
 
@@ -55,6 +58,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from orchlab.orchestrator import Orchestrator
+    from orchlab.strategies.logic import Logic
     from orchlab.tracking.plots import ComparisonFigure
 
 TARGET_KEYS = ("label", "target", "strategy", "prompt", "system", "params", "replay_of", *POLICY_KEYS)
@@ -71,7 +75,8 @@ class EvalTarget:
     label: str
     target: str | None = None
     """A role, ``'provider:model'`` or a URN (None: ``strategy`` on the default role)."""
-    strategy: str | None = None
+    strategy: str | Logic | type[Logic] | None = None
+    """A logic id, or a logic object the calls use unregistered."""
     prompt: str | None = None
     system: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -85,9 +90,12 @@ def eval_target(client: Orchestrator, spec: object) -> EvalTarget:
         return spec
     if isinstance(spec, str):
         return EvalTarget(spec, **_where(client, spec))
+    if is_logic_object(spec):
+        return EvalTarget(logic_object_name(spec), strategy=spec)
     if not isinstance(spec, Mapping):
         raise InvalidRequestError(
-            f"an evaluate target is a role, 'provider:model', a URN, a logic id or a dict, got {spec!r}"
+            "an evaluate target is a role, 'provider:model', a URN, a logic id, a logic object "
+            f"(an orchlab.Logic subclass or instance) or a dict, got {spec!r}"
         )
     unknown = sorted(set(spec) - set(TARGET_KEYS))
     if unknown:
@@ -97,9 +105,11 @@ def eval_target(client: Orchestrator, spec: object) -> EvalTarget:
     where: dict[str, Any] = {}
     if spec.get("target") is not None:
         where = _where(client, str(spec["target"]))
-    if spec.get("strategy") is not None:
-        where["strategy"] = str(spec["strategy"])
-    label = spec.get("label") or spec.get("target") or spec.get("strategy") or spec.get("replay_of")
+    strategy = spec.get("strategy")
+    if strategy is not None:
+        where["strategy"] = strategy if is_logic_object(strategy) else str(strategy)
+    named = logic_object_name(strategy) if is_logic_object(strategy) else strategy
+    label = spec.get("label") or spec.get("target") or named or spec.get("replay_of")
     if not label:
         raise InvalidRequestError(f"evaluate target {dict(spec)!r} needs a label, target or strategy")
     params = spec.get("params") or {}
@@ -131,6 +141,12 @@ def _where(client: Orchestrator, spec: str) -> dict[str, Any]:
             f"not 'provider:model', not a URN and not a logic: {exc}"
         ) from None
     return {"strategy": spec}
+
+
+def _strategy_name(strategy: str | Logic | type[Logic] | None) -> str:
+    if strategy is None:
+        return "-"
+    return strategy if isinstance(strategy, str) else logic_object_name(strategy)
 
 
 def _prompt(t: EvalTarget, item: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -695,7 +711,7 @@ class Evaluation:
     def params_of(self, t: EvalTarget) -> dict[str, str]:
         return {
             "target": t.target or "-",
-            "strategy": t.strategy or "-",
+            "strategy": _strategy_name(t.strategy),
             "prompt": t.prompt or "{question}",
             "system": t.system or "-",
             "params": json.dumps(dict(t.params), sort_keys=True),

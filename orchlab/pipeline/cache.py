@@ -77,6 +77,7 @@ def canonical_request(resolved: ResolvedLLMConfig, request: ModelRequest) -> dic
         "tools": [t.to_openai() for t in request.tools],
         "tool_choice": request.tool_choice,
         "parallel_tool_calls": request.parallel_tool_calls,
+        **({"json_answer": True} if request.json_answer else {}),  # the keys made before it stay
     }
 
 

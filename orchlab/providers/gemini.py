@@ -204,6 +204,8 @@ class GeminiProvider(Provider):
             config["http_options"] = types.HttpOptions(timeout=_ms(p.timeout_s))
         if request.output is not None:
             config.update(response_schema(request.output))
+        elif request.json_answer:
+            config["response_mime_type"] = "application/json"  # format="json": JSON, any shape
         known = types.GenerateContentConfig.model_fields
         for key, value in p.extra.items():
             if key not in known:

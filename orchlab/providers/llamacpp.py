@@ -389,6 +389,16 @@ def json_grammar(output: OutputSchema) -> Any:
     return _grammar(json.dumps(output.schema, sort_keys=True))
 
 
+@functools.cache
+def any_json_grammar() -> Any:
+    """llama-cpp-python's generic JSON grammar (``JSON_GBNF``: one JSON object, strings without
+    raw control characters), built once."""
+    from llama_cpp import LlamaGrammar
+    from llama_cpp.llama_grammar import JSON_GBNF
+
+    return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+
+
 # llama-cpp-python's converter lets a JSON string hold raw control characters (a line break the
 # model writes inside "..." makes invalid JSON); llama.cpp's own converter excludes them.
 _LOOSE_CHAR = 'char ::= [^"\\\\] |'
@@ -508,6 +518,8 @@ class LlamaCppProvider(Provider):
             kwargs["seed"] = p.seed
         if request.output is not None:
             kwargs["grammar"] = json_grammar(request.output)
+        elif request.json_answer and "grammar" not in kwargs:
+            kwargs["grammar"] = any_json_grammar()  # format="json": a JSON object, any shape
         chunks: Any
         prompt_tokens = None
         if self._use_chat(loaded):

@@ -152,6 +152,8 @@ class OllamaProvider(Provider):
             kwargs["options"] = options
         if request.output is not None:
             kwargs["format"] = dict(request.output.schema)  # Ollama constrains the answer to it
+        elif request.json_answer and "format" not in kwargs:
+            kwargs["format"] = "json"  # format="json": Ollama's JSON mode (params.extra's format wins)
         return kwargs
 
     def tools_kwargs(self, request: ModelRequest) -> dict[str, Any]:

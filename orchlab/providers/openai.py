@@ -124,6 +124,11 @@ class OpenAIProvider(Provider):
             kwargs["extra_body"] = dict(p.extra)
         if request.output is not None:
             kwargs["response_format"] = response_format(request.output, self.output_mode)
+        elif request.json_answer and self.output_mode != "prompt":
+            # format="json": JSON mode. OpenAI refuses it unless a message asks for JSON in words
+            kwargs["response_format"] = {"type": "json_object"}
+            if not any("json" in m.content.lower() for m in request.messages if m.content):
+                kwargs["messages"].insert(0, {"role": "system", "content": JSON_INSTRUCTION})
         return kwargs
 
     async def complete(self, request: ModelRequest) -> LLMResponse:
@@ -310,6 +315,10 @@ def embeddings_from(resp: Any, provider: str, request: EmbeddingRequest, started
         usage=Usage(input_tokens=getattr(usage, "prompt_tokens", 0) or 0),
         latency_s=time.perf_counter() - started,
     )
+
+
+JSON_INSTRUCTION = "Answer with a JSON object."
+"""Added (as a system message) to a ``format="json"`` request whose messages never say JSON."""
 
 
 def response_format(output: OutputSchema, mode: str) -> dict[str, Any]:

@@ -63,14 +63,10 @@ async def chat_completions(request: Request) -> Response:
         cache = cache_header.requested(request)
         turn = await threads_routes.from_headers(request, messages, req.user)
         if turn is not None:
-            if req.stream:  # not yet: the stream's end would have to store the exchange
-                raise HTTPError(
-                    400, f"{threads_routes.THREAD_HEADER} is not supported with stream yet", param="stream"
-                )
             messages = turn.sent
         if req.stream:
             stream = gw.client.stream(target, messages, params or None, tags=tags, cache=cache, **tools)
-            answer = await Streamed(gw, ex, req, stream).response(request)
+            answer = await Streamed(gw, ex, req, stream, turn).response(request)
             gw.answered()
             return answer
         response = await gw.client.arun(target, messages, params or None, tags=tags, cache=cache, **tools)
@@ -105,10 +101,22 @@ def _model(gw: Gateway, model_id: str) -> dict[str, Any]:
 
 
 class Streamed:
-    """One streamed answer: its producer task, and the SSE frames the response sends."""
+    """One streamed answer: its producer task, and the SSE frames the response sends.
 
-    def __init__(self, gw: Gateway, ex: Exchange, req: ChatRequest, stream: ResponseStream) -> None:
-        self.gw, self.ex, self.req, self.stream = gw, ex, req, stream
+    With ``x-orchlab-thread-id`` (a `threads_routes.Turn`) the exchange is stored when the stream
+    has ended, before its last frames: the headers are long gone, so the stored answer's id rides
+    in the chunk that carries ``finish_reason``, as ``"orchlab": {"message_id": ...}``. A caller
+    that leaves before the end stores nothing (no half answer in the thread)."""
+
+    def __init__(
+        self,
+        gw: Gateway,
+        ex: Exchange,
+        req: ChatRequest,
+        stream: ResponseStream,
+        turn: threads_routes.Turn | None = None,
+    ) -> None:
+        self.gw, self.ex, self.req, self.stream, self.turn = gw, ex, req, stream, turn
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.cid = completion_id(ex.request_id)
         self.created = int(time.time())
@@ -146,8 +154,13 @@ class Streamed:
             return HTTPError(499, "the client closed the request")
         return getting.result()
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return sse(chunk_body(self.cid, self.req.model, self.created, delta, finish, with_usage=self.usage))
+    def _chunk(
+        self, delta: dict[str, Any], finish: str | None = None, message_id: str | None = None
+    ) -> bytes:
+        body = chunk_body(self.cid, self.req.model, self.created, delta, finish, with_usage=self.usage)
+        if message_id is not None:
+            body["orchlab"] = {"message_id": message_id}
+        return sse(body)
 
     async def _frames(self, first: Any) -> AsyncIterator[bytes]:
         item = first
@@ -161,9 +174,15 @@ class Streamed:
                 item = await self.queue.get()
             response: LLMResponse | None = self.stream.response
             if response is not None:
+                if self.turn is not None:
+                    try:
+                        response = await self.turn.save(response)
+                    except Exception as exc:
+                        yield sse(from_exception(exc, self.ex.request_id).body())
+                        return
                 if response.tool_calls:  # the library gathers a stream's calls: each sent whole
                     yield self._chunk({"tool_calls": tool_call_deltas(response)})
-                yield self._chunk({}, finish_reason(response))
+                yield self._chunk({}, finish_reason(response), response.message_id)
                 if self.usage:
                     yield sse(usage_chunk(self.cid, self.req.model, self.created, response))
             yield b"data: [DONE]\n\n"

@@ -33,7 +33,13 @@ from orchlab.strategies.base import (
     resolve_ref,
 )
 from orchlab.strategies.plan import Plan, as_strings, role_candidates, role_params, selects, split_options
-from orchlab.strategies.registry import logic_class, logic_for, logic_id
+from orchlab.strategies.registry import (
+    is_logic_object,
+    logic_class,
+    logic_for,
+    logic_id,
+    logic_object_name,
+)
 from orchlab.strategies.routing import TaskType
 from orchlab.strategies.scorers import normalize
 from orchlab.strategies.select import RULE_KEYS, rule_of
@@ -94,7 +100,12 @@ def make_plan(
     candidates: Sequence[str] | None = None,
     **options: Any,
 ) -> Plan:
-    chosen = None if strategy is None else logic_id(strategy)
+    logic = strategy if is_logic_object(strategy) else None
+    if logic is not None:
+        # the call's own logic object: named, never registered, never one of the built-in paths
+        chosen: Strategy | str | None = logic_object_name(logic)
+    else:
+        chosen = None if strategy is None else logic_id(strategy)
     if chosen is None and selects(orch, role) and model is None and not candidates:
         chosen = Strategy.SELECT
     if chosen is Strategy.SELECT:
@@ -128,7 +139,7 @@ def make_plan(
     extra: dict[str, Any] = {}
     if not isinstance(chosen, Strategy):  # an added/installed logic: its own options go to plan.extra
         options, extra = split_options(options)
-        if spec is not None and spec.options and chosen == spec.strategy:
+        if logic is None and spec is not None and spec.options and chosen == spec.strategy:
             extra = {**logic_class(chosen).from_params(dict(as_strings(spec.options))), **extra}
     return Plan(
         role=role,
@@ -140,6 +151,7 @@ def make_plan(
         task_type=_enum(TaskType, options.pop("task_type", None), "task type"),
         normalizer=options.pop("normalizer", None) or normalize,
         extra=extra,
+        logic=logic,
         **options,
     )
 
@@ -203,6 +215,7 @@ async def complete(
     offer: ToolOffer = NO_TOOLS,
     output: Any = None,
     cache: str | None = None,
+    json_answer: bool = False,
     **options: Any,
 ) -> LLMResponse:
     """What answers ``client.complete`` / ``ensemble`` / ``run`` with a logic (on the engine loop).
@@ -231,6 +244,7 @@ async def complete(
             tool_choice=offer.choice,
             parallel_tool_calls=offer.parallel,
             output=spec,
+            json_answer=json_answer,
         )
         return await orch.dispatch.finish(ctx, orch.dispatch.attempt(ctx, resolved, request))
     answering = Answering(
@@ -241,6 +255,7 @@ async def complete(
         plan.spec.retry if plan.spec is not None else None,
         offer=offer,
         output=spec,
+        json_answer=json_answer,
     )
     return await orch.dispatch.finish(ctx, _answer(answering, plan))
 

@@ -178,6 +178,7 @@ class Answering:
         *,
         offer: ToolOffer = NO_TOOLS,
         output: OutputSchema | None = None,
+        json_answer: bool = False,
     ) -> None:
         self.orch = orch
         self.ctx = ctx
@@ -194,6 +195,8 @@ class Answering:
         self.output = output
         """The structured answer the caller asked for: every call with the call's own messages
         asks for it (a judge's or an aggregator's prompt does not); `finalize` checks the winner."""
+        self.json_answer = json_answer
+        """``format="json"``: every call with the call's own messages asks for a JSON answer."""
 
     def nested(self, stage: str) -> Answering:
         """This call as a candidate that is a logic answers it: the same call, trail and errors; its
@@ -249,6 +252,7 @@ class Answering:
             tool_choice=offer.choice,
             parallel_tool_calls=offer.parallel,
             output=self.output if messages is None else None,
+            json_answer=self.json_answer and messages is None,
         )
         deadline = asyncio.timeout(timeout_s)
         try:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from orchlab.config.schema import RoleConfig, SelectConfig
     from orchlab.orchestrator import Orchestrator
     from orchlab.strategies.base import EnsembleMode
+    from orchlab.strategies.logic import Logic
     from orchlab.strategies.routing import TaskType
 
 
@@ -46,6 +47,9 @@ class Plan:
     normalizer: Callable[[str], str] = normalize
     extra: dict[str, Any] = field(default_factory=dict)
     """An added/installed logic's own options (what its ``from_params`` returned beyond these fields)."""
+    logic: Logic | type[Logic] | None = None
+    """A logic object the call passed itself (``complete(strategy=MyLogic)``): it answers this plan
+    instead of the logic registered under ``strategy`` (then only its name), and is never registered."""
 
 
 def role_params(orch: Orchestrator, role: str) -> GenerationParams:

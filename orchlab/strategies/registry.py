@@ -12,11 +12,12 @@ classes added or loaded are kept in `orchlab.config.logic_ids.LOGIC_IDS` (an
 
 from __future__ import annotations
 
+import copy
 import importlib
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import cast
+from typing import TypeGuard, cast
 
 from orchlab.config.logic_ids import GROUP, LOGIC_IDS, unknown
 from orchlab.config.schema import Strategy
@@ -145,8 +146,30 @@ def _name(cls: type[Logic], name: str) -> None:
 
 
 def logic_for(plan: Plan) -> Logic:
-    """The logic that answers ``plan``, built from it."""
+    """The logic that answers ``plan``, built from it: the call's own logic object when it passed
+    one (a class is built from the plan; an instance answers as a shallow copy holding the plan, so
+    the instance itself is never changed and may answer concurrent calls), else the registered one."""
+    given = plan.logic
+    if isinstance(given, Logic):
+        logic = copy.copy(given)
+        logic.plan = plan
+        return logic
+    if given is not None:
+        return given(plan)
     return logic_class(plan.strategy)(plan)
+
+
+def is_logic_object(value: object) -> TypeGuard[Logic | type[Logic]]:
+    """Whether ``value`` is a `Logic` subclass or instance (a logic a call passes itself, unregistered)."""
+    return isinstance(value, Logic) or (isinstance(value, type) and issubclass(value, Logic))
+
+
+def logic_object_name(value: Logic | type[Logic]) -> str:
+    """What a logic object is called in a trail, a trace and an error: the ``strategy`` its own
+    class sets, else the class name (a subclass of a built-in is not called by the built-in's id)."""
+    cls = value if isinstance(value, type) else type(value)
+    named = vars(cls).get("strategy")
+    return str(named) if named else cls.__name__
 
 
 def nested_logic(cand: Nested, answering: Answering) -> Logic:
