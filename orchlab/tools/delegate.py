@@ -15,7 +15,13 @@ model answers in text. Example::
   summed over every step; the per-call budget covers the whole loop.
 - **Any logic**: each step is answered by the role's logic (fallback, race, ...) with the
   conversation so far; a candidate that cannot take it (a model without tool support) fails
-  before sending and a fallback moves on.
+  before sending and a fallback moves on. An answer that calls tools is never taken for an
+  empty one: a cascade accepts it unscored (the next step starts the cascade again), a race
+  takes it as a good answer, a vote groups answers by their calls (the same names and
+  arguments, in any order) against the text answers, a chain returns a draft that calls tools
+  as it is (a refiner is offered the tools with ``tool_choice`` ``none``), a judge is shown the
+  calls as text and is not offered the tools, ``fuse`` lets the vote decide a step where a
+  proposal calls tools (an aggregator writes text), and AUTO routes every step afresh.
 - ``tool_choice`` applies to the first step only (later steps are ``auto``), so ``required``
   cannot loop forever.
 """
