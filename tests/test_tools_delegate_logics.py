@@ -287,3 +287,19 @@ def test_auto_routes_every_step_to_the_role_s_logic(
     assert response.decision is not None
     assert "last step: task general (rules" in response.decision.rationale
     assert "-> role 'tooler' (cascade)" in response.decision.rationale
+
+
+def test_on_tool_hears_of_each_run_before_the_next_step_is_sent(
+    client_for: Callable[..., Orchestrator], openai_server: Any, other: Any
+) -> None:
+    orch = client(client_for, openai_server, other, "  assistant: {provider: agent, model: m}")
+    heard: list[tuple[int, str, int]] = []
+    get_weather, add, _ = make_tools()
+    response = orch.delegate(
+        TASK,
+        role="assistant",
+        tools=[get_weather, add],
+        on_tool=lambda run: heard.append((run.step, run.call.name, len(openai_server.requests))),
+    )
+    assert response.content == tool_agent.FINAL
+    assert heard == [(1, "get_weather", 1), (1, "get_weather", 1), (2, "add", 2)]
