@@ -11,7 +11,7 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from orchlab.store.thread import Thread
     from orchlab.store.values import Feedback
     from orchlab.strategies.logic import Logic
+    from orchlab.tools.model import ToolRun
     from orchlab.tracking.feedback import Rating
     from orchlab.tracking.observer import Tracking
 
@@ -651,12 +652,14 @@ class Orchestrator:
         tool_choice: object = None,
         parallel_tool_calls: bool | None = None,
         system: str | None = None,
+        on_tool: Callable[[ToolRun], object] | None = None,
         **params: Any,
     ) -> LLMResponse:
         """Give ``role`` a task and tools: the model is called, the tools it asks for are run (at
         once when it asks for several) and their results sent back, until it answers in text or
         ``max_steps`` model calls are made (`orchlab.tools.delegate`). One trace with a TOOL span
         per tool run; ``response.decision`` holds every step and tool run, ``cost_usd`` their sum.
+        ``on_tool(run)`` is told of each tool run as it finishes.
         ``delegate`` is the same for synchronous code."""
         from orchlab.tools.delegate import delegate
 
@@ -671,6 +674,7 @@ class Orchestrator:
             parallel_tool_calls=parallel_tool_calls,
             system=system,
             params=params or None,
+            on_tool=on_tool,
         )
 
     delegate = sync_twin(adelegate)

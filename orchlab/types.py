@@ -456,6 +456,13 @@ class StreamChunk:
 class ResponseStream:
     """A streamed answer: iterate it (``for`` or ``async for``) for text; then read ``.response``.
 
+    ``stream.events()`` (``for`` or ``async for``) yields the text deltas, then each `ToolCall` the
+    answer makes, as the answer completes (the adapters join a call's pieces; every provider
+    finishes its calls by then); ``stream.tool_calls`` holds them once the stream has ended::
+
+        for event in client.stream("assistant", messages, tools=[get_weather]).events():
+            print(event if isinstance(event, str) else f"\n-> {event.name}({event.raw_arguments})")
+
     ``chunks`` is what ``async for`` reads; ``sync_chunks``, when given, what a ``for`` loop reads
     in the caller's thread (else ``chunks`` is driven on the engine loop and taken over in
     batches). Only the one iterated is started.
@@ -501,3 +508,30 @@ class ResponseStream:
     def text(self) -> str:
         """Consume the stream and return the whole answer."""
         return "".join(self)
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The answer's tool calls (empty until the stream has ended, and for a text answer)."""
+        return self.response.tool_calls if self.response is not None else ()
+
+    def events(self) -> StreamEvents:
+        """Text deltas and then tool calls, for ``for`` or ``async for`` (see the class docstring)."""
+        return StreamEvents(self)
+
+
+class StreamEvents:
+    """What `ResponseStream.events` returns: iterate it with ``for`` or ``async for``; each item is a
+    text delta (``str``) or a `ToolCall`."""
+
+    def __init__(self, stream: ResponseStream) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[str | ToolCall]:
+        yield from self._stream
+        yield from self._stream.tool_calls
+
+    async def __aiter__(self) -> AsyncIterator[str | ToolCall]:
+        async for delta in self._stream:
+            yield delta
+        for call in self._stream.tool_calls:
+            yield call

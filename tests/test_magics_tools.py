@@ -72,13 +72,14 @@ def test_a_tools_cell_shows_each_call_and_result_then_the_answer(
     shell.user_ns["my_tools"] = [get_weather, add]
     cap = run(shell, f"--tools {tools} -o r", "Weather in Paris and Oslo, and the sum?")
     shown = [o.data for o in cap.outputs]
-    assert shown[0]["text/plain"] == (
-        'step 1  get_weather({"city": "Paris"}) -> {"city": "Paris", "temp_c": 21}\n'
-        'step 1  get_weather({"city": "Oslo"}) -> {"city": "Oslo", "temp_c": 14}\n'
-        'step 2  add({"a": 21, "b": 14}) -> 35'
-    )
-    assert shown[0]["text/markdown"].startswith("**3 tool calls**")
-    assert tool_agent.FINAL in shown[1]["text/markdown"]
+    # one output per tool run, as each finishes (the two weather calls run at once: either order)
+    assert sorted(o["text/plain"] for o in shown[:2]) == [
+        'step 1  get_weather({"city": "Oslo"}) -> {"city": "Oslo", "temp_c": 14}',
+        'step 1  get_weather({"city": "Paris"}) -> {"city": "Paris", "temp_c": 21}',
+    ]
+    assert shown[2]["text/plain"] == 'step 2  add({"a": 21, "b": 14}) -> 35'
+    assert shown[2]["text/markdown"] == 'tool · step 2 `add({"a": 21, "b": 14})` → `35`'
+    assert len(shown) == 4 and tool_agent.FINAL in shown[3]["text/markdown"]
     response = shell.user_ns["r"]
     assert response.content == tool_agent.FINAL and len(response.decision.tools) == 3
 

@@ -4,6 +4,7 @@ server: the exact request sent for tools, tool_choice, tool calls and tool resul
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -326,6 +327,62 @@ def test_parallel_calls_to_one_function_are_parsed(
     else:  # Gemini and Ollama give no ids: minted
         assert all(i.startswith("call_") and len(i) == 31 for i in ids)
     assert response.content == "" and response.usage.output_tokens == 7
+
+
+@pytest.mark.parametrize("via", ["for", "async for"])
+def test_a_stream_s_events_deliver_its_tool_calls(
+    kind: str, server: Any, client: Orchestrator, via: str
+) -> None:
+    """``stream.events()`` yields the calls a streamed answer makes (a plain ``for`` over the stream
+    still yields text only); ``stream.tool_calls`` holds them once it has ended."""
+    model = KINDS[kind][1]
+    server.push(_two_calls(kind, model, True))
+    stream = client.stream("r", ASK, tools=[WEATHER])
+    assert stream.tool_calls == ()
+    if via == "for":
+        events = list(stream.events())
+    else:
+
+        async def collect() -> list[object]:
+            return [event async for event in stream.events()]
+
+        events = asyncio.run(collect())
+    assert [(e.name, dict(e.arguments)) for e in events if isinstance(e, ToolCall)] == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_weather", {"city": "Oslo"}),
+    ]
+    assert len(events) == 2
+    assert stream.tool_calls == tuple(events) and stream.response is not None
+    assert stream.response.tool_calls == stream.tool_calls
+
+
+def test_events_give_the_text_then_the_calls_and_a_plain_loop_the_text_only(
+    client_for: Callable[..., Orchestrator], openai_server: Any
+) -> None:
+    calls = [("call_a", "get_weather", '{"city": "Paris"}')]
+    chunks = openai_wire.tool_calls_chunks(calls, model="m")
+    text = [
+        {**chunks[0], "choices": [{"index": 0, "delta": {"content": t}, "finish_reason": None}]}
+        for t in ("Let me ", "check.")
+    ]
+    client = client_for(
+        f"""\
+        project: tools
+        providers:
+          remote: {{type: vllm, api_base: "{openai_server.base_url}"}}
+        roles:
+          r: {{provider: remote, model: m}}
+        """
+    )
+    openai_server.push(*(openai_wire.Reply(stream_chunks=[chunks[0], *text, *chunks[1:]]) for _ in range(2)))
+    events = list(client.stream("r", ASK, tools=[WEATHER]).events())
+    assert events[:2] == ["Let me ", "check."]
+    assert [(c.id, c.name, c.raw_arguments) for c in events[2:]] == [
+        ("call_a", "get_weather", '{"city": "Paris"}')
+    ]  # type: ignore[union-attr]
+    plain = client.stream("r", ASK, tools=[WEATHER])
+    assert list(plain) == ["Let me ", "check."]
+    assert [c.id for c in plain.tool_calls] == ["call_a"]
 
 
 def test_a_call_answered_in_a_conversation_continues_it(kind: str, server: Any, client: Orchestrator) -> None:

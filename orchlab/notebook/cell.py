@@ -22,6 +22,7 @@ from orchlab.notebook.session import LiveMode, NotebookSession
 
 if TYPE_CHECKING:
     from orchlab.orchestrator import Orchestrator
+    from orchlab.tools.model import ToolRun
     from orchlab.types import LLMResponse
 
 Messages = list[Any]
@@ -109,8 +110,6 @@ def run_cell(shell: Any, session: NotebookSession, args: CellArgs, body: str) ->
     session.last = response
     if args.out:
         shell.user_ns[args.out] = response
-    if args.tools:
-        show_tool_runs(response)
     show(shell, client, response, args)
     return response
 
@@ -130,22 +129,21 @@ def tool_items(names: list[str], namespace: Mapping[str, Any]) -> list[object]:
     return items
 
 
-def show_tool_runs(response: LLMResponse) -> None:
-    """Each tool call of a ``--tools`` cell and its result, in order, before the answer."""
+def show_tool_run(run: ToolRun) -> None:
+    """One tool call of a ``--tools`` cell and its result, shown as soon as the tool has run
+    (`delegate`'s ``on_tool``), before the answer."""
     from IPython.display import display
 
-    runs = response.decision.tools if response.decision is not None else ()
-    if not runs:
-        return
-    md = [f"**{len(runs)} tool call{'s' if len(runs) != 1 else ''}**", ""]
-    plain = []
-    for run in runs:
-        result = run.result.content if len(run.result.content) <= 200 else run.result.content[:197] + "..."
-        verdict = "error: " if run.result.is_error else ""
-        call = f"{run.call.name}({run.call.raw_arguments})"
-        md.append(f"- step {run.step} `{call}` → {verdict}`{result}`")
-        plain.append(f"step {run.step}  {call} -> {verdict}{result}")
-    display({"text/markdown": "\n".join(md), "text/plain": "\n".join(plain)}, raw=True)
+    result = run.result.content if len(run.result.content) <= 200 else run.result.content[:197] + "..."
+    verdict = "error: " if run.result.is_error else ""
+    call = f"{run.call.name}({run.call.raw_arguments})"
+    display(
+        {
+            "text/markdown": f"tool · step {run.step} `{call}` → {verdict}`{result}`",
+            "text/plain": f"step {run.step}  {call} -> {verdict}{result}",
+        },
+        raw=True,
+    )
 
 
 def _answer(
@@ -160,7 +158,8 @@ def _answer(
     """The one library call this cell makes."""
     if args.tools:
         target = args.model or role
-        return client.delegate(messages, role=target, tools=tool_items(args.tools, shell.user_ns), **params)
+        tools = tool_items(args.tools, shell.user_ns)
+        return client.delegate(messages, role=target, tools=tools, on_tool=show_tool_run, **params)
     output = output_model(args.output, shell.user_ns) if args.output else None
     if args.ensemble:
         return client.ensemble(messages, mode=args.ensemble, role=role, **params)

@@ -225,8 +225,10 @@ class Answering:
         params: Mapping[str, Any] | None = None,
         messages: Sequence[Message] | None = None,
         timeout_s: float | None = None,
+        offer: ToolOffer | None = None,
     ) -> Answer:
         """One provider call, recorded as an attempt. ``params`` go on top of the caller's overrides.
+        ``offer``: the tools offered (default: the call's, or none with a logic's own ``messages``).
 
         A `Nested` candidate answers with its own logic (``params``, ``messages`` and
         ``timeout_s`` are for one provider call and do not apply to it)."""
@@ -243,7 +245,8 @@ class Answering:
             raise
         # a logic's own prompt (a judge's, an aggregator's) is not offered the call's tools,
         # nor held to the call's output schema
-        offer = self.offer if messages is None else NO_TOOLS
+        if offer is None:
+            offer = self.offer if messages is None else NO_TOOLS
         request = ModelRequest(
             model=resolved.model,
             messages=tuple(messages or self.messages),

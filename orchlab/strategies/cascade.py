@@ -3,8 +3,9 @@
 Each stage's answer is scored (`orchlab.strategies.scorers`); the cascade accepts it when
 ``score >= threshold`` and escalates to the next stage exactly when the score is under the
 threshold, or unknown. The last stage's answer is accepted whatever its score (the rationale
-says so). A stage that fails (after its retries) escalates too. Rejected answers stay in the
-trail (outcome ``"rejected"``) and their cost is part of the total.
+says so). An answer that calls tools (in `delegate`) is accepted unscored. A stage that fails
+(after its retries) escalates too. Rejected answers stay in the trail (outcome ``"rejected"``)
+and their cost is part of the total.
 
 Stage order is the YAML order (the role's model, then ``candidates:``, then ``fallbacks:``);
 ``cascade: {order: price}`` sorts by the catalog's price when the catalog knows it.
@@ -47,6 +48,12 @@ async def run_cascade(
             failed.append(f"{cand.target} ({type(exc).__name__})")
             notes.append(f"stage {i} {cand.target} failed ({type(exc).__name__}): escalated")
             continue
+        if answer.response.tool_calls:
+            # a scorer judges text; a stage asking for tools is accepted as it is (the tool loop
+            # runs them and the next step starts the cascade again)
+            names = ", ".join(dict.fromkeys(c.name for c in answer.response.tool_calls))
+            head = f"stage {i} {cand.target} asked for tools ({names}): accepted unscored"
+            return Outcome(answer, "; ".join([*notes, head]), scores)
         score = await scorer.score(answering, answer, stage=stage)
         answer.rate(score.value)
         if score.value is not None:

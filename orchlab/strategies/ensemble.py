@@ -14,11 +14,20 @@
 
 Answers not returned are marked ``"rejected"`` in the trail (vote minority, judge losers);
 drafts and proposals keep ``"ok"``. Every call's cost is in the total.
+
+Answers that call tools (a step of `delegate`): the vote groups them by their calls (the same
+names and arguments, in any order), against the text answers; a chain returns a draft that calls
+tools as it is (refining comes at the step that answers in text, where the refiner is offered the
+tools with ``tool_choice: none``, so the conversation's tool turns stay valid but it cannot call
+any); a judge is shown each answer's calls as text and is not offered the tools; ``fuse`` does not
+aggregate a step where a proposal calls tools (an aggregator writes text, which would end the
+loop before the tools ran): the vote decides it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Callable, Sequence
 
@@ -36,7 +45,8 @@ from orchlab.strategies.base import (
 )
 from orchlab.strategies.logic import ENSEMBLE_PARAMS, Logic
 from orchlab.strategies.scorers import normalize
-from orchlab.types import Message
+from orchlab.tools.model import ToolOffer
+from orchlab.types import LLMResponse, Message
 
 REFINE_PROMPT = (
     "Check the answer above for mistakes and omissions, then write an improved final answer to "
@@ -75,11 +85,23 @@ def _answers(results: Sequence[Answer | Exception], what: str, answering: Answer
     return answers
 
 
+def calls_text(response: LLMResponse) -> str:
+    """An answer's tool calls as text, ``name({json arguments})`` in a stable order (what a vote
+    compares and a judge is shown); empty for a text answer."""
+    shown = (f"{c.name}({json.dumps(dict(c.arguments), sort_keys=True)})" for c in response.tool_calls)
+    return ", ".join(sorted(shown))
+
+
+def _vote_key(answer: Answer, normalizer: Callable[[str], str]) -> str:
+    calls = calls_text(answer.response)
+    return f"calls {calls}" if calls else normalizer(answer.content)
+
+
 def vote(answers: Sequence[Answer], normalizer: Callable[[str], str] = normalize) -> Outcome:
     groups: dict[str, list[Answer]] = {}
     abstained = []
     for answer in answers:
-        key = normalizer(answer.content)
+        key = _vote_key(answer, normalizer)
         if key:
             groups.setdefault(key, []).append(answer)
         else:
@@ -128,16 +150,29 @@ async def run_chain_refine(answering: Answering, candidates: Sequence[AnyCandida
                 steps.append(f"{cand.target} could not draft ({type(exc).__name__})")
                 continue
             steps.append(f"{cand.target} drafted")
+            if draft.response.tool_calls:
+                steps.append("the draft calls tools: returned as it is")
+                break
             continue
         messages = [
             *answering.messages,
             Message("assistant", draft.content),
             Message("user", REFINE_PROMPT),
         ]
+        tools = answering.offer.tools
         try:
-            refined = await answering.call(cand, stage=f"chain {i} refine", messages=messages)
+            refined = await answering.call(
+                cand,
+                stage=f"chain {i} refine",
+                messages=messages,
+                offer=ToolOffer(tools, "none") if tools else None,
+            )
         except FALL_THROUGH as exc:
             steps.append(f"{cand.target} failed to refine ({type(exc).__name__}): kept the draft")
+            continue
+        if refined.response.tool_calls:
+            refined.reject("the refinement called tools (tool_choice none): kept the previous draft")
+            steps.append(f"{cand.target} called tools: kept the draft")
             continue
         if not refined.content.strip():
             refined.reject("empty refinement: kept the previous draft")
@@ -152,8 +187,14 @@ async def run_chain_refine(answering: Answering, candidates: Sequence[AnyCandida
     return Outcome(draft, "chain: " + " -> ".join(steps), {"steps": float(len(steps))})
 
 
+def _shown(answer: Answer) -> str:
+    calls = calls_text(answer.response)
+    text = answer.content.strip()
+    return f"{text}\n(calls the tools: {calls})".strip() if calls else text
+
+
 def _numbered(answers: Sequence[Answer]) -> str:
-    return "\n\n".join(f"Answer {i}:\n{a.content.strip()}" for i, a in enumerate(answers, 1))
+    return "\n\n".join(f"Answer {i}:\n{_shown(a)}" for i, a in enumerate(answers, 1))
 
 
 _INT = re.compile(r"\d+")
@@ -201,6 +242,15 @@ async def run_fuse(
     normalizer: Callable[[str], str],
 ) -> Outcome:
     answers = _answers(await fan_out(answering, candidates, "propose"), "proposer", answering)
+    calling = [a.candidate.target for a in answers if a.response.tool_calls]
+    if calling:
+        fallback = vote(answers, normalizer)
+        return Outcome(
+            fallback.answer,
+            f"fuse: {', '.join(calling)} asked for tools, which an aggregator cannot call: not "
+            f"aggregated; {fallback.rationale}",
+            fallback.scores,
+        )
     prompt = FUSE_PROMPT.format(question=answering.question, answers=_numbered(answers))
     try:
         fused = await answering.call(aggregator, stage="aggregate", messages=[Message("user", prompt)])

@@ -1,7 +1,8 @@
 """PARALLEL: every candidate at once; the first good answer wins and the others are cancelled.
 
 A good answer is one that did not fail, is not empty, and (when a scorer is set: YAML
-``parallel: {scorer: json}``, or ``scorer=`` on the call) scores at or above the threshold.
+``parallel: {scorer: json}``, or ``scorer=`` on the call) scores at or above the threshold. An
+answer that calls tools (in `delegate`) is good unscored.
 Cancelling is real: the losers' tasks are cancelled, which closes an HTTP request (httpx drops
 the connection) and stops a llama.cpp generation at its next token. A cancelled attempt stays
 in the trail with outcome ``"cancelled"``; its tokens were never reported, so its cost is $0
@@ -101,7 +102,10 @@ async def run_race(
 async def _judge(
     answering: Answering, answer: Answer, scorer: Scorer | None, threshold: float
 ) -> tuple[float | None, str | None]:
-    """(score, why it is not good) for a finished answer; why is None for a good answer."""
+    """(score, why it is not good) for a finished answer; why is None for a good answer. An
+    answer that calls tools is good as it is: a scorer judges text (the tool loop goes on)."""
+    if answer.response.tool_calls:
+        return None, None
     if not answer.content.strip():
         return None, "empty answer"
     if scorer is None:

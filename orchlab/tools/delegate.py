@@ -15,7 +15,15 @@ model answers in text. Example::
   summed over every step; the per-call budget covers the whole loop.
 - **Any logic**: each step is answered by the role's logic (fallback, race, ...) with the
   conversation so far; a candidate that cannot take it (a model without tool support) fails
-  before sending and a fallback moves on.
+  before sending and a fallback moves on. An answer that calls tools is never taken for an
+  empty one: a cascade accepts it unscored (the next step starts the cascade again), a race
+  takes it as a good answer, a vote groups answers by their calls (the same names and
+  arguments, in any order) against the text answers, a chain returns a draft that calls tools
+  as it is (a refiner is offered the tools with ``tool_choice`` ``none``), a judge is shown the
+  calls as text and is not offered the tools, ``fuse`` lets the vote decide a step where a
+  proposal calls tools (an aggregator writes text), and AUTO routes every step afresh.
+- ``on_tool``: a callable told of each tool run (a `ToolRun`) as it finishes, on the loop's
+  thread (``%%llm --tools`` shows each call with it).
 - ``tool_choice`` applies to the first step only (later steps are ``auto``), so ``required``
   cannot loop forever.
 """
@@ -23,6 +31,7 @@ model answers in text. Example::
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +41,7 @@ from orchlab.resolution import check_params
 from orchlab.strategies.answer import as_messages, execute, plan_for_target
 from orchlab.strategies.base import Answering, finalize
 from orchlab.tools.functions import FunctionTool, run_calls
-from orchlab.tools.model import Tool, ToolOffer
+from orchlab.tools.model import Tool, ToolOffer, ToolRun
 from orchlab.tools.toolsets import make_offer
 from orchlab.types import LLMResponse, Message
 
@@ -54,6 +63,7 @@ async def delegate(
     parallel_tool_calls: bool | None = None,
     system: str | None = None,
     params: object = None,
+    on_tool: Callable[[ToolRun], object] | None = None,
 ) -> LLMResponse:
     """The loop (see the module docstring); ``task`` is a string or messages."""
     if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
@@ -112,7 +122,7 @@ async def delegate(
                     response=last,
                 )
             messages.append(Message("assistant", answer.content, tool_calls=calls))
-            runs = await run_calls(calls, runnable, step)
+            runs = await run_calls(calls, runnable, step, on_tool)
             ctx.tool_runs.extend(runs)
             messages.extend(
                 Message("tool", r.result.content, tool_call_id=r.result.call_id, is_error=r.result.is_error)

@@ -189,9 +189,15 @@ def schemas(tools: tuple[AnyTool, ...]) -> tuple[Tool, ...]:
     return out
 
 
-async def run_calls(calls: tuple[ToolCall, ...], tools: Mapping[str, AnyTool], step: int) -> list[ToolRun]:
+async def run_calls(
+    calls: tuple[ToolCall, ...],
+    tools: Mapping[str, AnyTool],
+    step: int,
+    on_run: Callable[[ToolRun], object] | None = None,
+) -> list[ToolRun]:
     """Run ``calls`` at once (a sync function each in its own worker thread), in the order asked.
-    A call to a tool that is not given, or that is a schema only, is answered with an error."""
+    A call to a tool that is not given, or that is a schema only, is answered with an error.
+    ``on_run`` is told of each run as it finishes."""
 
     async def one(call: ToolCall) -> ToolRun:
         started, t0 = time.time(), time.perf_counter()
@@ -205,7 +211,10 @@ async def run_calls(calls: tuple[ToolCall, ...], tools: Mapping[str, AnyTool], s
             )
         else:
             result = ToolResult(call.id, f"tool {call.name!r} has no function to run here", is_error=True)
-        return ToolRun(call, result, step, started, time.perf_counter() - t0)
+        run = ToolRun(call, result, step, started, time.perf_counter() - t0)
+        if on_run is not None:
+            on_run(run)
+        return run
 
     return list(await asyncio.gather(*(one(c) for c in calls)))
 
