@@ -160,3 +160,12 @@ def test_import_orchlab_loads_neither_typer_nor_rich() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_chat_stores_the_thread_and_continue_sends_its_history(upstream_config: Path, openai_server) -> None:
+    out = cli("chat", "llm.inference", "--config", str(upstream_config), stdin="first\n/exit\n")
+    assert out.returncode == 0 and out.stdout == "> echo: first \n> ", out.stderr  # "> ": the prompt
+    out = cli("chat", "llm.inference", "-c", "--config", str(upstream_config), stdin="second\n")
+    assert out.returncode == 0, out.stderr
+    sent = [m["content"] for m in openai_server.requests[-1].body["messages"]]
+    assert sent == ["first", "echo: first ", "second"]
