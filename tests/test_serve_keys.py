@@ -388,7 +388,9 @@ def test_cli_keys_create_list_revoke(write_config, capsys: pytest.CaptureFixture
     assert "revoked" in capsys.readouterr().out
     assert main(["keys", "--config", path, "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["revoked_at"] is not None
-    assert main(["keys", "--config", path, "create", "--user", "ana", "--budget", "x/day"]) == 2
+    assert (
+        main(["keys", "--config", path, "create", "--user", "ana", "--budget", "x/day"]) == 1
+    )  # a user error
     assert "positive number of USD" in capsys.readouterr().err
 
 

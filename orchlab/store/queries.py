@@ -316,3 +316,24 @@ def rated_messages(conn: Connection, prompt: str, version: str | None) -> list[d
     if version is not None:
         stmt = stmt.where(messages.c.prompt_version == version)
     return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def thread_feedback(conn: Connection, thread_id: str) -> list[dict[str, Any]]:
+    """The ratings of a thread's messages, oldest message first (``orchlab feedback show``)."""
+    stmt = (
+        select(
+            messages.c.id.label("message_id"),
+            messages.c.content,
+            messages.c.llm_role,
+            feedback.c.user,
+            feedback.c.kind,
+            feedback.c.value,
+            feedback.c.comment,
+            messages.c.trace_id,
+            feedback.c.updated_at.label("rated_at"),
+        )
+        .select_from(messages.join(feedback, feedback.c.message_id == messages.c.id))
+        .where(messages.c.thread_id == thread_id)
+        .order_by(messages.c.id, feedback.c.user)
+    )
+    return [dict(r._mapping) for r in conn.execute(stmt)]

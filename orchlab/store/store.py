@@ -174,6 +174,13 @@ class Store:
             frame["day"] = frame["day"].astype(str)
         return frame
 
+    def thread_feedback(self, thread_id: str) -> list[dict[str, Any]]:
+        """Every rating of a thread's messages (message id, answer text, user, kind, value, comment)."""
+        rows = self.read(queries.thread_feedback, thread_id)
+        for row in rows:
+            row["answer"] = "".join(str(p.get("text", "")) for p in row.pop("content") or ())
+        return rows
+
     def rated_messages(self, prompt: str, version: str | int | None = None) -> pd.DataFrame:
         """The rated messages made with a prompt (``version``: one version, None: all)."""
         rows = self.read(queries.rated_messages, prompt, None if version is None else str(version))

@@ -1,0 +1,135 @@
+"""``orchlab keys``: the gateway's API keys in the config's store (`orchlab.store.keys`).
+
+Example::
+
+    orchlab keys create --user ana --roles llm.inference,urn:orchlab:* --rpm 60 --budget 5/day
+    orchlab keys list
+    orchlab keys revoke ok_3f9a2c1b7d0e
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from orchlab.cli.common import ConfigOpt, EnvOpt, JsonOpt, client, options, print_json
+
+if TYPE_CHECKING:
+    from orchlab.store.keys import ApiKey
+
+app = typer.Typer(help="The gateway's API keys: create, list, revoke.", no_args_is_help=True)
+
+
+@app.command()
+def create(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Option(help="who the key is for (made on first use)")],
+    roles: Annotated[
+        str | None, typer.Option(help="what it may call: roles, aliases, URN namespaces (default: all)")
+    ] = None,
+    rpm: Annotated[int | None, typer.Option(help="requests per minute")] = None,
+    tpm: Annotated[int | None, typer.Option(help="tokens per minute")] = None,
+    budget: Annotated[str | None, typer.Option(help="USD per hour/day/week/month/total, e.g. 5/day")] = None,
+    expires_days: Annotated[
+        float | None, typer.Option(help="the key stops working after this many days")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="a label for the key")] = None,
+    email: Annotated[str | None, typer.Option(help="the user's email (when the user is new)")] = None,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="an admin key: manages keys, calls no model")
+    ] = False,
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """A new key (printed once: the store keeps only a hash)."""
+    opts = options(ctx, config, env, json)
+    orch = client(opts)
+    try:
+        new = orch.keys.create(
+            user,
+            roles=roles,
+            rpm=rpm,
+            tpm=tpm,
+            budget=budget,
+            expires_in_days=expires_days,
+            name=name,
+            email=email,
+            admin=admin,
+        )
+    finally:
+        orch.close()
+    if opts.json:
+        print_json({**new.info.as_dict(), "key": new.key})
+        return
+    print(new.key)
+    print(
+        f"{new.info.kind} key {new.info.shown} for {new.info.user} (id {new.info.id}): "
+        "shown this once, keep it secret",
+        file=sys.stderr,
+    )
+
+
+@app.command("list")
+def list_keys(
+    ctx: typer.Context,
+    user: Annotated[str | None, typer.Option(help="only this user's keys")] = None,
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Keys (prefixes only, never the secret) and their limits."""
+    opts = options(ctx, config, env, json)
+    orch = client(opts)
+    try:
+        found = orch.keys.list(user)
+    finally:
+        orch.close()
+    if opts.json:
+        print_json([k.as_dict() for k in found])
+    else:
+        _print_keys(found)
+
+
+@app.command()
+def revoke(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="the key's id or prefix (ok_<prefix>)")],
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Revoke a key by its id or prefix."""
+    opts = options(ctx, config, env, json)
+    orch = client(opts)
+    try:
+        revoked = orch.keys.revoke(key)
+    finally:
+        orch.close()
+    if opts.json:
+        print_json(revoked.as_dict())
+    else:
+        print(f"revoked {revoked.shown} ({revoked.user})")
+
+
+def _print_keys(found: list[ApiKey]) -> None:
+    columns = ("prefix", "user", "kind", "allow", "rpm", "tpm", "budget", "state", "created")
+    rows = [
+        (
+            k.shown,
+            k.user,
+            k.kind,
+            ",".join(k.allow) or "-",
+            str(k.rpm or "-"),
+            str(k.tpm or "-"),
+            str(k.budget or "-"),
+            "revoked" if k.revoked_at else ("active" if k.active() else "inactive"),
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+        )
+        for k in found
+    ]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    for row in [columns, *rows]:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
