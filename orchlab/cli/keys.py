@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 app = typer.Typer(help="The gateway's API keys: create, list, revoke.", no_args_is_help=True)
 
 
+@app.callback()
+def _group(ctx: typer.Context, config: ConfigOpt = None, env: EnvOpt = None, json: JsonOpt = False) -> None:
+    """``orchlab keys --config F create ...`` as well as ``orchlab keys create --config F``."""
+    ctx.find_root().obj = options(ctx, config, env, json)
+
+
 @app.command()
 def create(
     ctx: typer.Context,
