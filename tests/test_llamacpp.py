@@ -38,6 +38,7 @@ def client(tmp_path_factory):
             if name.startswith(("ORCH_", "MLFLOW_")):
                 mp.delenv(name)
         mp.setenv("ORCH_TRACKING", "0")
+        mp.setenv("ORCH_CACHE", "off")  # these tests are about the model's own repeatability
         mp.chdir(tmp_path_factory.mktemp("llamacpp"))
         client = orchlab.get_llm_client()
     yield client
