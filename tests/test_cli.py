@@ -169,3 +169,80 @@ def test_chat_stores_the_thread_and_continue_sends_its_history(upstream_config: 
     assert out.returncode == 0, out.stderr
     sent = [m["content"] for m in openai_server.requests[-1].body["messages"]]
     assert sent == ["first", "echo: first ", "second"]
+
+
+@pytest.fixture
+def registry_config(write_config, openai_server: OpenAIWireServer, tmp_path: Path) -> Path:
+    """The upstream roles with tracking on a fresh SQLite MLflow store (the prompt registry)."""
+    text = gateway_yaml(
+        openai_server,
+        extra=f'store: {{url: "sqlite:///{tmp_path / "store.db"}"}}\n',
+        tracking=True,
+    )
+    text = text.replace(
+        "tracking: {enabled: true}",
+        f'tracking: {{enabled: true, tracking_uri: "sqlite:///{tmp_path / "mlflow.db"}"}}',
+    )
+    return write_config(text)
+
+
+def test_prompt_import_list_show_and_a_second_import(registry_config: Path, tmp_path: Path, capsys) -> None:
+    source = tmp_path / "prompts.yaml"
+    source.write_text(
+        "summarise: 'Sum up {{text}}'\n"
+        "triage:\n  - {role: system, content: You sort tickets}\n  - {role: user, content: '{{ticket}}'}\n"
+    )
+    cfg = ["--config", str(registry_config), "--json"]
+    assert main(["prompt", "import", str(source), *cfg]) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {"name": "summarise", "version": 1},
+        {"name": "triage", "version": 1},
+    ]
+    (tmp_path / "more.json").write_text(json.dumps({"summarise": "In one line: {{text}}"}))
+    assert main(["prompt", "import", str(tmp_path / "more.json"), *cfg]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"name": "summarise", "version": 2}]
+    assert main(["prompt", "list", *cfg]) == 0
+    listed = {r["name"]: (r["version"], r["variables"]) for r in json.loads(capsys.readouterr().out)}
+    assert listed == {"summarise": (2, "text"), "triage": (1, "ticket")}
+    assert main(["prompt", "show", "summarise:v1", "--config", str(registry_config)]) == 0
+    assert capsys.readouterr().out == "Sum up {{text}}\n"
+
+
+def test_prompt_import_of_a_file_that_is_not_a_mapping_names_the_file(
+    registry_config: Path, tmp_path: Path, capsys
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    assert main(["prompt", "import", str(bad), "--config", str(registry_config)]) == 1
+    assert f"orchlab: {bad}: write a mapping of prompt name -> template" in capsys.readouterr().err
+    bad.write_text("ok: 'x'\nnumber: 3\n")
+    assert main(["prompt", "import", str(bad), "--config", str(registry_config)]) == 1
+    assert "number: a template is a string or a list of messages" in capsys.readouterr().err
+
+
+def test_prompt_edit_registers_what_the_editor_wrote_and_nothing_when_unchanged(
+    registry_config: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    cfg = ["--config", str(registry_config)]
+    source = tmp_path / "one.txt"
+    source.write_text("Sum up {{text}}")
+    assert main(["prompt", "sync", "summarise", "--from", str(source), *cfg]) == 0
+    assert capsys.readouterr().out == "summarise@1\n"
+    editor = tmp_path / "editor.py"
+    editor.write_text(
+        "import sys, pathlib\n"
+        "p = pathlib.Path(sys.argv[1])\n"
+        "p.write_text(p.read_text().replace('Sum up', 'Summarise briefly'))\n"
+    )
+    monkeypatch.delenv("VISUAL", raising=False)
+    monkeypatch.setenv("EDITOR", f"{sys.executable} {editor}")
+    assert main(["prompt", "edit", "summarise", *cfg]) == 0
+    assert capsys.readouterr().out == "summarise@2\n"
+    assert main(["prompt", "show", "summarise@2", *cfg]) == 0
+    assert capsys.readouterr().out == "Summarise briefly {{text}}\n"
+    monkeypatch.setenv("EDITOR", "true")  # leaves the file as it is
+    assert main(["prompt", "edit", "summarise", *cfg]) == 0
+    assert capsys.readouterr().out == "summarise@2: unchanged\n"
+    monkeypatch.setenv("EDITOR", "false")
+    assert main(["prompt", "edit", "summarise", *cfg]) == 1
+    assert "EDITOR='false' exited with 1; nothing registered" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from orchlab.cli import catalog, feedback, keys, observe, prompts, run, serve, ui
-from orchlab.cli.common import ConfigOpt, EnvOpt, JsonOpt, Options
+from orchlab.cli.common import ConfigOpt, EnvOpt, JsonOpt, Options, UrlOpt
 from orchlab.errors import OrchlabError
 
 app = typer.Typer(
@@ -34,8 +34,9 @@ def _options(
     env: EnvOpt = None,
     json: JsonOpt = False,
     debug: Annotated[bool, typer.Option("--debug", help="show the traceback of an error")] = False,
+    url: UrlOpt = None,
 ) -> None:
-    ctx.obj = Options(config=Path(config) if config else None, env=env, json=json, debug=debug)
+    ctx.obj = Options(config=Path(config) if config else None, env=env, json=json, debug=debug, url=url)
 
 
 app.command()(run.run)

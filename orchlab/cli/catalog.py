@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from orchlab.cli.common import ConfigOpt, EnvOpt, JsonOpt, client, emit, options, print_json
-from orchlab.errors import ConfigError, OrchlabError
+from orchlab.cli.common import ConfigOpt, EnvOpt, JsonOpt, UrlOpt, client, emit, options, print_json
+from orchlab.errors import ConfigError, InvalidRequestError, OrchlabError
 
 MODEL_COLUMNS = (
     "target",
@@ -31,9 +31,21 @@ def models(
     config: ConfigOpt = None,
     env: EnvOpt = None,
     json_: JsonOpt = False,
+    url: UrlOpt = None,
 ) -> None:
     """The models this config reaches, with prices (USD per million tokens) and context."""
-    opts = options(ctx, config, env, json_)
+    opts = options(ctx, config, env, json_, url)
+    if opts.url:
+        from orchlab.cli.remote import Gateway
+
+        if any(v is not None for v in (capability, tier, max_cost, local)):
+            raise InvalidRequestError(
+                "--capability, --tier, --max-cost and --local filter the local catalog only, "
+                "not a gateway's models (--url / ORCHLAB_URL)",
+                parameter="url",
+            )
+        emit(Gateway(opts.url).models(), opts, columns=("target", "owned_by"), title="models")
+        return
     infos = client(opts).catalog.list_models(capability=capability, tier=tier, max_cost=max_cost, local=local)
     emit([info.as_row() for info in infos], opts, columns=MODEL_COLUMNS, title="models")
 

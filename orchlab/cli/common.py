@@ -22,6 +22,15 @@ ConfigOpt = Annotated[
 ]
 EnvOpt = Annotated[str | None, typer.Option("--env", help="the config env to use (default: ORCH_ENV)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="ORCHLAB_URL",
+        help="a running gateway (orchlab serve) to act on instead of the local config; "
+        "its key from ORCHLAB_API_KEY",
+    ),
+]
 
 
 @dataclass
@@ -32,10 +41,15 @@ class Options:
     env: str | None = None
     json: bool = False
     debug: bool = False
+    url: str | None = None
 
 
 def options(
-    ctx: typer.Context, config: Path | None = None, env: str | None = None, json: bool = False
+    ctx: typer.Context,
+    config: Path | None = None,
+    env: str | None = None,
+    json: bool = False,
+    url: str | None = None,
 ) -> Options:
     base = ctx.find_root().obj if isinstance(ctx.find_root().obj, Options) else Options()
     return Options(
@@ -43,6 +57,7 @@ def options(
         env=env if env is not None else base.env,
         json=json or base.json,
         debug=base.debug,
+        url=url if url is not None else base.url,
     )
 
 

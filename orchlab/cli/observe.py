@@ -72,3 +72,94 @@ def errors(
     opts = options(ctx, config, env, json_)
     frame = history(role=role, status="ERROR", since=since_time(since), limit=limit, client=client(opts))
     emit(records(frame), opts, title="errors")
+
+
+@app.command("prompts")
+def prompts(
+    ctx: typer.Context,
+    by: Annotated[str, typer.Option(help="version (prompt and version), prompt, or role")] = "version",
+    since: Since = None,
+    role: Annotated[str | None, typer.Option(help="only this role")] = None,
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Calls and ratings per registered prompt version (MLflow history)."""
+    from orchlab.tracking.history import history
+
+    keys = {"version": ["prompt", "version"], "prompt": ["prompt"], "role": ["prompt", "version", "role"]}
+    if by not in keys:
+        raise InvalidRequestError(f"--by {by!r}: use version, prompt or role", parameter="by")
+    opts = options(ctx, config, env, json_)
+    frame = history(role=role, since=since_time(since), limit=None, client=client(opts))
+    frame = frame[frame["prompt_name"].notna()]
+    rows: list[dict[str, object]] = []
+    if not frame.empty:
+        # a call made from two prompts counts for each of them
+        pairs = frame.assign(
+            _pv=[
+                list(zip(str(n).split(","), str(v).split(","), strict=False))
+                for n, v in zip(frame["prompt_name"], frame["prompt_version"], strict=True)
+            ]
+        ).explode("_pv")
+        pairs["prompt"] = [p[0] for p in pairs["_pv"]]
+        pairs["version"] = [p[1] for p in pairs["_pv"]]
+        pairs["_error"] = pairs["status"].eq("error")
+        pairs["_up"] = pairs["thumbs"].eq(True)
+        pairs["_down"] = pairs["thumbs"].eq(False)
+        pairs["rating"] = pairs["rating"].astype("float")
+        grouped = pairs.groupby(keys[by], dropna=False).agg(
+            calls=("trace_id", "count"),
+            errors=("_error", "sum"),
+            rated=("rating", "count"),
+            mean_rating=("rating", "mean"),
+            thumbs_up=("_up", "sum"),
+            thumbs_down=("_down", "sum"),
+            cost_usd=("cost_usd", "sum"),
+            p50_latency_s=("latency_s", "median"),
+        )
+        rows = records(grouped.reset_index())
+    emit(rows, opts, title="prompts")
+
+
+@app.command("providers")
+def providers(
+    ctx: typer.Context,
+    by: Annotated[str, typer.Option(help="provider, model, role or day")] = "provider",
+    since: Since = None,
+    role: Annotated[str | None, typer.Option(help="only the calls of this role")] = None,
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Per provider: calls (every attempt), error rate, p50/p95 latency, failovers (MLflow history)."""
+    from orchlab.tracking.history import attempt_history
+
+    keys = {
+        "provider": ["provider"],
+        "model": ["provider", "model"],
+        "role": ["provider", "role"],
+        "day": ["provider", "day"],
+    }
+    if by not in keys:
+        raise InvalidRequestError(f"--by {by!r}: use provider, model, role or day", parameter="by")
+    opts = options(ctx, config, env, json_)
+    frame = attempt_history(role=role, since=since_time(since), client=client(opts))
+    rows: list[dict[str, object]] = []
+    if not frame.empty:
+        frame = frame.assign(
+            day=frame["time"].dt.strftime("%Y-%m-%d"),
+            _error=frame["outcome"].eq("error"),
+            latency_s=frame["latency_s"].astype("float"),
+        )
+        frame["role"] = frame["role"].fillna("-")
+        grouped = frame.groupby(keys[by], dropna=False).agg(
+            calls=("trace_id", "count"),
+            errors=("_error", "sum"),
+            p50_latency_s=("latency_s", "median"),
+            p95_latency_s=("latency_s", lambda s: s.quantile(0.95)),
+            failovers=("failover", "sum"),
+        )
+        grouped.insert(2, "error_rate", grouped["errors"] / grouped["calls"])
+        rows = records(grouped.reset_index().sort_values(keys[by], kind="stable"))
+    emit(rows, opts, title="providers")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from orchlab.cli.common import ConfigOpt, EnvOpt, JsonOpt, client, options, print_json
+from orchlab.cli.common import ConfigOpt, EnvOpt, JsonOpt, Options, UrlOpt, client, options, print_json
 from orchlab.errors import InvalidRequestError
 
 if TYPE_CHECKING:
@@ -38,9 +38,10 @@ def run(
     config: ConfigOpt = None,
     env: EnvOpt = None,
     json_: JsonOpt = False,
+    url: UrlOpt = None,
 ) -> None:
     """Answer a prompt with a role (stdin works: `echo text | orchlab run llm.inference`)."""
-    opts = options(ctx, config, env, json_)
+    opts = options(ctx, config, env, json_, url)
     text = _prompt(prompt)
     messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": text})
@@ -53,6 +54,9 @@ def run(
             "--stream prints text as it comes: not with --json, --format or --output-schema",
             parameter="stream",
         )
+    if opts.url:
+        _run_remote(opts, target, messages, params, stream, output is not None or format is not None)
+        return
     llm = client(opts)
     if stream:
         chunks = llm.stream(target, messages, params or None)
@@ -68,6 +72,36 @@ def run(
         sys.stdout.write(json.dumps(response.output.model_dump(), ensure_ascii=False) + "\n")
     else:
         sys.stdout.write(response.content.rstrip("\n") + "\n")
+
+
+def _run_remote(
+    opts: Options,
+    target: str,
+    messages: list[dict[str, str]],
+    params: dict[str, Any],
+    stream: bool,
+    structured: bool,
+) -> None:
+    """``run`` through a gateway's ``POST /v1/chat/completions``."""
+    from orchlab.cli.remote import Gateway
+
+    if structured:
+        raise InvalidRequestError(
+            "--format and --output-schema run on the local config only, not with --url / ORCHLAB_URL",
+            parameter="url",
+        )
+    gateway = Gateway(str(opts.url))
+    if stream:
+        for delta in gateway.stream(target, messages, params):
+            sys.stdout.write(delta)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return
+    answer = gateway.complete(target, messages, params)
+    if opts.json:
+        print_json(answer)
+    else:
+        sys.stdout.write(str(answer["content"]).rstrip("\n") + "\n")
 
 
 def _prompt(prompt: str | None) -> str:

@@ -295,3 +295,78 @@ def usage_history(
     if not keys:
         out = out.drop(columns=["_key"])
     return out[columns].sort_values("calls", ascending=False, kind="stable").reset_index(drop=True)
+
+
+ATTEMPT_COLUMNS = ("time", "trace_id", "role", "provider", "model", "outcome", "latency_s", "failover")
+
+
+def attempt_history(
+    *,
+    role: str | None = None,
+    since: object = None,
+    until: object = None,
+    limit: int | None = None,
+    client: Orchestrator | None = None,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+) -> pd.DataFrame:
+    """One row per provider call (every attempt of every stored call: winners, losers, failures).
+
+    ``failover`` is True for a failed attempt of a call that another attempt still answered.
+    Reads the traces' spans, so it is slower than `history` on a large store."""
+    import pandas as pd
+
+    from orchlab.tracking.api import reading_client, settings_for
+    from orchlab.tracking.store import SEARCH_PAGE, experiment_id
+
+    settings = settings_for(client, tracking_uri=tracking_uri, experiment=experiment)
+    mlflow_client = reading_client(settings)
+    exp = experiment_id(mlflow_client, settings, create=False)
+    rows: list[dict[str, Any]] = []
+    if exp is None:
+        return pd.DataFrame(rows, columns=list(ATTEMPT_COLUMNS))
+    flt = filter_string(role=role, since=since, until=until) or None
+    token, seen = None, 0
+    while limit is None or seen < limit:
+        page = mlflow_client.search_traces(
+            locations=[exp],
+            filter_string=flt,
+            max_results=SEARCH_PAGE if limit is None else min(SEARCH_PAGE, limit - seen),
+            order_by=["timestamp_ms DESC"],
+            page_token=token,
+            include_spans=True,
+        )
+        for trace in page:
+            seen += 1
+            rows.extend(_attempt_rows(trace))
+        token = page.token
+        if not token:
+            break
+    return pd.DataFrame(rows, columns=list(ATTEMPT_COLUMNS))
+
+
+def _attempt_rows(trace: Any) -> list[dict[str, Any]]:
+    info = trace.info
+    tags = info.tags or {}
+    answered = (tags.get("orchlab.status") or "ok") == "ok"
+    time = dt.datetime.fromtimestamp(info.request_time / 1000, dt.UTC)
+    out = []
+    for span in trace.data.spans:
+        attrs = span.attributes or {}
+        provider = attrs.get("orchlab.provider")
+        outcome = attrs.get("orchlab.outcome")
+        if span.parent_id is None or provider is None or outcome is None:
+            continue  # the call's root span, a tool run
+        out.append(
+            {
+                "time": time,
+                "trace_id": info.trace_id,
+                "role": tags.get("orchlab.role"),
+                "provider": provider,
+                "model": attrs.get("orchlab.model"),
+                "outcome": outcome,
+                "latency_s": attrs.get("orchlab.latency_s"),
+                "failover": outcome == "error" and answered,
+            }
+        )
+    return out

@@ -205,3 +205,25 @@ def _prompt_uri(ref: str) -> str:
     if not which:
         raise PromptError(f"{ref!r}: nothing after '@' (use a version number or an alias)")
     return f"prompts:/{name}/{which}" if which.isdigit() else f"prompts:/{name}@{which}"
+
+
+def list_prompts(
+    *, client: Orchestrator | None = None, tracking_uri: str | None = None
+) -> list[RegisteredPrompt]:
+    """The latest version of every registered prompt, by name (``orchlab prompt list``)."""
+    from orchlab.tracking.api import settings_for
+
+    registry = _registry(settings_for(client, tracking_uri=tracking_uri))
+    try:
+        names: list[str] = []
+        token = None
+        while True:
+            page = registry.search_prompts(max_results=1000, page_token=token)
+            names += [p.name for p in page]
+            token = getattr(page, "token", None)
+            if not token:
+                break
+        latest = [registry.load_prompt(f"prompts:/{name}@latest", cache_ttl_seconds=0) for name in names]
+    except Exception as exc:
+        raise PromptError(f"could not list the prompts in {registry.tracking_uri}: {exc}") from exc
+    return sorted((_wrap(pv) for pv in latest if pv is not None), key=lambda p: p.name)
