@@ -66,7 +66,7 @@ def _canary_never_logged() -> Iterator[CanaryWatch]:
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees a real key, a real tracking server, or writes outside its temp dir."""
     for name in list(os.environ):
-        if name.startswith(("ORCH_", "MLFLOW_", "OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_")):
+        if name.startswith(("ORCH_", "ORCHLAB_", "MLFLOW_", "OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_")):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MLFLOW_MODEL_CATALOG_URI", "")
     # mlflow.set_tracking_uri() also writes MLFLOW_TRACKING_URI into os.environ, which later kernels
