@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,17 @@ if TYPE_CHECKING:
     from orchlab.tracking.observer import Tracking
 
 ParamsOverride = Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A `run`/`arun` call, checked: its format, and the logic's keywords or the plain call."""
+
+    fmt: str | None
+    logic: dict[str, Any]
+    single: tuple[CallContext, ResolvedLLMConfig, ModelRequest] | None
+
+
 # keyword names of complete() / ensemble(), for "did you mean" on a misspelt one that would
 # otherwise land in **params and be sent to the provider
 _COMPLETE_KEYWORDS = (
@@ -374,48 +386,19 @@ class Orchestrator:
         ``cache``: ``auto`` | ``force`` | ``off`` (True / False) for this call's response cache
         (None: the role's ``cache:``, else auto: deterministic requests only; `orchlab.pipeline.cache`).
         """
-        fmt = _check_format(format, output)
-        self._refuse_embedding(role)
-        params_override, offer = self.offer(
-            role, params_override, tools, toolset, tool_choice, parallel_tool_calls
-        )
-        mode = check_mode(cache)
-        if routing:
-            response = run_sync(
-                self._complete(
-                    messages,
-                    role=role,
-                    params=params_override,
-                    offer=offer,
-                    output=output,
-                    cache=mode,
-                    json_answer=fmt == "json",
-                    **_routing(routing),
-                )
-            )
-            return _formatted(response, fmt)
-        if self._has_strategy(role):
-            response = run_sync(
-                self._complete(
-                    messages,
-                    role=role,
-                    params=params_override,
-                    offer=offer,
-                    output=output,
-                    cache=mode,
-                    json_answer=fmt == "json",
-                )
-            )
-            return _formatted(response, fmt)
-        ctx, resolved, request = self._single(
-            role, messages, params_override, offer=offer, output=output, cache=mode, json_answer=fmt == "json"
-        )
+        call = self._prepare(
+            role, messages, params_override, None, tools, toolset, tool_choice, parallel_tool_calls,
+            output, format, cache, routing,
+        )  # fmt: skip
+        if call.single is None:
+            return _formatted(run_sync(self._complete(messages, **call.logic)), call.fmt)
+        ctx, resolved, request = call.single
         try:
             response = self.dispatch.attempt_sync(ctx, resolved, request)
         except BaseException as exc:
             self.dispatch.observe.failed(ctx, exc)
             raise
-        return _formatted(self.dispatch.observe.answered(ctx, response), fmt)
+        return _formatted(self.dispatch.observe.answered(ctx, response), call.fmt)
 
     async def arun(
         self,
@@ -437,41 +420,57 @@ class Orchestrator:
         but for an adapter that does not run on any loop (`Provider.runs_on_any_loop`), which
         is awaited on orchlab's engine loop. ``async for`` over `stream` and the ``a*`` API too.
         ``tags`` go on the call's trace (``stream`` takes them too)."""
+        call = self._prepare(
+            role, messages, params_override, tags, tools, toolset, tool_choice, parallel_tool_calls,
+            output, format, cache, routing,
+        )  # fmt: skip
+        if call.single is None:
+            return _formatted(await self._complete(messages, **call.logic), call.fmt)
+        ctx, resolved, request = call.single
+        response = await self.dispatch.finish(ctx, self.dispatch.attempt(ctx, resolved, request))
+        return _formatted(response, call.fmt)
+
+    def _prepare(
+        self,
+        role: str,
+        messages: object,
+        params_override: ParamsOverride,
+        tags: Mapping[str, str] | None,
+        tools: object,
+        toolset: str | None,
+        tool_choice: object,
+        parallel_tool_calls: bool | None,
+        output: Any,
+        format: str | None,
+        cache: str | bool | None,
+        routing: Mapping[str, str | None],
+    ) -> _Prepared:
+        """What `run` and `arun` share: every argument checked before anything is sent, then
+        either the logic's keywords (a role with a strategy, or routing keywords) or the plain
+        call's context, binding and request."""
         fmt = _check_format(format, output)
         self._refuse_embedding(role)
         params_override, offer = self.offer(
             role, params_override, tools, toolset, tool_choice, parallel_tool_calls
         )
         mode = check_mode(cache)
-        if routing:
-            response = await self._complete(
-                messages,
+        json_answer = fmt == "json"
+        if routing or self._has_strategy(role):
+            logic: dict[str, Any] = dict(
                 role=role,
                 params=params_override,
-                tags=tags,
                 offer=offer,
                 output=output,
                 cache=mode,
-                json_answer=fmt == "json",
-                **_routing(routing),
+                json_answer=json_answer,
             )
-            return _formatted(response, fmt)
-        if self._has_strategy(role):
-            response = await self._complete(
-                messages,
-                role=role,
-                params=params_override,
-                tags=tags,
-                offer=offer,
-                output=output,
-                cache=mode,
-                json_answer=fmt == "json",
-            )
-            return _formatted(response, fmt)
-        ctx, resolved, request = self._single(
-            role, messages, params_override, tags, offer, output, cache=mode, json_answer=fmt == "json"
+            if tags is not None:
+                logic["tags"] = tags
+            return _Prepared(fmt, {**logic, **_routing(routing)}, None)
+        single = self._single(
+            role, messages, params_override, tags, offer, output, cache=mode, json_answer=json_answer
         )
-        return _formatted(await self.dispatch.finish(ctx, self.dispatch.attempt(ctx, resolved, request)), fmt)
+        return _Prepared(fmt, {}, single)
 
     def stream(
         self,

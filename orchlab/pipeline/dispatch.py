@@ -141,12 +141,8 @@ class Dispatch:
             for check in self.passes:
                 answer = await check.admit(ctx, flight, request)
                 if answer is not None:
-                    answer = self._answered_by_pass(flight, answer)
-                    if answer.content:  # a cache hit replays its answer as a stream
-                        if ctx.first_token_s is None:
-                            ctx.first_token_s = time.perf_counter() - ctx.started_perf
-                        yield StreamChunk(answer.content)
-                    yield StreamChunk(response=answer)
+                    for chunk in self._replayed(ctx, flight, answer):
+                        yield chunk
                     return
             flight.sent = True
             adapter = self.providers_here(resolved.provider)
@@ -200,12 +196,7 @@ class Dispatch:
             for check in self.passes:
                 answer = check.admit_sync(ctx, flight, request)
                 if answer is not None:
-                    answer = self._answered_by_pass(flight, answer)
-                    if answer.content:  # a cache hit replays its answer as a stream
-                        if ctx.first_token_s is None:
-                            ctx.first_token_s = time.perf_counter() - ctx.started_perf
-                        yield StreamChunk(answer.content)
-                    yield StreamChunk(response=answer)
+                    yield from self._replayed(ctx, flight, answer)
                     return
             flight.sent = True
             # closing: a caller that stops early releases the connection at once
@@ -223,6 +214,18 @@ class Dispatch:
             if flight.record.outcome != "ok":
                 self._failed(flight, exc, output="".join(parts))
             raise
+
+    def _replayed(self, ctx: CallContext, flight: InFlight, answer: LLMResponse) -> list[StreamChunk]:
+        """A pass's answer to a streamed request: its text as one delta (a cache hit replays its
+        answer as a stream), then the final chunk."""
+        from orchlab.types import StreamChunk
+
+        answer = self._answered_by_pass(flight, answer)
+        if not answer.content:
+            return [StreamChunk(response=answer)]
+        if ctx.first_token_s is None:
+            ctx.first_token_s = time.perf_counter() - ctx.started_perf
+        return [StreamChunk(answer.content), StreamChunk(response=answer)]
 
     def stream_sync(
         self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest
