@@ -1,0 +1,123 @@
+"""The ``orchlab`` console script as a real process: ``chat`` in a pseudo-terminal (Ctrl-C cancels
+the pending answer, not the session), ``serve`` and ``ui`` started and stopped by a signal.
+
+Every wait is bounded: a process that hangs fails the test instead of blocking the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.serve_support import gateway_yaml
+from tests.servers.openai_wire import OpenAIWireServer, Reply
+
+KEY = "sk-upstream-key-0123456789"
+
+
+class Terminal:
+    """A child process on a pseudo-terminal: what it writes is read from the master side, what is
+    written there is typed at it (``\\x03`` is the terminal's Ctrl-C: SIGINT to its process group)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: a session leader whose controlling terminal is the pty
+            try:
+                os.execve(argv[0], argv, env)
+            finally:
+                os._exit(127)
+        self.pid, self.fd, self.seen = pid, fd, ""
+
+    def expect(self, text: str, timeout: float = 30) -> str:
+        """Read until ``text`` appears after what was already consumed; return what came before it."""
+        deadline = time.monotonic() + timeout
+        while text not in self.seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {text!r} within {timeout} s; the terminal shows {self.seen!r}")
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready:
+                try:
+                    data = os.read(self.fd, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    data = b""
+                if not data:
+                    raise AssertionError(f"the process ended before {text!r}; it showed {self.seen!r}")
+                self.seen += data.decode("utf-8", "replace").replace("\r\n", "\n")
+        before, _, self.seen = self.seen.partition(text)
+        return before
+
+    def type(self, text: str) -> None:
+        os.write(self.fd, text.encode())
+
+    def wait(self, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:  # drain, so the child never blocks writing to a full terminal
+                if select.select([self.fd], [], [], 0.05)[0]:
+                    self.seen += os.read(self.fd, 4096).decode("utf-8", "replace")
+            except OSError:
+                pass
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+        raise AssertionError(f"the process did not end within {timeout} s; it showed {self.seen!r}")
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(self.fd)
+
+
+@pytest.fixture
+def upstream_config(write_config, openai_server: OpenAIWireServer, tmp_path: Path) -> Path:
+    return write_config(
+        gateway_yaml(openai_server, extra=f'store: {{url: "sqlite:///{tmp_path / "store.db"}"}}\n')
+    )
+
+
+def cli_env() -> dict[str, str]:
+    return {**os.environ, "ORCH_AUTH_UP_API_KEY": KEY, "PYTHONUNBUFFERED": "1"}
+
+
+def test_chat_in_a_terminal_ctrl_c_cancels_the_pending_answer_and_the_session_goes_on(
+    upstream_config: Path, openai_server: OpenAIWireServer
+) -> None:
+    argv = [sys.executable, "-m", "orchlab", "chat", "llm.inference", "--config", str(upstream_config)]
+    term = Terminal(argv, cli_env())
+    try:
+        term.expect("/exit to leave")
+        term.expect("> ")
+        term.type("hello\n")
+        assert "echo: hello" in term.expect("> ")
+
+        openai_server.push(Reply(delay_s=20))  # the next answer is slow: it is pending when ^C comes
+        term.type("slow one\n")
+        deadline = time.monotonic() + 30
+        while len(openai_server.requests) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(openai_server.requests) == 2, "the second message never reached the upstream"
+        asked = time.monotonic()
+        term.type("\x03")  # Ctrl-C, as typed: the terminal sends SIGINT to the foreground group
+        assert "(cancelled)" in term.expect("> ", timeout=10)
+        assert time.monotonic() - asked < 10  # not after the 20 s the answer would have taken
+
+        term.type("again\n")
+        assert "echo: again" in term.expect("> ")
+        sent = [m["content"] for m in openai_server.requests[-1].body["messages"]]
+        assert sent == ["hello", "echo: hello ", "again"]  # the cancelled turn is not in the history
+
+        term.type("/exit\n")
+        assert term.wait() == 0
+    finally:
+        term.close()
