@@ -10,13 +10,15 @@ import os
 import pty
 import select
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.serve_support import gateway_yaml
+from tests.serve_support import free_port, gateway_yaml
 from tests.servers.openai_wire import OpenAIWireServer, Reply
 
 KEY = "sk-upstream-key-0123456789"
@@ -121,3 +123,81 @@ def test_chat_in_a_terminal_ctrl_c_cancels_the_pending_answer_and_the_session_go
         assert term.wait() == 0
     finally:
         term.close()
+
+
+def group_members(pgid: int) -> list[str]:
+    """The live (not zombie) processes of process group ``pgid``: ``"pid command"`` each."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # it ended while we looked
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid pgrp ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(f"{entry.name} {stat[stat.index('(') : stat.rindex(')') + 1]}")
+    return members
+
+
+def wait_group_gone(pgid: int, timeout: float = 15) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while (left := group_members(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.HTTPError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{url} never answered (exit code {proc.poll()})") from None
+            time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen, sig: int, timeout: float = 30) -> int:
+    """Send ``sig`` and return the exit code (a hang is killed, with its group, and fails)."""
+    proc.send_signal(sig)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        name = signal.Signals(sig).name
+        raise AssertionError(f"the process did not stop within {timeout} s of {name}") from None
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)], ids=["SIGINT", "SIGTERM"]
+)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_answers_readyz_and_stops_cleanly_on_a_signal(
+    upstream_config: Path, tmp_path: Path, sig: int, code: int, workers: int
+) -> None:
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w+")
+    argv = ["serve", "--config", str(upstream_config), "--port", str(port), "--workers", str(workers)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchlab", *argv],
+        env=cli_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: what is left of it after the stop is seen
+    )
+    try:
+        ready = wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout=60)
+        assert ready.status_code == 200 and ready.json() == {"status": "ready", "providers": {"up": True}}
+        assert stop(proc, sig) == code, Path(log.name).read_text()
+        assert wait_group_gone(proc.pid) == []
+        text = Path(log.name).read_text()
+        assert f"orchlab serve: http://127.0.0.1:{port}" in text
+        assert "Traceback" not in text, text
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
