@@ -6,6 +6,7 @@ Every wait is bounded: a process that hangs fails the test instead of blocking t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
@@ -201,3 +202,76 @@ def test_serve_answers_readyz_and_stops_cleanly_on_a_signal(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, their children, ...)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if fields[0] != "Z":
+                parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pids: list[int]) -> list[str]:
+    left = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.rindex(")") + 2] != "Z":
+            left.append(f"{pid} {stat[stat.index('(') : stat.rindex(')') + 1]}")
+    return left
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)], ids=["SIGINT", "SIGTERM"]
+)
+def test_ui_starts_mlflow_on_the_store_prints_its_url_and_a_signal_stops_it_and_its_workers(
+    write_config, tmp_path: Path, sig: int, code: int
+) -> None:
+    db = tmp_path / "mlflow.db"
+    config = write_config(f'project: t\ntracking: {{enabled: true, tracking_uri: "sqlite:///{db}"}}\n')
+    port = free_port()
+    log = tmp_path / "ui.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchlab", "ui", "--config", str(config), "--port", str(port)],
+            env=cli_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    spawned: list[int] = []
+    try:
+        url = f"http://127.0.0.1:{port}"
+        home = wait_http(url, proc, timeout=120)
+        assert home.status_code == 200 and "<html" in home.text.lower()  # MLflow's UI page
+        assert f"MLflow UI on sqlite:///{db}: {url}" in log.read_text()
+        spawned = descendants(proc.pid)
+        assert any("mlflow" in Path(f"/proc/{p}/cmdline").read_text() for p in spawned if alive([p]))
+        assert stop(proc, sig) == code, log.read_text()
+        deadline = time.monotonic() + 15
+        while alive(spawned) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert alive(spawned) == [], log.read_text()
+        assert wait_group_gone(proc.pid) == []
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(url, timeout=2)
+    finally:
+        for pid in [proc.pid, *spawned]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(10)
