@@ -26,14 +26,13 @@ def unfrozen_fixture() -> Iterator[None]:
 
 
 def _runs(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> dict[str, Any]:
-    import uvicorn
-
     from orchlab import cli
+    from orchlab.cli import serve
     from orchlab.serve.app import CONFIG_ENV
 
     monkeypatch.setenv(CONFIG_ENV, "")  # restored after the test (serve sets it)
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(kwargs, app=app))
+    monkeypatch.setattr(serve, "_run", lambda config: seen.update(vars(config)) or 0)  # uvicorn.Config
     assert cli.main(argv) == 0
     return seen
 

@@ -4,15 +4,19 @@ Example::
 
     orchlab serve                                   # the embedded default, on 127.0.0.1:8000
     orchlab serve --config llm_orchestrator.yaml --port 8080 --workers 2
+
+Ctrl-C (SIGINT) stops it with exit code 130, SIGTERM (a supervisor's stop) with 0, each after a
+graceful shutdown of every worker.
 """
 
 from __future__ import annotations
 
 import enum
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,6 +27,9 @@ KEEP_ALIVE_S = 75
 """How long an idle client connection stays open: longer than clients keep theirs (httpx, so the
 openai SDK: 5 s; aiohttp: 15 s; a load balancer: often 60 s), so a client never sends on a connection
 the gateway is closing at that moment (uvicorn's own 5 s raced the SDK's 5 s: reset connections)."""
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class LogLevel(enum.StrEnum):
@@ -70,7 +77,7 @@ def serve(
         os.environ.pop(CONFIG_ENV, None)
     os.environ[AUTH_ENV] = auth
     print(line, file=sys.stderr)
-    uvicorn.run(
+    config_ = uvicorn.Config(
         "orchlab.serve.app:app_from_env",
         factory=True,
         host=host,
@@ -82,6 +89,44 @@ def serve(
         timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=None,
     )
+    code = _run(config_)
+    if code:
+        raise typer.Exit(code)
+
+
+def _run(config: Any) -> int:
+    """Serve until SIGINT (exit code 130, "interrupted") or SIGTERM (0: a supervisor's requested
+    stop); 1 when the server could not start (uvicorn has logged why)."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    stops: list[int] = []
+
+    class Supervisor(Multiprocess):
+        def handle_int(self) -> None:
+            stops.append(signal.SIGINT)
+            super().handle_int()
+
+        def handle_term(self) -> None:
+            stops.append(signal.SIGTERM)
+            super().handle_term()
+
+    # one worker: uvicorn's server restores these handlers when it has shut down and re-raises
+    # the signal it caught, so they record it (uvicorn.run would turn SIGINT into exit code 0
+    # and die of SIGTERM)
+    previous = {sig: signal.signal(sig, lambda sig, frame: stops.append(sig)) for sig in STOP_SIGNALS}
+    try:
+        if config.workers > 1:
+            Supervisor(config, sockets=[config.bind_socket()]).run()
+        else:
+            server = uvicorn.Server(config)
+            server.run()
+            if not server.started and not stops:
+                return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 130 if signal.SIGINT in stops else 0
 
 
 def _auth_mode(configured: str | None, host: str) -> str:
