@@ -181,3 +181,69 @@ def test_rpm_60_answers_exactly_60_across_two_workers_with_redis(
     assert codes.count(200) == 60 and codes.count(429) == 40
     assert all(1 <= int(a.headers["retry-after"]) <= 60 for a in answers if a.status_code == 429)
     assert len([r for r in openai_server.requests if r.method == "POST"]) == 60
+
+
+def test_rate_limits_count_alike_in_memory_and_redis_where_the_limits_library_reads_them(
+    redis_url: str,
+) -> None:
+    """One script run per request in Redis, list operations in memory: the same answers, headers
+    and counts either way, and the Redis windows are the ``limits`` library's own."""
+    from datetime import UTC, datetime
+
+    from limits import RateLimitItemPerMinute
+    from limits.aio.strategies import MovingWindowRateLimiter
+    from limits.storage import storage_from_string
+
+    from orchlab.serve.errors import HTTPError
+    from orchlab.serve.limits import RateLimits
+    from orchlab.store.keys import ApiKey
+
+    key = ApiKey("k1", "u1", "ana", "abcd", "user", None, datetime.now(UTC), None, None, rpm=4, tpm=20)
+    tokens_only = ApiKey("k2", "u1", "ana", "efgh", "user", None, datetime.now(UTC), None, None, tpm=10)
+
+    async def drive(rates: RateLimits) -> list[tuple[int, str, str, str]]:
+        seen = []
+        for tokens in (7, 7, 7, 7, 7):
+            try:
+                h, code = await rates.admit(key), 200
+                await rates.count_tokens(key, tokens)
+            except HTTPError as exc:
+                h, code = exc.headers, exc.status
+            seen.append(
+                (
+                    code,
+                    h["x-ratelimit-remaining-requests"],
+                    h.get("x-ratelimit-remaining-tokens", "-"),  # an rpm refusal stops before tpm
+                    h.get("x-ratelimit-limit-tokens", "-"),
+                )
+            )
+        h = await rates.admit(tokens_only)
+        await rates.count_tokens(tokens_only, 25)
+        seen.append((200, "-", h["x-ratelimit-remaining-tokens"], h["x-ratelimit-reset-tokens"]))
+        try:
+            await rates.admit(tokens_only)
+        except HTTPError as exc:
+            seen.append(
+                (exc.status, "-", exc.headers["x-ratelimit-remaining-tokens"], exc.headers["retry-after"])
+            )
+        await rates.aclose()
+        return seen
+
+    async def library_counts() -> tuple[int, int]:
+        limiter = MovingWindowRateLimiter(storage_from_string(f"async+{redis_url}", implementation="redispy"))
+        rpm = await limiter.get_window_stats(RateLimitItemPerMinute(4), "k1", "rpm")
+        tpm = await limiter.get_window_stats(RateLimitItemPerMinute(20), "k1", "tpm")
+        return rpm.remaining, tpm.remaining
+
+    expected = [
+        (200, "3", "20", "20"),
+        (200, "2", "13", "20"),
+        (200, "1", "6", "20"),
+        (429, "0", "0", "20"),  # tpm: 20 of 20 counted (the third call's 7 capped at 6)
+        (429, "0", "-", "-"),  # rpm: 4 of 4 (the request refused for its tpm was counted)
+        (200, "-", "10", "1m0s"),
+        (429, "-", "0", "60"),  # 25 tokens counted as the 10 left
+    ]
+    assert asyncio.run(drive(RateLimits("memory://"))) == expected
+    assert asyncio.run(drive(RateLimits(redis_url))) == expected
+    assert asyncio.run(library_counts()) == (0, 0)

@@ -92,13 +92,20 @@ def reset_text(seconds: float) -> str:
 
 
 class RateLimits:
-    """Moving one-minute windows per key, in memory or in Redis."""
+    """Moving one-minute windows per key, in memory or in Redis.
+
+    A request costs one step: in memory, a few list operations on the event loop; in Redis, one
+    script run (count the request, read the minute's requests and tokens for the headers). A
+    finished call's tokens are counted in one more. The windows are the ``limits`` library's moving
+    windows (in Redis, its keys and list layout, so its own limiter reads the same counts)."""
+
+    MINUTE = 60
 
     def __init__(self, uri: str) -> None:
         from limits import RateLimitItemPerMinute
-        from limits.aio.strategies import MovingWindowRateLimiter
-        from limits.storage import storage_from_string
 
+        self._redis: Any = None
+        self._memory: dict[str, _Moving] = {}
         if uri.startswith(("redis://", "rediss://")):
             try:
                 import redis  # noqa: F401
@@ -113,57 +120,203 @@ class RateLimits:
                     module="redis",
                     extra="gateway",
                 ) from None
-            self.storage = storage_from_string(f"async+{uri}", implementation="redispy")
-        else:
-            self.storage = storage_from_string("async+memory://")
-        self.limiter = MovingWindowRateLimiter(self.storage)
+            from limits.storage import storage_from_string
+
+            storage: Any = storage_from_string(f"async+{uri}", implementation="redispy")
+            bridge = storage.bridge
+            self._prefixed: Callable[[str], str] = bridge.prefixed_key
+            self._redis = bridge.get_connection()
+            self._lua_admit = self._redis.register_script(_LUA_ADMIT)
+            self._lua_tokens = self._redis.register_script(_LUA_TOKENS)
         self._items: dict[int, Any] = {}
         self._item = RateLimitItemPerMinute
 
-    def _per_minute(self, n: int) -> Any:
+    def _key(self, n: int, key: ApiKey, what: str) -> str:
         item = self._items.get(n)
         if item is None:
             item = self._items[n] = self._item(n)
-        return item
+        return str(item.key_for(key.id, what))
 
     async def admit(self, key: ApiKey) -> dict[str, str]:
         """Count the request; its ``x-ratelimit-*`` headers, or `HTTPError` 429."""
+        if key.rpm is None and key.tpm is None:
+            return {}
+        now = time.time()
+        rpm: Window | None = None
+        tpm: Window | None = None
+        ok = True
+        if self._redis is None:
+            if key.rpm is not None:
+                moving = self._moving(self._key(key.rpm, key, "rpm"))
+                ok = moving.acquire(now, key.rpm, 1)
+                rpm = moving.window(now, key.rpm)
+            if key.tpm is not None:
+                tpm = self._moving(self._key(key.tpm, key, "tpm")).window(now, key.tpm)
+        else:
+            keys = [
+                self._prefixed(self._key(n, key, w)) for n, w in ((key.rpm, "rpm"), (key.tpm, "tpm")) if n
+            ]
+            got = await self._lua_admit(keys, [now, self.MINUTE, key.rpm or 0, key.tpm or 0])
+            if key.rpm is not None:
+                ok = bool(int(got[0]))
+                rpm = _window(key.rpm, now, got[1], got[2])
+            if key.tpm is not None:
+                tpm = _window(key.tpm, now, got[3], got[4])
         headers: dict[str, str] = {}
-        if key.rpm is not None:
-            item = self._per_minute(key.rpm)
-            ok = await self.limiter.hit(item, key.id, "rpm")
-            w = await self._window(item, key.id, "rpm")
-            headers.update(_headers("requests", w))
+        if rpm is not None:
+            headers.update(_headers("requests", rpm))
             if not ok:
-                raise _too_many(f"this key's limit of {key.rpm} requests per minute is reached", w, headers)
-        if key.tpm is not None:
-            item = self._per_minute(key.tpm)
-            w = await self._window(item, key.id, "tpm")
-            headers.update(_headers("tokens", w))
-            if w.remaining <= 0:
-                raise _too_many(f"this key's limit of {key.tpm:,} tokens per minute is reached", w, headers)
+                raise _too_many(f"this key's limit of {key.rpm} requests per minute is reached", rpm, headers)
+        if tpm is not None:
+            headers.update(_headers("tokens", tpm))
+            if tpm.remaining <= 0:
+                raise _too_many(f"this key's limit of {key.tpm:,} tokens per minute is reached", tpm, headers)
         return headers
 
     async def count_tokens(self, key: ApiKey, tokens: int) -> None:
         """Add a finished call's tokens to the key's minute (up to what is left of it)."""
         if key.tpm is None or tokens <= 0:
             return
-        item = self._per_minute(key.tpm)
-        w = await self._window(item, key.id, "tpm")
-        cost = min(tokens, w.remaining)
-        if cost > 0:
-            await self.limiter.hit(item, key.id, "tpm", cost=cost)
+        name = self._key(key.tpm, key, "tpm")
+        now = time.time()
+        if self._redis is None:
+            self._moving(name).fill(now, key.tpm, tokens)
+        else:
+            await self._lua_tokens([self._prefixed(name)], [now, self.MINUTE, key.tpm, tokens])
 
-    async def _window(self, item: Any, *ids: str) -> Window:
-        stats = await self.limiter.get_window_stats(item, *ids)
-        return Window(item.amount, max(int(stats.remaining), 0), max(stats.reset_time - time.time(), 0.0))
+    def _moving(self, name: str) -> _Moving:
+        moving = self._memory.get(name)
+        if moving is None:
+            moving = self._memory[name] = _Moving(self.MINUTE)
+        return moving
 
     async def aclose(self) -> None:
         """Close a Redis connection pool (memory storage holds nothing to close)."""
-        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
         with contextlib.suppress(Exception):
-            if client is not None:
-                await client.aclose()
+            if self._redis is not None:
+                await self._redis.aclose()
+
+
+class _Moving:
+    """One key's moving window in memory: when each unit was counted, oldest first (units counted
+    together share an entry); a unit counts while it is under a window old (the ``limits``
+    library's rule)."""
+
+    __slots__ = ("entries", "expiry", "total")
+
+    def __init__(self, expiry: int) -> None:
+        from collections import deque
+
+        self.expiry = expiry
+        self.entries: deque[list[float]] = deque()
+        self.total = 0
+
+    def _drop_old(self, now: float) -> None:
+        start = now - self.expiry
+        entries = self.entries
+        while entries and entries[0][0] < start:
+            self.total -= int(entries.popleft()[1])
+
+    def acquire(self, now: float, limit: int, amount: int) -> bool:
+        self._drop_old(now)
+        if self.total + amount > limit:
+            return False
+        self.entries.append([now, amount])
+        self.total += amount
+        return True
+
+    def fill(self, now: float, limit: int, amount: int) -> None:
+        """Count up to ``amount`` units, as many as the window has room for."""
+        self._drop_old(now)
+        cost = min(amount, limit - self.total)
+        if cost > 0:
+            self.entries.append([now, cost])
+            self.total += cost
+
+    def window(self, now: float, limit: int) -> Window:
+        self._drop_old(now)
+        oldest = self.entries[0][0] if self.entries else now
+        return Window(limit, max(limit - self.total, 0), max(oldest + self.expiry - now, 0.0))
+
+
+def _window(limit: int, now: float, oldest: Any, count: Any) -> Window:
+    start = float(oldest) if int(count) else now
+    return Window(limit, max(limit - int(count), 0), max(start + RateLimits.MINUTE - now, 0.0))
+
+
+# The ``limits`` library's moving window in Redis: a list per key, newest first, one entry per unit
+# (its timestamp), trimmed to the limit. These scripts do in one round trip what its
+# ``acquire_moving_window.lua`` and ``moving_window.lua`` do in several.
+_LUA_WINDOW = """
+local function window(key, limit, start)
+    local low, high, found = 0, limit - 1, nil
+    while low <= high do
+        local mid = math.floor((low + high) / 2)
+        local val = tonumber(redis.call('lindex', key, mid))
+        if val and val >= start then
+            found = mid
+            low = mid + 1
+        else
+            high = mid - 1
+        end
+    end
+    if found then
+        return tostring(redis.call('lindex', key, found)), found + 1
+    end
+    return '0', 0
+end
+local now, expiry = tonumber(ARGV[1]), tonumber(ARGV[2])
+local function push(key, limit, amount)
+    local entries = {}
+    for i = 1, amount do
+        entries[i] = now
+    end
+    for i = 1, #entries, 5000 do
+        redis.call('lpush', key, unpack(entries, i, math.min(i + 4999, #entries)))
+    end
+    redis.call('ltrim', key, 0, limit - 1)
+    redis.call('expire', key, expiry)
+end
+"""
+
+_LUA_ADMIT = (
+    _LUA_WINDOW
+    + """
+local rpm, tpm = tonumber(ARGV[3]), tonumber(ARGV[4])
+local out, k = {}, 1
+if rpm > 0 then
+    local entry = redis.call('lindex', KEYS[k], rpm - 1)
+    local ok = 0
+    if not (entry and tonumber(entry) >= now - expiry) then
+        push(KEYS[k], rpm, 1)
+        ok = 1
+    end
+    local oldest, count = window(KEYS[k], rpm, now - expiry)
+    out[1], out[2], out[3] = ok, oldest, count
+    k = k + 1
+else
+    out[1], out[2], out[3] = 1, '0', 0
+end
+if tpm > 0 then
+    local oldest, count = window(KEYS[k], tpm, now - expiry)
+    out[4], out[5] = oldest, count
+end
+return out
+"""
+)
+
+_LUA_TOKENS = (
+    _LUA_WINDOW
+    + """
+local limit, tokens = tonumber(ARGV[3]), tonumber(ARGV[4])
+local _, count = window(KEYS[1], limit, now - expiry)
+local cost = math.min(tokens, limit - count)
+if cost > 0 then
+    push(KEYS[1], limit, cost)
+end
+return cost
+"""
+)
 
 
 def _headers(what: str, w: Window) -> dict[str, str]:
