@@ -113,8 +113,8 @@ def test_sigterm_lets_the_request_in_flight_finish_and_its_trace_land(
         wait_until(lambda: openai_server.requests, what="the request reaching the upstream")
         proc.send_signal(signal.SIGTERM)
         call.join(30)
-        # uvicorn shuts down gracefully, then re-raises the signal it caught (so -SIGTERM)
-        assert proc.wait(30) == -signal.SIGTERM
+        # a graceful shutdown, then exit 0: SIGTERM is how a supervisor stops a service
+        assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
