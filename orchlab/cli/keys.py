@@ -52,8 +52,7 @@ def create(
 ) -> None:
     """A new key (printed once: the store keeps only a hash)."""
     opts = options(ctx, config, env, json)
-    orch = client(opts)
-    try:
+    with client(opts) as orch:
         new = orch.keys.create(
             user,
             roles=roles,
@@ -65,8 +64,6 @@ def create(
             email=email,
             admin=admin,
         )
-    finally:
-        orch.close()
     if opts.json:
         print_json({**new.info.as_dict(), "key": new.key})
         return
@@ -88,11 +85,8 @@ def list_keys(
 ) -> None:
     """Keys (prefixes only, never the secret) and their limits."""
     opts = options(ctx, config, env, json)
-    orch = client(opts)
-    try:
+    with client(opts) as orch:
         found = orch.keys.list(user)
-    finally:
-        orch.close()
     if opts.json:
         print_json([k.as_dict() for k in found])
     else:
@@ -109,11 +103,8 @@ def revoke(
 ) -> None:
     """Revoke a key by its id or prefix."""
     opts = options(ctx, config, env, json)
-    orch = client(opts)
-    try:
+    with client(opts) as orch:
         revoked = orch.keys.revoke(key)
-    finally:
-        orch.close()
     if opts.json:
         print_json(revoked.as_dict())
     else:

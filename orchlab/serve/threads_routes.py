@@ -119,43 +119,12 @@ class Turn:
 
     async def save(self, response: LLMResponse) -> LLMResponse:
         """Store the new messages and the answer (one transaction); the answer's ``message_id``."""
-        from orchlab.store.queries import now
+        from orchlab.store.thread import exchange_rows
 
-        rows, parent = [], self.parent_id
-        for m in self.new:
-            rows.append(
-                _row(self.thread.id, parent, str(m["role"]), str(m.get("content") or ""), self.started)
-            )
-            parent = rows[-1]["id"]
-        answer = _row(self.thread.id, parent, "assistant", response.content, now())
-        answer.update(
-            provider=response.provider,
-            model=response.model,
-            llm_role=response.role,
-            input_tokens=response.usage.input_tokens,
-            output_tokens=response.usage.output_tokens,
-            cost_usd=response.cost_usd,
-            latency_s=response.latency_s,
-            finish_reason=response.finish_reason,
-            trace_id=response.trace_id,
-        )
-        rows.append(answer)
-        await self.store.append(rows, head=answer["id"])
-        return replace(response, message_id=answer["id"])
-
-
-def _row(thread_id: str, parent_id: str | None, role: str, text: str, at: datetime) -> dict[str, Any]:
-    from orchlab.store.ids import new_ulid
-    from orchlab.store.values import text_parts
-
-    return {
-        "id": new_ulid(),
-        "thread_id": thread_id,
-        "parent_id": parent_id,
-        "role": role,
-        "content": text_parts(text),
-        "created_at": at,
-    }
+        said = [(str(m["role"]), str(m.get("content") or "")) for m in self.new]
+        rows = exchange_rows(self.thread.id, self.parent_id, said, self.started, response)
+        await self.store.append(rows, head=rows[-1]["id"])
+        return replace(response, message_id=rows[-1]["id"])
 
 
 async def begin(

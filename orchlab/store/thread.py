@@ -24,7 +24,7 @@ thread's head moves to the newest answer.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -227,29 +227,44 @@ class Thread:
         return content
 
     def _save(self, turn: Turn, response: LLMResponse) -> LLMResponse:
-        rows: list[dict[str, Any]] = []
-        parent = turn.parent_id
-        for m in turn.new:
-            rows.append(_row(self.id, parent, m.role, m.content, turn.started))
-            parent = rows[-1]["id"]
         prompt = next(((m.prompt, m.version) for m in turn.new if getattr(m, "prompt", "")), (None, None))  # type: ignore[attr-defined]
-        answer = _row(self.id, parent, "assistant", response.content, now())
-        answer.update(
-            provider=response.provider,
-            model=response.model,
-            llm_role=response.role,
-            input_tokens=response.usage.input_tokens,
-            output_tokens=response.usage.output_tokens,
-            cost_usd=response.cost_usd,
-            latency_s=response.latency_s,
-            finish_reason=response.finish_reason,
-            trace_id=response.trace_id,
-            prompt_name=prompt[0],
-            prompt_version=prompt[1],
-        )
-        rows.append(answer)
-        self.store.append(rows, head=answer["id"])
-        return replace(response, message_id=answer["id"])
+        said = [(m.role, m.content) for m in turn.new]
+        rows = exchange_rows(self.id, turn.parent_id, said, turn.started, response, prompt)
+        self.store.append(rows, head=rows[-1]["id"])
+        return replace(response, message_id=rows[-1]["id"])
+
+
+def exchange_rows(
+    thread_id: str,
+    parent_id: str | None,
+    said: Sequence[tuple[str, str]],
+    started: datetime,
+    response: LLMResponse,
+    prompt: tuple[str | None, str | None] = (None, None),
+) -> list[dict[str, Any]]:
+    """The rows of one exchange: each new message (``(role, text)``, chained by ``parent_id``),
+    then the answer with its provider, model, tokens, cost, latency, trace and prompt version."""
+    rows: list[dict[str, Any]] = []
+    parent = parent_id
+    for role, text in said:
+        rows.append(_row(thread_id, parent, role, text, started))
+        parent = rows[-1]["id"]
+    answer = _row(thread_id, parent, "assistant", response.content, now())
+    answer.update(
+        provider=response.provider,
+        model=response.model,
+        llm_role=response.role,
+        input_tokens=response.usage.input_tokens,
+        output_tokens=response.usage.output_tokens,
+        cost_usd=response.cost_usd,
+        latency_s=response.latency_s,
+        finish_reason=response.finish_reason,
+        trace_id=response.trace_id,
+        prompt_name=prompt[0],
+        prompt_version=prompt[1],
+    )
+    rows.append(answer)
+    return rows
 
 
 def _row(thread_id: str, parent_id: str | None, role: str, text: str, at: datetime) -> dict[str, Any]:
