@@ -118,6 +118,7 @@ def main() -> int:
             # orchlab's price cache in the temp dir: the warm-up run fills it, as any earlier run would
             env.update(
                 ORCH_TRACKING="0",
+                ORCH_CACHE="off",  # the ORCH_ filter above dropped it: a warm-up must not answer the runs
                 ORCH_AUTH_BENCH_API_KEY=KEY,
                 PYTHONPATH=str(ROOT),
                 ORCH_CACHE_DIR=str(Path(tmp) / "cache"),
