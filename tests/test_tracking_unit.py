@@ -15,7 +15,7 @@ import pytest
 from orchlab.calls import CallContext, CallRecord
 from orchlab.config.loader import parse_config
 from orchlab.errors import ConfigValidationError, InvalidRequestError, PromptError, TrackingError
-from orchlab.tracking.compare import compare_target, load_prompts
+from orchlab.tracking.compare_inputs import compare_target, load_prompts
 from orchlab.tracking.feedback import normalize_rating, trace_id_of
 from orchlab.tracking.history import filter_string
 from orchlab.tracking.prompts import PromptMessage, _prompt_uri

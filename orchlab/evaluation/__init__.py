@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
-from orchlab.evaluation.run import EvalTarget, Evaluation, evaluate
+from orchlab.evaluation.result import Evaluation
+from orchlab.evaluation.run import evaluate
+from orchlab.evaluation.targets import EvalTarget
 
 __all__ = ["EvalTarget", "Evaluation", "evaluate"]

@@ -23,7 +23,7 @@ from orchlab.errors import OrchlabError
 
 if TYPE_CHECKING:
     from orchlab.orchestrator import Orchestrator
-    from orchlab.tracking.compare import Comparison
+    from orchlab.tracking.comparison import Comparison
 
 
 @dataclass
@@ -75,7 +75,8 @@ def run_targets(
 
     ``log=False``: no MLflow runs (wrap the call in ``orchlab.tracking.context.untracked()`` to
     leave out the traces too)."""
-    from orchlab.tracking.compare import compare, compare_target
+    from orchlab.tracking.compare import compare
+    from orchlab.tracking.compare_inputs import compare_target
 
     for t in targets:
         compare_target(client, t)  # a bad target fails before anything runs
