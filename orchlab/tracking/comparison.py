@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import threading
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchlab.errors import InvalidRequestError, OrchlabWarning
+from orchlab.evaluation.stats import quantile
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,15 +38,6 @@ class Warmup:
 
     latency_s: float
     error: str | None = None
-
-
-def _quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    pos = (len(values) - 1) * q
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
 
 
 class Comparison:
@@ -138,8 +129,8 @@ class Comparison:
             "target": label,
             "prompts": len(rows),
             "success_rate": len(ok) / len(rows) if rows else None,
-            "latency_p50_s": _quantile(latencies, 0.5),
-            "latency_p95_s": _quantile(latencies, 0.95),
+            "latency_p50_s": quantile(latencies, 0.5),
+            "latency_p95_s": quantile(latencies, 0.95),
             "input_tokens": sum(r["input_tokens"] for r in ok),
             "output_tokens": sum(r["output_tokens"] for r in ok),
             "mean_tokens": sum(tokens) / len(tokens) if tokens else None,
