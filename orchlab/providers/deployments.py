@@ -225,87 +225,62 @@ class DeploymentPool(Provider):
         error.__cause__ = AllAttemptsFailedError("the deployments' errors", [e for _, e in failures])
         return error
 
-    @staticmethod
-    def _served(
-        response: LLMResponse, d: Deployment, failures: list[tuple[Deployment, ProviderError]]
-    ) -> Any:
-        moved = tuple(f"{f.url} ({type(e).__name__})" for f, e in failures)
-        return replace(response, deployment=d.url, moved_from=moved)
-
     # --- the interface ------------------------------------------------------------------------
 
     async def complete(self, request: ModelRequest) -> LLMResponse:
-        failures: list[tuple[Deployment, ProviderError]] = []
-        tried: list[Deployment] = []
-        while (d := self._pick(tried)) is not None:
-            tried.append(d)
-            started = time.perf_counter()
+        tries = _Tries(self)
+        while (d := tries.next()) is not None:
             try:
                 response = await d.adapter.complete(request)
             except ProviderError as exc:
-                more = exc.retryable and len(tried) < len(self.deployments)
-                self._failed(d, exc, moved=more)
-                failures.append((d, exc))
-                if not more:
-                    break
-                continue
+                if tries.failed(d, exc):
+                    continue
+                break
             except BaseException:
-                self._done(d, None)
+                tries.aborted(d)
                 raise
-            self._done(d, started)
-            return cast("LLMResponse", self._served(response, d, failures))
-        raise self._exhausted(failures, request.model)
+            tries.succeeded(d)
+            return tries.served(response, d)
+        raise tries.exhausted(request.model)
 
     def complete_sync(self, request: ModelRequest) -> LLMResponse:
-        failures: list[tuple[Deployment, ProviderError]] = []
-        tried: list[Deployment] = []
-        while (d := self._pick(tried)) is not None:
-            tried.append(d)
-            started = time.perf_counter()
+        tries = _Tries(self)
+        while (d := tries.next()) is not None:
             try:
                 response = d.adapter.complete_sync(request)
             except ProviderError as exc:
-                more = exc.retryable and len(tried) < len(self.deployments)
-                self._failed(d, exc, moved=more)
-                failures.append((d, exc))
-                if not more:
-                    break
-                continue
+                if tries.failed(d, exc):
+                    continue
+                break
             except BaseException:
-                self._done(d, None)
+                tries.aborted(d)
                 raise
-            self._done(d, started)
-            return cast("LLMResponse", self._served(response, d, failures))
-        raise self._exhausted(failures, request.model)
+            tries.succeeded(d)
+            return tries.served(response, d)
+        raise tries.exhausted(request.model)
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamChunk]:
-        failures: list[tuple[Deployment, ProviderError]] = []
-        tried: list[Deployment] = []
-        while (d := self._pick(tried)) is not None:
-            tried.append(d)
-            started = time.perf_counter()
+        tries = _Tries(self)
+        while (d := tries.next()) is not None:
             began = False
             chunks = cast("AsyncGenerator[StreamChunk, None]", d.adapter.stream(request))
             try:
                 async with contextlib.aclosing(chunks):
                     async for chunk in chunks:
                         if chunk.response is not None:
-                            chunk = replace(chunk, response=self._served(chunk.response, d, failures))
+                            chunk = replace(chunk, response=tries.served(chunk.response, d))
                         began = began or bool(chunk.delta)
                         yield chunk
             except ProviderError as exc:
-                more = exc.retryable and not began and len(tried) < len(self.deployments)
-                self._failed(d, exc, moved=more)
-                failures.append((d, exc))
-                if not more:
-                    break
-                continue
+                if tries.failed(d, exc, began=began):  # a stream that began is never moved
+                    continue
+                break
             except BaseException:
-                self._done(d, None)
+                tries.aborted(d)
                 raise
-            self._done(d, started)
+            tries.succeeded(d)
             return
-        raise self._exhausted(failures, request.model)
+        raise tries.exhausted(request.model)
 
     async def list_models(self) -> list[DiscoveredModel]:
         """The models of the deployments that answer (each listed once); the first error when
@@ -388,6 +363,45 @@ for _name in ("complete", "complete_sync", "stream", "list_models"):
 
 
 _POOL_CLASSES: dict[type[Provider], type[DeploymentPool]] = {}
+
+
+class _Tries:
+    """One request's walk over a pool's deployments: which one to try next and what each try
+    ended in. The pool's three ways of sending (async, sync, stream) share it, so the failover
+    rules live here once."""
+
+    def __init__(self, pool: DeploymentPool) -> None:
+        self.pool = pool
+        self.tried: list[Deployment] = []
+        self.failures: list[tuple[Deployment, ProviderError]] = []
+        self.started = 0.0
+
+    def next(self) -> Deployment | None:
+        d = self.pool._pick(self.tried)
+        if d is not None:
+            self.tried.append(d)
+            self.started = time.perf_counter()
+        return d
+
+    def failed(self, d: Deployment, exc: ProviderError, *, began: bool = False) -> bool:
+        """Counts the failure; True when the request moves on to another deployment."""
+        more = exc.retryable and not began and len(self.tried) < len(self.pool.deployments)
+        self.pool._failed(d, exc, moved=more)
+        self.failures.append((d, exc))
+        return more
+
+    def aborted(self, d: Deployment) -> None:
+        self.pool._done(d, None)
+
+    def succeeded(self, d: Deployment) -> None:
+        self.pool._done(d, self.started)
+
+    def served(self, response: LLMResponse, d: Deployment) -> LLMResponse:
+        moved = tuple(f"{f.url} ({type(e).__name__})" for f, e in self.failures)
+        return replace(response, deployment=d.url, moved_from=moved)
+
+    def exhausted(self, model: str) -> ProviderError:
+        return self.pool._exhausted(self.failures, model)
 
 
 def pool_class(inner: type[Provider], provider: str) -> type[DeploymentPool]:
