@@ -79,6 +79,8 @@ class Section:
     anchor: str
     doc: str
     keys: tuple[Key, ...]
+    variant: str = ""
+    """The model's name, when two models share a path (a candidate: a target or a logic)."""
 
 
 def _anchor(path: str) -> str:
@@ -268,8 +270,8 @@ def config_sections() -> list[Section]:
             description = description.replace("``", "`")
             kind = render.render(field.annotation, list(field.metadata))
             keys.append(Key(key_path, kind, _default(field), description))
-        title = path if paths.count(path) == 1 else f"{path} ({model.__name__})"
-        sections.append(Section(title, anchors[model], _doc(model.__doc__), tuple(keys)))
+        variant = model.__name__ if paths.count(path) > 1 else ""
+        sections.append(Section(path, anchors[model], _doc(model.__doc__), tuple(keys), variant))
     return sections
 
 
@@ -282,6 +284,8 @@ def config_reference() -> str:
     out = []
     for section in config_sections():
         title = f"`{section.path}`" if section.path else "Top level"
+        if section.variant:
+            title += f" ({section.variant})"
         out.append(f"## {title} {{#{section.anchor}}}\n")
         if section.doc and section.path:
             out.append(_markdown_doc(section.doc) + "\n")

@@ -299,6 +299,8 @@ class ScorerConfig(_Strict):
 
 
 class CascadeConfig(ScorerConfig):
+    """A cascade's scorer and threshold (each stage may set its own), and the order of its stages."""
+
     order: Literal["yaml", "price"] = Field(
         default="yaml", description="stage order: as written, or cheapest first by catalog price"
     )
@@ -319,6 +321,8 @@ class RetryConfig(_Strict):
 
 
 class EnsembleConfig(_Strict):
+    """How an ensemble combines its candidates' answers (`EnsembleMode`)."""
+
     mode: Literal["vote", "chain", "judge", "fuse"] = Field(
         default="vote",
         description="vote: majority; chain: each refines the last; judge: a judge picks; "
@@ -428,6 +432,9 @@ CacheMode = Literal["auto", "force", "off"]
 
 
 class RoleConfig(_Strict):
+    """A role: what a call of it runs (its own model, a strategy over candidates, or a selector's
+    pick) and with which params."""
+
     provider: str | None = Field(
         default=None, description="the role's own model's provider (stage 1); omit with candidates: only"
     )
@@ -676,6 +683,8 @@ ToolRef = Annotated[
 
 
 class OrchestratorConfig(_Strict):
+    """A whole ``llm_orchestrator.yaml``."""
+
     project: str = Field(description="the project's name (in traces and the MLflow experiment's name)")
     env: str = Field(default="dev", description="the base env's name; env= or ORCH_ENV picks another")
     providers: dict[str, ProviderConfig] = Field(default_factory=dict, description="name -> a provider entry")
