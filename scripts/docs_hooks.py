@@ -27,10 +27,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# document the checkout being built, whatever orchlab the interpreter would import otherwise
 _ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+
+
+def _use_checkout() -> None:
+    """Document the checkout being built, whatever orchlab the interpreter would import otherwise
+    (an editable install of another checkout). Done per event: mkdocs restores ``sys.path`` after
+    it has imported a hook module."""
+    if sys.path[:1] != [_ROOT]:
+        sys.path.insert(0, _ROOT)
+    loaded = sys.modules.get("orchlab")
+    if loaded is not None and not str(loaded.__file__).startswith(_ROOT):
+        raise RuntimeError(f"orchlab was imported from {loaded.__file__}, not from the checkout {_ROOT}")
+
 
 CONFIG_MARKER = "<!-- generated: config-reference -->"
 ERRORS_MARKER = "<!-- generated: error-tree -->"
@@ -38,6 +47,8 @@ API_MARKER = "<!-- generated: api-orchlab -->"
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    if CONFIG_MARKER in markdown or ERRORS_MARKER in markdown or API_MARKER in markdown:
+        _use_checkout()
     if CONFIG_MARKER in markdown:
         markdown = markdown.replace(CONFIG_MARKER, config_reference())
     if ERRORS_MARKER in markdown:
