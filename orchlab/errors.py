@@ -108,6 +108,8 @@ class ConfigValidationError(ConfigError):
 
 
 class UnknownRoleError(ConfigError):
+    """A role the config does not define; ``suggestions`` are the close matches ("did you mean")."""
+
     def __init__(self, message: str, *, role: str, suggestions: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.role = role
@@ -115,6 +117,8 @@ class UnknownRoleError(ConfigError):
 
 
 class UnknownProviderError(ConfigError):
+    """A provider entry that is not under ``providers:``, or an adapter ``type`` no one knows."""
+
     def __init__(self, message: str, *, provider: str) -> None:
         super().__init__(message)
         self.provider = provider
@@ -224,16 +228,22 @@ class AuthenticationError(ProviderError):
 
 
 class RateLimitError(ProviderError):
+    """429: the provider asks to slow down; ``retry_after`` (seconds) from its headers, when sent."""
+
     default_retryable = True
 
 
 class ProviderTimeoutError(ProviderError):
+    """The attempt's deadline (``timeout_s``) or a stream's silence (``stream_idle_timeout_s``) ran out."""
+
     default_retryable = True
     limit_s: float | None = None
     """The limit that was hit, in seconds (``timeout_s`` or ``stream_idle_timeout_s``)."""
 
 
 class ProviderConnectionError(ProviderError):
+    """The connection failed: refused, DNS, reset, or a stream cut short after some text."""
+
     default_retryable = True
 
 
@@ -309,6 +319,9 @@ class ScrubbedCause(Exception):
 
 
 class BudgetExceededError(OrchlabError):
+    """The call's worst-case cost would overrun a budget (``scope``: session, call or a role), so
+    nothing was sent; ``limit_usd``, ``requested_usd`` and ``spent_usd`` say by how much."""
+
     def __init__(
         self,
         message: str,
@@ -331,6 +344,9 @@ class UnknownCostError(BudgetExceededError):
 
 
 class ContextWindowError(OrchlabError):
+    """The prompt's tokens plus ``max_tokens`` exceed the model's context window; raised before
+    sending (``prompt_tokens``, ``max_output_tokens``, ``context_window``)."""
+
     def __init__(
         self,
         message: str,

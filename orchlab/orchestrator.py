@@ -248,6 +248,7 @@ class Orchestrator:
         )
 
     selection = sync_twin(aselection)
+    """`aselection`, called from synchronous code (a notebook cell included)."""
 
     def _selects(self, role: str) -> bool:
         spec = self.config.roles.get(role)
@@ -604,6 +605,7 @@ class Orchestrator:
         return _formatted(response, fmt)
 
     complete = sync_twin(acomplete)
+    """`acomplete`, called from synchronous code (a notebook cell included)."""
 
     async def aensemble(
         self,
@@ -639,6 +641,7 @@ class Orchestrator:
         )
 
     ensemble = sync_twin(aensemble)
+    """`aensemble`, called from synchronous code (a notebook cell included)."""
 
     async def adelegate(
         self,
@@ -677,6 +680,7 @@ class Orchestrator:
         )
 
     delegate = sync_twin(adelegate)
+    """`adelegate`, called from synchronous code (a notebook cell included)."""
 
     async def _complete(self, prompt: object, **kwargs: Any) -> LLMResponse:
         from orchlab.strategies.answer import complete

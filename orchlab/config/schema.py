@@ -67,11 +67,21 @@ class ProviderConfig(_Strict):
     ``"package.module:Class"``: `orchlab.providers.registry`); it defaults to the entry's key.
     ``deployments:`` lists several servers of the same models (instead of ``api_base``)."""
 
-    type: str | None = None
-    auth_profile: str | None = None
-    api_base: str | None = None
-    key_file: str | None = None
-    timeout_s: float = Field(default=60.0, gt=0)
+    type: str | None = Field(
+        default=None,
+        description="the adapter: openai, deepseek, qwen, openrouter, vllm, lmstudio, llamacpp_server, "
+        "anthropic, gemini, ollama, llamacpp, test, a plugin's kind or 'package.module:Class' "
+        "(default: the entry's key)",
+    )
+    auth_profile: str | None = Field(
+        default=None,
+        description="the key comes from ORCH_AUTH_<PROFILE>_API_KEY (default profile: the entry's key)",
+    )
+    api_base: str | None = Field(default=None, description="the server's base URL (default: the SDK's)")
+    key_file: str | None = Field(
+        default=None, description="a file holding the key, when the env var is unset (relative to the YAML)"
+    )
+    timeout_s: float = Field(default=60.0, gt=0, description="deadline of a whole attempt (seconds)")
     stream_idle_timeout_s: float | None = Field(
         default=None, gt=0, description="longest silence inside a stream (default: timeout_s)"
     )
@@ -106,13 +116,20 @@ class RoleParams(_Strict):
     returns it without sending anything.
     """
 
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=0)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    stop: list[str] | None = None
-    seed: int | None = None
-    logprobs: bool = False
-    timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    temperature: float | None = Field(default=None, ge=0, le=2, description="sampling temperature")
+    max_tokens: int | None = Field(
+        default=None, ge=0, description="most output tokens (also what budgets reserve); 0: an empty answer"
+    )
+    top_p: float | None = Field(default=None, gt=0, le=1, description="nucleus sampling")
+    stop: list[str] | None = Field(default=None, description="stop sequences (one string or a list)")
+    seed: int | None = Field(default=None, description="a fixed seed, where the provider takes one")
+    logprobs: bool = Field(default=False, description="ask for the tokens' log-probabilities")
+    timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="this role's attempt deadline (over the provider's)",
+    )
     extra: dict[str, Any] = Field(
         default_factory=dict, description="provider-specific parameters passed through as they are"
     )
@@ -219,7 +236,7 @@ TaskTypeName = Literal[
 class CandidateConfig(_Strict):
     """A candidate with its own settings; the plain string form is just ``'provider:model'``."""
 
-    target: Target
+    target: Target = Field(description="the candidate's 'provider:model'")
     params: RoleParams | None = Field(default=None, description="over the role's params")
     threshold: float | None = Field(default=None, ge=0, le=1, description="cascade: accept at or above")
     scorer: ScorerName | None = Field(default=None, description="cascade: this stage's scorer")
@@ -229,8 +246,10 @@ class LogicCandidateConfig(_Strict):
     """A candidate that is itself a logic: ``{strategy: parallel, candidates: [...]}`` (a cascade
     stage that is a race, a fallback candidate that is an ensemble)."""
 
-    strategy: LogicId
-    candidates: list[Target | CandidateConfig | LogicCandidateConfig] = Field(min_length=1)
+    strategy: LogicId = Field(description="the logic this candidate runs (a strategy or a logic id)")
+    candidates: list[Target | CandidateConfig | LogicCandidateConfig] = Field(
+        min_length=1, description="its own candidates, as in a role"
+    )
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="the logic's own params (its Logic.from_params)"
     )
@@ -251,12 +270,14 @@ class LogicCandidateConfig(_Strict):
 class ScorerConfig(_Strict):
     """How an answer is scored (cascade stages, the race's acceptance check)."""
 
-    scorer: ScorerName = "logprob"
+    scorer: ScorerName = Field(default="logprob", description="how an answer gets its confidence score")
     threshold: float = Field(default=0.7, ge=0, le=1, description="accept at or above; escalate below")
     pattern: str | None = Field(default=None, description="regex scorer: re.search pattern")
     judge: str | None = Field(default=None, description="judge scorer: a role or 'provider:model'")
     samples: int = Field(default=3, ge=2, description="agreement scorer: answers compared (k)")
-    sample_temperature: float = Field(default=0.8, ge=0, le=2)
+    sample_temperature: float = Field(
+        default=0.8, ge=0, le=2, description="agreement scorer: temperature of the extra samples"
+    )
 
     @field_validator("pattern")
     @classmethod
@@ -278,6 +299,8 @@ class ScorerConfig(_Strict):
 
 
 class CascadeConfig(ScorerConfig):
+    """A cascade's scorer and threshold (each stage may set its own), and the order of its stages."""
+
     order: Literal["yaml", "price"] = Field(
         default="yaml", description="stage order: as written, or cheapest first by catalog price"
     )
@@ -288,7 +311,7 @@ class RetryConfig(_Strict):
 
     retries: int = Field(default=1, ge=0, description="retries of a candidate on a retryable error")
     backoff_s: float = Field(default=0.5, ge=0, description="first backoff; doubles per retry")
-    max_backoff_s: float = Field(default=8.0, ge=0)
+    max_backoff_s: float = Field(default=8.0, ge=0, description="the longest backoff")
     max_retry_after_s: float = Field(
         default=30.0, ge=0, description="a longer retry-after moves on to the next candidate instead"
     )
@@ -298,7 +321,13 @@ class RetryConfig(_Strict):
 
 
 class EnsembleConfig(_Strict):
-    mode: Literal["vote", "chain", "judge", "fuse"] = "vote"
+    """How an ensemble combines its candidates' answers (`EnsembleMode`)."""
+
+    mode: Literal["vote", "chain", "judge", "fuse"] = Field(
+        default="vote",
+        description="vote: majority; chain: each refines the last; judge: a judge picks; "
+        "fuse: an aggregator merges",
+    )
     judge: str | None = Field(default=None, description="judge mode: a role or 'provider:model'")
     aggregator: str | None = Field(default=None, description="fuse mode: a role or 'provider:model'")
 
@@ -338,15 +367,17 @@ class TiersConfig(_Strict):
     other is medium) or task type -> the catalog tier a selector asks for. Entries given here go
     over the defaults (`DEFAULT_RISK_COMPLEXITY`, `DEFAULT_TASK_TIERS`)."""
 
-    risk_complexity: dict[Level, dict[Level, TierName]] = Field(default_factory=dict)
-    task_types: dict[TaskTypeName, TierName] = Field(default_factory=dict)
+    risk_complexity: dict[Level, dict[Level, TierName]] = Field(
+        default_factory=dict, description="risk -> complexity -> tier"
+    )
+    task_types: dict[TaskTypeName, TierName] = Field(default_factory=dict, description="task type -> tier")
 
 
 class SelectConfig(_Strict):
     """A role that says what it needs instead of naming a model: the catalog picks the model
     (`orchlab.catalog.select`), again whenever what it knows changes."""
 
-    capability: CapabilityName = "chat"
+    capability: CapabilityName = Field(default="chat", description="what the model must be able to do")
     tier: TierName | None = Field(default=None, description="a call's risk/complexity/task type wins")
     max_cost_per_call: float | None = Field(
         default=None, ge=0, description="USD for prompt_tokens in and output_tokens out"
@@ -369,12 +400,16 @@ class RoutingConfig(_Strict):
     classifier: Literal["rules", "llm", "hybrid"] = Field(
         default="rules", description="hybrid: rules first, the LLM only when they say 'general'"
     )
-    classifier_role: str | None = None
+    classifier_role: str | None = Field(
+        default=None, description="the role that classifies for classifier llm or hybrid"
+    )
     tier: str | None = Field(default=None, description="default tier for routes given per tier")
     low_budget: LowBudgetRouting | None = Field(
         default=None, description="a cheaper tier while the session budget runs low"
     )
-    routes: dict[TaskTypeName, str | dict[str, str]] = Field(default_factory=dict)
+    routes: dict[TaskTypeName, str | dict[str, str]] = Field(
+        default_factory=dict, description="task type -> a role or 'provider:model', or tier -> one"
+    )
     tiers: TiersConfig = Field(
         default_factory=TiersConfig, description="risk/complexity or task type -> a selector's tier"
     )
@@ -397,11 +432,14 @@ CacheMode = Literal["auto", "force", "off"]
 
 
 class RoleConfig(_Strict):
+    """A role: what a call of it runs (its own model, a strategy over candidates, or a selector's
+    pick) and with which params."""
+
     provider: str | None = Field(
         default=None, description="the role's own model's provider (stage 1); omit with candidates: only"
     )
-    model: str | None = None
-    description: str | None = None
+    model: str | None = Field(default=None, description="the role's own model, as its provider names it")
+    description: str | None = Field(default=None, description="what the role is for (shown in listings)")
     kind: Literal["chat", "embedding"] | None = Field(
         default=None,
         description="embedding: a role for client.embed(); unset: an embedding model in the catalog "
@@ -412,13 +450,17 @@ class RoleConfig(_Strict):
     # reads a factory's signature, and inspect.signature(list) compiles tokenize's regex (~5 ms) on
     # the first validation
     fallbacks: list[Target] = Field(default=[], description="'provider:model' targets")
-    strategy: LogicId | None = None
+    strategy: LogicId | None = Field(
+        default=None, description="how a call uses the candidates (default: fallback when there are any)"
+    )
     candidates: list[Target | CandidateConfig | LogicCandidateConfig] = Field(
         default=[], description="tried/raced/asked after the role's own model, in order"
     )
-    cascade: CascadeConfig | None = None
+    cascade: CascadeConfig | None = Field(
+        default=None, description="strategy cascade: scorer, threshold, order"
+    )
     parallel: ScorerConfig | None = Field(default=None, description="race: what counts as a good answer")
-    ensemble: EnsembleConfig | None = None
+    ensemble: EnsembleConfig | None = Field(default=None, description="strategy ensemble: mode, judge")
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="a logic you wrote (strategy: <its id>): its own params"
     )
@@ -491,14 +533,16 @@ class RoleConfig(_Strict):
 class EnvOverlay(_Strict):
     """Per-environment changes, merged over the base providers and roles when that env is used."""
 
-    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
-    roles: dict[str, RoleConfig] = Field(default_factory=dict)
+    providers: dict[str, ProviderConfig] = Field(
+        default_factory=dict, description="entries that replace the base's"
+    )
+    roles: dict[str, RoleConfig] = Field(default_factory=dict, description="roles that replace the base's")
 
 
 class TrackingConfig(_Strict):
     """MLflow tracking (orchlab.tracking). Env vars override it: ORCH_TRACKING, ORCH_TRACKING_URI, ..."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="false: no traces (ORCH_TRACKING wins)")
     tracking_uri: str | None = Field(
         default=None,
         description="an MLflow store or server; default: sqlite:///mlflow.db in the working directory. "
@@ -535,7 +579,7 @@ class StoreConfig(_Strict):
 class CacheConfig(_Strict):
     """The response cache (orchlab.pipeline.cache). ``ORCH_CACHE=off`` turns it off everywhere."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="false: no response cache (as ORCH_CACHE=off)")
     url: str | None = Field(
         default=None,
         description="sqlite:///PATH (relative to this YAML file) or redis://HOST:PORT/DB; "
@@ -552,15 +596,25 @@ class ModelConfig(_Strict):
     """A ``models:`` entry (key ``'provider:model'``): what it sets wins over genai-prices and the
     packaged metadata. Prices are USD per million tokens (custom prices, fine-tunes, self-hosted)."""
 
-    display_name: str | None = None
-    input_price_per_mtok: float | None = Field(default=None, ge=0)
-    output_price_per_mtok: float | None = Field(default=None, ge=0)
-    cache_read_price_per_mtok: float | None = Field(default=None, ge=0)
-    cache_write_price_per_mtok: float | None = Field(default=None, ge=0)
-    context_window: int | None = Field(default=None, gt=0)
-    max_output_tokens: int | None = Field(default=None, gt=0)
-    capabilities: list[CapabilityName] | None = None
-    tier: Literal["fast", "standard", "advanced"] | None = None
+    display_name: str | None = Field(default=None, description="the name shown in listings")
+    input_price_per_mtok: float | None = Field(default=None, ge=0, description="USD per million input tokens")
+    output_price_per_mtok: float | None = Field(
+        default=None, ge=0, description="USD per million output tokens"
+    )
+    cache_read_price_per_mtok: float | None = Field(
+        default=None, ge=0, description="USD per million cached input tokens read (default: input price)"
+    )
+    cache_write_price_per_mtok: float | None = Field(
+        default=None, ge=0, description="USD per million input tokens written to the cache"
+    )
+    context_window: int | None = Field(
+        default=None, gt=0, description="prompt + output tokens the model takes"
+    )
+    max_output_tokens: int | None = Field(default=None, gt=0, description="the most tokens it writes")
+    capabilities: list[CapabilityName] | None = Field(default=None, description="what the model can do")
+    tier: Literal["fast", "standard", "advanced"] | None = Field(
+        default=None, description="its tier, for selectors and AUTO routing"
+    )
 
     @model_validator(mode="after")
     def _prices_together(self) -> ModelConfig:
@@ -577,7 +631,9 @@ class BudgetsConfig(_Strict):
 
     per_call_usd: float | None = Field(default=None, ge=0, description="one call, all its attempts")
     session_usd: float | None = Field(default=None, ge=0, description="everything one client spends")
-    per_role_usd: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    per_role_usd: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description="role -> its budget (or the role's budget_usd)"
+    )
 
 
 class GatewayConfig(_Strict):
@@ -627,11 +683,15 @@ ToolRef = Annotated[
 
 
 class OrchestratorConfig(_Strict):
-    project: str
-    env: str = "dev"
-    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
-    roles: dict[str, RoleConfig] = Field(default_factory=dict)
-    envs: dict[str, EnvOverlay] = Field(default_factory=dict)
+    """A whole ``llm_orchestrator.yaml``."""
+
+    project: str = Field(description="the project's name (in traces and the MLflow experiment's name)")
+    env: str = Field(default="dev", description="the base env's name; env= or ORCH_ENV picks another")
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict, description="name -> a provider entry")
+    roles: dict[str, RoleConfig] = Field(default_factory=dict, description="name -> what the role calls")
+    envs: dict[str, EnvOverlay] = Field(
+        default_factory=dict, description="env name -> providers and roles that replace the base ones"
+    )
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     models: dict[Target, ModelConfig] = Field(
