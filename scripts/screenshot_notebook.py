@@ -82,6 +82,7 @@ def start_lab(home: Path, notebook: Path) -> tuple[subprocess.Popen[bytes], str,
         PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         MLFLOW_MODEL_CATALOG_URI="",  # no remote price catalogue (it stalls offline)
         ORCH_CACHE="off",  # real answers, not replays of an earlier run
+        ORCH_TRACKING_DRAIN_IDLE="2",  # the notebook's tracking drain ends soon after the run
         JUPYTERLAB_SETTINGS_DIR=str(settings),
         JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
         JUPYTER_DATA_DIR=str(home / "data"),
