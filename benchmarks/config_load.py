@@ -1,4 +1,5 @@
-"""How long hostile config files take to be refused, as ratios to loading ``configs/local.yaml``.
+"""How long hostile config files take to be refused, as ratios to loading the embedded default
+(``orchlab/data/local.yaml``).
 
 Run::
 
@@ -7,7 +8,7 @@ Run::
 
 Each file is parsed in this process (the parse is what is measured, not an interpreter start):
 
-- the baseline: ``configs/local.yaml``, the embedded default;
+- the baseline: ``orchlab/data/local.yaml``, the embedded default;
 - a "billion laughs" alias bomb (10**9 strings once expanded) under a provider's ``options:``,
   refused at the alias that passes the alias bound;
 - 900-level nesting, refused at level 100;
@@ -21,12 +22,10 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from orchlab.config import parse_config
+from orchlab.config.loader import default_config_path
 from orchlab.errors import ConfigError
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bomb(levels: int = 9, width: int = 10) -> str:
@@ -64,8 +63,8 @@ def main() -> None:
 
     cases: list[tuple[str, Callable[[], str]]] = [
         (
-            "configs/local.yaml (baseline)",
-            lambda: (ROOT / "configs" / "local.yaml").read_text(encoding="utf-8"),
+            "orchlab/data/local.yaml (baseline)",
+            lambda: default_config_path().read_text(encoding="utf-8"),
         ),
         ("alias bomb, 10**9 once expanded", _bomb),
         ("900-level nesting", lambda: "project: p\nx: " + "[" * 900 + "]" * 900 + "\n"),

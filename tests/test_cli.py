@@ -116,6 +116,23 @@ def test_config_check_of_a_good_config(upstream_config: Path, capsys) -> None:
     assert json.loads(capsys.readouterr().out)["roles"] == ["llm.big", "llm.inference", "llm.tiny"]
 
 
+def test_config_show_prints_the_embedded_default_as_written(capsys) -> None:
+    from orchlab.config.loader import default_config_path
+
+    assert main(["config", "show"]) == 0
+    assert capsys.readouterr().out == default_config_path().read_text(encoding="utf-8")
+    assert main(["--json", "config", "show"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["file"] == str(default_config_path()) and shown["text"].startswith("# The embedded default")
+
+
+def test_config_show_of_a_file_and_of_a_missing_one(upstream_config: Path, capsys) -> None:
+    assert main(["config", "show", str(upstream_config)]) == 0
+    assert capsys.readouterr().out == upstream_config.read_text(encoding="utf-8")
+    assert main(["config", "show", str(upstream_config.parent / "nope.yaml")]) == 1
+    assert "config file not found" in capsys.readouterr().err
+
+
 def test_roles_and_models(upstream_config: Path, capsys) -> None:
     assert main(["roles", "--json", "--config", str(upstream_config)]) == 0
     rows = {r["role"]: r["target"] for r in json.loads(capsys.readouterr().out)}

@@ -1,4 +1,4 @@
-"""``orchlab models``, ``orchlab roles`` and ``orchlab config check``."""
+"""``orchlab models``, ``orchlab roles``, ``orchlab config check`` and ``orchlab config show``."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def _strategy(spec: Any) -> str | None:
     return None
 
 
-config_app = typer.Typer(help="Check a config file.", no_args_is_help=True)
+config_app = typer.Typer(help="Check or show a config file.", no_args_is_help=True)
 
 
 @config_app.command("check")
@@ -119,3 +119,23 @@ def check(
         print_json({"ok": True, "file": source, "roles": sorted(loaded.roles)})
     else:
         print(f"{source}: ok ({len(loaded.roles)} roles)")
+
+
+@config_app.command("show")
+def show(
+    ctx: typer.Context,
+    file: Annotated[Path | None, typer.Argument(help="the YAML (default: --config, else embedded)")] = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Print a config file as written (default: the embedded one; a start for your own:
+    ``orchlab config show > llm_orchestrator.yaml``)."""
+    from orchlab.config.loader import default_config_path, read_config_text
+
+    opts = options(ctx, config, None, json_)
+    path = file or opts.config or default_config_path()
+    text = read_config_text(Path(path).expanduser())
+    if opts.json:
+        print_json({"file": str(path), "text": text})
+    else:
+        sys.stdout.write(text)
