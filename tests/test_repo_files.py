@@ -42,3 +42,14 @@ def test_the_license_is_the_mit_license_pyproject_names() -> None:
     license_text = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert license_text.startswith("MIT License\n\nCopyright (c) 2026 the orchlab authors\n")
     assert 'THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND' in license_text
+
+
+def test_the_version_is_one_number_in_the_package_the_metadata_and_the_changelog() -> None:
+    import re
+
+    import orchlab
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    released = re.findall(r"^## \[(\d+\.\d+\.\d+)\]", changelog, re.M)
+    assert orchlab.__version__ == meta["version"] == released[0]
