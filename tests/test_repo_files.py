@@ -53,3 +53,15 @@ def test_the_version_is_one_number_in_the_package_the_metadata_and_the_changelog
     changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
     released = re.findall(r"^## \[(\d+\.\d+\.\d+)\]", changelog, re.M)
     assert orchlab.__version__ == meta["version"] == released[0]
+
+
+def test_every_example_config_loads_and_names_only_its_own_providers() -> None:
+    from orchlab.config.loader import load_config
+
+    examples = sorted((ROOT / "configs").glob("*.yaml"))
+    assert [p.name for p in examples] == ["cloud.yaml", "team.yaml"]
+    for path in examples:
+        config = load_config(path)  # every schema and reference check a client's build runs
+        used = {role.provider for role in config.roles.values()}
+        assert used <= set(config.providers), path.name
+        assert {"llm.preprocess", "llm.inference", "llm.embedding"} <= set(config.roles), path.name
