@@ -125,6 +125,38 @@ def test_bad_fallback_target_form(write_config):
         load_config(path)
 
 
+def test_a_wrong_candidate_is_one_problem_in_the_form_it_is_written(write_config):
+    # a candidate is a string, a {target: ...} or a {strategy: ...}: each mistake is reported once,
+    # against the form it is written in (a plain union reported all three forms' complaints)
+    path = write_config(
+        "project: x\nproviders: {local: {type: llamacpp}}\n"
+        "roles:\n"
+        "  r:\n"
+        "    provider: local\n"
+        "    model: m\n"
+        "    strategy: cascade\n"
+        "    candidates:\n"
+        "      - llm.other\n"
+        "      - {target: 'local:m', treshold: 0.5}\n"
+        "      - {strategy: parallel, candidates: [nope]}\n"
+    )
+    with pytest.raises(ConfigValidationError) as info:
+        load_config(path)
+    problems = dict(info.value.problems)
+    assert sorted(problems) == [
+        "roles.r.candidates[0]",
+        "roles.r.candidates[1].treshold",
+        "roles.r.candidates[2].candidates[0]",
+    ]
+    assert problems["roles.r.candidates[0]"].startswith("'llm.other' is not of the form 'provider:model'")
+    assert problems["roles.r.candidates[1].treshold"] == "unknown key (not part of the schema)"
+    assert "'nope' is not of the form" in problems["roles.r.candidates[2].candidates[0]"]
+    text = str(info.value)
+    assert "roles.r.candidates[0] (line 9)" in text
+    assert "roles.r.candidates[2].candidates[0] (line 11)" in text
+    assert "Value error" not in text and "function-after" not in text
+
+
 def test_role_naming_unknown_provider(write_config):
     path = write_config("project: x\nproviders: {openai: {}}\nroles:\n  r: {provider: opena, model: m}\n")
     with pytest.raises(UnknownProviderError) as info:

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from orchlab.config.document import Document, Problem, decode, key_path, read_document
-from orchlab.config.schema import LogicCandidateConfig, OrchestratorConfig
+from orchlab.config.schema import UNION_TAGS, LogicCandidateConfig, OrchestratorConfig
 from orchlab.errors import (
     ConfigError,
     ConfigFileError,
@@ -69,6 +69,7 @@ def parse_config(text: str, *, source: str = "<string>") -> OrchestratorConfig:
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):
+            err["loc"] = tuple(part for part in err["loc"] if part not in UNION_TAGS)
             path = doc.locate(err["loc"])
             written = doc.from_env[path][0] if path in doc.from_env else None
             message = doc.redact(_explain(err, written), path)
@@ -267,7 +268,10 @@ def _explain(err: Mapping[str, Any], written: str | None = None) -> str:
         return "unknown key (not part of the schema)"
     if err["type"] == "missing":
         return "required key is missing"
+    msg = str(err["msg"]).removeprefix("Value error, ")  # our own validators' ValueError
     got = err.get("input")
+    if err["type"] == "value_error" and repr(got) in msg:
+        return msg  # it names the value already
     if isinstance(got, Mapping | list):
         shown = ""
     elif written is not None:
@@ -275,4 +279,4 @@ def _explain(err: Mapping[str, Any], written: str | None = None) -> str:
     else:
         text = repr(got)
         shown = f" (got {text if len(text) <= 80 else text[:80] + '…'})"
-    return f"{err['msg']}{shown}"
+    return f"{msg}{shown}"

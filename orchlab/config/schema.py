@@ -24,7 +24,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -40,7 +42,10 @@ class _Strict(BaseModel):
 def _check_target(value: str) -> str:
     provider, sep, model = value.partition(":")
     if not sep or not provider or not model:
-        raise ValueError(f"{value!r} is not of the form 'provider:model'")
+        raise ValueError(
+            f"{value!r} is not of the form 'provider:model' (a candidate names a provider of this "
+            "file and one of its models, e.g. 'local:gemma-3-270m')"
+        )
     return value
 
 
@@ -247,7 +252,7 @@ class LogicCandidateConfig(_Strict):
     stage that is a race, a fallback candidate that is an ensemble)."""
 
     strategy: LogicId = Field(description="the logic this candidate runs (a strategy or a logic id)")
-    candidates: list[Target | CandidateConfig | LogicCandidateConfig] = Field(
+    candidates: list[Candidate] = Field(
         min_length=1, description="its own candidates, as in a role"
     )
     options: dict[str, str | int | float | bool] = Field(
@@ -265,6 +270,30 @@ class LogicCandidateConfig(_Strict):
             else:
                 out.append(c if isinstance(c, str) else c.target)
         return out
+
+
+def _candidate_kind(value: object) -> str:
+    """Which form a candidate is written in, so a mistake is reported against that form only (a
+    plain union reports every form's complaint: three problems for one wrong string)."""
+    if isinstance(value, str):
+        return TARGET_TAG
+    if isinstance(value, LogicCandidateConfig) or (isinstance(value, dict) and "strategy" in value):
+        return LOGIC_TAG
+    return CANDIDATE_TAG
+
+
+TARGET_TAG, CANDIDATE_TAG, LOGIC_TAG = "<provider:model>", "<candidate>", "<logic>"
+UNION_TAGS = frozenset({TARGET_TAG, CANDIDATE_TAG, LOGIC_TAG})
+"""The tags a candidate's error location carries; the loader leaves them out of key paths."""
+
+Candidate = Annotated[
+    Annotated[Target, Tag(TARGET_TAG)]
+    | Annotated[CandidateConfig, Tag(CANDIDATE_TAG)]
+    | Annotated[LogicCandidateConfig, Tag(LOGIC_TAG)],
+    Discriminator(_candidate_kind),
+]
+"""A role's or a logic candidate's candidate: ``'provider:model'``, ``{target: ..., params: ...}``
+or ``{strategy: ..., candidates: [...]}``."""
 
 
 class ScorerConfig(_Strict):
@@ -453,7 +482,7 @@ class RoleConfig(_Strict):
     strategy: LogicId | None = Field(
         default=None, description="how a call uses the candidates (default: fallback when there are any)"
     )
-    candidates: list[Target | CandidateConfig | LogicCandidateConfig] = Field(
+    candidates: list[Candidate] = Field(
         default=[], description="tried/raced/asked after the role's own model, in order"
     )
     cascade: CascadeConfig | None = Field(
