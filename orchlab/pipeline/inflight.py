@@ -35,6 +35,9 @@ class InFlight:
     reservation: Reservation | None = None
     store: Callable[[LLMResponse], None] | None = None
     """Set by the response cache on a miss: keeps the settled answer (never an error)."""
+    pieces: list[str] | None = None
+    """A streamed attempt's text deltas as they came (set by the response cache on a hit: the
+    stored stream's), so a streamed hit replays the chunks the first stream had."""
     sent: bool = False
     started: float = field(default_factory=time.perf_counter)
 
