@@ -487,10 +487,11 @@ class ResponseStream:
         if chunks is None:
             chunks = iterate_sync(self._chunks)
         try:
+            first = True
             for chunk in chunks:
                 if chunk.response is None:
-                    if chunk.cache is not None and self.cache is None:
-                        self.cache = chunk.cache
+                    if first:  # the first chunk says what the cache did
+                        first, self.cache = False, chunk.cache
                     if chunk.delta:
                         yield chunk.delta
                 else:
@@ -503,10 +504,11 @@ class ResponseStream:
     async def __aiter__(self) -> AsyncIterator[str]:
         chunks = self._chunks
         try:
+            first = True
             async for chunk in chunks:
                 if chunk.response is None:
-                    if chunk.cache is not None and self.cache is None:
-                        self.cache = chunk.cache
+                    if first:  # the first chunk says what the cache did
+                        first, self.cache = False, chunk.cache
                     if chunk.delta:
                         yield chunk.delta
                 else:

@@ -107,7 +107,7 @@ def test_a_plain_answer_or_an_old_entry_replays_as_one_chunk(
     assert client.run("det", Q).cache == "miss"  # a plain call stores no chunks
     hit = client.stream("det", Q)
     assert (list(hit), hit.cache) == (["echo: hi"], "hit")
-    # an entry as the orchlab before chunk boundaries wrote it (no "pieces"): one chunk, no crash
+    # an entry as the orchlab before chunk boundaries wrote it (no "cuts"): one chunk, no crash
     db = SQLiteBackend(tmp_path / "c.db", ttl_s=60, max_entries=10)
     [key] = [row[0] for row in db._db.execute("SELECT key FROM entries")]
     old = {
@@ -141,7 +141,7 @@ def test_an_old_redis_entry_replays_as_one_chunk(
     assert client.run("det", Q).cache == "miss"
     [key] = [k.decode() for k in r.zrange("orchlab:cache:index", 0, -1)]
     old = json.loads(r.get("orchlab:cache:" + key))
-    assert "pieces" not in old  # a plain call's entry: the old layout
+    assert "cuts" not in old  # a plain call's entry: the old layout
     old["content"] = "from an older orchlab"
     r.set("orchlab:cache:" + key, json.dumps(old))
     replay = client.stream("det", Q)
@@ -199,3 +199,14 @@ def test_a_streamed_error_before_the_first_chunk_is_an_openai_error_and_not_stor
     assert set(err.json()["error"]) == {"message", "type", "param", "code"}
     push_stream(openai_server)
     assert _sse(served)[0].headers["x-orchlab-cache"] == "miss"  # the errors were not stored
+
+
+def test_an_entry_keeps_the_chunk_boundaries_as_lengths_only_when_they_make_up_the_answer() -> None:
+    from orchlab.pipeline.cache import encode
+    from orchlab.types import LLMResponse
+
+    answer = LLMResponse("The answer is four.", "oa", "m")
+    assert json.loads(encode(answer, PIECES))["cuts"] == [3, 7, 3, 5, 1]
+    assert "cuts" not in json.loads(encode(answer, ["The answer", " is five."]))  # not this answer
+    assert "cuts" not in json.loads(encode(answer, ["The answer is four."]))  # one chunk anyway
+    assert "cuts" not in json.loads(encode(answer))

@@ -272,14 +272,15 @@ def open_backend(url: str, *, ttl_s: float, max_entries: int) -> Backend:
 
 
 def encode(response: LLMResponse, pieces: Sequence[str] | None = None) -> str:
-    """The entry for ``response``; ``pieces``: a stream's text deltas, kept when they make up the
-    answer, so a streamed hit replays the same chunks (an entry without them: one chunk)."""
+    """The entry for ``response``; ``pieces``: a stream's text deltas, kept (as their lengths,
+    ``cuts``) when they make up the answer, so a streamed hit replays the same chunks (an entry
+    without them: one chunk)."""
     u = response.usage
-    kept = [p for p in pieces or () if p]
+    cuts = [len(p) for p in pieces or () if p]
     return json.dumps(
         {
             "content": response.content,
-            **({"pieces": kept} if len(kept) > 1 and "".join(kept) == response.content else {}),
+            **({"cuts": cuts} if len(cuts) > 1 and "".join(pieces or ()) == response.content else {}),
             "model": response.model,
             "finish_reason": response.finish_reason,
             "usage": [u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens],
@@ -305,9 +306,15 @@ def encode(response: LLMResponse, pieces: Sequence[str] | None = None) -> str:
 def decode(text: str, flight: InFlight) -> LLMResponse:
     """The stored answer as a hit (its stream's deltas, when it has them, in ``flight.pieces``)."""
     data = json.loads(text)
-    pieces = data.get("pieces")  # entries stored before pieces were kept have none
-    if isinstance(pieces, list) and all(isinstance(p, str) for p in pieces):
-        flight.pieces = pieces
+    cuts = data.get("cuts")  # entries stored before the cuts were kept have none
+    if isinstance(cuts, list) and all(type(n) is int and n > 0 for n in cuts):
+        content: str = data["content"]
+        if sum(cuts) == len(content):
+            at = 0
+            flight.pieces = []
+            for n in cuts:
+                flight.pieces.append(content[at : at + n])
+                at += n
     first = data["cost_usd"]
     usage = Usage(*data["usage"])
     cost = "an unknown amount" if first is None else f"${first:.6f}"
@@ -379,7 +386,7 @@ class ResponseCache(SyncPass):
             logs.decision("cache hit", role=flight.role, target=flight.resolved.target, entry=key[:16])
             return decode(stored, flight)
         logs.decision("cache miss", role=flight.role, target=flight.resolved.target, entry=key[:16])
-        flight.store = lambda response: self._put(key, response, flight.pieces)
+        flight.store = lambda response, pieces: self._put(key, response, pieces)
         return None
 
     def _put(self, key: str, response: LLMResponse, pieces: Sequence[str] | None) -> None:

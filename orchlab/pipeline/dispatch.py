@@ -222,7 +222,11 @@ class Dispatch:
         """The attempt's first delta: the time to first token taken, and what the cache did on it."""
         if ctx.first_token_s is None:
             ctx.first_token_s = time.perf_counter() - ctx.started_perf
-        return chunk if flight.store is None else replace(chunk, cache="miss")
+        if flight.store is None:
+            return chunk
+        from orchlab.types import StreamChunk
+
+        return StreamChunk(chunk.delta, cache="miss")
 
     def _replayed(self, ctx: CallContext, flight: InFlight, answer: LLMResponse) -> list[StreamChunk]:
         """A pass's answer to a streamed request, as a stream: a cache hit replays the deltas of
@@ -329,7 +333,7 @@ class Dispatch:
             **({"cache": response.cache} if response.cache else {}),
         )
         if flight.store is not None:
-            flight.store(response)
+            flight.store(response, flight.pieces)
         return response
 
     def _answered_by_pass(self, flight: InFlight, response: LLMResponse) -> LLMResponse:
