@@ -92,10 +92,11 @@ async def test_a_logic_streams_its_hit_in_the_same_chunks(
 ) -> None:
     client = client_for(config(openai_server.base_url, f"sqlite:///{tmp_path / 'c.db'}"))
     push_stream(openai_server)
-    assert [d async for d in client.stream("fb", Q)] == PIECES
+    miss = client.stream("fb", Q)
+    assert [(d, miss.cache) async for d in miss] == [(p, "miss") for p in PIECES]
     hit = client.stream("fb", Q)
-    assert [d async for d in hit] == PIECES
-    assert hit.response is not None and hit.response.cache == "hit" and hit.cache == "hit"
+    assert [(d, hit.cache) async for d in hit] == [(p, "hit") for p in PIECES]
+    assert hit.response is not None and hit.response.cache == "hit"
     assert sent(openai_server) == 1
 
 
@@ -151,8 +152,10 @@ def test_an_old_redis_entry_replays_as_one_chunk(
 # --- the gateway ---------------------------------------------------------------------------------
 
 
-def _sse(served, headers: dict[str, str] | None = None) -> tuple[httpx.Response, list[dict]]:
-    body = {"model": "llm.inference", "messages": Q, "stream": True, "temperature": 0}
+def _sse(
+    served, headers: dict[str, str] | None = None, model: str = "llm.inference"
+) -> tuple[httpx.Response, list[dict]]:
+    body = {"model": model, "messages": Q, "stream": True, "temperature": 0}
     with httpx.stream(
         "POST", f"{served.base_url}/chat/completions", json=body, headers=headers or {}, timeout=30
     ) as r:
@@ -168,18 +171,24 @@ def _texts(frames: list[dict]) -> list[str]:
     ]
 
 
+@pytest.mark.parametrize("model", ["llm.inference", "llm.fallback"])
 def test_the_gateway_streams_a_hit_in_the_same_chunks_with_its_cache_header(
-    serve, openai_server: OpenAIWireServer, tmp_path: Path
+    serve, openai_server: OpenAIWireServer, tmp_path: Path, model: str
 ) -> None:
-    served = serve(gateway_yaml(openai_server, extra=f"cache: {{url: 'sqlite:///{tmp_path / 'c.db'}'}}\n"))
+    extra = (
+        '  llm.fallback: {strategy: fallback, candidates: ["up:cheap"]}\n'
+        f"cache: {{url: 'sqlite:///{tmp_path / 'c.db'}'}}\n"
+    )
+    served = serve(gateway_yaml(openai_server, extra=extra))
     push_stream(openai_server)
-    first, frames = _sse(served)
+    first, frames = _sse(served, model=model)
     assert (first.status_code, first.headers.get("x-orchlab-cache")) == (200, "miss")
     assert _texts(frames) == PIECES
-    again, frames = _sse(served)
+    again, frames = _sse(served, model=model)
     assert (again.status_code, again.headers.get("x-orchlab-cache")) == (200, "hit")
     assert _texts(frames) == PIECES and frames[-1]["choices"][0]["finish_reason"] == "stop"
-    off, frames = _sse(served, {"x-orchlab-cache": "off"})  # not asked: no header, as a plain answer
+    # not asked: no header, as for a plain answer
+    off, frames = _sse(served, {"x-orchlab-cache": "off"}, model=model)
     assert "x-orchlab-cache" not in off.headers and _texts(frames) == ["echo: ", "hi "]
     assert sent(openai_server) == 2
 

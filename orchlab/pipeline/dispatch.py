@@ -222,6 +222,7 @@ class Dispatch:
         """The attempt's first delta: the time to first token taken, and what the cache did on it."""
         if ctx.first_token_s is None:
             ctx.first_token_s = time.perf_counter() - ctx.started_perf
+            ctx.first_cache = None if flight.store is None else "miss"
         if flight.store is None:
             return chunk
         from orchlab.types import StreamChunk
@@ -239,6 +240,7 @@ class Dispatch:
             return [StreamChunk(response=answer, cache=answer.cache)]
         if ctx.first_token_s is None:
             ctx.first_token_s = time.perf_counter() - ctx.started_perf
+            ctx.first_cache = answer.cache
         pieces = [p for p in flight.pieces or () if p]
         if "".join(pieces) != answer.content:
             pieces = [answer.content]
