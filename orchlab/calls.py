@@ -37,6 +37,8 @@ class CallContext:
     """The tools `delegate` ran in this call, in order (a TOOL span each in its trace)."""
     first_token_s: float | None = None
     """A streamed call: seconds from its start to its first text delta (metrics' time to first token)."""
+    first_cache: str | None = None
+    """A streamed call: what the response cache did for the attempt of that first delta (hit | miss)."""
     cache: str | None = None
     """The call's response-cache choice: auto, force, off (None: the role's; `orchlab.pipeline.cache`)."""
 

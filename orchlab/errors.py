@@ -260,7 +260,9 @@ class ProviderResponseError(ProviderError):
 class OutputValidationError(ProviderResponseError):
     """No answer validated against the output model asked for (``run(..., output=MyModel)``),
     retries included. ``raw`` is the last answer's text, ``errors`` pydantic's errors for it
-    (``ValidationError.errors()``), ``attempts`` how many answers were tried."""
+    (``ValidationError.errors()``), ``attempts`` how many answers were tried. Raised by
+    ``format=`` (an answer not in the format asked for), ``response`` is that answer, as it came
+    (its usage, cost and trace id: the call was made and paid for)."""
 
     def __init__(
         self,
@@ -271,11 +273,13 @@ class OutputValidationError(ProviderResponseError):
         raw: str = "",
         errors: Sequence[Mapping[str, object]] = (),
         attempts: int = 1,
+        response: object = None,
     ) -> None:
         super().__init__(message, provider=provider, model=model)
         self.raw = raw
         self.errors = list(errors)
         self.attempts = attempts
+        self.response = response
 
 
 class ContextLengthExceededError(ProviderError):

@@ -447,10 +447,14 @@ class Embeddings:
 
 @dataclass(frozen=True, slots=True)
 class StreamChunk:
-    """A piece of a streamed answer. The last chunk carries the final response (with usage)."""
+    """A piece of a streamed answer. The last chunk carries the final response (with usage).
+
+    ``cache``, on an attempt's first chunk: what the response cache did (``hit`` | ``miss``;
+    None: it was not asked), known before the first token (`ResponseStream.cache`)."""
 
     delta: str = ""
     response: LLMResponse | None = None
+    cache: str | None = None
 
 
 class ResponseStream:
@@ -474,18 +478,24 @@ class ResponseStream:
         self._chunks = chunks
         self._sync_chunks = sync_chunks
         self.response: LLMResponse | None = None
+        self.cache: str | None = None
+        """What the response cache did for this answer (``hit`` | ``miss``), known from its first
+        chunk on: before the first delta is yielded (None: not asked, or not known yet)."""
 
     def __iter__(self) -> Iterator[str]:
         chunks = self._sync_chunks
         if chunks is None:
             chunks = iterate_sync(self._chunks)
         try:
+            first = True
             for chunk in chunks:
                 if chunk.response is None:
+                    if first:  # the first chunk says what the cache did
+                        first, self.cache = False, chunk.cache
                     if chunk.delta:
                         yield chunk.delta
                 else:
-                    self.response = chunk.response
+                    self._ended(chunk.response)
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:  # a ``break`` releases the connection now, not when collected
@@ -494,16 +504,24 @@ class ResponseStream:
     async def __aiter__(self) -> AsyncIterator[str]:
         chunks = self._chunks
         try:
+            first = True
             async for chunk in chunks:
                 if chunk.response is None:
+                    if first:  # the first chunk says what the cache did
+                        first, self.cache = False, chunk.cache
                     if chunk.delta:
                         yield chunk.delta
                 else:
-                    self.response = chunk.response
+                    self._ended(chunk.response)
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:  # on the caller's loop (what it calls runs there, or hops itself)
                 await aclose()
+
+    def _ended(self, response: LLMResponse) -> None:
+        self.response = response
+        if self.cache is None:
+            self.cache = response.cache
 
     def text(self) -> str:
         """Consume the stream and return the whole answer."""

@@ -78,3 +78,18 @@ def test_only_the_cli_imports_the_gateway() -> None:
     assert found == []
     cli = {name for _, name in imports(ROOT / "cli" / "serve.py")}
     assert "orchlab.serve.app" in cli  # the walker sees the CLI's lazy import of the gateway
+
+
+NOTEBOOK = ("orchlab.notebook", "orchlab.widgets")
+
+
+def test_the_gateway_never_imports_the_notebook_layer() -> None:
+    # the gateway serves the library; the notebook layer (magics, widgets) sits beside it, for
+    # Jupyter: what both need (formats, rendering) lives below them (orchlab.output, ...)
+    found = []
+    for path in sorted((ROOT / "serve").rglob("*.py")):
+        for line, imported in imports(path):
+            if within(imported, NOTEBOOK):
+                found.append(f"{path.relative_to(ROOT.parent)}:{line} imports {imported}")
+    assert found == []
+    assert "orchlab.output.formats" in {name for _, name in imports(ROOT / "serve" / "chat_routes.py")}

@@ -48,7 +48,7 @@ def test_chat_json_format_parses_the_answer(serve, openai_server: OpenAIWireServ
     assert r.json()["answer"] == {"a": 1} and r.json()["format_error"] is None
     assert openai_server.last.body["messages"] == messages
     r = httpx.post(f"{served.url}/chat", json={"prompt": "hi", "model": "fast", "format": "json"})
-    assert r.json()["answer"] == "echo: hi" and "not JSON" in r.json()["format_error"]
+    assert r.json()["answer"] == "echo: hi" and "holds no JSON" in r.json()["format_error"]
 
 
 @pytest.mark.parametrize(

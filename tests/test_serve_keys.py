@@ -202,7 +202,8 @@ def test_a_key_calls_and_sees_only_what_it_is_allowed(serve, write_config, opena
         denied = http.post("/chat", json={"role": "llm.big", "prompt": "hi"})
         assert denied.status_code == 403 and denied.json()["error"]["code"] == "model_not_allowed"
         assert (
-            http.post("/chat", json={"role": "llm.inference", "prompt": "hi"}).json()["answer"] == "echo: hi"
+            http.post("/chat", json={"role": "llm.inference", "prompt": "hi"}).json()["answer"]
+            == "echo: hi\n"  # markdown, /chat's default format
         )
     sent = [r.body["model"] for r in openai_server.requests]
     assert "big" in sent or "tiny" in sent  # the alias' race ran; llm.big alone never did

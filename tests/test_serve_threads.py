@@ -30,21 +30,21 @@ def test_chat_thread_injects_the_last_messages_and_stores_the_exchange(
         chat, json={"role": "llm.inference", "prompt": "three", "thread_id": thread_id, "context_depth": 3}
     )
     assert r.status_code == 200, r.text
-    assert openai_server.last.body["messages"] == [
-        {"role": "assistant", "content": "echo: one"},
+    assert openai_server.last.body["messages"] == [  # markdown, /chat's default: the answer given
+        {"role": "assistant", "content": "echo: one\n"},
         {"role": "user", "content": "two"},
-        {"role": "assistant", "content": "echo: two"},
+        {"role": "assistant", "content": "echo: two\n"},
         {"role": "user", "content": "three"},
     ]
     got = httpx.get(f"{served.url}/threads/{thread_id}").json()
     assert got["name"] == "review" and got["head_id"] == r.json()["message_id"]
     assert [(m["role"], m["content"]) for m in got["messages"]] == [
         ("user", "one"),
-        ("assistant", "echo: one"),
+        ("assistant", "echo: one\n"),
         ("user", "two"),
-        ("assistant", "echo: two"),
+        ("assistant", "echo: two\n"),
         ("user", "three"),
-        ("assistant", "echo: three"),
+        ("assistant", "echo: three\n"),
     ]
     assert got["messages"][1]["target"] == "up:cheap" and got["messages"][1]["usage"]["input_tokens"] == 1
 

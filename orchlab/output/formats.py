@@ -5,11 +5,11 @@
   code fence closed, exactly one trailing newline;
 - ``json``: the JSON value in the answer (the whole text, a fenced block, or the first object or
   array in prose) as ``response.output``, and its compact text as ``content``; an answer holding no
-  JSON is an `OutputValidationError` with the raw text. The request asks for JSON
-  (``ModelRequest.json_answer``) and each adapter that can holds generation to it: OpenAI and
-  compatible servers ``response_format: json_object``, Ollama ``format: "json"``, Gemini
-  ``response_mime_type: application/json``, the in-process llama.cpp model a generic JSON grammar
-  (Anthropic has no JSON mode: the JSON is extracted as from any answer).
+  JSON is an `OutputValidationError` with the raw text (and the answer, ``.response``). The
+  request asks for JSON (``ModelRequest.json_answer``) and each adapter that can holds generation
+  to it: OpenAI and compatible servers ``response_format: json_object``, Ollama ``format:
+  "json"``, Gemini ``response_mime_type: application/json``, the in-process llama.cpp model a
+  generic JSON grammar (Anthropic has no JSON mode: the JSON is extracted as from any answer).
 
 A formatter is a callable ``text -> str | Formatted``: a ``str`` becomes the response's content; a
 `Formatted` sets the content and ``response.output``. Add one in this process::
@@ -182,6 +182,7 @@ def apply_format(response: LLMResponse, name: str) -> LLMResponse:
             model=response.model,
             raw=response.content,
             errors=[{"type": "format", "loc": (), "msg": str(exc)}],
+            response=response,
         ) from None
     if isinstance(made, Formatted):
         return replace(response, content=made.content, output=made.value)

@@ -15,7 +15,9 @@ a fixed seed); ``force`` caches any request. `compare`, `evaluate` and ``benchma
 
 A hit is the stored answer with nothing sent: ``cost_usd`` 0, no tokens used, ``cache="hit"``
 on the response and its attempt (the trail, the trace, the usage table's ``cache_hits``), and
-the note says what the first call cost. A streamed hit replays the answer as a stream. Only
+the note says what the first call cost. A streamed hit replays the answer as a stream: the
+deltas the stream that stored it had (an answer stored by a plain call, or by an orchlab that
+kept no deltas, is one delta), and the stream's first chunk says ``hit`` or ``miss``. Only
 answers are stored (``cache="miss"``): an error, a cancelled call or a cut-off stream never is.
 
 Where: SQLite, ``.orchlab/cache.db`` beside the thread store by default (YAML ``cache.url:
@@ -33,7 +35,7 @@ import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -269,11 +271,16 @@ def open_backend(url: str, *, ttl_s: float, max_entries: int) -> Backend:
 # --- stored answers -----------------------------------------------------------------------------
 
 
-def encode(response: LLMResponse) -> str:
+def encode(response: LLMResponse, pieces: Sequence[str] | None = None) -> str:
+    """The entry for ``response``; ``pieces``: a stream's text deltas, kept (as their lengths,
+    ``cuts``) when they make up the answer, so a streamed hit replays the same chunks (an entry
+    without them: one chunk)."""
     u = response.usage
+    cuts = [len(p) for p in pieces or () if p]
     return json.dumps(
         {
             "content": response.content,
+            **({"cuts": cuts} if len(cuts) > 1 and "".join(pieces or ()) == response.content else {}),
             "model": response.model,
             "finish_reason": response.finish_reason,
             "usage": [u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens],
@@ -297,7 +304,17 @@ def encode(response: LLMResponse) -> str:
 
 
 def decode(text: str, flight: InFlight) -> LLMResponse:
+    """The stored answer as a hit (its stream's deltas, when it has them, in ``flight.pieces``)."""
     data = json.loads(text)
+    cuts = data.get("cuts")  # entries stored before the cuts were kept have none
+    if isinstance(cuts, list) and all(type(n) is int and n > 0 for n in cuts):
+        content: str = data["content"]
+        if sum(cuts) == len(content):
+            at = 0
+            flight.pieces = []
+            for n in cuts:
+                flight.pieces.append(content[at : at + n])
+                at += n
     first = data["cost_usd"]
     usage = Usage(*data["usage"])
     cost = "an unknown amount" if first is None else f"${first:.6f}"
@@ -369,12 +386,12 @@ class ResponseCache(SyncPass):
             logs.decision("cache hit", role=flight.role, target=flight.resolved.target, entry=key[:16])
             return decode(stored, flight)
         logs.decision("cache miss", role=flight.role, target=flight.resolved.target, entry=key[:16])
-        flight.store = lambda response: self._put(key, response)
+        flight.store = lambda response, pieces: self._put(key, response, pieces)
         return None
 
-    def _put(self, key: str, response: LLMResponse) -> None:
+    def _put(self, key: str, response: LLMResponse, pieces: Sequence[str] | None) -> None:
         try:
-            self.backend.put(key, encode(response))
+            self.backend.put(key, encode(response, pieces))
         except Exception as exc:
             self._failed(exc)
 

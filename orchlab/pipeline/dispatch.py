@@ -145,6 +145,7 @@ class Dispatch:
                         yield chunk
                     return
             flight.sent = True
+            flight.pieces = parts
             adapter = self.providers_here(resolved.provider)
             stream = cast("AsyncGenerator[StreamChunk, None]", adapter.stream(request))
             # aclosing: a caller that stops early releases the connection at once
@@ -154,8 +155,8 @@ class Dispatch:
                         took = time.perf_counter() - ctx.started_perf
                         chunk = StreamChunk(chunk.delta, self._succeeded(flight, chunk.response, took))
                     else:
-                        if not parts and ctx.first_token_s is None:
-                            ctx.first_token_s = time.perf_counter() - ctx.started_perf
+                        if not parts:
+                            chunk = self._first(ctx, flight, chunk)
                         parts.append(chunk.delta)
                     yield chunk
         except BaseException as exc:
@@ -199,12 +200,13 @@ class Dispatch:
                     yield from self._replayed(ctx, flight, answer)
                     return
             flight.sent = True
+            flight.pieces = parts
             # closing: a caller that stops early releases the connection at once
             with contextlib.closing(self.providers(resolved.provider).stream_sync(request)) as chunks:  # type: ignore[type-var]
                 for chunk in chunks:
                     if chunk.response is None:
-                        if not parts and ctx.first_token_s is None:
-                            ctx.first_token_s = time.perf_counter() - ctx.started_perf
+                        if not parts:
+                            chunk = self._first(ctx, flight, chunk)
                         parts.append(chunk.delta)
                         yield chunk
                     else:
@@ -215,17 +217,37 @@ class Dispatch:
                 self._failed(flight, exc, output="".join(parts))
             raise
 
+    @staticmethod
+    def _first(ctx: CallContext, flight: InFlight, chunk: StreamChunk) -> StreamChunk:
+        """The attempt's first delta: the time to first token taken, and what the cache did on it."""
+        if ctx.first_token_s is None:
+            ctx.first_token_s = time.perf_counter() - ctx.started_perf
+            ctx.first_cache = None if flight.store is None else "miss"
+        if flight.store is None:
+            return chunk
+        from orchlab.types import StreamChunk
+
+        return StreamChunk(chunk.delta, cache="miss")
+
     def _replayed(self, ctx: CallContext, flight: InFlight, answer: LLMResponse) -> list[StreamChunk]:
-        """A pass's answer to a streamed request: its text as one delta (a cache hit replays its
-        answer as a stream), then the final chunk."""
+        """A pass's answer to a streamed request, as a stream: a cache hit replays the deltas of
+        the stream that stored it (``flight.pieces``), any other answer is one delta; then the
+        final chunk. The first chunk says what the cache did."""
         from orchlab.types import StreamChunk
 
         answer = self._answered_by_pass(flight, answer)
         if not answer.content:
-            return [StreamChunk(response=answer)]
+            return [StreamChunk(response=answer, cache=answer.cache)]
         if ctx.first_token_s is None:
             ctx.first_token_s = time.perf_counter() - ctx.started_perf
-        return [StreamChunk(answer.content), StreamChunk(response=answer)]
+            ctx.first_cache = answer.cache
+        pieces = [p for p in flight.pieces or () if p]
+        if "".join(pieces) != answer.content:
+            pieces = [answer.content]
+        return [
+            *(StreamChunk(p, cache=answer.cache if i == 0 else None) for i, p in enumerate(pieces)),
+            StreamChunk(response=answer),
+        ]
 
     def stream_sync(
         self, ctx: CallContext, resolved: ResolvedLLMConfig, request: ModelRequest
@@ -313,7 +335,7 @@ class Dispatch:
             **({"cache": response.cache} if response.cache else {}),
         )
         if flight.store is not None:
-            flight.store(response)
+            flight.store(response, flight.pieces)
         return response
 
     def _answered_by_pass(self, flight: InFlight, response: LLMResponse) -> LLMResponse:

@@ -33,8 +33,12 @@ class InFlight:
     count: TokenCount | None = None
     """The prompt's counted tokens, when the context-window pass had to count them."""
     reservation: Reservation | None = None
-    store: Callable[[LLMResponse], None] | None = None
-    """Set by the response cache on a miss: keeps the settled answer (never an error)."""
+    store: Callable[[LLMResponse, list[str] | None], None] | None = None
+    """Set by the response cache on a miss: keeps the settled answer (never an error) and, for a
+    stream, its ``pieces``."""
+    pieces: list[str] | None = None
+    """A streamed attempt's text deltas as they came (set by the response cache on a hit: the
+    stored stream's), so a streamed hit replays the chunks the first stream had."""
     sent: bool = False
     started: float = field(default_factory=time.perf_counter)
 

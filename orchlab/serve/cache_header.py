@@ -11,7 +11,7 @@ from orchlab.serve.errors import HTTPError
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-    from orchlab.types import LLMResponse
+    from orchlab.types import LLMResponse, ResponseStream
 
 HEADER = "x-orchlab-cache"
 
@@ -25,6 +25,12 @@ def requested(request: Request) -> str | None:
     if mode not in MODES:
         raise HTTPError(400, f"{HEADER}: {value[:40]!r} is not one of {', '.join(MODES)}", param=HEADER)
     return mode
+
+
+def streamed(stream: ResponseStream) -> dict[str, str]:
+    """``x-orchlab-cache: hit|miss`` for a stream, once its first chunk has come (the cache is
+    looked in before anything is sent)."""
+    return {} if stream.cache is None else {HEADER: stream.cache}
 
 
 def answered(response: LLMResponse | None) -> dict[str, str]:

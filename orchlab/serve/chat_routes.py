@@ -10,15 +10,17 @@ from fastapi import APIRouter, Request
 from pydantic import Field, ValidationError
 from starlette.responses import Response
 
-from orchlab.errors import OrchlabError
+from orchlab.errors import OrchlabError, OutputValidationError
+from orchlab.output.formats import BUILTIN_FORMATS
 from orchlab.serve.auth import authorize, visible_config
 from orchlab.serve.body import decode_json, read_body
 from orchlab.serve.errors import bad_request
 from orchlab.serve.gateway import Exchange, Gateway, gateway, json_response
 from orchlab.serve.openai_wire import ChatMessage, _Wire, validation_error
+from orchlab.types import LLMResponse
 
 router = APIRouter()
-FORMATS = ("raw", "markdown", "json")
+FORMATS = BUILTIN_FORMATS
 
 
 class ChatBody(_Wire):
@@ -54,21 +56,13 @@ async def chat(request: Request) -> Response:
                 depth = (await store_for(request)).settings.context_depth
             turn = await begin(request, body.thread_id, messages, depth, user=caller(body.user))
             messages = turn.sent
-        response = await gw.client.arun(target, messages, tags=ex.tags(body.user))
+        response, problem = await _answer(gw, target, messages, body.format, ex.tags(body.user))
         if turn is not None:
             response = await turn.save(response)
     except Exception as exc:
         return ex.error(exc)
     gw.answered()
-    answer: Any = response.content
-    problem = None
-    if body.format == "json":
-        from orchlab.notebook.formats import AnswerFormatError, extract_json
-
-        try:
-            answer = extract_json(response.content)
-        except AnswerFormatError as exc:
-            problem = str(exc)
+    answer: Any = response.output if body.format == "json" and problem is None else response.content
     d = response.decision
     out = {
         "id": response.id,
@@ -95,6 +89,20 @@ async def chat(request: Request) -> Response:
         "message_id": response.message_id,
     }
     return json_response(out, headers=ex.headers(response))
+
+
+async def _answer(
+    gw: Gateway, target: str, messages: Any, fmt: str, tags: dict[str, str]
+) -> tuple[LLMResponse, str | None]:
+    """The answer in ``fmt`` (the library's ``format=``: markdown normalised, json asked of the
+    provider and parsed), and None; or, for an answer not in that format, the answer as it came
+    and what is wrong with it (the call was made and paid for: the caller gets it, with a 200)."""
+    try:
+        return await gw.client.arun(target, messages, tags=tags, format=fmt), None
+    except OutputValidationError as exc:
+        if not isinstance(exc.response, LLMResponse):  # not the format's refusal
+            raise
+        return exc.response, str(exc)
 
 
 def _parse(data: object) -> ChatBody:

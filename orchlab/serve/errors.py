@@ -3,8 +3,9 @@
 ``{"error": {"message", "type", "param", "code"}}``, the shape every OpenAI SDK parses. orchlab's
 own messages are used where they speak to the caller (bad parameters, an unknown model, a budget,
 a rate limit, an upstream fault); they are masked already. A server-side problem (the gateway's
-config, a missing key, an unexpected exception) says only what kind of problem and the request id:
-no stack trace, key or internal path reaches a client.
+config, a missing key, its thread store, an unexpected exception) says only what kind of problem
+and the request id: no stack trace, key or internal path reaches a client. A thread store that
+cannot be reached or used now is a 503 ``store_unavailable``; any other store failure a 500.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from orchlab.errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
     RateLimitError,
+    StoreError,
     UnknownModelError,
     UnknownRoleError,
     UnsupportedCapabilityError,
@@ -123,9 +125,42 @@ def _answer(exc: BaseException, request_id: str) -> HTTPError:
         return HTTPError(
             500, f"the gateway's configuration cannot serve this (request {request_id})", type=SERVER
         )
+    if isinstance(exc, StoreError):
+        # its message names the store's host or file: for the operator, not the caller
+        if _unreachable(exc):
+            return HTTPError(
+                503,
+                f"the gateway's thread store is unavailable (request {request_id})",
+                type=SERVER,
+                code="store_unavailable",
+            )
+        return HTTPError(
+            500, f"the gateway's thread store failed (request {request_id})", type=SERVER, code="store_error"
+        )
     if isinstance(exc, OrchlabError):
         return HTTPError(500, f"{type(exc).__name__} (request {request_id})", type=SERVER)
     return HTTPError(500, f"internal error (request {request_id})", type=SERVER, code="internal_error")
+
+
+_DB_UNAVAILABLE = frozenset({"OperationalError", "InterfaceError"})
+"""DB-API's errors of the database's operation (refused or lost connection, locked, cannot be
+opened), as every driver and SQLAlchemy name them: the store is unavailable, not wrong."""
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a store error comes from a database that cannot be reached or used now (its cause
+    chain holds a DB-API operational/interface error, a pool timeout or an OS-level error)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        kind = type(cause)
+        if isinstance(cause, OSError) or any(k.__name__ in _DB_UNAVAILABLE for k in kind.__mro__):
+            return True
+        if kind.__name__ == "TimeoutError" and kind.__module__.startswith("sqlalchemy"):
+            return True  # no connection free in the pool in time
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _all_failed(exc: AllAttemptsFailedError, request_id: str) -> HTTPError:

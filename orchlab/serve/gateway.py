@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from orchlab.errors import OrchlabError
+from orchlab.errors import OrchlabError, StoreError
 from orchlab.serve.errors import HTTPError, from_exception
 from orchlab.serve.targets import Targets
 
@@ -112,6 +112,8 @@ class Exchange:
         answer = from_exception(exc, self.request_id)
         if not isinstance(exc, HTTPError | OrchlabError):
             log.error("request %s: unexpected %s", self.request_id, type(exc).__name__, exc_info=exc)
+        elif isinstance(exc, StoreError):  # the caller is told only that: what failed is logged
+            log.warning("request %s: %s", self.request_id, exc)
         return error_response(answer, self.headers())
 
 

@@ -4,8 +4,9 @@
 A streamed answer is produced by its own task (`Streamed`), which feeds the response through a
 queue: when the caller goes away, the response's task is cancelled by the server and only
 cancels that producer, which then closes the upstream call the ordinary way (the pipeline records
-the partial answer in the trace). An error before the first token is a plain HTTP error; after
-it, an SSE ``data: {"error": ...}`` frame ends the stream.
+the partial answer in the trace). The headers are sent with the first token (the cache has been
+looked in by then: ``x-orchlab-cache``). An error before the first token is a plain HTTP error;
+after it, an SSE ``data: {"error": ...}`` frame ends the stream.
 """
 
 from __future__ import annotations
@@ -133,11 +134,17 @@ class Streamed:
             self.queue.put_nowait(exc)
 
     async def response(self, request: Request) -> Response:
-        """Wait for the first token (or the caller leaving): an error before it is a plain answer."""
+        """Wait for the first token (or the caller leaving): an error before it is a plain answer.
+        The cache was looked in by then: ``x-orchlab-cache`` says what it did, as for a plain answer."""
         first = await self._first(request)
         if isinstance(first, Exception):
             return self.ex.error(first)
-        headers = {**self.ex.headers(), "cache-control": "no-cache", "x-accel-buffering": "no"}
+        headers = {
+            **self.ex.headers(),
+            **cache_header.streamed(self.stream),
+            "cache-control": "no-cache",
+            "x-accel-buffering": "no",
+        }
         return StreamingResponse(self._frames(first), media_type="text/event-stream", headers=headers)
 
     async def _first(self, request: Request) -> Any:

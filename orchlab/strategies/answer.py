@@ -295,7 +295,7 @@ async def stream(
     answering = Answering(
         orch, ctx, ctx.messages, params, plan.spec.retry if plan.spec is not None else None, offer=offer
     )
-    answered = False
+    answered = first = False
     try:
         items = logic_for(plan).stream(answering)
         async with contextlib.aclosing(items):  # type: ignore[type-var]
@@ -305,7 +305,11 @@ async def stream(
                     answered = True
                     yield StreamChunk(response=response)
                     return
-                yield StreamChunk(delta=item)
+                if not first:  # what the cache did for the attempt streaming (`ResponseStream.cache`)
+                    first = True
+                    yield StreamChunk(delta=item, cache=ctx.first_cache)
+                else:
+                    yield StreamChunk(delta=item)
     except BaseException as exc:
         if not answered:
             orch.dispatch.observe.failed(ctx, exc)
