@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,6 @@ from orchlab.loop import run_sync, sync_twin
 from orchlab.metrics import MetricsObserver, enable_from_env
 from orchlab.pipeline.cache import ResponseCache, cache_location, check_mode
 from orchlab.pipeline.dispatch import Dispatch
-from orchlab.pipeline.embed import Embed
 from orchlab.pipeline.observe import Observe
 from orchlab.pipeline.passes import default_passes
 from orchlab.pipeline.settle import Settle
@@ -37,7 +37,6 @@ from orchlab.redaction import mask_keys_in_logs
 from orchlab.resolution import Binding, ResolvedLLMConfig, Resolver, check_params, params_from, parse_target
 from orchlab.strategies.health import ProviderHealth
 from orchlab.tools.model import NO_TOOLS, ToolOffer
-from orchlab.tools.toolsets import TOOL_PARAMS, lift_tool_params, make_offer
 from orchlab.tracking.settings import resolve_settings
 from orchlab.types import (
     Embeddings,
@@ -56,6 +55,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from orchlab.catalog.select import Selection
+    from orchlab.pipeline.embed import Embed
     from orchlab.store.keys import Keys
     from orchlab.store.store import Store
     from orchlab.store.thread import Thread
@@ -165,14 +165,20 @@ class Orchestrator:
             providers_here=self.providers.here,
         )
         """The call pipeline: passes, one provider attempt, settle, observe (`orchlab.pipeline`)."""
-        self.embedder = Embed(
+
+    @functools.cached_property
+    def embedder(self) -> Embed:
+        """Embedding calls (`embed`): batches, budgets, cost, observers (`orchlab.pipeline.embed`);
+        built on the first embedding call (a chat-only script never imports it)."""
+        from orchlab.pipeline.embed import Embed
+
+        return Embed(
             catalog=self.catalog,
             providers=self.providers.here,
             budgets=self.budgets,
             settle=self.dispatch.settle,
             observe=self.dispatch.observe,
         )
-        """Embedding calls (`embed`): batches, budgets, cost, observers (`orchlab.pipeline.embed`)."""
 
     def _store_url(self) -> str:
         """Where the thread store is (the response cache's SQLite file goes beside it)."""
@@ -521,11 +527,16 @@ class Orchestrator:
     ) -> tuple[ParamsOverride, ToolOffer]:
         """The call's params without OpenAI's tool keys, and the tools it offers: ``tools`` and
         ``toolset`` (or those keys in ``params``), else the role's ``toolset:``."""
-        if params is not None and any(k in params for k in TOOL_PARAMS):
-            params, lifted = lift_tool_params(params)  # type: ignore[assignment]
-            tools = lifted.get("tools", tools)
-            tool_choice = lifted.get("tool_choice", tool_choice)
-            parallel_tool_calls = lifted.get("parallel_tool_calls", parallel_tool_calls)  # type: ignore[assignment]
+        # the toolsets module (and the function-tool machinery under it) is imported only by a
+        # call that has params or tools: a plain run never loads it (issue 13, first call)
+        if params is not None:
+            from orchlab.tools.toolsets import TOOL_PARAMS, lift_tool_params
+
+            if any(k in params for k in TOOL_PARAMS):
+                params, lifted = lift_tool_params(params)  # type: ignore[assignment]
+                tools = lifted.get("tools", tools)
+                tool_choice = lifted.get("tool_choice", tool_choice)
+                parallel_tool_calls = lifted.get("parallel_tool_calls", parallel_tool_calls)  # type: ignore[assignment]
         spec = self.config.roles.get(role) if role is not None else None
         role_toolset = spec.toolset if spec is not None else None
         if (
@@ -536,6 +547,8 @@ class Orchestrator:
             and role_toolset is None
         ):
             return params, NO_TOOLS
+        from orchlab.tools.toolsets import make_offer
+
         offer, _ = make_offer(
             self.config.toolsets,
             role_toolset,
