@@ -455,7 +455,7 @@ class Orchestrator:
         either the logic's keywords (a role with a strategy, or routing keywords) or the plain
         call's context, binding and request."""
         fmt = _check_format(format, output)
-        self._refuse_embedding(role)
+        bound = self._refuse_embedding(role)
         params_override, offer = self.offer(
             role, params_override, tools, toolset, tool_choice, parallel_tool_calls
         )
@@ -474,7 +474,15 @@ class Orchestrator:
                 logic["tags"] = tags
             return _Prepared(fmt, {**logic, **_routing(routing)}, None)
         single = self._single(
-            role, messages, params_override, tags, offer, output, cache=mode, json_answer=json_answer
+            role,
+            messages,
+            params_override,
+            tags,
+            offer,
+            output,
+            cache=mode,
+            json_answer=json_answer,
+            bound=bound,
         )
         return _Prepared(fmt, {}, single)
 
@@ -498,7 +506,7 @@ class Orchestrator:
         before it); cascade, ensemble and auto stream their final answer. ``.response`` then
         carries the whole decision trail and the cost of every attempt (and ``tool_calls``).
         """
-        self._refuse_embedding(role)
+        bound = self._refuse_embedding(role)
         params_override, offer = self.offer(
             role, params_override, tools, toolset, tool_choice, parallel_tool_calls
         )
@@ -509,7 +517,9 @@ class Orchestrator:
             return ResponseStream(
                 stream(self, messages, role=role, params=params_override, tags=tags, offer=offer, cache=mode)
             )
-        ctx, resolved, request = self._single(role, messages, params_override, tags, offer, cache=mode)
+        ctx, resolved, request = self._single(
+            role, messages, params_override, tags, offer, cache=mode, bound=bound
+        )
         return ResponseStream(
             self.dispatch.stream(ctx, resolved, request), self.dispatch.stream_sync(ctx, resolved, request)
         )
@@ -754,16 +764,17 @@ class Orchestrator:
         caps = self.catalog.entry(provider, model).info.capabilities
         return "embedding" in caps and "chat" not in caps
 
-    def _refuse_embedding(self, role: str) -> None:
-        """A chat call on an embedding role: an `InvalidRequestError` before anything is sent."""
+    def _refuse_embedding(self, role: str) -> Binding | None:
+        """A chat call on an embedding role: an `InvalidRequestError` before anything is sent.
+        The binding it looked up, if it did (the call goes on with it: one lookup per call)."""
         spec = self.config.roles.get(role)
         if spec is None or spec.kind == "chat" or spec.has_strategy:
-            return
+            return None
         if spec.kind is None and spec.provider is None:
-            return
+            return None
         bound = self.binding(role)
         if spec.kind is None and not self._is_embedding(role, bound.provider, bound.model):
-            return
+            return bound
         raise InvalidRequestError(
             f"role {role!r} is an embedding role ({bound.provider}:{bound.model}): it makes vectors, "
             "not answers. Use client.embed(role, texts); nothing was sent",
@@ -809,9 +820,14 @@ class Orchestrator:
         *,
         cache: str | None = None,
         json_answer: bool = False,
+        bound: Binding | None = None,
     ) -> tuple[CallContext, ResolvedLLMConfig, ModelRequest]:
-        """A plain role call: its context, the role's binding and the request."""
-        resolved = self.resolve(role)
+        """A plain role call: its context, the role's binding (``bound``, when the caller has
+        looked it up already: never a ``select:`` role's) and the request."""
+        if bound is None:
+            resolved = self.resolve(role)
+        else:
+            resolved = self.resolver.resolve_target(bound.provider, bound.model, bound.params, role=role)
         request = self._request(resolved, messages, params_override, offer, output, json_answer)
         ctx = CallContext(
             role=role, strategy="single", messages=request.messages, tags=dict(tags or {}), cache=cache
