@@ -288,6 +288,7 @@ def start_gateway(folder: Path, upstream: str, *, tracking: bool) -> tuple[subpr
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
         "ORCH_AUTH_BENCH_API_KEY": "sk-bench-upstream",
         "ORCH_TRACKING": "1" if tracking else "0",
+        "ORCH_CACHE": "off",  # the ORCH_ filter above dropped it: a temperature-0 request is cached
         "MLFLOW_MODEL_CATALOG_URI": "",
     }
     cmd = [sys.executable, "-m", "orchlab", "serve", "--config", str(config), "--host", "127.0.0.1"]

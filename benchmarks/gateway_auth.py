@@ -113,8 +113,10 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="orchlab-bench-auth-"))
     procs: list[subprocess.Popen[bytes]] = []
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ORCH_TRACKING": "0", "ORCH_AUTH_UP_API_KEY": "sk-bench"}
+    env["ORCH_CACHE"] = "off"  # a measurement is never a replay of the response cache
     env["ORCH_GATEWAY_SECRET"] = "bench-secret-" + "0" * 40
-    os.environ.update({k: env[k] for k in ("ORCH_TRACKING", "ORCH_AUTH_UP_API_KEY", "ORCH_GATEWAY_SECRET")})
+    names = ("ORCH_TRACKING", "ORCH_CACHE", "ORCH_AUTH_UP_API_KEY", "ORCH_GATEWAY_SECRET")
+    os.environ.update({k: env[k] for k in names})
     try:
         up = subprocess.Popen(
             [

@@ -23,6 +23,7 @@ Tracking (MLflow) is off, so its cost is not in these figures (see benchmarks/tr
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -34,6 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+os.environ.setdefault("ORCH_CACHE", "off")  # a measurement is never a replay of the response cache
 
 CONFIG = """
 project: bench

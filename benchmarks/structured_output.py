@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("ORCH_TRACKING", "0")
+os.environ.setdefault("ORCH_CACHE", "off")  # a measurement is never a replay of the response cache
 
 from pydantic import BaseModel, Field  # noqa: E402
 

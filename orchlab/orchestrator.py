@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,6 @@ from orchlab.loop import run_sync, sync_twin
 from orchlab.metrics import MetricsObserver, enable_from_env
 from orchlab.pipeline.cache import ResponseCache, cache_location, check_mode
 from orchlab.pipeline.dispatch import Dispatch
-from orchlab.pipeline.embed import Embed
 from orchlab.pipeline.observe import Observe
 from orchlab.pipeline.passes import default_passes
 from orchlab.pipeline.settle import Settle
@@ -37,7 +37,6 @@ from orchlab.redaction import mask_keys_in_logs
 from orchlab.resolution import Binding, ResolvedLLMConfig, Resolver, check_params, params_from, parse_target
 from orchlab.strategies.health import ProviderHealth
 from orchlab.tools.model import NO_TOOLS, ToolOffer
-from orchlab.tools.toolsets import TOOL_PARAMS, lift_tool_params, make_offer
 from orchlab.tracking.settings import resolve_settings
 from orchlab.types import (
     Embeddings,
@@ -56,6 +55,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from orchlab.catalog.select import Selection
+    from orchlab.pipeline.embed import Embed
     from orchlab.store.keys import Keys
     from orchlab.store.store import Store
     from orchlab.store.thread import Thread
@@ -165,14 +165,20 @@ class Orchestrator:
             providers_here=self.providers.here,
         )
         """The call pipeline: passes, one provider attempt, settle, observe (`orchlab.pipeline`)."""
-        self.embedder = Embed(
+
+    @functools.cached_property
+    def embedder(self) -> Embed:
+        """Embedding calls (`embed`): batches, budgets, cost, observers (`orchlab.pipeline.embed`);
+        built on the first embedding call (a chat-only script never imports it)."""
+        from orchlab.pipeline.embed import Embed
+
+        return Embed(
             catalog=self.catalog,
             providers=self.providers.here,
             budgets=self.budgets,
             settle=self.dispatch.settle,
             observe=self.dispatch.observe,
         )
-        """Embedding calls (`embed`): batches, budgets, cost, observers (`orchlab.pipeline.embed`)."""
 
     def _store_url(self) -> str:
         """Where the thread store is (the response cache's SQLite file goes beside it)."""
@@ -450,7 +456,7 @@ class Orchestrator:
         either the logic's keywords (a role with a strategy, or routing keywords) or the plain
         call's context, binding and request."""
         fmt = _check_format(format, output)
-        self._refuse_embedding(role)
+        bound = self._refuse_embedding(role)
         params_override, offer = self.offer(
             role, params_override, tools, toolset, tool_choice, parallel_tool_calls
         )
@@ -469,7 +475,15 @@ class Orchestrator:
                 logic["tags"] = tags
             return _Prepared(fmt, {**logic, **_routing(routing)}, None)
         single = self._single(
-            role, messages, params_override, tags, offer, output, cache=mode, json_answer=json_answer
+            role,
+            messages,
+            params_override,
+            tags,
+            offer,
+            output,
+            cache=mode,
+            json_answer=json_answer,
+            bound=bound,
         )
         return _Prepared(fmt, {}, single)
 
@@ -493,7 +507,7 @@ class Orchestrator:
         before it); cascade, ensemble and auto stream their final answer. ``.response`` then
         carries the whole decision trail and the cost of every attempt (and ``tool_calls``).
         """
-        self._refuse_embedding(role)
+        bound = self._refuse_embedding(role)
         params_override, offer = self.offer(
             role, params_override, tools, toolset, tool_choice, parallel_tool_calls
         )
@@ -504,7 +518,9 @@ class Orchestrator:
             return ResponseStream(
                 stream(self, messages, role=role, params=params_override, tags=tags, offer=offer, cache=mode)
             )
-        ctx, resolved, request = self._single(role, messages, params_override, tags, offer, cache=mode)
+        ctx, resolved, request = self._single(
+            role, messages, params_override, tags, offer, cache=mode, bound=bound
+        )
         return ResponseStream(
             self.dispatch.stream(ctx, resolved, request), self.dispatch.stream_sync(ctx, resolved, request)
         )
@@ -522,11 +538,16 @@ class Orchestrator:
     ) -> tuple[ParamsOverride, ToolOffer]:
         """The call's params without OpenAI's tool keys, and the tools it offers: ``tools`` and
         ``toolset`` (or those keys in ``params``), else the role's ``toolset:``."""
-        if params is not None and any(k in params for k in TOOL_PARAMS):
-            params, lifted = lift_tool_params(params)  # type: ignore[assignment]
-            tools = lifted.get("tools", tools)
-            tool_choice = lifted.get("tool_choice", tool_choice)
-            parallel_tool_calls = lifted.get("parallel_tool_calls", parallel_tool_calls)  # type: ignore[assignment]
+        # the toolsets module (and the function-tool machinery under it) is imported only by a
+        # call that has params or tools: a plain run never loads it (issue 13, first call)
+        if params is not None:
+            from orchlab.tools.toolsets import TOOL_PARAMS, lift_tool_params
+
+            if any(k in params for k in TOOL_PARAMS):
+                params, lifted = lift_tool_params(params)  # type: ignore[assignment]
+                tools = lifted.get("tools", tools)
+                tool_choice = lifted.get("tool_choice", tool_choice)
+                parallel_tool_calls = lifted.get("parallel_tool_calls", parallel_tool_calls)  # type: ignore[assignment]
         spec = self.config.roles.get(role) if role is not None else None
         role_toolset = spec.toolset if spec is not None else None
         if (
@@ -537,6 +558,8 @@ class Orchestrator:
             and role_toolset is None
         ):
             return params, NO_TOOLS
+        from orchlab.tools.toolsets import make_offer
+
         offer, _ = make_offer(
             self.config.toolsets,
             role_toolset,
@@ -745,16 +768,17 @@ class Orchestrator:
         caps = self.catalog.entry(provider, model).info.capabilities
         return "embedding" in caps and "chat" not in caps
 
-    def _refuse_embedding(self, role: str) -> None:
-        """A chat call on an embedding role: an `InvalidRequestError` before anything is sent."""
+    def _refuse_embedding(self, role: str) -> Binding | None:
+        """A chat call on an embedding role: an `InvalidRequestError` before anything is sent.
+        The binding it looked up, if it did (the call goes on with it: one lookup per call)."""
         spec = self.config.roles.get(role)
         if spec is None or spec.kind == "chat" or spec.has_strategy:
-            return
+            return None
         if spec.kind is None and spec.provider is None:
-            return
+            return None
         bound = self.binding(role)
         if spec.kind is None and not self._is_embedding(role, bound.provider, bound.model):
-            return
+            return bound
         raise InvalidRequestError(
             f"role {role!r} is an embedding role ({bound.provider}:{bound.model}): it makes vectors, "
             "not answers. Use client.embed(role, texts); nothing was sent",
@@ -800,9 +824,14 @@ class Orchestrator:
         *,
         cache: str | None = None,
         json_answer: bool = False,
+        bound: Binding | None = None,
     ) -> tuple[CallContext, ResolvedLLMConfig, ModelRequest]:
-        """A plain role call: its context, the role's binding and the request."""
-        resolved = self.resolve(role)
+        """A plain role call: its context, the role's binding (``bound``, when the caller has
+        looked it up already: never a ``select:`` role's) and the request."""
+        if bound is None:
+            resolved = self.resolve(role)
+        else:
+            resolved = self.resolver.resolve_target(bound.provider, bound.model, bound.params, role=role)
         request = self._request(resolved, messages, params_override, offer, output, json_answer)
         ctx = CallContext(
             role=role, strategy="single", messages=request.messages, tags=dict(tags or {}), cache=cache

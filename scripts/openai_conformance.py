@@ -141,6 +141,7 @@ def run(report: Path, pytest_args: list[str]) -> int:
             UPSTREAM_ENV: upstream.base_url,
             "ORCH_AUTH_CONFORMANCE_API_KEY": "sk-conformance-upstream",
             "ORCH_TRACKING": "0",
+            "ORCH_CACHE": "off",  # the SDK tests send seeds: every request must reach the upstream
         }
         log = Path(tmp) / "serve.log"
         cmd = [sys.executable, "-m", "orchlab", "serve", "--config", str(CONFIG)]

@@ -107,6 +107,22 @@ def test_a_session_crossing_midnight_reads_the_cache_again(monkeypatch):
     assert prices.lookup("openai", "gpt-4o-mini").price == prices.Price(3.0, 4.0, source="genai-prices")
 
 
+def test_a_config_builds_one_validator_and_its_left_out_sections_need_none_of_their_own():
+    code = (
+        "import orchlab.config.schema as s\n"
+        "roles = {'r': {'provider': 'a', 'model': 'b'}}\n"
+        "c = s.OrchestratorConfig.model_validate({'project': 'p', 'roles': roles})\n"
+        "sections = (s.RoleParams, s.RoutingConfig, s.TiersConfig, s.TrackingConfig,\n"
+        "            s.BudgetsConfig, s.GatewayConfig, s.StoreConfig, s.CacheConfig)\n"
+        "built = [m.__name__ for m in sections if m.__pydantic_complete__]\n"
+        "print(built, type(c.tracking).__name__, c.tracking.enabled, c.cache.enabled,\n"
+        "      c.roles['r'].params.stop, c.routing.tiers.task_types, c.gateway == s.GatewayConfig())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # the sections a config leaves out are still the sections' values, with their defaults
+    assert out.stdout.strip() == "[] TrackingConfig True True None {} True"
+
+
 FIRST_CALL = """
 import json, sys
 import orchlab
@@ -212,3 +228,47 @@ def test_the_packaged_metadata_reads_the_same_with_pyyamls_c_loader_and_its_pyth
     )
     assert read.facts("openai", "gpt-4o-mini-2024-07-18") == python.facts("openai", "gpt-4o-mini")
     assert read.facts("openai", "gpt-4o-mini").context_window == 128000
+
+
+PLAIN_CALL = """
+import json, sys
+import orchlab
+client = orchlab.get_llm_client(sys.argv[1])
+hi = [{"role": "user", "content": "hi"}]
+r = client.run("chat", hi)
+plain = sorted(m for m in sys.modules if m in json.loads(sys.argv[2]))
+tools = client.run("chat", hi, {"temperature": 0.5}, tools=[{"type": "function", "function": {"name": "f"}}])
+det = client.run("chat", hi, {"temperature": 0})
+print(json.dumps({"content": r.content, "plain": plain, "tools": tools.content, "cache": det.cache,
+                  "after": sorted(m for m in sys.modules if m in json.loads(sys.argv[2]))}))
+"""
+
+
+def test_a_plain_call_never_loads_the_cache_store_embeddings_or_the_tool_machinery(
+    openai_server, write_config
+):
+    path = write_config(
+        f"""
+        project: first
+        providers:
+          openai: {{auth_profile: t, api_base: "{openai_server.base_url}"}}
+        roles:
+          chat: {{provider: openai, model: gpt-4o-mini}}
+        cache: {{url: "sqlite:///cache.db"}}
+        """
+    )
+    lazy = ["orchlab.pipeline.embed", "orchlab.tools.functions", "orchlab.tools.toolsets", "sqlite3"]
+    env = {**os.environ, "ORCH_AUTH_T_API_KEY": "sk-test-0000", "ORCH_CACHE": "auto"}
+    out = subprocess.run(
+        [sys.executable, "-c", PLAIN_CALL, str(path), json.dumps(lazy)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    # the cache is on (auto) but a request without temperature 0 or a seed never reaches it
+    assert found["content"] == "echo: hi" and found["plain"] == []
+    # a call with tools, and a cacheable request, load what they need
+    assert found["tools"] == "echo: hi" and found["cache"] == "miss"
+    assert found["after"] == ["orchlab.tools.functions", "orchlab.tools.toolsets", "sqlite3"]

@@ -90,3 +90,23 @@ def test_max_tokens_zero_is_answered_by_the_empty_answer_pass(client_for: Any) -
     client.dispatch.passes = client.dispatch.passes[:-1]  # without the pass, the provider is asked
     client.run("plain", ASK, {"max_tokens": 0})
     assert len(client.provider("cloud").calls) == 1
+
+
+async def test_a_plain_call_looks_its_role_binding_up_once(client_for: Any, monkeypatch: Any) -> None:
+    client = client_for(CONFIG)
+    looked_up: list[str] = []
+    binding = client.resolver.binding
+
+    def counted(role: str, **kw: Any) -> Any:
+        looked_up.append(role)
+        return binding(role, **kw)
+
+    monkeypatch.setattr(client.resolver, "binding", counted)
+    assert client.run("plain", ASK).content == "from the provider"
+    assert (await client.arun("plain", ASK)).content == "from the provider"
+    assert "".join(client.stream("plain", ASK)) == "from the provider"
+    # the embedding check's lookup is the one the call goes on with (run, arun, stream)
+    assert looked_up == ["plain"] * 3
+    client.rebind("plain", "cloud:m")
+    looked_up.clear()
+    assert (await client.arun("plain", ASK)).target == "cloud:m" and looked_up == ["plain"]

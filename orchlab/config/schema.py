@@ -35,7 +35,9 @@ from pydantic import (
 class _Strict(BaseModel):
     # allow_inf_nan: an infinite timeout or price, or a NaN, is never what a config means;
     # defer_build: validators are built when a config is first validated, not at import (only
-    # OrchestratorConfig's, for a whole config: its nested models need none of their own)
+    # OrchestratorConfig's, for a whole config: its nested models need none of their own). So a
+    # section left out is {} validated by the enclosing model (default_factory=dict,
+    # validate_default=True), not its class called: that built the class's own validator too
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
 
@@ -440,7 +442,9 @@ class RoutingConfig(_Strict):
         default_factory=dict, description="task type -> a role or 'provider:model', or tier -> one"
     )
     tiers: TiersConfig = Field(
-        default_factory=TiersConfig, description="risk/complexity or task type -> a selector's tier"
+        default_factory=dict,
+        validate_default=True,
+        description="risk/complexity or task type -> a selector's tier",
     )
 
     @model_validator(mode="after")
@@ -474,7 +478,7 @@ class RoleConfig(_Strict):
         description="embedding: a role for client.embed(); unset: an embedding model in the catalog "
         "makes it one, anything else is a chat role",
     )
-    params: RoleParams = Field(default_factory=RoleParams)
+    params: RoleParams = Field(default_factory=dict, validate_default=True)
     # default=[] (pydantic copies a mutable default per instance), not default_factory=list: pydantic
     # reads a factory's signature, and inspect.signature(list) compiles tokenize's regex (~5 ms) on
     # the first validation
@@ -721,15 +725,15 @@ class OrchestratorConfig(_Strict):
     envs: dict[str, EnvOverlay] = Field(
         default_factory=dict, description="env name -> providers and roles that replace the base ones"
     )
-    routing: RoutingConfig = Field(default_factory=RoutingConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    routing: RoutingConfig = Field(default_factory=dict, validate_default=True)
+    tracking: TrackingConfig = Field(default_factory=dict, validate_default=True)
     models: dict[Target, ModelConfig] = Field(
         default_factory=dict, description="'provider:model' -> prices, context window, capabilities, tier"
     )
-    budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
-    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
-    store: StoreConfig = Field(default_factory=StoreConfig)
-    cache: CacheConfig = Field(default_factory=CacheConfig)
+    budgets: BudgetsConfig = Field(default_factory=dict, validate_default=True)
+    gateway: GatewayConfig = Field(default_factory=dict, validate_default=True)
+    store: StoreConfig = Field(default_factory=dict, validate_default=True)
+    cache: CacheConfig = Field(default_factory=dict, validate_default=True)
     toolsets: dict[str, list[ToolRef]] = Field(
         default_factory=dict, description="name -> importable functions 'package.module:function'"
     )

@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import threading
 import time
 import warnings
@@ -155,6 +154,8 @@ class SQLiteBackend:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.ttl_s, self.max_entries = path, ttl_s, max_entries
         self._lock = threading.Lock()
+        import sqlite3  # here, not at the top: a client whose calls never reach the cache never loads it
+
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
