@@ -95,6 +95,7 @@ def start(
         **{k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "MLFLOW_"))},
         "PYTHONPATH": str(code),
         "ORCH_AUTH_BENCH_API_KEY": "sk-bench-upstream",
+        "ORCH_CACHE": "off",
         "ORCH_TRACKING": "0",
     }
     if profile is not None:
