@@ -133,7 +133,7 @@ class OpenAIProvider(Provider):
 
     async def complete(self, request: ModelRequest) -> LLMResponse:
         started = time.perf_counter()
-        resp = await self.client.chat.completions.create(**self.request_kwargs(request))
+        resp = await self.client.post("/chat/completions", **_post_args(self.request_kwargs(request)))
         return self.response_from(resp, request, started)
 
     def complete_sync(self, request: ModelRequest) -> LLMResponse:
@@ -148,7 +148,7 @@ class OpenAIProvider(Provider):
         if self.settings.max_retries:
             return super().complete_sync(request)
         started = time.perf_counter()
-        resp = self.sync_client.chat.completions.create(**self.request_kwargs(request))
+        resp = self.sync_client.post("/chat/completions", **_post_args(self.request_kwargs(request)))
         return self.response_from(resp, request, started)
 
     def response_from(self, resp: Any, request: ModelRequest, started: float) -> LLMResponse:
@@ -268,6 +268,21 @@ class OpenAIProvider(Provider):
 
 async def _close(client: Any) -> None:
     await client.close()
+
+
+def _post_args(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`request_kwargs` as the arguments of the SDK's ``post("/chat/completions", ...)``: what
+    ``chat.completions.create(**kwargs)`` sends, without its typed-params transform (about 0.45 ms
+    of CPU per call, an identity on the plain JSON orchlab builds). Same auth (``bearer_auth``, as
+    ``create`` asks), retries, timeout, ``extra_body`` merge, exception classes and ``ChatCompletion``."""
+    from openai.types.chat import ChatCompletion
+
+    options: dict[str, Any] = {"security": {"bearer_auth": True}}
+    if "timeout" in kwargs:
+        options["timeout"] = kwargs.pop("timeout")
+    if "extra_body" in kwargs:
+        options["extra_json"] = kwargs.pop("extra_body")
+    return {"body": kwargs, "options": options, "cast_to": ChatCompletion}
 
 
 def to_openai_message(m: Message) -> dict[str, Any]:
