@@ -15,6 +15,13 @@ side sees the same moments of the machine. Reported per side: CPU per request of
 process (user + system from ``/proc``, the figure that decides how many requests a worker serves and
 what each one adds on a loaded machine), and p50/p99 of the latency added over the direct call.
 
+``--floor`` adds, in the same rotation, minimal uvicorn + FastAPI apps (``--floor-app``, this file,
+one process each, uvicorn configured as ``orchlab serve`` configures it): one that answers a
+canned completion without calling anything (the framework's own floor), and ones that make the
+same upstream call through the openai SDK's ``post("/chat/completions")`` (the default httpx2
+transport, and the SDK's documented aiohttp one) and answer from its ``ChatCompletion``: what a
+gateway that goes through the SDK cannot go below.
+
 ``--profile FILE`` runs this checkout's gateway under cProfile with a CPU clock (``time.thread_time``:
 waiting for the upstream or for a core is not counted) and prints the functions taking the most
 CPU, grouped by where they live (uvicorn, FastAPI/Starlette, orchlab.serve, the pipeline, the openai
@@ -83,6 +90,88 @@ class Side:
     user_s: float = 0.0
     system_s: float = 0.0
     requests: int = 0
+
+
+FLOOR_APPS = ("fastapi", "fastapi+sdk", "fastapi+sdk-aiohttp")
+
+
+def floor_app(kind: str, upstream: str) -> Any:
+    """A minimal FastAPI app answering ``POST /v1/chat/completions`` (``kind`` in `FLOOR_APPS`)."""
+    import gc
+
+    from fastapi import FastAPI, Request
+    from starlette.responses import Response
+
+    app = FastAPI(docs_url=None, redoc_url=None)
+    canned = json.dumps(bench.COMPLETION).encode()
+    state: dict[str, Any] = {}
+
+    async def readyz() -> Response:
+        if kind != "fastapi" and "client" not in state:
+            from openai import AsyncOpenAI, DefaultAioHttpClient
+
+            extra = {"http_client": DefaultAioHttpClient()} if kind.endswith("aiohttp") else {}
+            state["client"] = AsyncOpenAI(api_key="sk-floor", base_url=upstream, max_retries=0, **extra)
+        return Response(b"{}", media_type="application/json")
+
+    async def chat(request: Request) -> Response:
+        body = json.loads(await request.body())
+        if kind == "fastapi":
+            return Response(canned, media_type="application/json")
+        from openai.types.chat import ChatCompletion
+
+        if "frozen" not in state:
+            state["frozen"] = gc.freeze()  # as orchlab serve does after its first answer
+        sent = {"model": "bench-upstream", "messages": body["messages"], "temperature": body["temperature"]}
+        options = {"security": {"bearer_auth": True}}
+        post = state["client"].post
+        resp = await post("/chat/completions", body=sent, cast_to=ChatCompletion, options=options)
+        choice = resp.choices[0]
+        answer = {
+            "id": resp.id,
+            "object": "chat.completion",
+            "created": resp.created,
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": choice.message.content},
+                    "finish_reason": choice.finish_reason,
+                }
+            ],
+            "usage": resp.usage.model_dump() if resp.usage else None,
+        }
+        return Response(json.dumps(answer).encode(), media_type="application/json")
+
+    # the annotations are strings here (__future__), naming this function's locals: resolved now
+    chat.__annotations__ = {"request": Request, "return": Response}
+    readyz.__annotations__ = {"return": Response}
+    app.get("/readyz")(readyz)
+    app.post("/v1/chat/completions")(chat)
+    return app
+
+
+def serve_floor(kind: str, port: int, upstream: str) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(
+        floor_app(kind, upstream),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+    )
+    uvicorn.Server(config).run()
+
+
+def start_floor(folder: Path, kind: str, upstream: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = bench.free_port()
+    cmd = [sys.executable, __file__, "--floor-app", kind, "--port", str(port), "--upstream-url", upstream]
+    log = (folder / f"floor-{kind}.log").open("wb")
+    proc = subprocess.Popen(cmd, cwd=folder, stdout=log, stderr=log)
+    bench.wait_http(f"http://127.0.0.1:{port}/readyz", proc, f"the {kind} floor app")
+    return proc, f"http://127.0.0.1:{port}/v1/chat/completions"
 
 
 def start(
@@ -168,7 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-block", type=int, default=500, help="requests per block")
     parser.add_argument("--profile", type=Path, help="profile this checkout's gateway into FILE")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--floor", action="store_true", help="also measure minimal FastAPI apps")
+    parser.add_argument("--floor-app", choices=FLOOR_APPS, help=argparse.SUPPRESS)  # internal
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--upstream-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.floor_app is not None:
+        serve_floor(args.floor_app, args.port, args.upstream_url)
+        return 0
 
     procs: list[subprocess.Popen[bytes]] = []
     up_port = bench.free_port()
@@ -189,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
                 proc, url = start(Path(tmp) / f"gw{i}", code, up, profile)
                 procs.append(proc)
                 sides.append(Side(name, url, proc.pid))
+            for kind in FLOOR_APPS if args.floor else ():
+                proc, url = start_floor(Path(tmp), kind, up)
+                procs.append(proc)
+                sides.append(Side(f"floor {kind}", url, proc.pid))
             asyncio.run(measure(direct, sides, args.blocks, args.per_block))
             load = Path("/proc/loadavg").read_text().split()[:3]
             d50, d99 = bench.pct(direct.latencies_ms, 50), bench.pct(direct.latencies_ms, 99)
@@ -199,11 +299,11 @@ def main(argv: list[str] | None = None) -> int:
                 added50 = bench.pct(side.latencies_ms, 50) - d50
                 added99 = bench.pct(side.latencies_ms, 99) - d99
                 print(
-                    f"{side.name:14s} n={side.requests}  gateway CPU {cpu:.3f} ms/req ({system:.3f} system)  "
+                    f"{side.name:26s} n={side.requests}  gateway CPU {cpu:.3f} ms/req ({system:.3f} system)  "
                     f"added p50 {added50:+.3f} ms  p99 {added99:+.3f} ms"
                 )
-            if len(sides) == 2:
-                a, b = ((s.user_s + s.system_s) / s.requests for s in sides)
+            if args.baseline is not None:
+                a, b = ((s.user_s + s.system_s) / s.requests for s in sides[:2])
                 print(f"CPU per request, this checkout / baseline: {a / b:.3f}")
             for proc in procs[1:]:
                 # SIGINT: uvicorn re-raises it after its shutdown, as KeyboardInterrupt, so a
