@@ -287,6 +287,7 @@ def start_gateway(folder: Path, upstream: str, *, tracking: bool) -> tuple[subpr
         **{k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "MLFLOW_"))},
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
         "ORCH_AUTH_BENCH_API_KEY": "sk-bench-upstream",
+        "ORCH_CACHE": "off",
         "ORCH_TRACKING": "1" if tracking else "0",
         "ORCH_CACHE": "off",  # the ORCH_ filter above dropped it: a temperature-0 request is cached
         "MLFLOW_MODEL_CATALOG_URI": "",

@@ -955,3 +955,76 @@ def test_sdk_is_imported_lazily() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("via", ["run", "arun"])
+def test_a_well_formed_answer_is_a_typed_chat_completion(
+    via: str, make_client: MakeClient, openai_server: OpenAIWireServer
+) -> None:
+    from openai.types.chat import ChatCompletion, ChatCompletionMessageFunctionToolCall
+
+    client = make_client("openai")
+    body = {
+        "id": "chatcmpl-typed",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "refusal": None,
+                    "tool_calls": [
+                        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                    ],
+                },
+                "finish_reason": "tool_calls",
+                "logprobs": None,
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6, "service": "x"},
+    }
+    openai_server.push(Reply(status=200, body=body))
+    r = call(client, via)
+    assert type(r.raw) is ChatCompletion
+    assert type(r.raw.choices[0].message.tool_calls[0]) is ChatCompletionMessageFunctionToolCall
+    assert r.raw.usage.model_extra == {"service": "x"}
+    assert r.raw.model_dump(exclude_unset=True) == body
+    assert [(c.id, c.name, c.arguments) for c in r.tool_calls] == [("call_1", "f", {})]
+
+
+@pytest.mark.parametrize("via", ["run", "arun"])
+def test_an_answer_the_sdk_types_refuse_is_read_leniently_as_before(
+    via: str, make_client: MakeClient, openai_server: OpenAIWireServer
+) -> None:
+    """A compatible server's off-spec answer (no ``object``, a finish reason OpenAI does not
+    define, a tool call without ``type``) still reads as it did through ``create()``."""
+    client = make_client("vllm")
+    body = {
+        "id": "cmpl-odd",
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "calling",
+                    "tool_calls": [{"id": "call_9", "function": {"name": "g", "arguments": '{"a": 1}'}}],
+                },
+                "finish_reason": "eos",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 7,
+            "completion_tokens": 3,
+            "total_tokens": 10,
+            "prompt_cache_hit_tokens": 4,  # DeepSeek's name for cached prompt tokens
+        },
+    }
+    openai_server.push(Reply(status=200, body=body))
+    r = call(client, via)
+    assert (r.content, r.finish_reason, r.raw.id) == ("calling", "eos", "cmpl-odd")
+    assert [(c.id, c.name, c.arguments) for c in r.tool_calls] == [("call_9", "g", {"a": 1})]
+    assert (r.usage.input_tokens, r.usage.output_tokens, r.usage.cache_read_tokens) == (7, 3, 4)
