@@ -246,3 +246,19 @@ def test_prompt_edit_registers_what_the_editor_wrote_and_nothing_when_unchanged(
     monkeypatch.setenv("EDITOR", "false")
     assert main(["prompt", "edit", "summarise", *cfg]) == 1
     assert "EDITOR='false' exited with 1; nothing registered" in capsys.readouterr().err
+
+
+def test_a_command_builds_only_itself_and_the_whole_app_serves_help_and_typos(capsys) -> None:
+    from orchlab.cli.app import build, command_name
+
+    assert command_name(["--config", "run", "--json", "models", "--tier", "x"]) == "models"
+    assert command_name(["--url=http://h", "--env", "dev", "feedback", "rate"]) == "feedback"
+    assert [command_name(a) for a in (["--json"], ["modles"], ["--", "run"], [])] == [None] * 4
+    only = build("roles").registered_commands
+    assert [c.name for c in only] == ["roles"] and build("keys").registered_groups[0].name == "keys"
+    assert main(["--json", "modles"]) == 2
+    err = capsys.readouterr().err
+    assert "No such command 'modles'. Did you mean 'models', 'roles'?" in err
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {name} " in out for name in ("run", "chat", "roles", "observe", "keys", "serve", "ui"))

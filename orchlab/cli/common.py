@@ -32,6 +32,13 @@ UrlOpt = Annotated[
     ),
 ]
 
+LocalUrlOpt = Annotated[
+    str | None,
+    typer.Option("--url", envvar="ORCHLAB_URL", hidden=True, help="refused: a local-only command"),
+]
+"""``--url`` on a command with no gateway endpoint: accepted by the parser only to be refused
+with a clear usage error (`local_only`), never silently ignored."""
+
 
 @dataclass
 class Options:
@@ -59,6 +66,18 @@ def options(
         debug=base.debug,
         url=url if url is not None else base.url,
     )
+
+
+def local_only(opts: Options, command: str, reads: str) -> None:
+    """A usage error (exit 2) when ``command``, which ``reads`` locally and has no gateway
+    endpoint, is given ``--url`` / ``ORCHLAB_URL``: rather than answering from the local store
+    while the user believes it is the gateway's."""
+    if opts.url:
+        raise typer.BadParameter(
+            f"orchlab {command} reads {reads}; no gateway endpoint serves it. Run it where that "
+            "store is, without --url (unset ORCHLAB_URL)",
+            param_hint="'--url' / ORCHLAB_URL",
+        )
 
 
 def client(opts: Options) -> Orchestrator:
