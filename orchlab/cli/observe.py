@@ -8,10 +8,24 @@ from typing import Annotated
 
 import typer
 
-from orchlab.cli.common import ConfigOpt, EnvOpt, JsonOpt, client, emit, options, records
+from orchlab.cli.common import (
+    ConfigOpt,
+    EnvOpt,
+    JsonOpt,
+    LocalUrlOpt,
+    client,
+    emit,
+    local_only,
+    options,
+    records,
+)
 from orchlab.errors import InvalidRequestError
 
-app = typer.Typer(help="Usage, prompts, providers and errors over time.", no_args_is_help=True)
+app = typer.Typer(
+    help="Usage, prompts, providers and errors over time, from the local thread store and MLflow "
+    "history (local only: not with --url / ORCHLAB_URL).",
+    no_args_is_help=True,
+)
 
 Since = Annotated[str | None, typer.Option(help="7d, 12h, 30m or an ISO date")]
 
@@ -43,9 +57,11 @@ def usage(
     config: ConfigOpt = None,
     env: EnvOpt = None,
     json_: JsonOpt = False,
+    url: LocalUrlOpt = None,
 ) -> None:
     """Calls, tokens and cost: from the thread store (by thread/user/day) or MLflow (by role/model/...)."""
-    opts = options(ctx, config, env, json_)
+    opts = options(ctx, config, env, json_, url)
+    local_only(opts, "observe", "the local thread store and MLflow history")
     llm = client(opts)
     if by in ("thread", "user", "day") and since is None and role is None:
         frame = llm.store.usage(by)
@@ -65,11 +81,13 @@ def errors(
     config: ConfigOpt = None,
     env: EnvOpt = None,
     json_: JsonOpt = False,
+    url: LocalUrlOpt = None,
 ) -> None:
     """The failed calls recorded in MLflow, newest first."""
     from orchlab.tracking.history import history
 
-    opts = options(ctx, config, env, json_)
+    opts = options(ctx, config, env, json_, url)
+    local_only(opts, "observe", "the local thread store and MLflow history")
     frame = history(role=role, status="ERROR", since=since_time(since), limit=limit, client=client(opts))
     emit(records(frame), opts, title="errors")
 
@@ -83,6 +101,7 @@ def prompts(
     config: ConfigOpt = None,
     env: EnvOpt = None,
     json_: JsonOpt = False,
+    url: LocalUrlOpt = None,
 ) -> None:
     """Calls and ratings per registered prompt version (MLflow history)."""
     from orchlab.tracking.history import history
@@ -90,7 +109,8 @@ def prompts(
     keys = {"version": ["prompt", "version"], "prompt": ["prompt"], "role": ["prompt", "version", "role"]}
     if by not in keys:
         raise InvalidRequestError(f"--by {by!r}: use version, prompt or role", parameter="by")
-    opts = options(ctx, config, env, json_)
+    opts = options(ctx, config, env, json_, url)
+    local_only(opts, "observe", "the local thread store and MLflow history")
     frame = history(role=role, since=since_time(since), limit=None, client=client(opts))
     frame = frame[frame["prompt_name"].notna()]
     rows: list[dict[str, object]] = []
@@ -131,6 +151,7 @@ def providers(
     config: ConfigOpt = None,
     env: EnvOpt = None,
     json_: JsonOpt = False,
+    url: LocalUrlOpt = None,
 ) -> None:
     """Per provider: calls (every attempt), error rate, p50/p95 latency, failovers (MLflow history)."""
     from orchlab.tracking.history import attempt_history
@@ -143,7 +164,8 @@ def providers(
     }
     if by not in keys:
         raise InvalidRequestError(f"--by {by!r}: use provider, model, role or day", parameter="by")
-    opts = options(ctx, config, env, json_)
+    opts = options(ctx, config, env, json_, url)
+    local_only(opts, "observe", "the local thread store and MLflow history")
     frame = attempt_history(role=role, since=since_time(since), client=client(opts))
     rows: list[dict[str, object]] = []
     if not frame.empty:

@@ -9,11 +9,22 @@ from typing import Annotated, Any
 
 import typer
 
-from orchlab.cli.common import ConfigOpt, EnvOpt, JsonOpt, client, emit, options, print_json
+from orchlab.cli.common import (
+    ConfigOpt,
+    EnvOpt,
+    JsonOpt,
+    LocalUrlOpt,
+    client,
+    emit,
+    local_only,
+    options,
+    print_json,
+)
 from orchlab.errors import PromptError
 
 app = typer.Typer(
-    help="Prompts in MLflow's registry: list, show, edit, sync from a file, import many.",
+    help="Prompts in MLflow's registry: list, show, edit, sync from a file, import many "
+    "(local only: not with --url / ORCHLAB_URL).",
     no_args_is_help=True,
 )
 
@@ -31,11 +42,13 @@ def show(
     config: ConfigOpt = None,
     env: EnvOpt = None,
     json_: JsonOpt = False,
+    url: LocalUrlOpt = None,
 ) -> None:
     """A prompt's template."""
     from orchlab.tracking.prompts import load_prompt
 
-    opts = options(ctx, config, env, json_)
+    opts = options(ctx, config, env, json_, url)
+    local_only(opts, "prompt", "the local config's MLflow prompt registry")
     prompt = load_prompt(prompt_ref(ref), client=client(opts))
     if opts.json:
         print_json({"name": prompt.name, "version": prompt.version, "template": prompt.template})
@@ -53,11 +66,13 @@ def sync(
     config: ConfigOpt = None,
     env: EnvOpt = None,
     json_: JsonOpt = False,
+    url: LocalUrlOpt = None,
 ) -> None:
     """Register the file's text as the next version of NAME."""
     from orchlab.tracking.prompts import register_prompt
 
-    opts = options(ctx, config, env, json_)
+    opts = options(ctx, config, env, json_, url)
+    local_only(opts, "prompt", "the local config's MLflow prompt registry")
     try:
         template = from_.expanduser().read_text(encoding="utf-8")
     except OSError as exc:
@@ -70,11 +85,18 @@ def sync(
 
 
 @app.command("list")
-def list_(ctx: typer.Context, config: ConfigOpt = None, env: EnvOpt = None, json_: JsonOpt = False) -> None:
+def list_(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    json_: JsonOpt = False,
+    url: LocalUrlOpt = None,
+) -> None:
     """Every registered prompt with its latest version."""
     from orchlab.tracking.prompts import list_prompts
 
-    opts = options(ctx, config, env, json_)
+    opts = options(ctx, config, env, json_, url)
+    local_only(opts, "prompt", "the local config's MLflow prompt registry")
     rows = [
         {
             "name": p.name,
@@ -96,11 +118,13 @@ def import_(
     config: ConfigOpt = None,
     env: EnvOpt = None,
     json_: JsonOpt = False,
+    url: LocalUrlOpt = None,
 ) -> None:
     """Register each template of FILE as the next version of its name."""
     from orchlab.tracking.prompts import register_prompt
 
-    opts = options(ctx, config, env, json_)
+    opts = options(ctx, config, env, json_, url)
+    local_only(opts, "prompt", "the local config's MLflow prompt registry")
     templates = read_templates(file)
     llm = client(opts)
     rows = []
@@ -147,6 +171,7 @@ def edit(
     config: ConfigOpt = None,
     env: EnvOpt = None,
     json_: JsonOpt = False,
+    url: LocalUrlOpt = None,
 ) -> None:
     """Open a template in $EDITOR; a changed text is registered as the next version."""
     import os
@@ -158,7 +183,8 @@ def edit(
 
     from orchlab.tracking.prompts import load_prompt, register_prompt
 
-    opts = options(ctx, config, env, json_)
+    opts = options(ctx, config, env, json_, url)
+    local_only(opts, "prompt", "the local config's MLflow prompt registry")
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
     if not editor:
         raise PromptError("orchlab prompt edit needs an editor: set EDITOR (e.g. EDITOR=nano)")

@@ -1,5 +1,7 @@
-"""``--url`` / ``ORCHLAB_URL``: ``run`` and ``models`` on a running gateway (``orchlab serve``),
-over its OpenAI endpoints, with ``ORCHLAB_API_KEY`` as the bearer key. The key is never printed."""
+"""``--url`` / ``ORCHLAB_URL``: commands on a running gateway (``orchlab serve``), with
+``ORCHLAB_API_KEY`` as the bearer key (never printed): ``run`` and ``models`` over its OpenAI
+endpoints, ``chat`` over ``POST /chat`` with a ``thread_id`` (the thread lives in the gateway's
+store), ``feedback rate`` over ``POST /feedback``, ``roles`` over ``GET /config``."""
 
 from __future__ import annotations
 
@@ -98,6 +100,54 @@ class Gateway:
             raise ProviderTimeoutError(f"{self.url} did not answer in time", provider=PROVIDER) from None
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
+
+    def roles(self) -> list[dict[str, Any]]:
+        """``GET /config``: the roles this key may call, with their targets and strategies."""
+        body = self._json(self._send("GET", "/config"), "/config")
+        roles = body.get("roles") if isinstance(body, dict) else None
+        if not isinstance(roles, list):
+            raise ProviderResponseError(f"{self.url}/config: no 'roles' list", provider=PROVIDER)
+        return [
+            {
+                "role": r.get("name"),
+                "target": r.get("target"),
+                "strategy": r.get("strategy"),
+                "description": r.get("description"),
+            }
+            for r in roles
+            if isinstance(r, dict)
+        ]
+
+    def chat(self, target: str, messages: list[dict[str, str]], thread: str) -> dict[str, Any]:
+        """``POST /chat`` with ``thread_id``: the gateway sends the thread's history before
+        ``messages`` and stores the exchange (a thread named ``thread`` is made on first use)."""
+        body = {"model": target, "messages": messages, "thread_id": thread, "format": "raw"}
+        answer = self._json(self._send("POST", "/chat", json=body), "/chat")
+        if not isinstance(answer, dict) or not isinstance(answer.get("thread_id"), str):
+            raise ProviderResponseError(
+                f"{self.url}/chat: unexpected answer (no thread_id)", provider=PROVIDER, model=target
+            )
+        return answer
+
+    def thread(self, thread: str) -> dict[str, Any] | None:
+        """``GET /threads/{id}``: the thread with its messages (None: no such thread)."""
+        from urllib.parse import quote
+
+        path = f"/threads/{quote(thread, safe='')}"
+        try:
+            response = self._send("GET", path)
+        except ProviderError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        return dict(self._json(response, "/threads"))
+
+    def feedback(
+        self, message_id: str, value: str | int, comment: str | None, user: str | None
+    ) -> dict[str, Any]:
+        """``POST /feedback``: rate a stored answer of a thread (its message id)."""
+        body = {"message_id": message_id, "value": value, "comment": comment, "user": user}
+        return dict(self._json(self._send("POST", "/feedback", json=body), "/feedback"))
 
     @staticmethod
     def _body(target: str, messages: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from orchlab.cli.common import ConfigOpt, EnvOpt, JsonOpt, Options, UrlOpt, client, options, print_json
-from orchlab.errors import InvalidRequestError
+from orchlab.errors import InvalidRequestError, StoreError
 
 if TYPE_CHECKING:
     from orchlab.types import LLMResponse
@@ -182,13 +183,27 @@ def chat(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(help="a role, provider:model or a URN")],
     thread: Annotated[str | None, typer.Option("--thread", "-t", help="a thread name or id")] = None,
-    continue_: Annotated[bool, typer.Option("--continue", "-c", help="continue the last thread")] = False,
+    continue_: Annotated[
+        bool, typer.Option("--continue", "-c", help="continue the last thread (of the local store)")
+    ] = False,
     system: System = None,
     config: ConfigOpt = None,
     env: EnvOpt = None,
+    url: UrlOpt = None,
 ) -> None:
-    """Talk with a role; the conversation is stored (/exit or Ctrl-D ends, Ctrl-C cancels an answer)."""
-    opts = options(ctx, config, env)
+    """Talk with a role; the conversation is stored (/exit or Ctrl-D ends, Ctrl-C cancels an answer).
+
+    With --url the gateway stores it (POST /chat with the thread): --thread ID resumes it there."""
+    opts = options(ctx, config, env, url=url)
+    if opts.url:
+        if continue_ and thread is None:
+            raise typer.BadParameter(
+                "--continue finds the last thread in the local store; on a gateway (--url / "
+                "ORCHLAB_URL) give the thread: --thread ID",
+                param_hint="'--continue'",
+            )
+        _chat_remote(opts, target, thread, system)
+        return
     llm = client(opts)
     name = thread
     if continue_ and name is None:
@@ -196,8 +211,59 @@ def chat(
         if len(last):
             name = str(last.iloc[0]["id"])
     conversation = llm.thread(name, system=system)
+    print(f"thread {conversation.id} · {target} · /exit to leave", file=sys.stderr)
+
+    def answer(line: str) -> None:
+        for delta in conversation.stream(target, line):
+            sys.stdout.write(delta)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+
+    _converse(answer)
+
+
+def _chat_remote(opts: Options, target: str, thread: str | None, system: str | None) -> None:
+    """``chat`` on a gateway: each turn a ``POST /chat`` naming the thread, whose history the
+    gateway keeps and sends (a system prompt is sent each turn, not stored, as in the library)."""
+    from orchlab.cli.remote import Gateway
+
+    gateway = Gateway(str(opts.url))
+    where = f"{target} · {gateway.url} · /exit to leave"
+    if thread is not None:
+        from orchlab.store.ids import is_ulid
+
+        found = gateway.thread(thread)  # a wrong key or URL shows here, before the first prompt
+        if found is not None:
+            thread = str(found["id"])
+            print(f"thread {thread} · {len(found.get('messages') or ())} messages · {where}", file=sys.stderr)
+        elif is_ulid(thread):
+            raise StoreError(f"no thread {thread!r} on the gateway at {gateway.url}")
+        else:
+            print(f"new thread named {thread!r} · {where}", file=sys.stderr)
+    else:
+        from datetime import UTC, datetime
+        from uuid import uuid4
+
+        thread = f"cli-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid4().hex[:6]}"  # made on first use
+        print(f"new thread named {thread!r} · {where}", file=sys.stderr)
+    current = {"thread": thread}
+
+    def answer(line: str) -> None:
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": line})
+        out = gateway.chat(target, messages, current["thread"])
+        if out["thread_id"] != current["thread"]:  # the name's thread was made: say its id once
+            print(f"thread {out['thread_id']} (resume: --thread {out['thread_id']})", file=sys.stderr)
+            current["thread"] = out["thread_id"]
+        sys.stdout.write(str(out.get("answer") or "").rstrip("\n") + "\n")
+        sys.stdout.flush()
+
+    _converse(answer)
+
+
+def _converse(answer: Callable[[str], None]) -> None:
+    """The prompt loop: ``answer`` each line; /exit, /quit or Ctrl-D ends; Ctrl-C cancels one answer."""
     err = sys.stderr
-    print(f"thread {conversation.id} · {target} · /exit to leave", file=err)
     while True:
         try:
             line = input("> ")
@@ -212,10 +278,6 @@ def chat(
         if line.strip() in ("/exit", "/quit"):
             return
         try:
-            chunks = conversation.stream(target, line)
-            for delta in chunks:
-                sys.stdout.write(delta)
-                sys.stdout.flush()
-            sys.stdout.write("\n")
+            answer(line)
         except KeyboardInterrupt:
             print("\n(cancelled)", file=err)
