@@ -254,9 +254,7 @@ class LogicCandidateConfig(_Strict):
     stage that is a race, a fallback candidate that is an ensemble)."""
 
     strategy: LogicId = Field(description="the logic this candidate runs (a strategy or a logic id)")
-    candidates: list[Candidate] = Field(
-        min_length=1, description="its own candidates, as in a role"
-    )
+    candidates: list[Candidate] = Field(min_length=1, description="its own candidates, as in a role")
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="the logic's own params (its Logic.from_params)"
     )
