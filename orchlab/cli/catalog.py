@@ -25,7 +25,7 @@ MODEL_COLUMNS = (
 def models(
     ctx: typer.Context,
     capability: Annotated[str | None, typer.Option(help="chat, embedding, tools, vision, ...")] = None,
-    tier: Annotated[str | None, typer.Option(help="small, medium, large, ...")] = None,
+    tier: Annotated[str | None, typer.Option(help="fast, standard or advanced")] = None,
     max_cost: Annotated[float | None, typer.Option(help="USD per call of 1000 tokens in and 500 out")] = None,
     local: Annotated[bool | None, typer.Option("--local/--remote", help="only local or only remote")] = None,
     config: ConfigOpt = None,
