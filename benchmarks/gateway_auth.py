@@ -114,7 +114,10 @@ def main() -> int:
     procs: list[subprocess.Popen[bytes]] = []
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ORCH_TRACKING": "0", "ORCH_AUTH_UP_API_KEY": "sk-bench"}
     env["ORCH_GATEWAY_SECRET"] = "bench-secret-" + "0" * 40
-    os.environ.update({k: env[k] for k in ("ORCH_TRACKING", "ORCH_AUTH_UP_API_KEY", "ORCH_GATEWAY_SECRET")})
+    env["ORCH_CACHE"] = "off"  # every process: a replay from the response cache is not a measurement
+    os.environ.update(
+        {k: env[k] for k in ("ORCH_TRACKING", "ORCH_AUTH_UP_API_KEY", "ORCH_GATEWAY_SECRET", "ORCH_CACHE")}
+    )
     try:
         up = subprocess.Popen(
             [
@@ -188,6 +191,8 @@ def main() -> int:
                     dt = time.perf_counter() - t0
                     if r.status_code != 200:
                         raise RuntimeError(f"{name}: {r.status_code} {r.text[:200]}")
+                    if r.headers.get("x-orchlab-cache") == "hit":
+                        raise RuntimeError(f"{name}: answered from the response cache, not measured")
                     if i >= 200:  # warm-up
                         took[name].append(dt * 1000)
         out = {
