@@ -195,7 +195,7 @@ def test_rate_limits_count_alike_in_memory_and_redis_where_the_limits_library_re
     from limits.storage import storage_from_string
 
     from orchlab.serve.errors import HTTPError
-    from orchlab.serve.limits import RateLimits
+    from orchlab.serve.rate_limits import RateLimits
     from orchlab.store.keys import ApiKey
 
     key = ApiKey("k1", "u1", "ana", "abcd", "user", None, datetime.now(UTC), None, None, rpm=4, tpm=20)

@@ -14,8 +14,8 @@ middleware in front of every route, and the allow-list checked where the ``model
 model (403). A user key calls what its allow-list names (roles, aliases, ``provider:model``,
 URN namespaces such as ``urn:orchlab:*``; a URN's roles and candidates must be allowed too):
 anything else is a 403; ``GET /v1/models`` and ``GET /config`` list only what it may call.
-Rate limits and budgets: `orchlab.serve.limits`. The key itself is never logged, stored (only
-its HMAC) or echoed.
+Rate limits: `orchlab.serve.rate_limits`; budgets: `orchlab.serve.key_budgets`. The key itself
+is never logged, stored (only its HMAC) or echoed.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from orchlab.serve.errors import HTTPError
 from orchlab.serve.gateway import error_response
-from orchlab.serve.limits import Caller, KeyBudget, KeyUsage, Ledger, RateLimits
+from orchlab.serve.key_budgets import Caller, KeyBudget, KeyUsage, Ledger
+from orchlab.serve.rate_limits import RateLimits
 from orchlab.strategies.urn import is_urn, parse_urn
 
 if TYPE_CHECKING:
