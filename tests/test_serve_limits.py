@@ -6,10 +6,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from orchlab.serve.key_budgets import Ledger
+from orchlab.store.keys import ApiKey
 from orchlab.store.ledger import Settlement
+from tests.test_serve_workers import redis_fixture  # noqa: F401
+
+
+def api_key(key_id: str, rpm: int | None = None, tpm: int | None = None) -> ApiKey:
+    return ApiKey(key_id, "u1", "ana", "abcd", "user", None, datetime.now(UTC), None, None, rpm=rpm, tpm=tpm)
 
 
 def done(entry: str) -> Settlement:
@@ -44,3 +51,44 @@ def test_settlements_queued_while_a_batch_is_written_are_written_too() -> None:
         return seen
 
     assert asyncio.run(scenario()) == [["a"], ["b"]]
+
+
+def test_in_redis_a_request_is_one_script_run_and_a_calls_tokens_ride_along_the_next(redis_url: str) -> None:
+    """A finished call's tokens go with the worker's next request for the key (one round trip a
+    request, not two); with no next request they are sent on their own, soon after."""
+    import redis
+    from limits import RateLimitItemPerMinute
+    from limits.aio.strategies import MovingWindowRateLimiter
+    from limits.storage import storage_from_string
+
+    from orchlab.serve.rate_limits import RateLimits
+
+    key = api_key("k1", rpm=10, tpm=100)
+    stats = redis.Redis.from_url(redis_url)
+
+    def script_runs() -> int:
+        found = stats.info("commandstats").get("cmdstat_evalsha", {})
+        return int(found.get("calls", 0)) - int(found.get("failed_calls", 0))
+
+    async def tokens_left() -> int:
+        limiter = MovingWindowRateLimiter(storage_from_string(f"async+{redis_url}", implementation="redispy"))
+        return int((await limiter.get_window_stats(RateLimitItemPerMinute(100), "k1", "tpm")).remaining)
+
+    async def scenario() -> tuple[list[str], int, int]:
+        rates = RateLimits(redis_url)
+        await rates.admit(api_key("warm-up", rpm=1))  # the script is loaded
+        stats.config_resetstat()
+        seen = []
+        for tokens in (7, 7, 0):
+            seen.append((await rates.admit(key))["x-ratelimit-remaining-tokens"])
+            rates.count_tokens(key, tokens)
+        runs = script_runs()
+        rates.count_tokens(key, 5)  # no request follows
+        end = time.monotonic() + 10
+        while await tokens_left() != 100 - 19 and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+        left = await tokens_left()
+        await rates.aclose()
+        return seen, runs, left
+
+    assert asyncio.run(scenario()) == (["100", "93", "86"], 3, 81)

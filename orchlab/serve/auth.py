@@ -82,7 +82,7 @@ class Guard:
         self.rates = RateLimits(gw.settings.rate_limit_store)
         self.ledger = Ledger(self.store, gw.keep)
         self._budget = KeyBudget(self.ledger, CALLER.get)
-        self._usage = KeyUsage(self.ledger, CALLER.get, self.rates, gw.keep)
+        self._usage = KeyUsage(self.ledger, CALLER.get, self.rates)
 
     @property
     def keys(self) -> Keys:

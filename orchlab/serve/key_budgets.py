@@ -14,7 +14,6 @@ budgeted or not, ends up in the ledger (``client.keys.usage()``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -290,17 +289,10 @@ class KeyUsage:
     """A call observer: when a keyed call ends, queue its attempts' settlements for the ledger
     and count its tokens against the key's tpm (the answer waits for neither)."""
 
-    def __init__(
-        self,
-        ledger: Ledger,
-        caller: Callable[[], Caller | None],
-        rates: RateLimits,
-        keep: Callable[[asyncio.Task[Any]], None],
-    ) -> None:
+    def __init__(self, ledger: Ledger, caller: Callable[[], Caller | None], rates: RateLimits) -> None:
         self._ledger = ledger
         self._caller = caller
         self._rates = rates
-        self._keep = keep
 
     def call_finished(self, record: CallRecord) -> CallFacts | None:
         caller = self._caller()
@@ -315,12 +307,9 @@ class KeyUsage:
         self._ledger.settle_later(done)
         tokens = sum((s.input_tokens or 0) + (s.output_tokens or 0) for s in done)
         if caller.key.tpm is not None and tokens > 0:
-            with contextlib.suppress(RuntimeError):  # no loop: a blocking call, not the gateway's
-                self._keep(asyncio.get_running_loop().create_task(self._count(caller.key, tokens)))
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # a blocking call in another thread, not the gateway's
+                return None
+            self._rates.count_tokens(caller.key, tokens)
         return None
-
-    async def _count(self, key: ApiKey, tokens: int) -> None:
-        try:
-            await self._rates.count_tokens(key, tokens)
-        except Exception as exc:
-            log.warning("tokens of key %s not counted: %s", key.id, type(exc).__name__)

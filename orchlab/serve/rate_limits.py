@@ -12,7 +12,9 @@ Every answer to a limited key carries OpenAI's ``x-ratelimit-*`` headers; a 429 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -23,6 +25,8 @@ from orchlab.serve.errors import HTTPError
 
 if TYPE_CHECKING:
     from orchlab.store.keys import ApiKey
+
+log = logging.getLogger("orchlab.serve")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,17 +48,22 @@ class RateLimits:
     """Moving one-minute windows per key, in memory or in Redis.
 
     A request costs one step: in memory, a few list operations on the event loop; in Redis, one
-    script run (count the request, read the minute's requests and tokens for the headers). A
-    finished call's tokens are counted in one more. The windows are the ``limits`` library's moving
+    script run (count the request, read the minute's requests and tokens for the headers). In
+    Redis, a finished call's tokens ride along the worker's next request for the key (the same
+    script run), or are sent on their own `FLUSH_S` after the call ended, whichever comes first:
+    a request costs one round trip, not two. The windows are the ``limits`` library's moving
     windows (in Redis, its keys and list layout, so its own limiter reads the same counts)."""
 
     MINUTE = 60
+    FLUSH_S = 0.05
+    NAMES = 10_000
 
     def __init__(self, uri: str) -> None:
         from limits import RateLimitItemPerMinute
 
         self._redis: Any = None
         self._memory: dict[str, _Moving] = {}
+        self._prefixed: Callable[[str], str] = str
         if uri.startswith(("redis://", "rediss://")):
             try:
                 import redis  # noqa: F401
@@ -73,18 +82,25 @@ class RateLimits:
 
             storage: Any = storage_from_string(f"async+{uri}", implementation="redispy")
             bridge = storage.bridge
-            self._prefixed: Callable[[str], str] = bridge.prefixed_key
+            self._prefixed = bridge.prefixed_key
             self._redis = bridge.get_connection()
             self._lua_admit = self._redis.register_script(_LUA_ADMIT)
             self._lua_tokens = self._redis.register_script(_LUA_TOKENS)
-        self._items: dict[int, Any] = {}
         self._item = RateLimitItemPerMinute
+        self._names: dict[tuple[str, int, str], str] = {}
+        self._unsent: dict[str, tuple[int, int]] = {}
+        """Redis: tokens of finished calls not sent yet, by window key: (the tpm, tokens)."""
+        self._sending: asyncio.Task[None] | None = None
 
-    def _key(self, n: int, key: ApiKey, what: str) -> str:
-        item = self._items.get(n)
-        if item is None:
-            item = self._items[n] = self._item(n)
-        return str(item.key_for(key.id, what))
+    def _name(self, key: ApiKey, n: int, what: str) -> str:
+        """The window's key in the store (the ``limits`` library's, with its prefix in Redis)."""
+        found = self._names.get((key.id, n, what))
+        if found is None:
+            if len(self._names) >= self.NAMES:
+                self._names.clear()
+            found = self._prefixed(str(self._item(n).key_for(key.id, what)))
+            self._names[(key.id, n, what)] = found
+        return found
 
     async def admit(self, key: ApiKey) -> dict[str, str]:
         """Count the request; its ``x-ratelimit-*`` headers, or `HTTPError` 429."""
@@ -96,16 +112,25 @@ class RateLimits:
         ok = True
         if self._redis is None:
             if key.rpm is not None:
-                moving = self._moving(self._key(key.rpm, key, "rpm"))
+                moving = self._moving(self._name(key, key.rpm, "rpm"))
                 ok = moving.acquire(now, key.rpm, 1)
                 rpm = moving.window(now, key.rpm)
             if key.tpm is not None:
-                tpm = self._moving(self._key(key.tpm, key, "tpm")).window(now, key.tpm)
+                tpm = self._moving(self._name(key, key.tpm, "tpm")).window(now, key.tpm)
         else:
-            keys = [
-                self._prefixed(self._key(n, key, w)) for n, w in ((key.rpm, "rpm"), (key.tpm, "tpm")) if n
-            ]
-            got = await self._lua_admit(keys, [now, self.MINUTE, key.rpm or 0, key.tpm or 0])
+            keys, unsent = [], 0
+            if key.rpm is not None:
+                keys.append(self._name(key, key.rpm, "rpm"))
+            if key.tpm is not None:
+                name = self._name(key, key.tpm, "tpm")
+                keys.append(name)
+                unsent = self._unsent.pop(name, (0, 0))[1]
+            try:
+                got = await self._lua_admit(keys, [now, self.MINUTE, key.rpm or 0, key.tpm or 0, unsent])
+            except BaseException:
+                if unsent:
+                    self._queue(name, key.tpm or 0, unsent)
+                raise
             if key.rpm is not None:
                 ok = bool(int(got[0]))
                 rpm = _window(key.rpm, now, got[1], got[2])
@@ -122,16 +147,36 @@ class RateLimits:
                 raise _too_many(f"this key's limit of {key.tpm:,} tokens per minute is reached", tpm, headers)
         return headers
 
-    async def count_tokens(self, key: ApiKey, tokens: int) -> None:
-        """Add a finished call's tokens to the key's minute (up to what is left of it)."""
+    def count_tokens(self, key: ApiKey, tokens: int) -> None:
+        """Add a finished call's tokens to the key's minute (up to what is left of it): at once in
+        memory; in Redis with the next request for the key, or `FLUSH_S` from now."""
         if key.tpm is None or tokens <= 0:
             return
-        name = self._key(key.tpm, key, "tpm")
-        now = time.time()
+        name = self._name(key, key.tpm, "tpm")
         if self._redis is None:
-            self._moving(name).fill(now, key.tpm, tokens)
-        else:
-            await self._lua_tokens([self._prefixed(name)], [now, self.MINUTE, key.tpm, tokens])
+            self._moving(name).fill(time.time(), key.tpm, tokens)
+            return
+        self._queue(name, key.tpm, tokens)
+        if self._sending is None or self._sending.done():
+            with contextlib.suppress(RuntimeError):  # no loop: they go with the next request
+                self._sending = asyncio.get_running_loop().create_task(self._send_soon())
+
+    def _queue(self, name: str, limit: int, tokens: int) -> None:
+        self._unsent[name] = (limit, self._unsent.get(name, (0, 0))[1] + tokens)
+
+    async def _send_soon(self) -> None:
+        while self._unsent:  # what is queued while a batch is sent is this task's too
+            await asyncio.sleep(self.FLUSH_S)
+            await self._send()
+
+    async def _send(self) -> None:
+        batch, self._unsent = self._unsent, {}
+        now = time.time()
+        for name, (limit, tokens) in batch.items():
+            try:
+                await self._lua_tokens([name], [now, self.MINUTE, limit, tokens])
+            except Exception as exc:
+                log.warning("%d tokens not counted in the rate-limit store: %s", tokens, type(exc).__name__)
 
     def _moving(self, name: str) -> _Moving:
         moving = self._memory.get(name)
@@ -140,10 +185,15 @@ class RateLimits:
         return moving
 
     async def aclose(self) -> None:
-        """Close a Redis connection pool (memory storage holds nothing to close)."""
+        """Send the tokens not sent yet and close a Redis connection pool (memory storage holds
+        nothing to close)."""
+        if self._redis is None:
+            return
+        if self._sending is not None:
+            self._sending.cancel()
+        await self._send()
         with contextlib.suppress(Exception):
-            if self._redis is not None:
-                await self._redis.aclose()
+            await self._redis.aclose()
 
 
 class _Moving:
@@ -198,19 +248,19 @@ def _window(limit: int, now: float, oldest: Any, count: Any) -> Window:
 # ``acquire_moving_window.lua`` and ``moving_window.lua`` do in several.
 _LUA_WINDOW = """
 local function window(key, limit, start)
-    local low, high, found = 0, limit - 1, nil
+    local low, high, found, oldest = 0, math.min(limit, redis.call('llen', key)) - 1, nil, nil
     while low <= high do
         local mid = math.floor((low + high) / 2)
-        local val = tonumber(redis.call('lindex', key, mid))
-        if val and val >= start then
-            found = mid
+        local val = redis.call('lindex', key, mid)
+        if val and tonumber(val) >= start then
+            found, oldest = mid, val
             low = mid + 1
         else
             high = mid - 1
         end
     end
     if found then
-        return tostring(redis.call('lindex', key, found)), found + 1
+        return oldest, found + 1
     end
     return '0', 0
 end
@@ -231,8 +281,16 @@ end
 _LUA_ADMIT = (
     _LUA_WINDOW
     + """
-local rpm, tpm = tonumber(ARGV[3]), tonumber(ARGV[4])
+local rpm, tpm, unsent = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local out, k = {}, 1
+if tpm > 0 and unsent > 0 then
+    local tk = KEYS[rpm > 0 and 2 or 1]
+    local _, count = window(tk, tpm, now - expiry)
+    local cost = math.min(unsent, tpm - count)
+    if cost > 0 then
+        push(tk, tpm, cost)
+    end
+end
 if rpm > 0 then
     local entry = redis.call('lindex', KEYS[k], rpm - 1)
     local ok = 0
