@@ -9,10 +9,26 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+import pytest
+
 from orchlab.serve.key_budgets import Ledger
-from orchlab.store.keys import ApiKey
+from orchlab.store.keys import SECRET_ENV, ApiKey
 from orchlab.store.ledger import Settlement
-from tests.test_serve_workers import redis_fixture  # noqa: F401
+from tests.serve_support import serve_fixture  # noqa: F401
+from tests.test_serve_keys import Q, bearer, keyed_yaml, ledger_rows, start
+from tests.test_serve_workers import REAL_COST, redis_fixture  # noqa: F401
+
+
+@pytest.fixture(autouse=True)
+def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, "limits-test-secret-" + "l" * 32)
+
+
+@pytest.fixture(name="limits_store", params=["memory", "redis"])
+def limits_store_fixture(request: pytest.FixtureRequest) -> str:
+    """``gateway.rate_limit_store``: in memory, or a redis-server of the test's own."""
+    return "memory://" if request.param == "memory" else str(request.getfixturevalue("redis_url"))
 
 
 def api_key(key_id: str, rpm: int | None = None, tpm: int | None = None) -> ApiKey:
@@ -92,3 +108,64 @@ def test_in_redis_a_request_is_one_script_run_and_a_calls_tokens_ride_along_the_
         return seen, runs, left
 
     assert asyncio.run(scenario()) == (["100", "93", "86"], 3, 81)
+
+
+def wait_for_ledger(keys: Any, done: Any, deadline_s: float = 10) -> list[dict[str, Any]]:
+    """The ledger once ``done(rows)`` holds (settlements are written in batches)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        rows = ledger_rows(keys)
+        if done(rows) or time.monotonic() > end:
+            return rows
+        time.sleep(0.02)
+
+
+def test_a_request_the_rate_limit_refuses_is_a_429_whatever_it_carried_and_holds_no_budget(
+    serve, write_config, openai_server, limits_store: str
+) -> None:
+    """In Redis the count of a chat request is read while the route works (the round trip
+    overlaps it): the answer is the same as in memory, where it is read first. A refused request
+    sends nothing upstream, and a reservation made while its count was on its way is taken back."""
+    yaml = keyed_yaml(openai_server, f'  rate_limit_store: "{limits_store}"\n')
+    served, keys = start(serve, write_config, yaml)
+    budgeted = keys.create("ana", rpm=1, budget="5/day")
+    plain = keys.create("bo", rpm=1)
+    chat = {"model": "llm.inference", "messages": Q, "max_tokens": 10}
+    with httpx.Client(base_url=served.base_url) as http:
+        answers = [
+            http.post("/chat/completions", json=chat, headers=bearer(budgeted)),
+            http.post("/chat/completions", json=chat, headers=bearer(budgeted)),  # reserves, then refused
+            http.post("/chat/completions", content=b"{not json", headers=bearer(budgeted)),
+            http.post("/chat/completions", json=chat, headers=bearer(plain)),
+            http.post("/chat/completions", content=b"{not json", headers=bearer(plain)),  # a 400 otherwise
+        ]
+    assert [a.status_code for a in answers] == [200, 429, 429, 200, 429]
+    assert [a.headers["x-ratelimit-remaining-requests"] for a in answers] == ["0"] * 5
+    for a in answers[1:3] + answers[4:]:
+        assert (
+            a.json()["error"]["code"] == "rate_limit_exceeded" and 50 <= int(a.headers["retry-after"]) <= 60
+        )
+    assert len([r for r in openai_server.requests if r.method == "POST"]) == 2
+    rows = wait_for_ledger(keys, lambda rows: len(rows) == 2 and all(r["status"] == "settled" for r in rows))
+    assert [(r["status"], r["key_id"]) for r in rows] == [
+        ("settled", budgeted.info.id),
+        ("settled", plain.info.id),
+    ]
+
+
+def test_a_request_the_budget_refuses_still_counts_against_the_rate_limit(
+    serve, write_config, openai_server, limits_store: str
+) -> None:
+    """A keyed request counts when it arrives, whatever its answer (as OpenAI counts them)."""
+    yaml = keyed_yaml(openai_server, f'  allow_direct_targets: true\n  rate_limit_store: "{limits_store}"\n')
+    served, keys = start(serve, write_config, yaml)
+    key = keys.create("ana", rpm=3, budget="0.01/day")  # less than one llm.pricey call's worst case
+    with httpx.Client(base_url=served.base_url, headers=bearer(key)) as http:
+        answers = [
+            http.post("/chat/completions", json={"model": "llm.pricey", "messages": Q, "max_tokens": 10})
+            for _ in range(4)
+        ]
+    assert [a.status_code for a in answers[:3]] == [429] * 3
+    assert [a.json()["error"]["code"] for a in answers] == ["budget_exceeded"] * 3 + ["rate_limit_exceeded"]
+    assert [a.headers["x-ratelimit-remaining-requests"] for a in answers] == ["2", "1", "0", "0"]
+    assert openai_server.requests == [] and ledger_rows(keys) == []

@@ -60,6 +60,10 @@ class Caller:
 
     key: ApiKey
     pending: list[Pending] = field(default_factory=list)
+    admitted: asyncio.Task[Any] | None = None
+    """The rate limits' count of this request, still on its way (Redis; `orchlab.serve.auth`):
+    its ``x-ratelimit-*`` headers, or the `HTTPError` that refuses the request. Every attempt
+    waits for it before sending anything."""
 
 
 # --- budgets: reserve before each attempt, settle when the call ends ---------------------------
@@ -168,6 +172,12 @@ class KeyBudget:
             now = utcnow()
             found = await self._ledger.reserve(**self._row(caller.key, ctx, flight, request, amount, now))
             entry = self._check(found, caller.key, flight, amount, now)
+        if caller.admitted is not None:  # the rate limits' answer came while the route worked
+            got = await caller.admitted
+            if isinstance(got, Exception):
+                if entry is not None:  # refused: nothing is sent, nothing stays in the ledger
+                    self._ledger.settle_later([withdrawn(caller.key, entry)])
+                raise got
         self._note(caller, ctx, flight, request, entry, amount)
         return None
 
@@ -181,6 +191,11 @@ class KeyBudget:
             now = utcnow()
             found = self._ledger.reserve_sync(**self._row(caller.key, ctx, flight, request, amount, now))
             entry = self._check(found, caller.key, flight, amount, now)
+        got = caller.admitted.result() if caller.admitted is not None and caller.admitted.done() else None
+        if isinstance(got, Exception):  # (a blocking call cannot wait for the count; the gateway's
+            if entry is not None:  # routes make none: this is for completeness)
+                self._ledger.settle_later([withdrawn(caller.key, entry)])
+            raise got
         self._note(caller, ctx, flight, request, entry, amount)
         return None
 
@@ -256,6 +271,13 @@ class KeyBudget:
             requested_usd=amount,
             spent_usd=found.spent_usd,
         )
+
+
+def withdrawn(key: ApiKey, entry: str) -> Settlement:
+    """A reservation taken back before its attempt began (the rate limits refused the request)."""
+    from orchlab.store.ledger import Settlement
+
+    return Settlement(entry, 0.0, "withdrawn", key.id, key.user_id)
 
 
 def settlement(p: Pending, key: ApiKey) -> Settlement:

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +91,15 @@ class RateLimits:
         self._unsent: dict[str, tuple[int, int]] = {}
         """Redis: tokens of finished calls not sent yet, by window key: (the tpm, tokens)."""
         self._sending: asyncio.Task[None] | None = None
+        self._full: dict[tuple[str, int], float] = {}
+        """Redis: keys whose minute holds ``rpm`` requests, until when (its oldest one's expiry).
+        Until then every request is refused, by any worker (a refused request adds nothing, and
+        entries leave the window oldest first): refused here, without a round trip."""
+
+    @property
+    def remote(self) -> bool:
+        """Whether the windows are in Redis (a request's count is a round trip)."""
+        return self._redis is not None
 
     def _name(self, key: ApiKey, n: int, what: str) -> str:
         """The window's key in the store (the ``limits`` library's, with its prefix in Redis)."""
@@ -106,46 +115,73 @@ class RateLimits:
         """Count the request; its ``x-ratelimit-*`` headers, or `HTTPError` 429."""
         if key.rpm is None and key.tpm is None:
             return {}
+        if self._redis is not None:
+            return await (await self.send(key))()
         now = time.time()
         rpm: Window | None = None
         tpm: Window | None = None
         ok = True
-        if self._redis is None:
-            if key.rpm is not None:
-                moving = self._moving(self._name(key, key.rpm, "rpm"))
-                ok = moving.acquire(now, key.rpm, 1)
-                rpm = moving.window(now, key.rpm)
-            if key.tpm is not None:
-                tpm = self._moving(self._name(key, key.tpm, "tpm")).window(now, key.tpm)
-        else:
-            keys, unsent = [], 0
-            if key.rpm is not None:
-                keys.append(self._name(key, key.rpm, "rpm"))
-            if key.tpm is not None:
-                name = self._name(key, key.tpm, "tpm")
-                keys.append(name)
-                unsent = self._unsent.pop(name, (0, 0))[1]
+        if key.rpm is not None:
+            moving = self._moving(self._name(key, key.rpm, "rpm"))
+            ok = moving.acquire(now, key.rpm, 1)
+            rpm = moving.window(now, key.rpm)
+        if key.tpm is not None:
+            tpm = self._moving(self._name(key, key.tpm, "tpm")).window(now, key.tpm)
+        return _verdict(key, ok, rpm, tpm)
+
+    async def send(self, key: ApiKey) -> Callable[[], Awaitable[dict[str, str]]]:
+        """Redis: send the request's count now (returns once it is written) and read the answer
+        later, with the function this returns (`admit`'s answer; call it once). The caller does
+        its own work in between: the round trip overlaps it."""
+        assert self._redis is not None
+        now, keys, unsent = time.time(), [], 0
+        if key.rpm is not None and (until := self._full.get((key.id, key.rpm), 0.0)) > now:
+            _verdict(key, False, Window(key.rpm, 0, until - now), None)
+        if key.rpm is not None:
+            keys.append(self._name(key, key.rpm, "rpm"))
+        if key.tpm is not None:
+            name = self._name(key, key.tpm, "tpm")
+            keys.append(name)
+            unsent = self._unsent.pop(name, (0, 0))[1]
+        args = [now, self.MINUTE, key.rpm or 0, key.tpm or 0, unsent]
+
+        def unsent_back() -> None:
+            if unsent:
+                self._queue(name, key.tpm or 0, unsent)
+
+        pool = self._redis.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await conn.send_command("EVALSHA", self._lua_admit.sha, len(keys), *keys, *args)
+        except BaseException:
+            await pool.release(conn)
+            unsent_back()
+            raise
+
+        async def answer() -> dict[str, str]:
+            from redis.exceptions import NoScriptError
+
             try:
-                got = await self._lua_admit(keys, [now, self.MINUTE, key.rpm or 0, key.tpm or 0, unsent])
+                try:
+                    got = await conn.read_response()
+                finally:
+                    await pool.release(conn)
+                if isinstance(got, NoScriptError):
+                    raise got
+            except NoScriptError:  # the server had not seen the script: it is loaded and run
+                got = await self._lua_admit(keys, args)
             except BaseException:
-                if unsent:
-                    self._queue(name, key.tpm or 0, unsent)
+                unsent_back()
                 raise
-            if key.rpm is not None:
-                ok = bool(int(got[0]))
-                rpm = _window(key.rpm, now, got[1], got[2])
-            if key.tpm is not None:
-                tpm = _window(key.tpm, now, got[3], got[4])
-        headers: dict[str, str] = {}
-        if rpm is not None:
-            headers.update(_headers("requests", rpm))
-            if not ok:
-                raise _too_many(f"this key's limit of {key.rpm} requests per minute is reached", rpm, headers)
-        if tpm is not None:
-            headers.update(_headers("tokens", tpm))
-            if tpm.remaining <= 0:
-                raise _too_many(f"this key's limit of {key.tpm:,} tokens per minute is reached", tpm, headers)
-        return headers
+            ok = bool(int(got[0]))
+            rpm = None if key.rpm is None else _window(key.rpm, now, got[1], got[2])
+            if rpm is not None and not ok:
+                if len(self._full) >= self.NAMES:
+                    self._full.clear()
+                self._full[(key.id, rpm.limit)] = now + rpm.reset_s
+            return _verdict(key, ok, rpm, None if key.tpm is None else _window(key.tpm, now, got[3], got[4]))
+
+        return answer
 
     def count_tokens(self, key: ApiKey, tokens: int) -> None:
         """Add a finished call's tokens to the key's minute (up to what is left of it): at once in
@@ -248,7 +284,15 @@ def _window(limit: int, now: float, oldest: Any, count: Any) -> Window:
 # ``acquire_moving_window.lua`` and ``moving_window.lua`` do in several.
 _LUA_WINDOW = """
 local function window(key, limit, start)
-    local low, high, found, oldest = 0, math.min(limit, redis.call('llen', key)) - 1, nil, nil
+    local n = math.min(limit, redis.call('llen', key))
+    if n == 0 then
+        return '0', 0
+    end
+    local last = redis.call('lindex', key, n - 1)
+    if tonumber(last) >= start then  -- all of it is in the window: no search
+        return last, n
+    end
+    local low, high, found, oldest = 0, n - 2, nil, nil
     while low <= high do
         local mid = math.floor((low + high) / 2)
         local val = redis.call('lindex', key, mid)
@@ -324,6 +368,20 @@ end
 return cost
 """
 )
+
+
+def _verdict(key: ApiKey, ok: bool, rpm: Window | None, tpm: Window | None) -> dict[str, str]:
+    """The ``x-ratelimit-*`` headers of an admitted request, or the 429 of a refused one."""
+    headers: dict[str, str] = {}
+    if rpm is not None:
+        headers.update(_headers("requests", rpm))
+        if not ok:
+            raise _too_many(f"this key's limit of {key.rpm} requests per minute is reached", rpm, headers)
+    if tpm is not None:
+        headers.update(_headers("tokens", tpm))
+        if tpm.remaining <= 0:
+            raise _too_many(f"this key's limit of {key.tpm:,} tokens per minute is reached", tpm, headers)
+    return headers
 
 
 def _headers(what: str, w: Window) -> dict[str, str]:

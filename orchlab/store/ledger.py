@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 
 from orchlab.store.ids import new_ulid
 from orchlab.store.keys import utcnow
@@ -47,8 +47,9 @@ class Settlement:
     entry_id: str | None
     amount_usd: float
     status: str
-    """``settled`` (billed ``amount_usd``), ``released`` (nothing was billed) or ``unpriced``
-    (no budget, so nothing reserved, and the cost is unknown: recorded at 0 with its tokens)."""
+    """``settled`` (billed ``amount_usd``), ``released`` (nothing was billed), ``unpriced``
+    (no budget, so nothing reserved, and the cost is unknown: recorded at 0 with its tokens) or
+    ``withdrawn`` (the request was refused before its attempt began: the row is deleted)."""
     key_id: str
     user_id: str
     provider: str | None = None
@@ -74,6 +75,9 @@ _SETTLE = (
         input_tokens=bindparam("new_input_tokens"),
         output_tokens=bindparam("new_output_tokens"),
     )
+)
+_WITHDRAW = delete(usage_ledger).where(
+    usage_ledger.c.id == bindparam("entry_id"), usage_ledger.c.status == "reserved"
 )
 # statements built once: only their parameters change per call (SQLAlchemy's per-statement
 # construction and cache-key work would otherwise cost more than SQLite's own)
@@ -129,12 +133,17 @@ def reserve(
 
 
 def settle(conn: Connection, settlements: Sequence[Settlement]) -> None:
-    """Settle reserved rows; record attempts that reserved nothing (no budget) as new rows
-    (each kind in one executemany)."""
+    """Settle reserved rows; record attempts that reserved nothing (no budget) as new rows;
+    delete withdrawn reservations (each kind in one executemany)."""
     at = utcnow()
     updates: list[dict[str, Any]] = []
     inserts: list[dict[str, Any]] = []
+    withdrawn: list[dict[str, Any]] = []
     for s in settlements:
+        if s.status == "withdrawn":
+            if s.entry_id is not None:
+                withdrawn.append({"entry_id": s.entry_id})
+            continue
         facts = {
             "status": s.status,
             "amount_usd": s.amount_usd,
@@ -163,6 +172,8 @@ def settle(conn: Connection, settlements: Sequence[Settlement]) -> None:
         conn.execute(_SETTLE, updates)
     if inserts:
         conn.execute(_INSERT, inserts)
+    if withdrawn:
+        conn.execute(_WITHDRAW, withdrawn)
 
 
 class Busy:
