@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from orchlab.serve.errors import HTTPError
 from orchlab.serve.gateway import error_response
 from orchlab.serve.key_budgets import Caller, KeyBudget, KeyUsage, Ledger
-from orchlab.serve.rate_limits import RateLimits
+from orchlab.serve.rate_limits import Counted, RateLimits
 from orchlab.strategies.urn import is_urn, parse_urn
 
 if TYPE_CHECKING:
@@ -152,23 +152,11 @@ class Guard:
             self._cache[digest] = (key, now)
         return key
 
-    async def count_while_routed(self, key: ApiKey, scope: Scope) -> asyncio.Task[dict[str, str] | HTTPError]:
-        """Send the request's count to the rate limits (Redis) and read the answer in a task of
-        its own: the request's headers, or the `HTTPError` that refuses it (a 503 when the
-        rate-limit store failed)."""
+    async def count_while_routed(self, key: ApiKey, scope: Scope) -> Counted:
+        """Send the request's count to the rate limits (Redis); its answer is read later (a 503
+        when the rate-limit store failed)."""
         answer = await self.rates.send(key)
-
-        async def counting() -> dict[str, str] | HTTPError:
-            try:
-                return await answer()
-            except HTTPError as exc:
-                return exc
-            except Exception as exc:
-                return _unavailable(exc, _request_id(scope))
-
-        task = asyncio.get_running_loop().create_task(counting())
-        self.gw.keep(task)
-        return task
+        return Counted(answer, lambda exc: _unavailable(exc, _request_id(scope)))
 
     def forget_keys(self) -> None:
         """Drop the remembered keys (a key was revoked here)."""
@@ -265,9 +253,7 @@ def _unavailable(exc: Exception, request_id: str) -> HTTPError:
     )
 
 
-def _when_admitted(
-    send: Send, admitted: asyncio.Task[dict[str, str] | HTTPError], scope: Scope, receive: Receive
-) -> Send:
+def _when_admitted(send: Send, admitted: Counted, scope: Scope, receive: Receive) -> Send:
     """The answer's start waits for the rate limits' count: with its headers, or replaced by the
     refusal (the route's own messages are then dropped)."""
     refused = False
@@ -277,7 +263,7 @@ def _when_admitted(
         if refused:
             return
         if message["type"] == "http.response.start":
-            got = await admitted
+            got = await admitted.result()
             if isinstance(got, HTTPError):
                 refused = True
                 await error_response(got, {"x-request-id": _request_id(scope)})(scope, receive, send)

@@ -28,7 +28,7 @@ from orchlab.store.keys import utcnow
 if TYPE_CHECKING:
     from orchlab.calls import CallContext, CallFacts, CallRecord
     from orchlab.pipeline.inflight import InFlight
-    from orchlab.serve.rate_limits import RateLimits
+    from orchlab.serve.rate_limits import Counted, RateLimits
     from orchlab.store.keys import ApiKey
     from orchlab.store.ledger import NoWait, Refused, Settlement
     from orchlab.store.store import Store
@@ -60,7 +60,7 @@ class Caller:
 
     key: ApiKey
     pending: list[Pending] = field(default_factory=list)
-    admitted: asyncio.Task[Any] | None = None
+    admitted: Counted | None = None
     """The rate limits' count of this request, still on its way (Redis; `orchlab.serve.auth`):
     its ``x-ratelimit-*`` headers, or the `HTTPError` that refuses the request. Every attempt
     waits for it before sending anything."""
@@ -173,7 +173,7 @@ class KeyBudget:
             found = await self._ledger.reserve(**self._row(caller.key, ctx, flight, request, amount, now))
             entry = self._check(found, caller.key, flight, amount, now)
         if caller.admitted is not None:  # the rate limits' answer came while the route worked
-            got = await caller.admitted
+            got = await caller.admitted.result()
             if isinstance(got, Exception):
                 if entry is not None:  # refused: nothing is sent, nothing stays in the ledger
                     self._ledger.settle_later([withdrawn(caller.key, entry)])
@@ -191,7 +191,7 @@ class KeyBudget:
             now = utcnow()
             found = self._ledger.reserve_sync(**self._row(caller.key, ctx, flight, request, amount, now))
             entry = self._check(found, caller.key, flight, amount, now)
-        got = caller.admitted.result() if caller.admitted is not None and caller.admitted.done() else None
+        got = None if caller.admitted is None else caller.admitted.peek()
         if isinstance(got, Exception):  # (a blocking call cannot wait for the count; the gateway's
             if entry is not None:  # routes make none: this is for completeness)
                 self._ledger.settle_later([withdrawn(caller.key, entry)])

@@ -17,9 +17,10 @@ import contextlib
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from orchlab.serve.errors import HTTPError
 
@@ -58,7 +59,7 @@ class RateLimits:
     FLUSH_S = 0.05
     NAMES = 10_000
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, *, pipelined: bool = True) -> None:
         from limits import RateLimitItemPerMinute
 
         self._redis: Any = None
@@ -86,6 +87,9 @@ class RateLimits:
             self._redis = bridge.get_connection()
             self._lua_admit = self._redis.register_script(_LUA_ADMIT)
             self._lua_tokens = self._redis.register_script(_LUA_TOKENS)
+        self._pipe_at = _pipe_address(uri) if pipelined else None
+        self._pipe: _Pipe | None = None
+        self._connecting = asyncio.Lock()
         self._item = RateLimitItemPerMinute
         self._names: dict[tuple[str, int, str], str] = {}
         self._unsent: dict[str, tuple[int, int]] = {}
@@ -116,7 +120,7 @@ class RateLimits:
         if key.rpm is None and key.tpm is None:
             return {}
         if self._redis is not None:
-            return await (await self.send(key))()
+            return await (await self.send(key))()  # (raises what it refuses with)
         now = time.time()
         rpm: Window | None = None
         tpm: Window | None = None
@@ -149,27 +153,23 @@ class RateLimits:
             if unsent:
                 self._queue(name, key.tpm or 0, unsent)
 
-        pool = self._redis.connection_pool
-        conn = await pool.get_connection()
+        command = ("EVALSHA", self._lua_admit.sha, len(keys), *keys, *args)
         try:
-            await conn.send_command("EVALSHA", self._lua_admit.sha, len(keys), *keys, *args)
+            reply = await self._send_now(command)
         except BaseException:
-            await pool.release(conn)
             unsent_back()
             raise
 
         async def answer() -> dict[str, str]:
-            from redis.exceptions import NoScriptError
-
             try:
                 try:
-                    got = await conn.read_response()
-                finally:
-                    await pool.release(conn)
-                if isinstance(got, NoScriptError):
-                    raise got
-            except NoScriptError:  # the server had not seen the script: it is loaded and run
-                got = await self._lua_admit(keys, args)
+                    got = await reply
+                except Exception as exc:
+                    from redis.exceptions import NoScriptError
+
+                    if not (isinstance(exc, NoScriptError) or str(exc).startswith("NOSCRIPT")):
+                        raise
+                    got = await self._lua_admit(keys, args)  # the server had not seen it: loaded and run
             except BaseException:
                 unsent_back()
                 raise
@@ -182,6 +182,57 @@ class RateLimits:
             return _verdict(key, ok, rpm, None if key.tpm is None else _window(key.tpm, now, got[3], got[4]))
 
         return answer
+
+    async def _send_now(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Write ``command`` to Redis; its reply, to come. On a plain ``redis://`` URL with
+        hiredis installed, on this worker's own pipelined connection (a write: no pool, no lock,
+        no wait, and the reply wakes its reader directly); else from the ``redis`` client's pool."""
+        if self._pipe_at is not None:
+            pipe = self._pipe
+            if pipe is None or pipe.transport is None:
+                pipe = await self._connect()
+            future = pipe.send(command)
+        else:
+            pool = self._redis.connection_pool
+            conn = await pool.get_connection()
+            try:
+                await conn.send_command(*command)
+            except BaseException:
+                await pool.release(conn)
+                raise
+
+            async def reply() -> Any:
+                try:
+                    return await conn.read_response()
+                finally:
+                    await pool.release(conn)
+
+            future = asyncio.ensure_future(reply())
+        future.add_done_callback(_retrieved)  # a request that ended before it read its count
+        return future
+
+    async def _connect(self) -> _Pipe:
+        assert self._pipe_at is not None
+        async with self._connecting:
+            pipe = self._pipe
+            if pipe is not None and pipe.transport is not None:
+                return pipe
+            host, port, db, user, password = self._pipe_at
+            _, pipe = await asyncio.get_running_loop().create_connection(_Pipe, host, port)
+            hello = []
+            if password is not None:
+                hello.append(pipe.send(("AUTH", password) if user is None else ("AUTH", user, password)))
+            if db:
+                hello.append(pipe.send(("SELECT", db)))
+            try:
+                for answer in hello:
+                    await answer
+            except BaseException:
+                if pipe.transport is not None:
+                    pipe.transport.close()
+                raise
+            self._pipe = pipe
+            return pipe
 
     def count_tokens(self, key: ApiKey, tokens: int) -> None:
         """Add a finished call's tokens to the key's minute (up to what is left of it): at once in
@@ -228,8 +279,122 @@ class RateLimits:
         if self._sending is not None:
             self._sending.cancel()
         await self._send()
+        if self._pipe is not None and self._pipe.transport is not None:
+            self._pipe.transport.close()
         with contextlib.suppress(Exception):
             await self._redis.aclose()
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class Counted:
+    """A request's count in Redis, on its way (`RateLimits.send`): `result` reads it, once, in
+    the task of whichever needs it first (no task of its own: the reply wakes that reader
+    directly); a rate-limit store that failed is ``failed(exc)``'s answer."""
+
+    __slots__ = ("_answer", "_failed", "_reading", "_result")
+
+    def __init__(
+        self, answer: Callable[[], Awaitable[dict[str, str]]], failed: Callable[[Exception], HTTPError]
+    ) -> None:
+        self._answer = answer
+        self._failed = failed
+        self._result: dict[str, str] | HTTPError | None = None
+        self._reading: asyncio.Future[None] | None = None
+
+    def peek(self) -> dict[str, str] | HTTPError | None:
+        """The answer if it was read already (None: not yet)."""
+        return self._result
+
+    async def result(self) -> dict[str, str] | HTTPError:
+        """The request's ``x-ratelimit-*`` headers, or the `HTTPError` that refuses it."""
+        if self._result is None:
+            if self._reading is not None:
+                await asyncio.shield(self._reading)
+            else:
+                self._reading = asyncio.get_running_loop().create_future()
+                try:
+                    self._result = await self._answer()
+                except HTTPError as exc:
+                    self._result = exc
+                except Exception as exc:
+                    self._result = self._failed(exc)
+                except BaseException as exc:  # cancelled: whoever waits too sees a failure
+                    self._result = self._failed(ConnectionError(type(exc).__name__))
+                    raise
+                finally:
+                    self._reading.set_result(None)
+        assert self._result is not None
+        return self._result
+
+
+def _pipe_address(uri: str) -> tuple[str, int, int, str | None, str | None] | None:
+    """Where a pipelined connection goes: a plain ``redis://[user:password@]host[:port][/db]``
+    with hiredis installed (its reply parser); None for anything else (TLS, a socket, options)."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        import hiredis  # noqa: F401
+    except ImportError:
+        return None
+    u = urlsplit(uri)
+    db = u.path.strip("/")
+    if u.scheme != "redis" or u.query or not u.hostname or not (db == "" or db.isdigit()):
+        return None
+    user = unquote(u.username) if u.username else None
+    password = unquote(u.password) if u.password is not None else None
+    return u.hostname, u.port or 6379, int(db or 0), user, password
+
+
+class _Pipe(asyncio.Protocol):
+    """One connection to Redis, pipelined: a command is written at once (no pool, no lock, no
+    wait) and the replies are read as they come, in the order the commands were sent."""
+
+    def __init__(self) -> None:
+        import hiredis
+
+        self._reader = hiredis.Reader()
+        self._waiting: deque[asyncio.Future[Any]] = deque()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)  # (uvloop's is not a subclass)
+
+    def send(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:
+        assert self.transport is not None
+        self.transport.write(_pack(command))
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append(future)
+        return future
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while (got := self._reader.gets()) is not False:
+            future = self._waiting.popleft()
+            if not future.done():
+                if isinstance(got, Exception):  # an error reply (hiredis.ReplyError)
+                    future.set_exception(got)
+                else:
+                    future.set_result(got)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(ConnectionError("the rate-limit store closed the connection"))
+
+
+def _pack(command: tuple[Any, ...]) -> bytes:
+    """A command in Redis's wire format (RESP): an array of bulk strings."""
+    parts = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 class _Moving:
