@@ -169,3 +169,64 @@ def test_a_request_the_budget_refuses_still_counts_against_the_rate_limit(
     assert [a.json()["error"]["code"] for a in answers] == ["budget_exceeded"] * 3 + ["rate_limit_exceeded"]
     assert [a.headers["x-ratelimit-remaining-requests"] for a in answers] == ["2", "1", "0", "0"]
     assert openai_server.requests == [] and ledger_rows(keys) == []
+
+
+def test_counts_in_redis_answer_alike_on_the_pipelined_connection_and_on_the_pool(redis_url: str) -> None:
+    """The worker's own pipelined connection (hiredis installed) and the redis client's pool
+    (the fallback) count, answer and refuse alike, concurrent requests included."""
+    from orchlab.serve.errors import HTTPError
+    from orchlab.serve.rate_limits import RateLimits
+
+    async def drive(rates: RateLimits, key_id: str) -> list[tuple[int, str]]:
+        key = api_key(key_id, rpm=5, tpm=30)
+
+        async def one() -> tuple[int, str]:
+            try:
+                return 200, (await rates.admit(key))["x-ratelimit-remaining-requests"]
+            except HTTPError as exc:
+                return exc.status, exc.headers["x-ratelimit-remaining-requests"]
+
+        seen = sorted(await asyncio.gather(*(one() for _ in range(7))))
+        rates.count_tokens(key, 40)
+        seen.append(await one())  # rpm already refuses: the tokens are still to be sent
+        await rates.aclose()
+        return seen
+
+    expected = [
+        (200, "0"),
+        (200, "1"),
+        (200, "2"),
+        (200, "3"),
+        (200, "4"),
+        (429, "0"),
+        (429, "0"),
+        (429, "0"),
+    ]
+    assert asyncio.run(drive(RateLimits(redis_url), "piped")) == expected
+    assert asyncio.run(drive(RateLimits(redis_url, pipelined=False), "pooled")) == expected
+
+    async def tokens_left(key_id: str) -> int:
+        from limits import RateLimitItemPerMinute
+        from limits.aio.strategies import MovingWindowRateLimiter
+        from limits.storage import storage_from_string
+
+        limiter = MovingWindowRateLimiter(storage_from_string(f"async+{redis_url}", implementation="redispy"))
+        return int((await limiter.get_window_stats(RateLimitItemPerMinute(30), key_id, "tpm")).remaining)
+
+    assert asyncio.run(tokens_left("piped")) == asyncio.run(tokens_left("pooled")) == 0  # sent on close
+
+
+@pytest.mark.parametrize("path", ["/chat/completions", "/models"])
+def test_a_rate_limit_store_that_is_down_is_a_503_that_says_so(
+    serve, write_config, openai_server, path
+) -> None:
+    from tests.serve_support import free_port
+
+    yaml = keyed_yaml(openai_server, f'  rate_limit_store: "redis://127.0.0.1:{free_port()}"\n')
+    served, keys = start(serve, write_config, yaml)
+    key = keys.create("ana", rpm=10)
+    with httpx.Client(base_url=served.base_url, headers=bearer(key)) as http:
+        chat = {"model": "llm.inference", "messages": Q}
+        answer = http.post(path, json=chat) if path == "/chat/completions" else http.get(path)
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "auth_unavailable"
+    assert openai_server.requests == []
