@@ -230,3 +230,46 @@ def test_a_rate_limit_store_that_is_down_is_a_503_that_says_so(
         answer = http.post(path, json=chat) if path == "/chat/completions" else http.get(path)
     assert answer.status_code == 503 and answer.json()["error"]["code"] == "auth_unavailable"
     assert openai_server.requests == []
+
+
+def test_a_workers_remembered_budget_sum_is_read_again_once_another_connection_wrote(tmp_path) -> None:
+    """Two workers' no-wait connections and the settlements' own: each reservation checks the
+    sum a fresh SUM would find (the remembered one only while nobody else wrote)."""
+    from datetime import timedelta
+
+    from orchlab.store.keys import Keys
+    from orchlab.store.ledger import BUSY, NoWait, Refused, settle, spent
+    from orchlab.store.settings import StoreSettings
+    from orchlab.store.store import Store
+
+    settings = StoreSettings(f"sqlite:///{tmp_path / 'ledger.db'}")
+    store = Store.open(settings)
+    info = Keys(store).create("ana", budget="1/day").info
+    since = datetime.now(UTC) - timedelta(hours=1)
+    a, b = NoWait(settings), NoWait(settings)
+
+    def hold(worker: NoWait) -> str | Refused:
+        found = worker.reserve(
+            key_id=info.id,
+            user_id=info.user_id,
+            amount_usd=0.3,
+            limit_usd=1.0,
+            since=since,
+            request_id=None,
+            endpoint=None,
+            provider="up",
+            model="m",
+        )
+        assert found is not BUSY
+        return found
+
+    first = hold(a)
+    assert isinstance(first, str) and isinstance(hold(b), str) and isinstance(hold(a), str)  # 0.9 held
+    assert hold(b) == Refused(pytest.approx(0.9))
+    store.write(settle, [Settlement(first, 0.0, "released", info.id, info.user_id)])  # 0.6 held
+    assert isinstance(hold(a), str)  # 0.9 held
+    assert hold(b) == Refused(pytest.approx(0.9)) and hold(a) == Refused(pytest.approx(0.9))
+    assert store.read(spent, info.id, since) == pytest.approx(0.9)
+    a.close()
+    b.close()
+    store.close()

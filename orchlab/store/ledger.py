@@ -188,7 +188,13 @@ class NoWait:
     whose busy timeout is 0, used from one thread (a server's event loop, where waiting would
     stall every request: when another process holds the lock it gets `BUSY` and reserves from a
     thread instead). The same statements as `reserve`, in SQLite's own SQL: on the request's path
-    SQLAlchemy's execution layer would cost more than SQLite itself."""
+    SQLAlchemy's execution layer would cost more than SQLite itself.
+
+    The window's sum is read again only when another connection committed something since this
+    one last read or wrote it (SQLite's ``PRAGMA data_version``, read under the write lock: any
+    other worker's reservation, any settlement); else it is the sum this connection last read
+    plus what it reserved since, exactly what a ``SUM`` would find, without scanning the
+    window's rows."""
 
     _SUM = "SELECT COALESCE(SUM(amount_usd), 0.0) FROM usage_ledger WHERE key_id = ?"
     _INSERT = (
@@ -206,6 +212,9 @@ class NoWait:
         self._db.execute("PRAGMA busy_timeout = 0")
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.execute("PRAGMA foreign_keys = ON")
+        self._version = -1
+        self._sums: dict[tuple[str, datetime | None], float] = {}
+        """What each (key, window start) held after this connection's last read or write."""
 
     def reserve(
         self,
@@ -231,21 +240,30 @@ class NoWait:
                 return BUSY
             raise
         try:
-            if since is None:
-                used = db.execute(self._SUM, (key_id,)).fetchone()[0]
-            else:
-                used = db.execute(
-                    self._SUM + " AND created_at >= ?", (key_id, _sqlite_time(since))
-                ).fetchone()[0]
+            version = db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._version:  # another connection wrote: what was read is stale
+                self._sums.clear()
+                self._version = version
+            used = self._sums.get((key_id, since))
+            if used is None:
+                if since is None:
+                    used = db.execute(self._SUM, (key_id,)).fetchone()[0]
+                else:
+                    used = db.execute(
+                        self._SUM + " AND created_at >= ?", (key_id, _sqlite_time(since))
+                    ).fetchone()[0]
+                self._sums[(key_id, since)] = used = float(used)
             if used + amount_usd > limit_usd + EPSILON:
                 db.execute("ROLLBACK")
-                return Refused(float(used))
+                return Refused(used)
             entry = new_ulid()
             row = (entry, key_id, user_id, _sqlite_time(utcnow()), amount_usd, amount_usd)
             db.execute(self._INSERT, (*row, request_id, endpoint, provider, model))
             db.execute("COMMIT")
+            self._sums[(key_id, since)] = used + amount_usd
             return entry
         except BaseException:
+            self._sums.clear()
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
