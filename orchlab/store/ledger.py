@@ -274,7 +274,7 @@ class NoWait:
 
 def _sqlite_time(at: datetime) -> str:
     """A UTC time as `orchlab.store.schema.UTCDateTime` stores it on SQLite (naive UTC text)."""
-    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")  # (strftime: 5x slower)
 
 
 def usage(conn: Connection, since: datetime | None) -> list[dict[str, Any]]:
