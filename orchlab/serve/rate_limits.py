@@ -3,11 +3,16 @@
 **Rate limits** (`RateLimits`): requests and tokens per minute per key, in a moving window
 (the ``limits`` library), counted in memory (one worker) or in Redis
 (``gateway.rate_limit_store: redis://HOST:PORT``, shared by every worker and host). A request is
-counted when it arrives; it is refused with a 429 when the minute already holds ``rpm`` requests,
-or ``tpm`` tokens. Tokens are counted when a call ends (prompt + answer of every attempt, as the
-providers reported them): a call is admitted while the minute's tokens are under the limit.
-Every answer to a limited key carries OpenAI's ``x-ratelimit-*`` headers; a 429 carries
-``Retry-After``.
+counted when it arrives, whatever its answer (one its budget refuses too); it is refused with a
+429 when the minute already holds ``rpm`` requests, or ``tpm`` tokens (a request refused for its
+tpm still counts in rpm; one refused for its rpm adds nothing). Tokens are counted when a call
+ends (prompt + answer of every attempt, as the providers reported them): a call is admitted while
+the minute's tokens are under the limit. Every answer to a limited key carries OpenAI's
+``x-ratelimit-*`` headers; a 429 carries ``Retry-After``.
+
+In Redis a request's count is one script run, written on the worker's own pipelined connection
+(`send`), and a chat request's answer is read only when its first attempt is about to be sent
+(`orchlab.serve.auth`, `orchlab.serve.key_budgets`): the round trip overlaps the route's work.
 """
 
 from __future__ import annotations
