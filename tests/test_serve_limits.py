@@ -130,6 +130,7 @@ def test_a_request_the_rate_limit_refuses_is_a_429_whatever_it_carried_and_holds
     served, keys = start(serve, write_config, yaml)
     budgeted = keys.create("ana", rpm=1, budget="5/day")
     plain = keys.create("bo", rpm=1)
+    streaming = keys.create("cy", rpm=1, budget="5/day")
     chat = {"model": "llm.inference", "messages": Q, "max_tokens": 10}
     with httpx.Client(base_url=served.base_url) as http:
         answers = [
@@ -138,19 +139,19 @@ def test_a_request_the_rate_limit_refuses_is_a_429_whatever_it_carried_and_holds
             http.post("/chat/completions", content=b"{not json", headers=bearer(budgeted)),
             http.post("/chat/completions", json=chat, headers=bearer(plain)),
             http.post("/chat/completions", content=b"{not json", headers=bearer(plain)),  # a 400 otherwise
+            http.post("/chat/completions", json={**chat, "stream": True}, headers=bearer(streaming)),
+            http.post("/chat/completions", json={**chat, "stream": True}, headers=bearer(streaming)),
         ]
-    assert [a.status_code for a in answers] == [200, 429, 429, 200, 429]
-    assert [a.headers["x-ratelimit-remaining-requests"] for a in answers] == ["0"] * 5
-    for a in answers[1:3] + answers[4:]:
+    assert [a.status_code for a in answers] == [200, 429, 429, 200, 429, 200, 429]
+    assert [a.headers["x-ratelimit-remaining-requests"] for a in answers] == ["0"] * 7
+    assert "data: [DONE]" in answers[5].text
+    for a in answers[1:3] + answers[4:5] + answers[6:]:
         assert (
             a.json()["error"]["code"] == "rate_limit_exceeded" and 50 <= int(a.headers["retry-after"]) <= 60
         )
-    assert len([r for r in openai_server.requests if r.method == "POST"]) == 2
-    rows = wait_for_ledger(keys, lambda rows: len(rows) == 2 and all(r["status"] == "settled" for r in rows))
-    assert [(r["status"], r["key_id"]) for r in rows] == [
-        ("settled", budgeted.info.id),
-        ("settled", plain.info.id),
-    ]
+    assert len([r for r in openai_server.requests if r.method == "POST"]) == 3
+    rows = wait_for_ledger(keys, lambda rows: len(rows) == 3 and all(r["status"] == "settled" for r in rows))
+    assert sorted(r["key_id"] for r in rows) == sorted(k.info.id for k in (budgeted, plain, streaming))
 
 
 def test_a_request_the_budget_refuses_still_counts_against_the_rate_limit(

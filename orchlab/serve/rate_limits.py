@@ -175,7 +175,7 @@ class RateLimits:
                     if not (isinstance(exc, NoScriptError) or str(exc).startswith("NOSCRIPT")):
                         raise
                     got = await self._lua_admit(keys, args)  # the server had not seen it: loaded and run
-            except BaseException:
+            except Exception:  # (not when cancelled: the count was sent, and ran)
                 unsent_back()
                 raise
             ok = bool(int(got[0]))
@@ -316,23 +316,20 @@ class Counted:
 
     async def result(self) -> dict[str, str] | HTTPError:
         """The request's ``x-ratelimit-*`` headers, or the `HTTPError` that refuses it."""
-        if self._result is None:
-            if self._reading is not None:
+        while self._result is None:
+            if self._reading is not None:  # another task reads it: wait for that
                 await asyncio.shield(self._reading)
-            else:
-                self._reading = asyncio.get_running_loop().create_future()
-                try:
-                    self._result = await self._answer()
-                except HTTPError as exc:
-                    self._result = exc
-                except Exception as exc:
-                    self._result = self._failed(exc)
-                except BaseException as exc:  # cancelled: whoever waits too sees a failure
-                    self._result = self._failed(ConnectionError(type(exc).__name__))
-                    raise
-                finally:
-                    self._reading.set_result(None)
-        assert self._result is not None
+                continue
+            reading = self._reading = asyncio.get_running_loop().create_future()
+            try:
+                self._result = await self._answer()
+            except HTTPError as exc:
+                self._result = exc
+            except Exception as exc:
+                self._result = self._failed(exc)
+            finally:  # (cancelled: a task still waiting reads it itself)
+                self._reading = None
+                reading.set_result(None)
         return self._result
 
 
