@@ -190,6 +190,8 @@ def main() -> int:
                     dt = time.perf_counter() - t0
                     if r.status_code != 200:
                         raise RuntimeError(f"{name}: {r.status_code} {r.text[:200]}")
+                    if r.headers.get("x-orchlab-cache") == "hit":
+                        raise RuntimeError(f"{name}: answered from the response cache, not measured")
                     if i >= 200:  # warm-up
                         took[name].append(dt * 1000)
         out = {

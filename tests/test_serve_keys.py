@@ -1,5 +1,5 @@
-"""Keys in front of the gateway (orchlab.serve.auth, orchlab.serve.limits): authentication on every
-route, allow-lists, admin endpoints, rate limits, per-key budgets in the ledger, the CLI; called
+"""Keys in front of the gateway (orchlab.serve.auth, .rate_limits, .key_budgets): authentication
+on every route, allow-lists, admin endpoints, rate limits, per-key budgets in the ledger, the CLI; called
 with the official openai SDK and raw httpx, in front of the loopback OpenAI-wire server."""
 
 from __future__ import annotations

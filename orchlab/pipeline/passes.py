@@ -159,7 +159,7 @@ class BudgetAdmission(SyncPass):
 def worst_case(flight: InFlight, request: ModelRequest) -> tuple[float, int, int] | None:
     """The attempt's worst-case cost: (USD, prompt tokens at most, output tokens at most), at the
     model's known price (``flight.entry.price``); None when nothing bounds the output tokens.
-    Also used by the gateway's per-key budgets (`orchlab.serve.limits`)."""
+    Also used by the gateway's per-key budgets (`orchlab.serve.key_budgets`)."""
     info, price = flight.entry.info, flight.entry.price
     assert price is not None, "an unpriced model has no worst case"
     if price.free:

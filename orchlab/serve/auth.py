@@ -14,8 +14,8 @@ middleware in front of every route, and the allow-list checked where the ``model
 model (403). A user key calls what its allow-list names (roles, aliases, ``provider:model``,
 URN namespaces such as ``urn:orchlab:*``; a URN's roles and candidates must be allowed too):
 anything else is a 403; ``GET /v1/models`` and ``GET /config`` list only what it may call.
-Rate limits and budgets: `orchlab.serve.limits`. The key itself is never logged, stored (only
-its HMAC) or echoed.
+Rate limits: `orchlab.serve.rate_limits`; budgets: `orchlab.serve.key_budgets`. The key itself
+is never logged, stored (only its HMAC) or echoed.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from orchlab.serve.errors import HTTPError
 from orchlab.serve.gateway import error_response
-from orchlab.serve.limits import Caller, KeyBudget, KeyUsage, Ledger, RateLimits
+from orchlab.serve.key_budgets import Caller, KeyBudget, KeyUsage, Ledger
+from orchlab.serve.rate_limits import Counted, RateLimits
 from orchlab.strategies.urn import is_urn, parse_urn
 
 if TYPE_CHECKING:
@@ -55,6 +56,11 @@ CALLER: ContextVar[Caller | None] = ContextVar("orchlab_gateway_caller", default
 """The key of the request being served (set by `KeyAuth` for the request's task and the tasks
 it starts: a stream's producer, a strategy's attempts)."""
 KEY_CACHE_SIZE = 10_000
+COUNTED_WHILE_ROUTED = frozenset({"/v1/chat/completions", "/chat"})
+"""Routes whose requests are counted against Redis rate limits while the route works (reading
+the body, resolving the model, reserving the budget), not before: the round trip overlaps that
+work. Their only side effect, the model call, waits for the count (`KeyBudget`), and so does the
+answer's first byte: a request the count refuses is a 429 whatever the route made of it."""
 INVALID_KEY = "a valid API key is required: send the header Authorization: Bearer ok_…"
 
 
@@ -81,7 +87,7 @@ class Guard:
         self.rates = RateLimits(gw.settings.rate_limit_store)
         self.ledger = Ledger(self.store, gw.keep)
         self._budget = KeyBudget(self.ledger, CALLER.get)
-        self._usage = KeyUsage(self.ledger, CALLER.get, self.rates, gw.keep)
+        self._usage = KeyUsage(self.ledger, CALLER.get, self.rates)
 
     @property
     def keys(self) -> Keys:
@@ -146,6 +152,12 @@ class Guard:
             self._cache[digest] = (key, now)
         return key
 
+    async def count_while_routed(self, key: ApiKey, scope: Scope) -> Counted:
+        """Send the request's count to the rate limits (Redis); its answer is read later (a 503
+        when the rate-limit store failed)."""
+        answer = await self.rates.send(key)
+        return Counted(answer, lambda exc: _unavailable(exc, _request_id(scope)))
+
     def forget_keys(self) -> None:
         """Drop the remembered keys (a key was revoked here)."""
         self._cache.clear()
@@ -204,34 +216,70 @@ class KeyAuth:
                 raise HTTPError(403, "this key cannot manage keys: use an admin key", code="forbidden")
             if not admin and key.kind == "admin":
                 raise HTTPError(403, "an admin key manages keys and calls no model", code="forbidden")
-            extra = {} if admin else await guard.rates.admit(key)
+            later = bool(
+                not admin and (key.rpm or key.tpm) and guard.rates.remote and path in COUNTED_WHILE_ROUTED
+            )
+            extra = {} if admin or later else await guard.rates.admit(key)
+            admitted = await guard.count_while_routed(key, scope) if later else None
         except Exception as exc:
             await self._refuse(exc, scope, receive, send)
             return
-        token_ = CALLER.set(Caller(key))
+        caller = Caller(key, admitted=admitted)
+        if admitted is not None:
+            send = _when_admitted(send, admitted, scope, receive)
+        elif extra:
+            send = _with_headers(send, extra)
+        token_ = CALLER.set(caller)
         try:
-            await self.app(scope, receive, _with_headers(send, extra) if extra else send)
+            await self.app(scope, receive, send)
         finally:
             CALLER.reset(token_)
 
     @staticmethod
     async def _refuse(exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = _request_id(scope)
-        if isinstance(exc, HTTPError):
-            answer = exc
-        else:  # the key store or the rate-limit store failed: no key can be checked
-            log.error("request %s: keys could not be checked: %s", request_id, type(exc).__name__)
-            answer = HTTPError(
-                503,
-                f"the gateway cannot check keys right now (request {request_id})",
-                type="server_error",
-                code="auth_unavailable",
-            )
+        answer = exc if isinstance(exc, HTTPError) else _unavailable(exc, request_id)
         await error_response(answer, {"x-request-id": request_id})(scope, receive, send)
 
 
+def _unavailable(exc: Exception, request_id: str) -> HTTPError:
+    """The key store or the rate-limit store failed: no key can be checked."""
+    log.error("request %s: keys could not be checked: %s", request_id, type(exc).__name__)
+    return HTTPError(
+        503,
+        f"the gateway cannot check keys right now (request {request_id})",
+        type="server_error",
+        code="auth_unavailable",
+    )
+
+
+def _when_admitted(send: Send, admitted: Counted, scope: Scope, receive: Receive) -> Send:
+    """The answer's start waits for the rate limits' count: with its headers, or replaced by the
+    refusal (the route's own messages are then dropped)."""
+    refused = False
+
+    async def sending(message: Message) -> None:
+        nonlocal refused
+        if refused:
+            return
+        if message["type"] == "http.response.start":
+            got = await admitted.result()
+            if isinstance(got, HTTPError):
+                refused = True
+                await error_response(got, {"x-request-id": _request_id(scope)})(scope, receive, send)
+                return
+            message["headers"] = [*message.get("headers", ()), *_raw(got)]
+        await send(message)
+
+    return sending
+
+
+def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
 def _with_headers(send: Send, headers: dict[str, str]) -> Send:
-    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    raw = _raw(headers)
 
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
