@@ -1,4 +1,4 @@
-"""The commands with ``--url`` / ``ORCHLAB_URL`` (``run``, ``models``, ``chat``, ``feedback rate``,
+"""The commands with ``--url`` / ``ORCHLAB_URL`` (``run``, ``models``, ``chat``, ``feedback rate``, ``keys``,
 ``roles``; the local-only ones refuse it): a real subprocess on a real gateway (uvicorn on
 loopback, keys required) in front of the loopback OpenAI upstream."""
 
@@ -206,3 +206,35 @@ def test_local_only_commands_refuse_a_gateway_url_as_a_usage_error(args: list[st
     assert (out.returncode, out.stdout) == (2, "")
     assert "Invalid value for '--url' / ORCHLAB_URL" in out.stderr
     assert f"orchlab {command} reads " in out.stderr and "no gateway endpoint serves it" in out.stderr
+
+
+def test_keys_on_a_gateway_are_created_listed_and_revoked_through_its_admin_endpoints(
+    gateway: tuple[Served, str], write_config, openai_server: OpenAIWireServer
+) -> None:
+    served, user_key = gateway
+    yaml = gateway_yaml(openai_server, "  auth: keys\n", "store: {url: sqlite:///keys.db}\n")
+    store = orchlab.get_llm_client(write_config(yaml)).keys  # the gateway's store
+    admin = store.create("root", admin=True).key
+    env = {"ORCHLAB_URL": served.url, "ORCHLAB_API_KEY": admin}
+    out = cli("keys", "create", "--user", "bo", "--roles", "llm.inference", "--rpm", "5", env=env)
+    assert out.returncode == 0, out.stderr
+    new_key = out.stdout.strip()
+    assert re.fullmatch(r"ok_[0-9a-z]+_\S+", new_key) and "shown this once" in out.stderr
+    made = next(k for k in store.list("bo"))  # in the gateway's store, not a local one
+    assert (made.allow, made.rpm, made.kind) == (("llm.inference",), 5, "user")
+    out = cli("--json", "keys", "list", "--user", "bo", env=env)
+    rows = json.loads(out.stdout)
+    assert [(r["prefix"], r["active"]) for r in rows] == [(made.prefix, True)]
+    assert new_key not in out.stdout and admin not in out.stdout
+    assert (
+        httpx.get(f"{served.base_url}/models", headers={"authorization": f"Bearer {new_key}"}).status_code
+        == 200
+    )
+    out = cli("keys", "revoke", f"ok_{made.prefix}", env=env)
+    assert (out.returncode, out.stdout) == (0, f"revoked ok_{made.prefix}_… (bo)\n")
+    out = cli("keys", "list", env=env)
+    assert re.search(rf"ok_{made.prefix}_…\s+bo\s+user\s+llm.inference\s+5\s+-\s+-\s+revoked", out.stdout)
+    # a user's key is no admin key: one line, exit 1, and neither key in the output
+    out = cli("keys", "list", env={"ORCHLAB_URL": served.url, "ORCHLAB_API_KEY": user_key})
+    assert out.returncode == 1 and out.stderr.startswith("orchlab: ") and out.stderr.count("\n") == 1
+    assert user_key not in out.stderr + out.stdout and admin not in out.stderr + out.stdout

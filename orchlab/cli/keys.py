@@ -1,31 +1,37 @@
-"""``orchlab keys``: the gateway's API keys in the config's store (`orchlab.store.keys`).
+"""``orchlab keys``: the gateway's API keys in the config's store (`orchlab.store.keys`), or with
+``--url`` / ``ORCHLAB_URL`` in a running gateway's, through its admin endpoints (``ORCHLAB_API_KEY``
+an admin key).
 
 Example::
 
     orchlab keys create --user ana --roles llm.inference,urn:orchlab:* --rpm 60 --budget 5/day
     orchlab keys list
     orchlab keys revoke ok_3f9a2c1b7d0e
+    ORCHLAB_URL=http://gw:8000 ORCHLAB_API_KEY=ok_<admin> orchlab keys list
 """
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
 import typer
 
-from orchlab.cli.common import ConfigOpt, EnvOpt, JsonOpt, client, options, print_json
-
-if TYPE_CHECKING:
-    from orchlab.store.keys import ApiKey
+from orchlab.cli.common import ConfigOpt, EnvOpt, JsonOpt, UrlOpt, client, options, print_json
 
 app = typer.Typer(help="The gateway's API keys: create, list, revoke.", no_args_is_help=True)
 
 
 @app.callback()
-def _group(ctx: typer.Context, config: ConfigOpt = None, env: EnvOpt = None, json: JsonOpt = False) -> None:
+def _group(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    json: JsonOpt = False,
+    url: UrlOpt = None,
+) -> None:
     """``orchlab keys --config F create ...`` as well as ``orchlab keys create --config F``."""
-    ctx.find_root().obj = options(ctx, config, env, json)
+    ctx.find_root().obj = options(ctx, config, env, json, url)
 
 
 @app.command()
@@ -49,27 +55,35 @@ def create(
     config: ConfigOpt = None,
     env: EnvOpt = None,
     json: JsonOpt = False,
+    url: UrlOpt = None,
 ) -> None:
     """A new key (printed once: the store keeps only a hash)."""
-    opts = options(ctx, config, env, json)
-    with client(opts) as orch:
-        new = orch.keys.create(
-            user,
-            roles=roles,
-            rpm=rpm,
-            tpm=tpm,
-            budget=budget,
-            expires_in_days=expires_days,
-            name=name,
-            email=email,
-            admin=admin,
-        )
+    opts = options(ctx, config, env, json, url)
+    fields: dict[str, Any] = {
+        "roles": roles.split(",") if roles else None,
+        "rpm": rpm,
+        "tpm": tpm,
+        "budget": budget,
+        "expires_in_days": expires_days,
+        "name": name,
+        "email": email,
+        "admin": admin,
+    }
+    if opts.url:
+        from orchlab.cli.remote import Gateway
+
+        row = Gateway(opts.url).create_key({"user": user, **fields})
+        key = row.pop("key")
+    else:
+        with client(opts) as orch:
+            new = orch.keys.create(user, **{**fields, "roles": roles})
+        key, row = new.key, new.info.as_dict()
     if opts.json:
-        print_json({**new.info.as_dict(), "key": new.key})
+        print_json({**row, "key": key})
         return
-    print(new.key)
+    print(key)
     print(
-        f"{new.info.kind} key {new.info.shown} for {new.info.user} (id {new.info.id}): "
+        f"{row['kind']} key ok_{row['prefix']}_… for {row['user']} (id {row['id']}): "
         "shown this once, keep it secret",
         file=sys.stderr,
     )
@@ -82,15 +96,21 @@ def list_keys(
     config: ConfigOpt = None,
     env: EnvOpt = None,
     json: JsonOpt = False,
+    url: UrlOpt = None,
 ) -> None:
     """Keys (prefixes only, never the secret) and their limits."""
-    opts = options(ctx, config, env, json)
-    with client(opts) as orch:
-        found = orch.keys.list(user)
-    if opts.json:
-        print_json([k.as_dict() for k in found])
+    opts = options(ctx, config, env, json, url)
+    if opts.url:
+        from orchlab.cli.remote import Gateway
+
+        rows = Gateway(opts.url).list_keys(user)
     else:
-        _print_keys(found)
+        with client(opts) as orch:
+            rows = [k.as_dict() for k in orch.keys.list(user)]
+    if opts.json:
+        print_json(rows)
+    else:
+        _print_keys(rows)
 
 
 @app.command()
@@ -100,30 +120,36 @@ def revoke(
     config: ConfigOpt = None,
     env: EnvOpt = None,
     json: JsonOpt = False,
+    url: UrlOpt = None,
 ) -> None:
     """Revoke a key by its id or prefix."""
-    opts = options(ctx, config, env, json)
-    with client(opts) as orch:
-        revoked = orch.keys.revoke(key)
-    if opts.json:
-        print_json(revoked.as_dict())
+    opts = options(ctx, config, env, json, url)
+    if opts.url:
+        from orchlab.cli.remote import Gateway
+
+        row = Gateway(opts.url).revoke_key(key)
     else:
-        print(f"revoked {revoked.shown} ({revoked.user})")
+        with client(opts) as orch:
+            row = orch.keys.revoke(key).as_dict()
+    if opts.json:
+        print_json(row)
+    else:
+        print(f"revoked ok_{row['prefix']}_… ({row['user']})")
 
 
-def _print_keys(found: list[ApiKey]) -> None:
+def _print_keys(found: list[dict[str, Any]]) -> None:
     columns = ("prefix", "user", "kind", "allow", "rpm", "tpm", "budget", "state", "created")
     rows = [
         (
-            k.shown,
-            k.user,
-            k.kind,
-            ",".join(k.allow) or "-",
-            str(k.rpm or "-"),
-            str(k.tpm or "-"),
-            str(k.budget or "-"),
-            "revoked" if k.revoked_at else ("active" if k.active() else "inactive"),
-            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"ok_{k['prefix']}_…",
+            str(k["user"]),
+            str(k["kind"]),
+            ",".join(k["allow"]) or "-",
+            str(k["rpm"] or "-"),
+            str(k["tpm"] or "-"),
+            str(k["budget"] or "-"),
+            "revoked" if k["revoked_at"] else ("active" if k["active"] else "inactive"),
+            k["created_at"][:16].replace("T", " "),
         )
         for k in found
     ]

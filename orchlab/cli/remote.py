@@ -149,6 +149,26 @@ class Gateway:
         body = {"message_id": message_id, "value": value, "comment": comment, "user": user}
         return dict(self._json(self._send("POST", "/feedback", json=body), "/feedback"))
 
+    def create_key(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """``POST /admin/keys`` (an admin key): the new key's row with its plain ``key``, shown once."""
+        return dict(self._json(self._send("POST", "/admin/keys", json=fields), "/admin/keys"))
+
+    def list_keys(self, user: str | None) -> list[dict[str, Any]]:
+        """``GET /admin/keys`` (an admin key): every key's row, never a secret."""
+        params = {"user": user} if user else None
+        body = self._json(self._send("GET", "/admin/keys", params=params), "/admin/keys")
+        rows = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(rows, list):
+            raise ProviderResponseError(f"{self.url}/admin/keys: no 'data' list", provider=PROVIDER)
+        return [dict(r) for r in rows if isinstance(r, dict)]
+
+    def revoke_key(self, ref: str) -> dict[str, Any]:
+        """``DELETE /admin/keys/{id or prefix}`` (an admin key): the revoked key's row."""
+        from urllib.parse import quote
+
+        path = f"/admin/keys/{quote(ref, safe='')}"
+        return dict(self._json(self._send("DELETE", path), "/admin/keys"))
+
     @staticmethod
     def _body(target: str, messages: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
         return {**params, "model": target, "messages": messages}

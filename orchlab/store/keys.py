@@ -222,6 +222,7 @@ class ApiKey:
             "rpm": self.rpm,
             "tpm": self.tpm,
             "budget": None if self.budget is None else str(self.budget),
+            "active": self.active(),
         }
 
 
