@@ -24,7 +24,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,32 +33,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-quic",
-    "--disable-sync",
-    "--no-first-run",
-]
-# every code cell's prompt ("[3]:", "[*]:", "[ ]:") and the kernel status of the visible notebook
-STATE_JS = """() => {
-  const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
-  if (!panel) return {prompts: [], status: null};
-  const prompts = [...panel.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]
-    .map(e => e.textContent.trim());
-  const indicator = panel.querySelector('.jp-Notebook-ExecutionIndicator')
-    || document.querySelector('.jp-Notebook-ExecutionIndicator');
-  return {prompts, status: indicator && indicator.getAttribute('data-status')};
-}"""
+sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.lab_support import CHROMIUM_FLAGS, STATE_JS, chromium, free_port  # noqa: E402
 
 
 def start_lab(home: Path, notebook: Path) -> tuple[subprocess.Popen[bytes], str, str]:
@@ -178,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds Run All may take")
     args = parser.parse_args(argv)
     cells = [c.encode().decode("unicode_escape") for c in (args.cell or ["%%llm --compare"])]
-    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).is_file():
-        print("needs Chromium: apt-get install chromium fonts-noto-color-emoji (or CHROMIUM=/path)")
+    try:
+        browser_path = chromium()
+    except RuntimeError as exc:
+        print(exc)
         return 1
     from playwright.sync_api import sync_playwright
 
@@ -188,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         proc, base, token = start_lab(Path(tmp), ROOT / "notebooks" / args.notebook)
         try:
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
+                browser = p.chromium.launch(executable_path=browser_path, headless=True, args=CHROMIUM_FLAGS)
                 try:
                     page = browser.new_page(viewport={"width": args.width, "height": 1600})
                     page.goto(f"{base}/lab/tree/{args.notebook}?reset&token={token}")

@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,47 +27,13 @@ from typing import Any
 
 import pytest
 
+from tests.lab_support import CHROMIUM_FLAGS, STATE_JS, chromium, free_port
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("0*.ipynb"))
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-quic",
-    "--disable-sync",
-    "--no-first-run",
-]
 RUN_TIMEOUT_S = 300.0
-# every code cell's prompt ("[3]:", "[*]:", "[ ]:") and the kernel status of the visible notebook
-STATE_JS = """() => {
-  const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
-  if (!panel) return {prompts: [], status: null};
-  const prompts = [...panel.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]
-    .map(e => e.textContent.trim());
-  const indicator = panel.querySelector('.jp-Notebook-ExecutionIndicator')
-    || document.querySelector('.jp-Notebook-ExecutionIndicator');
-  return {prompts, status: indicator && indicator.getAttribute('data-status')};
-}"""
-
-
-def chromium() -> str:
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).is_file():
-        raise RuntimeError(
-            "the browser tests need Chromium: apt-get install chromium fonts-noto-color-emoji "
-            "(or CHROMIUM=/path/to/chrome)"
-        )
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Lab:
