@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -252,6 +256,45 @@ def test_the_async_path_has_the_same_deadline(kit: Kit, server: Any, make_client
     with pytest.raises(ProviderTimeoutError) as info:
         asyncio.run(client.arun("r", MESSAGES, {"timeout_s": 0.4}))
     assert info.value.limit_s == 0.4 and time.perf_counter() - started < trickled_s(body) / 2
+
+
+@pytest.mark.parametrize("call", ["run", "arun", "stream"])
+def test_a_first_calls_deadline_starts_after_the_sdk_is_imported(call: str, tmp_path: Path) -> None:
+    """A fresh process: importing the openai SDK and building its client (~0.3 s here, seconds on
+    a loaded machine) comes before the 0.2 s deadline, which bounds the server's answer only. The
+    first call takes longer than the deadline in all (asserted), so a deadline that covered the
+    set-up would have cut it."""
+    openai_server = openai_wire.OpenAIWireServer(nodelay=True).start()
+    config = tmp_path / "llm_orchestrator.yaml"
+    config.write_text(
+        f"project: p\nproviders:\n  remote: {{type: openai, api_base: '{openai_server.base_url}', "
+        "auth_profile: canary, timeout_s: 0.2}\nroles:\n  r: {provider: remote, model: m}\n",
+        encoding="utf-8",
+    )
+    code = {
+        "run": "print(client.run('r', MESSAGES).content)",
+        "arun": "import asyncio; print(asyncio.run(client.arun('r', MESSAGES)).content)",
+        "stream": "print(''.join(client.stream('r', MESSAGES)))",
+    }[call]
+    script = (
+        "import sys, time, orchlab\n"
+        "assert 'openai' not in sys.modules\n"
+        f"client = orchlab.get_llm_client({str(config)!r})\n"
+        "MESSAGES = [{'role': 'user', 'content': 'hi'}]\n"
+        "started = time.perf_counter()\n"
+        f"{code}\n"
+        "print(f'{time.perf_counter() - started:.3f}')\n"
+    )
+    env = {**os.environ, ENV_VAR: KEY, "ORCH_TRACKING": "0", "ORCH_CACHE": "off"}
+    try:
+        argv = [sys.executable, "-c", script]
+        out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    finally:
+        openai_server.stop()
+    assert out.returncode == 0, out.stderr[-2000:]
+    answer, took = out.stdout.split()[:-1], float(out.stdout.split()[-1])
+    assert " ".join(answer) == "echo: hi"
+    assert took > 0.2  # the SDK's set-up took longer than the deadline: it was not inside it
 
 
 def test_the_deadline_does_not_cut_an_answer_in_time(kit: Kit, server: Any, make_client: MakeClient) -> None:

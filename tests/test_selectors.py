@@ -243,8 +243,7 @@ def test_select_config_errors_are_located(write_config: Callable[[str], object])
     with pytest.raises(ConfigValidationError) as caught:
         orchlab.get_llm_client(path)
     assert str(caught.value).splitlines()[1:] == [
-        "  roles.r (line 5): select: picks the role's model: give no provider:/model: "
-        "or candidates:",
+        "  roles.r (line 5): select: picks the role's model: give no provider:/model: or candidates:",
         "  roles.s.select.capability (line 6): Input should be 'chat', 'code', 'reasoning', 'vision', "
         "'tools' or 'embedding' (got 'telepathy')",
         "  roles.u (line 7): select: runs the select logic, not strategy parallel",

@@ -162,6 +162,9 @@ class AnthropicProvider(Provider):
         self.options: AnthropicOptions
         self._clients: PerLoop[AsyncAnthropic] = PerLoop(self._new_client, _close)
 
+    def prepare(self) -> None:
+        self.client  # noqa: B018 - the SDK imported and this loop's client built, before the deadline
+
     @property
     def client(self) -> AsyncAnthropic:
         """The async SDK client of the running event loop (one per loop, `PerLoop`)."""

@@ -104,6 +104,8 @@ class Provider(ABC):
     - ``embed(EmbeddingRequest)``: vectors for a batch of at most ``embed_batch_size`` texts (an
       `Embeddings`); the default raises `UnsupportedCapabilityError`;
     - ``is_available()``: the default asks ``list_models()``; override it with a cheap health check;
+    - ``prepare()`` / ``prepare_sync()``: import the SDK and build its client before a call's deadline
+      starts (the default builds nothing);
     - ``aclose()``: release clients (the default has none to release).
 
     Class attributes: ``Options`` (a pydantic model with ``extra="forbid"``: validates the entry's
@@ -123,12 +125,12 @@ class Provider(ABC):
 
     The boundary (module docstring) wraps ``complete``, ``stream``, ``complete_sync``,
     ``stream_sync`` and ``list_models`` of every subclass: ``timeout_s`` bounds the whole
-    ``complete``; whatever the SDK or HTTP library raises becomes an orchlab error (an HTTP status
-    error → by status, a timeout or a broken connection → its `ProviderError`, an ``ImportError``
-    → `MissingDependencyError`); the API key is masked out of every error. So let exceptions
-    propagate. A stream's first event and the silences inside it are bounded only when the adapter
-    reads through ``self.paced(...)`` (``self.paced_sync(...)`` in a ``stream_sync``) or gives its
-    HTTP client a read timeout (``self.limits(request)``).
+    ``complete`` (after ``prepare``); whatever the SDK or HTTP library raises becomes an orchlab
+    error (an HTTP status error → by status, a timeout or a broken connection → its
+    `ProviderError`, an ``ImportError`` → `MissingDependencyError`); the API key is masked out of
+    every error. So let exceptions propagate. A stream's first event and the silences inside it
+    are bounded only when the adapter reads through ``self.paced(...)`` (``self.paced_sync(...)``
+    in a ``stream_sync``) or gives its HTTP client a read timeout (``self.limits(request)``).
 
     Make it findable by an entry point in the group ``orchlab.providers``, or name it in the YAML
     as ``type: "package.module:Class"`` (`orchlab.providers.registry`).
@@ -225,6 +227,17 @@ class Provider(ABC):
 
     async def aclose(self) -> None:
         """Release clients and connections."""
+
+    # --- set-up before the deadline -----------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Build what a call needs before its deadline starts: the SDK's import and client. A first
+        call's ``timeout_s`` bounds the provider's answer, not orchlab's set-up (the import alone
+        takes seconds on a loaded machine). Called on the event loop the call runs on, before
+        ``complete``, ``stream`` and ``embed``; the default has nothing to build."""
+
+    def prepare_sync(self) -> None:
+        """`prepare` for the blocking ``complete_sync`` and ``stream_sync``."""
 
     # --- limits and errors ------------------------------------------------------------------
 
@@ -394,12 +407,15 @@ def _guard_complete(fn: Callable[[Any, ModelRequest], Awaitable[LLMResponse]]) -
     @functools.wraps(fn)
     async def complete(self: Provider, request: ModelRequest) -> LLMResponse:
         limit_s, _ = self.limits(request)
-        scope = asyncio.timeout(limit_s)
+        scope = None
         try:
+            self.prepare()  # before the deadline starts (asyncio.timeout fixes its end when made)
+            scope = asyncio.timeout(limit_s)
             async with scope:
                 return await fn(self, request)
         except Exception as exc:
-            error = self._boundary_error(exc, request.model, limit_s, deadline_hit=scope.expired())
+            hit = scope is not None and scope.expired()
+            error = self._boundary_error(exc, request.model, limit_s, deadline_hit=hit)
         raise error  # outside the handler: the SDK's exception must not become __context__
 
     return complete
@@ -410,6 +426,7 @@ def _guard_stream(fn: Callable[[Any, ModelRequest], AsyncIterator[StreamChunk]])
     async def stream(self: Provider, request: ModelRequest) -> AsyncIterator[StreamChunk]:
         limit_s, _ = self.limits(request)
         try:
+            self.prepare()  # before the first event's limit starts
             async with contextlib.aclosing(fn(self, request)) as chunks:  # type: ignore[type-var]
                 async for chunk in chunks:
                     yield chunk
@@ -426,6 +443,7 @@ def _guard_stream_sync(fn: Callable[[Any, ModelRequest], Iterator[StreamChunk]])
     @functools.wraps(fn)
     def stream_sync(self: Provider, request: ModelRequest) -> Iterator[StreamChunk]:
         try:
+            self.prepare_sync()  # before the first event's limit starts
             with contextlib.closing(fn(self, request)) as chunks:  # type: ignore[type-var]
                 yield from chunks
         except Exception as exc:
@@ -441,6 +459,13 @@ def _guard_sync(fn: Callable[[Any, ModelRequest], LLMResponse]) -> Callable[...,
     @functools.wraps(fn)
     def complete_sync(self: Provider, request: ModelRequest) -> LLMResponse:
         limit_s, _ = self.limits(request)
+        unprepared = None
+        try:
+            self.prepare_sync()  # before the deadline starts
+        except Exception as exc:
+            unprepared = self._boundary_error(exc, request.model, limit_s)
+        if unprepared is not None:
+            raise unprepared  # outside the handler, as below
         with deadline.SyncDeadline(limit_s) as cut:
             try:
                 return fn(self, request)
@@ -455,12 +480,15 @@ def _guard_embed(fn: Callable[[Any, EmbeddingRequest], Awaitable[Embeddings]]) -
     @functools.wraps(fn)
     async def embed(self: Provider, request: EmbeddingRequest) -> Embeddings:
         limit_s = request.timeout_s or self.settings.timeout_s
-        scope = asyncio.timeout(limit_s)
+        scope = None
         try:
+            self.prepare()  # before the deadline starts
+            scope = asyncio.timeout(limit_s)
             async with scope:
                 return await fn(self, request)
         except Exception as exc:
-            error = self._boundary_error(exc, request.model, limit_s, deadline_hit=scope.expired())
+            hit = scope is not None and scope.expired()
+            error = self._boundary_error(exc, request.model, limit_s, deadline_hit=hit)
         raise error
 
     return embed

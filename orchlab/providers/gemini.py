@@ -151,6 +151,9 @@ class GeminiProvider(Provider):
         self.options: GeminiOptions
         self._clients: PerLoop[Client] = PerLoop(self._new_client, _close)
 
+    def prepare(self) -> None:
+        self.client  # noqa: B018 - the SDK imported and this loop's client built, before the deadline
+
     @property
     def client(self) -> Client:
         """The SDK client of the running event loop (one per loop, `PerLoop`: its ``aio`` side

@@ -95,6 +95,9 @@ class OllamaProvider(Provider):
         self.options: OllamaOptions
         self._clients: PerLoop[AsyncClient] = PerLoop(self._new_client, _close)
 
+    def prepare(self) -> None:
+        self.client  # noqa: B018 - the SDK imported and this loop's client built, before the deadline
+
     @property
     def client(self) -> AsyncClient:
         """The async SDK client of the running event loop (one per loop, `PerLoop`)."""

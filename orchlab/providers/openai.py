@@ -59,6 +59,12 @@ class OpenAIProvider(Provider):
             "max_retries": self.settings.max_retries,
         }
 
+    def prepare(self) -> None:
+        self.client  # noqa: B018 - the SDK imported and this loop's client built, before the deadline
+
+    def prepare_sync(self) -> None:
+        self.sync_client  # noqa: B018 - as in prepare, for the blocking calls
+
     @property
     def client(self) -> AsyncOpenAI:
         """The async SDK client of the running event loop (one per loop, `PerLoop`)."""
