@@ -302,8 +302,12 @@ def test_a_vllm_pool_moves_off_a_killed_deployment(client_for: Callable[..., Orc
         )
         first = [client.run("r", [{"role": "user", "content": f"q{i}"}]).deployment for i in range(4)]
         assert set(first[:2]) == {one.base_url, two.base_url}  # each unmeasured one is tried first
-        doomed, alive = (one, two) if first[-1] == one.base_url else (two, one)
-        doomed.kill()  # the one the pool picks now
+        # the one the pool picks next: none in flight, so the lower recent latency (the last
+        # call's own latency moves it, so the last pick is not a guide)
+        pool = client.provider("vpool")
+        fastest = min(pool.deployments, key=lambda d: d.latency_s or 0.0).url
+        doomed, alive = (one, two) if fastest == one.base_url else (two, one)
+        doomed.kill()
         after = [client.run("r", [{"role": "user", "content": f"k{i}"}]) for i in range(4)]
         assert [r.content for r in after] == [f"echo: k{i}" for i in range(4)]
         assert [r.deployment for r in after] == [alive.base_url] * 4
