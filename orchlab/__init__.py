@@ -1,6 +1,6 @@
 """orchlab: roles, not hard-coded models. A Jupyter-first kit to run, route, compare and pay for LLMs.
 
-Example::
+For example:
 
     import orchlab
     client = orchlab.get_llm_client()   # embedded default: in-process local model, no keys

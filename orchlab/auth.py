@@ -1,6 +1,6 @@
 """API keys: ``ORCH_AUTH_<PROFILE>_API_KEY``, then a key file; held in a `Secret` that never prints.
 
-Example::
+For example:
 
     export ORCH_AUTH_OPENAI_DEFAULT_API_KEY=sk-...     # for auth_profile: openai_default
 """

@@ -1,6 +1,6 @@
 """Labelled sets for `orchlab.evaluate`: the ones shipped with orchlab, and yours.
 
-Example::
+For example:
 
     from orchlab import datasets
     items = datasets.load("tqbpp_core_en")       # 52 questions with gold answers and contexts

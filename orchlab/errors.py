@@ -42,7 +42,7 @@ exception holds the request and its API key, so it is not chained: ``__cause__``
 `ScrubbedCause`, a masked summary of it (type, message, status, headers without credentials, a body
 excerpt, where it was raised), and ``__context__`` is cleared. Messages never contain an API key.
 
-Example::
+For example:
 
     try:
         client.run("llm.inference", messages)

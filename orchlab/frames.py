@@ -6,7 +6,7 @@ pandas DataFrame (the data is unchanged: ``thumbs`` stays True/False/None, costs
 notebook and text renderings are made for reading answers. Slicing, sorting and indexing keep it.
 Imports pandas, so it is imported only where a frame is built.
 
-Example::
+For example:
 
     frame = readable(pd.DataFrame({"answer": ["line 1\\nline 2"], "thumbs": [True]}))
     frame              # in a notebook: the answer on two lines, left-aligned; 👍

@@ -17,7 +17,7 @@ anthropic, httpx, google_genai) are masked by `orchlab.redaction`'s record facto
 terminal (or ``json=True``, or ``ORCH_LOG_FORMAT=json``), key=value lines on a terminal.
 ``ORCH_LOG_LEVEL=DEBUG`` (or INFO) does the same when a client is built.
 
-Example::
+For example:
 
     import orchlab.logs
     orchlab.logs.configure("DEBUG")      # JSON on stderr unless it is a terminal

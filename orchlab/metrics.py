@@ -23,7 +23,7 @@ never a user, a key, a prompt or a URL)::
 (else other). Several gateway workers: set ``PROMETHEUS_MULTIPROC_DIR`` to an empty folder before
 they start; each writes its own files and ``/metrics`` adds them up.
 
-Example::
+For example:
 
     import orchlab.metrics
     orchlab.metrics.serve(9464)        # http://127.0.0.1:9464/metrics

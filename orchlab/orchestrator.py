@@ -1,6 +1,6 @@
 """The runtime: `get_llm_client()` and `Orchestrator.run/arun/stream`.
 
-Example::
+For example:
 
     import orchlab
     client = orchlab.get_llm_client()          # the embedded default: local model, no keys
@@ -727,7 +727,7 @@ class Orchestrator:
         (``kind: embedding``, or a model the catalog knows as an embedding model; ``role`` may
         also be ``'provider:model'``): an `Embeddings` with a numpy array, usage and cost.
 
-        Example::
+        For example:
 
             e = client.embed("llm.embedding", ["a cat", "a kitten", "a stock market"])
             e.vectors.shape, e.similarity()[0, 1]

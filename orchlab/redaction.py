@@ -18,7 +18,7 @@ handler would reach into the user's own logging setup. The record factory is log
 documented hook for this; the wrapper keeps any factory installed before it, and no exception
 hook is installed.
 
-Example::
+For example:
 
     >>> remember("sk-live-0123456789")
     >>> mask("key=sk-live-0123456789")

@@ -3,7 +3,7 @@
 `LLMResponse._repr_mimebundle_` delegates here, so a response reads well in a notebook (Markdown
 with a footer, metadata for front ends) and in a terminal (plain text). Imports nothing heavy.
 
-Example::
+For example:
 
     >>> footer(response)
     'local · gemma-3-270m · 12 → 8 tokens · $0 · 0.41 s'

@@ -4,7 +4,7 @@ The tracker is a call observer: each finished call hands it the `Attempt` of eve
 made for it, so the losers of a race, the rejected answers of a cascade and the failures of a
 fallback chain are all counted. Updates take one lock: safe from threads and tasks alike.
 
-Example::
+For example:
 
     client.usage()                      # one row per (role, provider, model, strategy)
     client.usage(by="provider")         # or by=["role", "model"], by=[] for a single total row

@@ -15,7 +15,7 @@ Where each fact comes from, first found wins:
 - capabilities, tier, max output tokens, display name: ``models:``; the packaged metadata;
   defaults (``{"chat"}``, STANDARD, unknown, the model id).
 
-Example::
+For example:
 
     client.catalog.get_model_info("openai:gpt-4.1-mini").input_price_per_mtok   # 0.4
     client.catalog.list_models(capability="code", max_cost=0.002)

@@ -10,7 +10,7 @@ It is pure: what is reachable now comes in as ``unavailable(provider) -> why | N
 client's cooldowns, a pool's health, the catalog's discovery errors), so the same rule picks
 again, differently, when a host goes down or a model appears.
 
-Example::
+For example:
 
     selection = select_model(client.catalog, SelectConfig(capability="code", tier="standard"))
     selection.target, selection.estimated_cost_usd, selection.rationale

@@ -1,6 +1,6 @@
 """The ``orchlab`` command (typer + rich, the ``cli`` extra): the library does the work, the CLI prints.
 
-Example::
+For example:
 
     orchlab run llm.preprocess "What is 2+2?"
     echo "Summarise this" | orchlab run llm.inference -s "Be brief" -p temperature=0

@@ -2,7 +2,7 @@
 ``--url`` / ``ORCHLAB_URL`` in a running gateway's, through its admin endpoints (``ORCHLAB_API_KEY``
 an admin key).
 
-Example::
+For example:
 
     orchlab keys create --user ana --roles llm.inference,urn:orchlab:* --rpm 60 --budget 5/day
     orchlab keys list

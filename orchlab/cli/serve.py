@@ -1,6 +1,6 @@
 """``orchlab serve``: the gateway (`orchlab.serve`) on uvicorn.
 
-Example::
+For example:
 
     orchlab serve                                   # the embedded default, on 127.0.0.1:8000
     orchlab serve --config llm_orchestrator.yaml --port 8080 --workers 2

@@ -4,7 +4,7 @@ Round-trips through ruamel.yaml (imported on use), checks the result against the
 anything is written, then replaces the file atomically. ``${VAR}`` values are written back as the
 file has them, never expanded.
 
-Example::
+For example:
 
     save_role_binding("llm_orchestrator.yaml", "llm.inference", "openai:gpt-4.1-mini")
 """

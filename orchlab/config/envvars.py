@@ -11,7 +11,7 @@ Rules:
 - ``ORCH_AUTH_*_API_KEY`` variables are refused: keys are read through ``auth_profile`` and held as
   secrets, while a config value shows in ``repr(config)``.
 
-Example::
+For example:
 
     providers:
       vllm: {api_base: "${VLLM_BASE:-http://localhost:8000/v1}"}

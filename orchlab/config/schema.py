@@ -1,6 +1,6 @@
 """The `llm_orchestrator.yaml` schema: pydantic models with ``extra="forbid"``.
 
-Example::
+For example:
 
     project: my_project
     env: dev

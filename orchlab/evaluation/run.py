@@ -1,6 +1,6 @@
 """`evaluate`: targets answer a labelled set; accuracy, cost and latency side by side, in MLflow.
 
-Example::
+For example:
 
     result = orchlab.evaluate("tqbpp_core_en", ["llm.inference", "urn:orchlab:ensemble:..."],
                               scorers=["contains", "exact"])

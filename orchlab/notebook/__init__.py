@@ -1,7 +1,7 @@
 """orchlab in Jupyter: ``%load_ext orchlab`` registers the ``%%llm`` cell magic and the ``%llm``
 line magic.
 
-Example::
+For example:
 
     %load_ext orchlab
 

@@ -1,6 +1,6 @@
 """The ``%%llm`` options: an argparse front (for the usage line) feeding a pydantic model.
 
-Example::
+For example:
 
     >>> parse_cell_args("-r llm.inference -f json --param top_p=0.9 -o answer")
     CellArgs(role='llm.inference', format='json', out='answer', params={'top_p': 0.9}, ...)

@@ -1,7 +1,7 @@
 """Named conversations for ``%%llm --chat NAME --depth N``: each is a stored thread
 (`orchlab.store`), so a chat survives a kernel restart; a call sends its last N exchanges.
 
-Example::
+For example:
 
     chats = ChatStore()
     chat = chats.get("review", depth=2, client=client)

@@ -4,7 +4,7 @@ Only Jinja's own markers are special: ``{{ ... }}`` and ``{% ... %}``. Single br
 JSON, ``str.format`` templates) are sent as they are, and a prompt without ``{{``/``{%`` never
 touches Jinja at all. ``{# ... #}`` is *not* a comment here (``{#`` occurs in code).
 
-Example::
+For example:
 
     >>> interpolate('Summarise {{ df.shape }} and return {"rows": n}', {"df": df})
     'Summarise (3, 2) and return {"rows": n}'

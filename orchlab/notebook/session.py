@@ -3,7 +3,7 @@
 One `NotebookSession` per IPython shell (`%load_ext orchlab` creates it). Widgets and magics
 share it, so a role rebound in the model picker is what the next ``%%llm`` cell uses.
 
-Example::
+For example:
 
     from orchlab.notebook import get_session
     client = get_session().client          # the same client the %%llm cells use

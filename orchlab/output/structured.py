@@ -1,6 +1,6 @@
 """Structured output: a pydantic model as the shape of the answer.
 
-Example::
+For example:
 
     class City(BaseModel):
         name: str

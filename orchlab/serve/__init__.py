@@ -1,7 +1,7 @@
 """``orchlab serve``: the roles, strategies, budgets and tracking of a config behind an
 OpenAI-compatible HTTP API (FastAPI on uvicorn), plus ``/chat`` and ``/config`` for frontends.
 
-Example::
+For example:
 
     from orchlab.serve import create_app        # needs pip install 'orchlab[gateway]'
     app = create_app("llm_orchestrator.yaml")   # an ASGI app: uvicorn.run(app)

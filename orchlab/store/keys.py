@@ -13,7 +13,7 @@ the secret invalidates every key.
 Two kinds of key: ``user`` keys call models (limited by their allow-list, rpm, tpm and budget);
 ``admin`` keys manage keys over HTTP and call no model.
 
-Example::
+For example:
 
     new = client.keys.create("ana", roles=["llm.inference", "urn:orchlab:*"], rpm=60, budget="5/day")
     print(new.key)                       # shown once

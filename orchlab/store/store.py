@@ -1,7 +1,7 @@
 """`Store` (blocking, for the library and the notebook) and `AsyncStore` (for servers): the same
 statements (`orchlab.store.queries`) on a sync or an async SQLAlchemy engine.
 
-Example::
+For example:
 
     store = Store.open(StoreSettings("sqlite:////tmp/threads.db"))
     t = store.create_thread(name="review")

@@ -1,7 +1,7 @@
 """`Thread`: a persisted conversation. Each call sends the last ``context_depth`` messages of the
 thread's current branch before the new ones, and stores the new messages and the answer.
 
-Example::
+For example:
 
     t = client.thread("review")                 # by name (made on first use) or by id
     r = t.run("llm.inference", "Summarise the diff")

@@ -15,7 +15,7 @@ Each `Strategy` member has one orchestration logic, a `Logic` subclass, register
 Every strategy answers with an `LLMResponse` whose ``decision`` lists every attempt, and whose
 ``cost_usd`` and ``usage`` add up every attempt, losers and rejected answers included.
 
-Example::
+For example:
 
     from orchlab.strategies import Strategy
     r = client.complete("What is 2+2?", role="llm.inference", strategy=Strategy.PARALLEL)

@@ -6,7 +6,7 @@ numbers and tables, reasoning words, length) and picks the highest; ties go to t
 specific type (the order of `PRIORITY`); no marker at all gives ``general``. An LLM classifier
 (``routing.classifier: llm | hybrid`` with ``classifier_role``) can replace it or back it up.
 
-Example::
+For example:
 
     routing:
       default: llm.inference

@@ -17,7 +17,7 @@ pydantic       1 when ``Model.model_validate_json`` accepts the answer         n
 A cascade accepts an answer when ``score >= threshold`` and escalates when it is under (or
 unknown: a provider that returns no log-probs, a judge that answers no number).
 
-Example::
+For example:
 
     from orchlab.strategies import scorers
     client.complete(prompt, strategy="cascade", scorer=scorers.pydantic_model(Invoice), threshold=1)

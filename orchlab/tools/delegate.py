@@ -1,6 +1,6 @@
 """`delegate`: give a role a task and tools; it calls the model, runs the tools the model asks
 for (several at once when it asks for several), sends the results back, and repeats until the
-model answers in text. Example::
+model answers in text. For example:
 
     r = client.delegate("Weather in Paris and Oslo, and the sum of the temperatures?",
                         role="assistant", tools=[get_weather, add])

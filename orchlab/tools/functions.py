@@ -4,7 +4,7 @@ The parameters' JSON schema comes from the signature through pydantic; the descr
 docstring's first paragraph, and each parameter's from an ``Args:`` section when there is one.
 Arguments are validated before the function runs: a validation error, an exception inside the
 function or arguments that are no JSON object go back to the model as an error result (it can
-correct itself), never into the caller's path. Example::
+correct itself), never into the caller's path. For example:
 
     @orchlab.tool
     def get_weather(city: str, unit: Literal["C", "F"] = "C") -> str:

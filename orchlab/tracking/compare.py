@@ -1,6 +1,6 @@
 """Run a prompt set on several targets and compare them, in a DataFrame, a plot and MLflow's UI.
 
-Example::
+For example:
 
     result = orchlab.compare("data/prompts_small.jsonl", ["llm.preprocess", "llm.inference", "cascade"])
     result.summary                       # one row per target: success, latency p50/p95, tokens, cost

@@ -4,7 +4,7 @@ Both wait until this process's calls are in the store (so a call made a moment a
 then search the client's experiment. Filters on role, model, provider, rating and status run in
 MLflow's search (``tag.orchlab.role = ...``, ``feedback.rating >= 4``); time limits too.
 
-Example::
+For example:
 
     orchlab.history(role="llm.inference", min_rating=4, since="2026-11-01")
     orchlab.usage_history(by=["role", "model"], since=datetime.timedelta(days=7))

@@ -1,6 +1,6 @@
 """Versioned prompt templates in MLflow's prompt registry.
 
-Example::
+For example:
 
     orchlab.register_prompt("summarise", "Summarise in one line: {{text}}", alias="prod")
     prompt = orchlab.load_prompt("summarise@prod")          # or "summarise@2", "summarise"

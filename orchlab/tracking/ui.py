@@ -4,7 +4,7 @@
 The port: the ``port`` argument, else ``ORCH_MLFLOW_PORT``, else 5000. A client tracking into an
 MLflow server (``http(s)://``) needs no command: its UI is that server.
 
-Example::
+For example:
 
     %llm mlflow                     # in a notebook: flushes, then prints the store and the command
     print(ui_hint(client.tracking.settings))

@@ -1,6 +1,6 @@
 """ipywidgets for the notebook: rate an answer, pick a role's model, compare targets side by side.
 
-Example::
+For example:
 
     from orchlab import widgets
     widgets.feedback(response)            # 👍 👎, 1-5 stars, a comment -> MLflow feedback
