@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -311,6 +312,39 @@ def test_the_drain_runs_below_its_callers_cpu_priority(tmp_path: Path, template_
         wait_until(lambda: (settings.store_dir / STATUS_FILE).exists(), 60, "the drain's status")
         expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + NICE)
         assert os.getpriority(os.PRIO_PROCESS, proc.pid) == expected
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def test_the_drain_waits_for_a_burst_of_calls_then_writes_it_all(tmp_path: Path, template_db: Path) -> None:
+    """Records appended every 20 ms for ~3 s (a burst, under MAX_DEFER_S): the drain writes none of
+    them while they keep coming, and all of them once they stop."""
+    from orchlab.tracking.drain import MAX_DEFER_S, QUIET_S
+
+    settings = settings_for(tmp_path, template_db)
+    journal = Journal(settings)
+    records = [a_record(0)]
+    journal.append(records[0])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchlab.tracking.drain", str(settings.store_dir), "--idle", "30"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    status_file = settings.store_dir / STATUS_FILE
+    try:
+        wait_until(status_file.exists, 60, "the drain's status")  # it is up and watching
+        burst = min(3.0, MAX_DEFER_S - 1.0)
+        started, written_during = time.monotonic(), []
+        while time.monotonic() - started < burst:
+            records.append(a_record(len(records)))
+            journal.append(records[-1])
+            time.sleep(QUIET_S / 12)
+            written_during.append(json.loads(status_file.read_text())["written"])
+        assert set(written_during) == {0}  # nothing written while the calls kept coming
+        journal.close()
+        done = len(records)
+        wait_until(lambda: json.loads(status_file.read_text())["written"] == done, 120, "the burst written")
+        assert sorted(stored_trace_ids(settings)) == sorted(r["trace_id"] for r in records)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
