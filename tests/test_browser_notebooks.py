@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,8 +158,15 @@ def save(page: Any, lab: Lab, name: str) -> dict[str, Any]:
     page.keyboard.press("Control+s")
     deadline = time.monotonic() + 60
     while True:
-        model = lab.api(f"contents/{name}?type=notebook")
-        if model["last_modified"] != before:
+        try:
+            model = lab.api(f"contents/{name}?type=notebook")
+        except urllib.error.HTTPError as exc:
+            # 400 "unreadable notebook": the server read the file while it was being written;
+            # the save is under way, so ask again (anything else is a failure)
+            if exc.code != 400:
+                raise
+            model = None
+        if model is not None and model["last_modified"] != before:
             return dict(model["content"])  # the server's reading of the saved file
         assert time.monotonic() < deadline, f"{name} was not saved"
         page.wait_for_timeout(250)
