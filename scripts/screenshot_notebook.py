@@ -18,10 +18,8 @@ Run::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -35,7 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.lab_support import CHROMIUM_FLAGS, STATE_JS, chromium, free_port  # noqa: E402
+from tests.lab_support import CHROMIUM_FLAGS, STATE_JS, chromium, launch_lab  # noqa: E402
 
 
 def start_lab(home: Path, notebook: Path) -> tuple[subprocess.Popen[bytes], str, str]:
@@ -43,38 +41,12 @@ def start_lab(home: Path, notebook: Path) -> tuple[subprocess.Popen[bytes], str,
     folder = home / "notebooks"
     folder.mkdir()
     shutil.copy(notebook, folder / notebook.name)
-    settings = home / "lab-settings"
-    for plugin, values in {
-        "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
-        "notebook-extension/tracker": {"windowingMode": "none"},  # every cell in the DOM
-    }.items():
-        path = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(values), encoding="utf-8")
-    for sub in ("workspaces", "data", "runtime", "config", "ipython", "tmp"):
-        (home / sub).mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "MLFLOW_", "JUPYTER"))}
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        MLFLOW_MODEL_CATALOG_URI="",  # no remote price catalogue (it stalls offline)
+    proc, base, token = launch_lab(
+        home,
+        folder,
         ORCH_CACHE="off",  # real answers, not replays of an earlier run
         ORCH_TRACKING_DRAIN_IDLE="2",  # the notebook's tracking drain ends soon after the run
-        JUPYTERLAB_SETTINGS_DIR=str(settings),
-        JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
-        JUPYTER_DATA_DIR=str(home / "data"),
-        JUPYTER_RUNTIME_DIR=str(home / "runtime"),
-        JUPYTER_CONFIG_DIR=str(home / "config"),
-        IPYTHONDIR=str(home / "ipython"),
-        TMPDIR=str(home / "tmp"),  # the notebook's working directory
     )
-    port, token = free_port(), secrets.token_hex(16)
-    log = (home / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
-         "--ServerApp.ip=127.0.0.1", f"--ServerApp.token={token}", f"--ServerApp.root_dir={folder}"],
-        cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
         if proc.poll() is not None:

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab_support import CHROMIUM_FLAGS, STATE_JS, chromium, free_port
+from tests.lab_support import CHROMIUM_FLAGS, STATE_JS, chromium, launch_lab
 
 pytestmark = pytest.mark.browser
 
@@ -66,37 +64,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     folder.mkdir()
     for name in NOTEBOOKS:
         shutil.copy(ROOT / "notebooks" / name, folder / name)
-    settings = home / "lab-settings"
-    for plugin, values in {
-        # no news or update checks (this machine is offline), every cell in the DOM
-        "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
-        "notebook-extension/tracker": {"windowingMode": "none"},
-    }.items():
-        path = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(values), encoding="utf-8")
-    for sub in ("workspaces", "data", "runtime", "config", "ipython", "tmp"):
-        (home / sub).mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "MLFLOW_", "JUPYTER"))}
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        MLFLOW_MODEL_CATALOG_URI="",  # no remote price catalogue (it stalls offline)
-        JUPYTERLAB_SETTINGS_DIR=str(settings),
-        JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
-        JUPYTER_DATA_DIR=str(home / "data"),
-        JUPYTER_RUNTIME_DIR=str(home / "runtime"),
-        JUPYTER_CONFIG_DIR=str(home / "config"),
-        IPYTHONDIR=str(home / "ipython"),
-        TMPDIR=str(home / "tmp"),  # the notebooks' working directories
-    )
-    port, token = free_port(), secrets.token_hex(16)
-    log = (home / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
-         "--ServerApp.ip=127.0.0.1", f"--ServerApp.token={token}", f"--ServerApp.root_dir={folder}"],
-        cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    server = Lab(f"http://127.0.0.1:{port}", token, folder)
+    proc, base, token = launch_lab(home, folder)
+    server = Lab(base, token, folder)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -116,7 +85,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture(scope="module")
