@@ -7,7 +7,9 @@ chat completion against the same loopback OpenAI-wire server (tests/servers/open
 its own process). orchlab: ``import orchlab; get_llm_client(yaml).run(role, messages)`` with
 ``ORCH_TRACKING=0``; raw: ``from openai import OpenAI; OpenAI(...).chat.completions.create()``.
 Runs alternate (raw first, then orchlab first), medians, after one warm-up run each (which also
-fills orchlab's genai-prices cache, in a temp dir, as any earlier run on the machine would).
+fills orchlab's genai-prices and YAML caches, in a temp dir, as any earlier run of the script on the
+machine would; ``--yaml-off`` also times orchlab with that cache off, as the first run of a new
+config file finds it).
 Printed: the time from the first import to the answer inside the process (what the library
 costs), the same as CPU time of the process (less disturbed by other work on a shared machine),
 the whole process's wall time (what a user waits for, interpreter start-up included), and
@@ -109,6 +111,11 @@ def main() -> int:
     parser.add_argument(
         "--also", metavar="TREE", help="also time the orchlab of another checkout (say, the commit before)"
     )
+    parser.add_argument(
+        "--yaml-off",
+        action="store_true",
+        help="also time orchlab, YAML cache off",
+    )
     args = parser.parse_args()
 
     server = subprocess.Popen(
@@ -155,6 +162,8 @@ def main() -> int:
             }
             if args.also:
                 sides["orchlab (--also)"] = sides["orchlab"]
+            if args.yaml_off:
+                sides["orchlab (--yaml-off)"] = sides["orchlab"]
             own = [sys.executable, "-c", _OWN]
             sides["own: raw"] = [*own, "raw", messages, base_url, KEY, MODEL]
             sides["own: orchlab"] = [*own, str(config), messages, base_url]
@@ -165,6 +174,8 @@ def main() -> int:
             def once(name: str) -> None:
                 started = time.perf_counter()
                 side_env = {**env, "PYTHONPATH": args.also} if name.endswith("(--also)") else env
+                if name.endswith("(--yaml-off)"):
+                    side_env = {**env, "ORCH_YAML_CACHE": "off"}
                 out = subprocess.run(sides[name], capture_output=True, text=True, cwd=tmp, env=side_env)
                 wall = time.perf_counter() - started
                 if out.returncode:
@@ -189,10 +200,10 @@ def main() -> int:
     for key, label in ROWS:
         raw, ours = median("raw", key), median("orchlab", key)
         print(f"{label:40} {raw * 1e3:8.0f} ms {ours * 1e3:8.0f} ms {ours / raw:7.2f}")
-    if args.also:
+    for option in [o for o in ("--also", "--yaml-off") if f"orchlab ({o})" in results]:
         for key, label in ROWS:
-            raw, other = median("raw", key), median("orchlab (--also)", key)
-            print(f"{label + ', --also':40} {raw * 1e3:8.0f} ms {other * 1e3:8.0f} ms {other / raw:7.2f}")
+            raw, other = median("raw", key), median(f"orchlab ({option})", key)
+            print(f"{label + ', ' + option:40} {raw * 1e3:8.0f} ms {other * 1e3:8.0f} ms {other / raw:7.2f}")
     for name in [n for n in results if n != "raw" and not n.startswith("own: ")]:
         print(
             f"{name} split: "

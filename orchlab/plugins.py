@@ -9,7 +9,6 @@ imported here, so the lowest layer can use it.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import threading
 from collections.abc import Collection, Iterable, Mapping
@@ -36,9 +35,16 @@ class Plugin:
         return f"the entry point {self.name} = {self.target}{where} (group {self.group})"
 
 
+def close_matches(word: str, choices: Iterable[str]) -> list[str]:
+    """Up to three of ``choices`` close to ``word``, the closest first (difflib's, cutoff 0.5)."""
+    import difflib  # only once a name is wrong: not on every load or call
+
+    return difflib.get_close_matches(word, list(choices), n=3, cutoff=0.5)
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """``"; did you mean 'a', 'b'?"`` for the choices close to ``word``, else ``""``."""
-    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.5)
+    close = close_matches(word, choices)
     return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from pydantic import ValidationError
 from orchlab.auth import Secret, resolve_api_key
 from orchlab.config.schema import OrchestratorConfig, ProviderConfig, RoleParams, unsendable
 from orchlab.errors import AuthError, InvalidRequestError, UnknownProviderError, UnknownRoleError
+from orchlab.plugins import close_matches
 from orchlab.providers.base import ProviderSettings
 from orchlab.providers.registry import kind_of, provider_class
 from orchlab.types import GenerationParams
@@ -142,6 +142,8 @@ def check_params(
 @functools.lru_cache(maxsize=512)
 def _close_name(name: str, keywords: tuple[str, ...]) -> str | None:
     """A known name ``name`` looks like a typo of (cached: the same extras recur on every call)."""
+    import difflib  # only for a name orchlab does not know
+
     lowered = name.lower()
     choices = {n.lower(): n for n in (*keywords, *sorted(PARAM_NAMES))}
     close = difflib.get_close_matches(lowered, list(choices), n=1, cutoff=0.8)
@@ -193,7 +195,7 @@ class Resolver:
             return Resolver(self.config.for_env(env), base_dir=self.base_dir).binding(role)
         spec = self.config.roles.get(role)
         if spec is None:
-            close = difflib.get_close_matches(role, self.config.roles, n=3, cutoff=0.5)
+            close = close_matches(role, self.config.roles)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise UnknownRoleError(
                 f"role {role!r} is not defined in project {self.config.project!r} "
@@ -244,7 +246,7 @@ class Resolver:
     def provider_config(self, name: str) -> ProviderConfig:
         spec = self.config.providers.get(name)
         if spec is None:
-            close = difflib.get_close_matches(name, self.config.providers, n=3, cutoff=0.5)
+            close = close_matches(name, self.config.providers)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise UnknownProviderError(
                 f"provider {name!r} is not defined under providers: (defined: "

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from orchlab.auth import resolve_api_key
-from orchlab.config import document, load_config, parse_config
+from orchlab.config import document, load_config, parse_config, yaml_reader
 from orchlab.errors import AuthError, ConfigFileError, ConfigValidationError
 
 BASE = """\
@@ -31,7 +31,7 @@ def _role(extra: str) -> str:
 def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both of PyYAML's parsers: the C one when it is built, the Python one otherwise."""
     if request.param == "pure-python":
-        monkeypatch.setattr(document, "_LOADER", yaml.SafeLoader)
+        monkeypatch.setattr(yaml_reader, "_LOADER", yaml.SafeLoader)
     return str(request.param)
 
 

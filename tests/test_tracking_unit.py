@@ -205,7 +205,8 @@ def test_without_mlflow_tracking_is_off_with_one_warning_and_writes_nothing(
     warned = [line for line in out.stderr.splitlines() if "mlflow is not installed" in line]
     assert len(warned) == 1, out.stderr
     assert "OrchlabWarning" in warned[0] and "pip install 'orchlab[tracking]'" in warned[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["llm_orchestrator.yaml"]  # no spool, no store
+    # no spool, no store (orchlab-cache is conftest's ORCH_CACHE_DIR, ~/.cache/orchlab for a user)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["llm_orchestrator.yaml", "orchlab-cache"]
 
 
 # --- ratings -------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchlab.dirs import cache_dir
 from orchlab.types import Usage
 
 # Price keys that a plain per-token computation covers exactly. Any other key that genai-prices
@@ -93,12 +94,10 @@ def lookup(price_provider: str, model: str) -> PriceLookup:
 
 
 def cache_file() -> Path:
-    """Where genai-prices' answers are kept between processes: ``$ORCH_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/orchlab``, else ``~/.cache/orchlab``; ``genai-prices.json`` there."""
-    base = os.environ.get("ORCH_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "orchlab"
-    )
-    return Path(base) / "genai-prices.json"
+    """Where genai-prices' answers are kept between processes: ``genai-prices.json`` in
+    `orchlab.dirs.cache_dir` (``$ORCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/orchlab``, else
+    ``~/.cache/orchlab``)."""
+    return cache_dir() / "genai-prices.json"
 
 
 _disk: dict[str, Any] | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from orchlab.errors import (
     UnknownProviderError,
     UnknownRoleError,
 )
+from orchlab.plugins import close_matches
 from orchlab.plugins import did_you_mean as _did_you_mean
 from orchlab.providers.registry import kind_of, known_kinds
 
@@ -33,9 +33,10 @@ def default_config_path() -> Path:
 
 
 def load_config(path: str | Path | None = None) -> OrchestratorConfig:
-    """Load and check a YAML config; ``None`` loads the embedded default."""
+    """Load and check a YAML config; ``None`` loads the embedded default. PyYAML's reading of the
+    file is kept for a later process (`orchlab.yaml_cache`; ``ORCH_YAML_CACHE=off``: never)."""
     file = Path(path).expanduser() if path is not None else default_config_path()
-    return parse_config(read_config_text(file), source=str(file))
+    return parse_config(read_config_text(file), source=str(file), cache=True)
 
 
 def read_config_text(file: Path) -> str:
@@ -49,10 +50,11 @@ def read_config_text(file: Path) -> str:
     return decode(raw, source=str(file))
 
 
-def parse_config(text: str, *, source: str = "<string>") -> OrchestratorConfig:
+def parse_config(text: str, *, source: str = "<string>", cache: bool = False) -> OrchestratorConfig:
     """Check YAML text into an `OrchestratorConfig`; ``${VAR}`` values are expanded from the
-    environment (rules in `orchlab.config.envvars`, refusals in `orchlab.config.document`)."""
-    doc = read_document(text, source=source)
+    environment (rules in `orchlab.config.envvars`, refusals in `orchlab.config.document`).
+    ``cache``: keep PyYAML's reading of ``text`` for a later process, or take it from there."""
+    doc = read_document(text, source=source, cache=cache)
     if doc.problems:
         raise problems_error(source, doc.problems)
     data = doc.data
@@ -196,7 +198,7 @@ def check_models_and_budgets(config: OrchestratorConfig, *, source: str = "<conf
                 f"{source}: budgets.per_role_usd.{role_name}: role {role_name!r} is not defined "
                 f"(defined: {', '.join(sorted(roles)) or 'none'})" + _did_you_mean(role_name, roles),
                 role=role_name,
-                suggestions=difflib.get_close_matches(role_name, list(roles), n=3, cutoff=0.5),
+                suggestions=close_matches(role_name, roles),
             )
         if role_name in config.roles and config.roles[role_name].budget_usd is not None:
             key = f"roles.{role_name}.budget_usd"
@@ -242,7 +244,7 @@ def check_strategy_references(config: OrchestratorConfig, *, source: str = "<con
                 f"{source}: {key}: {ref!r} is not a defined role (defined: "
                 f"{', '.join(sorted(config.roles)) or 'none'})" + _did_you_mean(ref, config.roles),
                 role=ref,
-                suggestions=difflib.get_close_matches(ref, list(config.roles), n=3, cutoff=0.5),
+                suggestions=close_matches(ref, config.roles),
             )
         provider_name, sep, model = ref.partition(":")
         if not sep or not model:
@@ -251,7 +253,7 @@ def check_strategy_references(config: OrchestratorConfig, *, source: str = "<con
                 f"{', '.join(sorted(config.roles)) or 'none'}) nor a 'provider:model' target"
                 + _did_you_mean(ref, config.roles),
                 role=ref,
-                suggestions=difflib.get_close_matches(ref, list(config.roles), n=3, cutoff=0.5),
+                suggestions=close_matches(ref, config.roles),
             )
         if provider_name not in config.providers:
             raise UnknownProviderError(

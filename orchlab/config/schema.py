@@ -12,8 +12,9 @@ For example:
       llm.inference: {provider: gpu1, model: "llama3.1:8b", fallbacks: ["openai:gpt-4.1"]}
 """
 
-from __future__ import annotations
-
+# no ``from __future__ import annotations``: pydantic would compile every annotation string when a
+# class is created (~2 ms for this module on a one-shot script's first call); the few names used
+# before they are defined are quoted
 import json
 import re
 from enum import StrEnum
@@ -98,12 +99,12 @@ class ProviderConfig(_Strict):
         description="adapter-specific settings, validated by the adapter (e.g. model_path, n_ctx)",
     )
     deployments: list[Annotated[str, Field(min_length=1)]] = Field(
-        default_factory=list, description="base URLs of several servers of the same models (a pool)"
+        default=[], description="base URLs of several servers of the same models (a pool)"
     )
     pool: PoolConfig | None = Field(default=None, description="how requests spread over deployments:")
 
     @model_validator(mode="after")
-    def _deployments(self) -> ProviderConfig:
+    def _deployments(self) -> "ProviderConfig":
         if self.deployments and self.api_base is not None:
             raise ValueError("give api_base or deployments, not both (deployments: one URL per server)")
         if self.pool is not None and not self.deployments:
@@ -254,7 +255,7 @@ class LogicCandidateConfig(_Strict):
     stage that is a race, a fallback candidate that is an ensemble)."""
 
     strategy: LogicId = Field(description="the logic this candidate runs (a strategy or a logic id)")
-    candidates: list[Candidate] = Field(min_length=1, description="its own candidates, as in a role")
+    candidates: "list[Candidate]" = Field(min_length=1, description="its own candidates, as in a role")
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="the logic's own params (its Logic.from_params)"
     )
@@ -319,7 +320,7 @@ class ScorerConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _needs(self) -> ScorerConfig:
+    def _needs(self) -> "ScorerConfig":
         if self.scorer == "regex" and not self.pattern:
             raise ValueError("scorer 'regex' needs pattern:")
         if self.scorer == "judge" and not self.judge:
@@ -371,6 +372,7 @@ class LowBudgetRouting(_Strict):
 
 TierName = Literal["fast", "standard", "advanced"]
 Level = Literal["low", "medium", "high"]
+CapabilityName = Literal["chat", "code", "reasoning", "vision", "tools", "embedding"]
 
 DEFAULT_RISK_COMPLEXITY: dict[str, dict[str, str]] = {
     "low": {"low": "fast", "medium": "fast", "high": "standard"},
@@ -414,7 +416,7 @@ class SelectConfig(_Strict):
     prefer: Literal["cheapest", "local", "cloud"] = Field(
         default="cheapest", description="local (or cloud) models first when any matches, then the cheapest"
     )
-    providers: list[str] = Field(default_factory=list, description="provider entries to pick from (all)")
+    providers: list[str] = Field(default=[], description="provider entries to pick from (all)")
     prompt_tokens: int = Field(default=1000, gt=0, description="the call size costs are estimated for")
     output_tokens: int = Field(default=500, gt=0, description="(the role's max_tokens when it sets one)")
     discover: bool = Field(
@@ -446,7 +448,7 @@ class RoutingConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> RoutingConfig:
+    def _check(self) -> "RoutingConfig":
         if self.classifier != "rules" and not self.classifier_role:
             raise ValueError(f"classifier {self.classifier!r} needs classifier_role:")
         if self.low_budget is not None:
@@ -517,7 +519,7 @@ class RoleConfig(_Strict):
         return {False: "off", True: "force"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
-    def _own_model_or_candidates(self) -> RoleConfig:
+    def _own_model_or_candidates(self) -> "RoleConfig":
         if (self.provider is None) != (self.model is None):
             given, missing = ("provider", "model") if self.model is None else ("model", "provider")
             raise ValueError(f"the role gives {given} but no {missing}: give both, or neither")
@@ -620,9 +622,6 @@ class CacheConfig(_Strict):
     max_entries: int = Field(default=10_000, ge=1, description="past it the oldest answers are dropped")
 
 
-CapabilityName = Literal["chat", "code", "reasoning", "vision", "tools", "embedding"]
-
-
 class ModelConfig(_Strict):
     """A ``models:`` entry (key ``'provider:model'``): what it sets wins over genai-prices and the
     packaged metadata. Prices are USD per million tokens (custom prices, fine-tunes, self-hosted)."""
@@ -648,7 +647,7 @@ class ModelConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _prices_together(self) -> ModelConfig:
+    def _prices_together(self) -> "ModelConfig":
         if (self.input_price_per_mtok is None) != (self.output_price_per_mtok is None):
             raise ValueError("give both input_price_per_mtok and output_price_per_mtok, or neither")
         cache = self.cache_read_price_per_mtok is not None or self.cache_write_price_per_mtok is not None
@@ -737,7 +736,7 @@ class OrchestratorConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _known_toolsets(self) -> OrchestratorConfig:
+    def _known_toolsets(self) -> "OrchestratorConfig":
         for name, role in self.roles.items():
             if role.toolset is not None and role.toolset not in self.toolsets:
                 known = ", ".join(sorted(self.toolsets)) or "none defined"
@@ -746,7 +745,7 @@ class OrchestratorConfig(_Strict):
                 )
         return self
 
-    def for_env(self, env: str) -> OrchestratorConfig:
+    def for_env(self, env: str) -> "OrchestratorConfig":
         """This config as seen from ``env``: that env's overlay merged over the base."""
         overlay = self.envs.get(env)
         if overlay is None:
