@@ -109,7 +109,8 @@ def test_chat_on_a_gateway_keeps_the_thread_there_and_thread_resumes_it(
     thread = thread_id_of(out.stderr)
     # the gateway sent the first turn before the second: the history is kept server-side
     sent = [m["content"] for m in openai_server.requests[-1].body["messages"]]
-    assert sent == ["first question", "echo: first question", "Be brief", "second question"]
+    # and the system prompt went first, as the local chat (the library's Thread) sends it
+    assert sent == ["Be brief", "first question", "echo: first question", "second question"]
 
     out = cli("chat", "llm.inference", "--thread", thread, env=env, stdin="third question\n")
     assert out.returncode == 0, out.stderr

@@ -68,12 +68,19 @@ def test_completions_thread_header_stores_and_injects_only_when_asked(
     assert openai_server.last.body["messages"] == q  # stored, not injected
     sdk.chat.completions.create(
         model="llm.inference",
-        messages=[{"role": "user", "content": "again"}],
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "again"}],
         extra_headers={"x-orchlab-thread-id": "api", "x-orchlab-context-depth": "2"},
     )
-    assert [m["content"] for m in openai_server.last.body["messages"]] == ["hello", "echo: hello", "again"]
+    # the system prompt first, then the thread's history, then the new message; only that is stored
+    assert [(m["role"], m["content"]) for m in openai_server.last.body["messages"]] == [
+        ("system", "be brief"),
+        ("user", "hello"),
+        ("assistant", "echo: hello"),
+        ("user", "again"),
+    ]
     thread = httpx.get(f"{served.url}/threads/api").json()  # by name too
     assert thread["messages"][1]["id"] == message_id and len(thread["messages"]) == 4
+    assert [m["role"] for m in thread["messages"]] == ["user", "assistant", "user", "assistant"]
 
 
 def test_unknown_thread_and_message_are_404s(serve, openai_server: OpenAIWireServer, tmp_path: Path) -> None:

@@ -135,7 +135,8 @@ async def begin(
     *,
     user: str | None = None,
 ) -> Turn:
-    """A turn of ``thread_id``: its last ``depth`` messages, then ``messages`` (stored after)."""
+    """A turn of ``thread_id``: the request's system messages, the thread's last ``depth`` messages,
+    then the request's other messages (stored after), as `orchlab.store.thread.Thread` sends them."""
     from orchlab.store.queries import now
 
     started = now()
@@ -143,8 +144,9 @@ async def begin(
     thread = await find_thread(store, thread_id, user=user)
     head, history = await store.current_branch(thread.id, depth)
     past = [{"role": m.role, "content": m.text} for m in history] if depth else []
-    new = tuple(m for m in messages if m.get("role") != "system")  # a system prompt is not stored
-    return Turn(store, thread, head, new, [*past, *messages], started)
+    system = [m for m in messages if m.get("role") == "system"]  # first, and never stored
+    new = tuple(m for m in messages if m.get("role") != "system")
+    return Turn(store, thread, head, new, [*system, *past, *new], started)
 
 
 async def from_headers(request: Request, messages: list[dict[str, Any]], user: str | None) -> Turn | None:
