@@ -3,9 +3,9 @@
 A one-shot script reads its config file and the packaged ``models.yaml``; importing PyYAML alone
 costs it about 8 ms (it compiles its regexes), more than the rest of reading both. What PyYAML
 read from a text is kept in ``<cache dir>/yaml/<key>.json`` (`orchlab.dirs.cache_dir`), the key a
-SHA-256 of the text, what read it (``kind``), this format, orchlab's version and its reader's file
-(`orchlab.config.yaml_reader`); the next process that reads the same text takes it from there, and
-reads nothing else of the cache.
+SHA-256 of the text, what read it (``kind``), this format, orchlab's version and the files of its
+reader (`orchlab.config.yaml_reader`) and of PyYAML; the next process that reads the same text takes
+it from there, and reads nothing else of the cache.
 
 - Only plain data is kept: mappings with string keys, lists, strings, numbers, booleans and null.
   A reading holding anything else (a date, ``!!binary``, a key that is a number) is never kept:
@@ -73,15 +73,30 @@ def save(kind: str, text: str, value: Any) -> None:
 def _file(kind: str, text: str) -> Path:
     from orchlab import __version__
 
-    # the reader's own file too: a changed reader (a checkout between versions) reads texts again
-    reader = Path(__file__).parent / "config" / "yaml_reader.py"
-    try:
-        stat = reader.stat()
-        stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
-    except OSError:
-        stamp = ""
-    key = f"{FORMAT}\0{__version__}\0{stamp}\0{kind}\0"
+    key = f"{FORMAT}\0{__version__}\0{_readers()}\0{kind}\0"
     return cache_dir() / "yaml" / f"{hashlib.sha256(key.encode() + text.encode()).hexdigest()}.json"
+
+
+def _readers() -> str:
+    """The size and time of orchlab's reader and of PyYAML's ``__init__.py``: a changed reader (a
+    checkout between versions) or another PyYAML reads every text again (~0.1 ms: no import)."""
+    from importlib.util import find_spec
+
+    files = [Path(__file__).parent / "config" / "yaml_reader.py"]
+    try:
+        spec = find_spec("yaml")
+    except ValueError:
+        spec = None
+    if spec is not None and spec.origin:
+        files.append(Path(spec.origin))
+    stamps = []
+    for file in files:
+        try:
+            stat = file.stat()
+            stamps.append(f"{stat.st_size}:{stat.st_mtime_ns}")
+        except OSError:
+            stamps.append("")
+    return "/".join(stamps)
 
 
 def _plain(value: Any, depth: int = 0) -> bool:

@@ -235,3 +235,17 @@ def test_document_reads_without_importing_pyyaml_until_it_must():
     code = "import sys, orchlab.config.document, orchlab.config.loader; print('yaml' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_another_pyyaml_reads_every_text_again(tmp_path, monkeypatch):
+    import importlib.machinery
+    import importlib.util
+
+    yaml_cache.save("t", "text", {"n": 1})
+    assert yaml_cache.load("t", "text") == {"n": 1}
+    other = tmp_path / "site" / "yaml" / "__init__.py"  # an upgraded PyYAML: another file
+    other.parent.mkdir(parents=True)
+    other.write_text("# PyYAML 7\n")
+    found = importlib.machinery.ModuleSpec("yaml", None, origin=str(other))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: found if name == "yaml" else None)
+    assert yaml_cache.load("t", "text") is None
