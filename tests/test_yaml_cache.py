@@ -196,7 +196,16 @@ def test_a_cache_that_cannot_be_written_or_read_only_means_pyyaml_reads(write_co
     monkeypatch.setenv("ORCH_CACHE_DIR", str(cache))
     load_config(path)
     (kept,) = _kept_files(cache)
-    for damage in ("{not json", '{"format": 1, "value": {"data": 1}}', '{"format": 1, "value": 7}', "[]"):
+    damaged = [
+        "{not json",
+        "[]",
+        '{"format": 1, "value": 7}',
+        '{"format": 1, "value": {"data": 1}}',
+        # a ${VAR} that is not a string, or not there
+        '{"format": 1, "value": {"data": {"project": 1}, "lines": [], "dollars": [[["project"], 1]]}}',
+        '{"format": 1, "value": {"data": {"project": "p"}, "lines": [], "dollars": [[["x", 3], 1]]}}',
+    ]
+    for damage in damaged:
         kept.write_text(damage)
         assert load_config(path).project == "p"
 

@@ -133,9 +133,7 @@ def _expanded(reading: Reading, environ: Mapping[str, str]) -> Document:
     from_env: dict[Path, tuple[str, str]] = {}
     problems: list[Problem] = []
     for path, line in dollars.items():
-        parent = data
-        for part in path[:-1]:
-            parent = parent[part]
+        parent = _at(data, path[:-1])
         written = parent[path[-1]] if path else data
         try:
             value, names = expand(written, environ)
@@ -156,11 +154,20 @@ def _kept(text: str) -> Reading | None:
 
     kept: Any = yaml_cache.load("config", text)
     try:
+        data = kept["data"]
         lines = {tuple(p): int(n) for p, n in kept["lines"] if isinstance(p, list)}
         dollars = {tuple(p): int(n) for p, n in kept["dollars"] if isinstance(p, list)}
-        return kept["data"], lines, dollars
-    except (KeyError, TypeError, ValueError):  # none kept (None), or not what _keep writes
-        return None
+        if all(isinstance(_at(data, path), str) for path in dollars):
+            return data, lines, dollars
+    except (KeyError, IndexError, TypeError, ValueError):  # none kept (None)
+        pass
+    return None  # or not what _keep writes: PyYAML reads the text
+
+
+def _at(data: Any, path: Path) -> Any:
+    for part in path:
+        data = data[part]
+    return data
 
 
 def _keep(text: str, reading: Reading) -> None:
