@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from orchlab.auth import Secret, resolve_api_key
 from orchlab.config.schema import OrchestratorConfig, ProviderConfig, RoleParams, unsendable
 from orchlab.errors import AuthError, InvalidRequestError, UnknownProviderError, UnknownRoleError
-from orchlab.plugins import close_matches
+from orchlab.plugins import close_matches, did_you_mean
 from orchlab.providers.base import ProviderSettings
 from orchlab.providers.registry import kind_of, provider_class
 from orchlab.types import GenerationParams
@@ -246,11 +246,10 @@ class Resolver:
     def provider_config(self, name: str) -> ProviderConfig:
         spec = self.config.providers.get(name)
         if spec is None:
-            close = close_matches(name, self.config.providers)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise UnknownProviderError(
                 f"provider {name!r} is not defined under providers: (defined: "
-                f"{', '.join(sorted(self.config.providers)) or 'none'}){hint}",
+                f"{', '.join(sorted(self.config.providers)) or 'none'})"
+                + did_you_mean(name, self.config.providers),
                 provider=name,
             )
         return spec
