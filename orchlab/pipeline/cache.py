@@ -156,8 +156,10 @@ class SQLiteBackend:
         self._lock = threading.Lock()
         import sqlite3  # here, not at the top: a client whose calls never reach the cache never loads it
 
+        from orchlab.sqlite_wal import use_wal
+
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        use_wal(self._db.cursor(), timeout_s=5.0)
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS entries "

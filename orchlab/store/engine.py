@@ -4,8 +4,10 @@ SQLite: WAL (readers never wait for a writer), ``synchronous=NORMAL`` (a killed 
 nothing committed; WAL recovers on the next open), a busy timeout, and every write transaction
 opened with ``BEGIN IMMEDIATE``: a writer waits for the write lock *before* it reads, so SQLite's
 busy handler always applies (a deferred transaction that upgrades to a write can fail at once
-with "database is locked"). `retry_locked` is the last net: a write that still meets a lock after
-the busy timeout is retried, never reported to the caller, until `WRITE_DEADLINE_S`.
+with "database is locked"). The switch to WAL, which SQLite refuses at once while another
+connection holds a lock, waits as the busy timeout would (`orchlab.sqlite_wal`). `retry_locked`
+is the last net: a write that still meets a lock after the busy timeout is retried, never
+reported to the caller, until `WRITE_DEADLINE_S`.
 
 PostgreSQL: psycopg 3 (sync and async), sessions in UTC with ``synchronous_commit=off``: the
 same promise as SQLite's ``synchronous=NORMAL`` (a killed client or server process loses no
@@ -32,6 +34,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from orchlab.errors import StoreError
+from orchlab.sqlite_wal import says_locked, use_wal
 from orchlab.store.settings import StoreSettings
 
 if TYPE_CHECKING:
@@ -110,9 +113,7 @@ def _sqlite_connect(dbapi_con: Any, record: Any) -> None:
     cur = dbapi_con.cursor()
     try:
         cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA journal_mode")
-        if str(cur.fetchone()[0]).lower() != "wal":
-            cur.execute("PRAGMA journal_mode = WAL")
+        use_wal(cur, timeout_s=BUSY_TIMEOUT_MS / 1000)
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
     finally:
@@ -125,10 +126,7 @@ def _sqlite_begin(conn: Connection) -> None:
 
 def is_locked(exc: BaseException) -> bool:
     """SQLite's "database is locked" / "busy" (PostgreSQL never says so)."""
-    if not isinstance(exc, OperationalError | DBAPIError):
-        return False
-    text_ = str(getattr(exc, "orig", exc)).lower()
-    return "locked" in text_ or "busy" in text_
+    return isinstance(exc, OperationalError | DBAPIError) and says_locked(getattr(exc, "orig", exc))
 
 
 def retry_locked(fn: Callable[[], T], *, deadline_s: float = WRITE_DEADLINE_S) -> T:
