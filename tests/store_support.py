@@ -15,7 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -153,3 +153,34 @@ def feedback_rows(store: Store) -> list[tuple[object, ...]]:
             ).order_by(feedback.c.user)
         )
         return [tuple(r) for r in rows]
+
+
+def opened_behind_a_lock(path: Path, open_: Callable[[], object]) -> object:
+    """What ``open_()`` returns (or raises) when it opens the new SQLite file ``path`` while
+    another connection holds its write lock, released 0.3 s later: SQLite refuses the switch to
+    WAL at once there, without its busy handler (two processes opening a new file together)."""
+    import sqlite3
+    import threading
+    import time
+
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE other (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO other VALUES (1)")
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(open_())
+        except Exception as exc:  # returned to the test, with its message
+            outcome.append(exc)
+
+    opener = threading.Thread(target=run)
+    opener.start()
+    time.sleep(0.3)  # the opener meets the lock (no timing is asserted)
+    assert outcome == [], f"opening {path.name} did not wait for the lock: {outcome}"
+    holder.execute("COMMIT")
+    holder.close()
+    opener.join(timeout=60)
+    assert len(outcome) == 1, f"opening {path.name} never ended"
+    return outcome[0]

@@ -20,6 +20,7 @@ from orchlab.pipeline.cache import RedisBackend, SQLiteBackend, cache_key
 from orchlab.resolution import ResolvedLLMConfig
 from orchlab.types import GenerationParams, Message, ModelRequest
 from tests.servers.openai_wire import OpenAIWireServer, Reply
+from tests.store_support import opened_behind_a_lock
 
 Q = [{"role": "user", "content": "hi"}]
 
@@ -287,35 +288,15 @@ def test_sqlite_entries_expire_after_their_ttl_and_the_oldest_go_past_the_bound(
 
 
 def test_a_new_sqlite_cache_waits_while_another_process_holds_a_lock_on_it(tmp_path: Path) -> None:
-    """Opening a cache file whose lock another connection holds (two processes starting at once)
-    waits for it: SQLite refuses the switch to WAL at once, without its busy handler."""
-    import sqlite3
-    import threading
-
-    path = tmp_path / "c.db"
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("CREATE TABLE other (x)")
-    holder.execute("BEGIN IMMEDIATE")
-    holder.execute("INSERT INTO other VALUES (1)")
-    opened: list[object] = []
-
-    def open_cache() -> None:
+    def open_cache() -> str | None:
+        backend = SQLiteBackend(tmp_path / "c.db", ttl_s=60, max_entries=3)
+        backend.put("k", "v")
         try:
-            backend = SQLiteBackend(path, ttl_s=60, max_entries=3)
-            backend.put("k", "v")
-            opened.append(backend.get("k"))
+            return backend.get("k")
+        finally:
             backend.close()
-        except Exception as exc:  # reported below, with its message
-            opened.append(exc)
 
-    opener = threading.Thread(target=open_cache)
-    opener.start()
-    time.sleep(0.3)  # the opener meets the lock (no timing is asserted)
-    assert opened == []  # still waiting, not failed
-    holder.execute("COMMIT")
-    holder.close()
-    opener.join(timeout=30)
-    assert opened == ["v"]
+    assert opened_behind_a_lock(tmp_path / "c.db", open_cache) == "v"
 
 
 # --- Redis, a real server on loopback ----------------------------------------------------------

@@ -24,7 +24,7 @@ from orchlab.store.settings import StoreSettings, resolve_store_settings
 from orchlab.store.store import AsyncStore, Store
 from tests.servers.openai_wire import OpenAIWireServer
 from tests.store_support import feedback_rows as _feedback_rows
-from tests.store_support import postgres_fixture, store_url_fixture
+from tests.store_support import opened_behind_a_lock, postgres_fixture, store_url_fixture
 
 __all__ = ["postgres_fixture", "store_url_fixture"]
 
@@ -136,46 +136,27 @@ def test_two_processes_open_a_new_store_at_once(store_url: str, tmp_path: Path) 
 def test_opening_waits_while_another_connection_holds_a_lock_on_a_new_store(
     tmp_path: Path, kind: str
 ) -> None:
-    """SQLite refuses the switch to WAL at once ("database is locked", no busy handler) while
-    another connection holds a lock: what two processes opening a new store together meet."""
     import asyncio
-    import threading
 
     db = tmp_path / "new.db"
-    holder = sqlite3.connect(db, isolation_level=None)
-    holder.execute("CREATE TABLE other (x)")
-    holder.execute("BEGIN IMMEDIATE")
-    holder.execute("INSERT INTO other VALUES (1)")
     settings = StoreSettings(f"sqlite:///{db}")
-    result: list[object] = []
 
-    def open_store() -> None:
+    def open_sync() -> str:
+        store = Store.open(settings)
         try:
-            if kind == "sync":
-                store = Store.open(settings)
-                result.append(store.create_thread(name="after the lock").name)
-                store.close()
-            else:
+            return store.create_thread(name="after the lock").name
+        finally:
+            store.close()
 
-                async def go() -> str:
-                    store = await AsyncStore.open(settings)
-                    try:
-                        return (await store.create_thread(name="after the lock")).name
-                    finally:
-                        await store.aclose()
+    async def open_async() -> str:
+        store = await AsyncStore.open(settings)
+        try:
+            return (await store.create_thread(name="after the lock")).name
+        finally:
+            await store.aclose()
 
-                result.append(asyncio.run(go()))
-        except Exception as exc:  # reported below, with its message
-            result.append(exc)
-
-    opener = threading.Thread(target=open_store)
-    opener.start()
-    time.sleep(0.3)  # the opener meets the lock (no timing is asserted)
-    assert result == []  # still waiting, not failed
-    holder.execute("COMMIT")
-    holder.close()
-    opener.join(timeout=60)
-    assert result == ["after the lock"]
+    opened = opened_behind_a_lock(db, open_sync if kind == "sync" else lambda: asyncio.run(open_async()))
+    assert opened == "after the lock"
     assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
