@@ -113,9 +113,16 @@ def wait_until_done(page: Any, timeout: float = RUN_TIMEOUT_S) -> list[str]:
 
 
 def run_all(page: Any) -> list[str]:
+    """Run All Cells from the menu; the prompts once the run has started *and* ended (on a loaded
+    machine the page may take seconds to start it: until then it looks done, with the last run's
+    prompts)."""
+    before = page.evaluate(STATE_JS)["prompts"]
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-    page.wait_for_timeout(1000)
+    deadline = time.monotonic() + 60
+    while (prompts := page.evaluate(STATE_JS)["prompts"]) == before:
+        assert time.monotonic() < deadline, f"Run All did not start within 60 s: {prompts}"
+        page.wait_for_timeout(250)
     return wait_until_done(page)
 
 
