@@ -119,7 +119,6 @@ class _Pump:
         self.finished = False
         self.error: BaseException | None = None
         self.task: asyncio.Task[None] | None = None
-        self.wakeups = 0  # how many times the consumer waited and was woken (for tests)
         self._lock = threading.Lock()
         self._wake: Callable[[], None] | None = None
         self._handed = False
@@ -184,7 +183,6 @@ class _Pump:
             elif self._arm(ready.set):
                 ready.wait()
                 ready.clear()
-                self.wakeups += 1
 
     async def batches_async(self) -> AsyncIterator[list[Any]]:
         loop = asyncio.get_running_loop()
@@ -202,7 +200,6 @@ class _Pump:
 
             if self._arm(wake):
                 await waiter
-                self.wakeups += 1
 
     async def close(self) -> None:
         task = self.task

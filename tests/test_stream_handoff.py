@@ -40,13 +40,17 @@ class Source:
             self.closed.set()
 
 
-def test_fifty_chunks_cross_in_far_fewer_wakeups_than_fifty_in_order() -> None:
+def test_a_burst_already_buffered_crosses_in_one_batch_in_order() -> None:
+    """The consumer takes whatever is there per wake-up (one hop per chunk would be 50 batches).
+    The burst is buffered before the consumer looks: how many wake-ups a burst *being* produced
+    costs depends on the scheduler, and is measured in benchmarks/, not asserted here."""
     source = Source(50)
     pump = _Pump(source.items())
     source.go.set()
-    got = [item for batch in pump.batches_sync() for item in batch]
-    assert got == list(range(50))
-    assert pump.wakeups <= 25  # one hop per chunk would be 50; a burst crosses in a few
+    assert source.closed.wait(30)
+    batches = list(pump.batches_sync())
+    assert [item for batch in batches for item in batch] == list(range(50))
+    assert len(batches) == 1
 
 
 def test_a_consumer_that_stops_early_closes_the_source_at_once() -> None:
@@ -73,9 +77,10 @@ async def test_the_async_consumer_gets_batches_in_order_and_the_exception() -> N
     source = Source(50)
     pump = _Pump(source.items())
     source.go.set()
-    got = [item async for batch in pump.batches_async() for item in batch]
-    assert got == list(range(50))
-    assert pump.wakeups <= 25  # one hop per chunk would be 50; a burst crosses in a few
+    assert await asyncio.to_thread(source.closed.wait, 30)  # the burst is buffered (see above)
+    batches = [batch async for batch in pump.batches_async()]
+    assert [item for batch in batches for item in batch] == list(range(50))
+    assert len(batches) == 1
 
     failing = Source(50, fail_after=3)
     failing.go.set()
