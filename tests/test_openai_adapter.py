@@ -363,16 +363,29 @@ async def test_sync_api_inside_a_running_event_loop(
 
 
 async def test_concurrent_aruns(make_client: MakeClient, openai_server: OpenAIWireServer) -> None:
+    """The four calls are in flight at once: no reply is sent before the server holds all four
+    requests (calls that queued would never get there; no timing is asserted)."""
+    import threading
+
     client = make_client("deepseek")
-    openai_server.push(*(Reply(delay_s=0.2) for _ in range(4)))
-    started = time.perf_counter()
+    all_in, overlapped = threading.Event(), threading.Event()
+    openai_server.push(*(Reply(after=all_in) for _ in range(4)))
+
+    def release_once_four_are_in() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not overlapped.is_set():
+            if len(openai_server.requests) == 4:
+                overlapped.set()
+            time.sleep(0.005)
+        all_in.set()  # the replies go out either way
+
+    threading.Thread(target=release_once_four_are_in, daemon=True).start()
     answers = await asyncio.gather(
         *(client.arun(ROLE, [{"role": "user", "content": f"question {i}"}]) for i in range(4))
     )
-    elapsed = time.perf_counter() - started
+    assert overlapped.is_set(), "the four calls were not in flight at once"
     assert [a.content for a in answers] == [f"echo: question {i}" for i in range(4)]
     assert len(openai_server.requests) == 4
-    assert elapsed < 0.7  # four 0.2 s replies overlapped instead of queueing (0.8 s)
 
 
 def test_sync_run_from_several_threads(make_client: MakeClient, openai_server: OpenAIWireServer) -> None:

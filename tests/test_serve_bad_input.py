@@ -137,7 +137,7 @@ def test_half_a_body_then_silence_is_a_408_within_the_read_timeout(gw) -> None:
             answer += data
         took = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
-    assert b'"code":"request_timeout"' in answer and 0.4 < took < 3.0
+    assert b'"code":"request_timeout"' in answer and 0.4 < took < 4.5  # the socket gives up at 5 s
     still_serving(gw)
 
 

@@ -136,7 +136,10 @@ def test_max_tokens_truncates_and_context_window(client) -> None:
 async def test_cancellation_is_recorded_and_generation_stops(client) -> None:
     fake = client.provider("fake")
     task = asyncio.ensure_future(fake.complete(request("slowgen")))
-    await asyncio.sleep(0.07)  # about 3 of 8 tokens at 50 tokens/s
+    deadline = time.monotonic() + 30
+    while not fake.calls or fake.calls[-1].tokens_emitted < 1:  # cancelled once it has begun,
+        assert time.monotonic() < deadline  # whatever the machine's load (8 tokens at 50/s)
+        await asyncio.sleep(0.002)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
