@@ -3,7 +3,8 @@
 SQLite answers "database is locked" *at once*, without calling its busy handler, when a
 connection asks for WAL while another connection holds a lock on the file (two processes
 opening a new database together meet this). `use_wal` waits and asks again, as the busy
-timeout would, up to ``timeout_s``; the mode, once set, stays with the file.
+timeout would, up to ``timeout_s``; the mode, once set, stays with the file. `says_locked`
+tells SQLite's lock errors from the others, whichever driver raised them.
 """
 
 from __future__ import annotations

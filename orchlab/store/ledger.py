@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, delete, func, select, update
 
+from orchlab.sqlite_wal import says_locked
 from orchlab.store.ids import new_ulid
 from orchlab.store.keys import utcnow
 from orchlab.store.schema import api_keys, usage_ledger, users
@@ -236,7 +237,7 @@ class NoWait:
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
+            if says_locked(exc):
                 return BUSY
             raise
         try:
